@@ -1,0 +1,494 @@
+"""Multi-layer ``RNN``, ``LSTM`` and ``GRU``: drop-ins for their torch.nn namesakes.
+
+What is here: parameters (torch.nn's names, order and initialisation, so ``load_state_dict``
+works both ways), stacking, both directions, dropout between layers, unbatched input, padded
+batches with ``lengths`` and PackedSequence in -> PackedSequence out; and the choice of path:
+
+* ``impl="fused"`` -- torch's fused kernels over these parameters (``fused.py``);
+* ``impl="cells"`` -- our step functions (``cells.py``) stepped through time; every configuration,
+  e.g. a softplus RNN, which torch has no kernel for;
+* ``impl="auto"`` (default) -- fused where a kernel exists, else cells.
+
+Shape legend: ``N`` batch, ``L`` sequence length, ``D`` directions (2 if bidirectional else 1),
+``H_in`` input_size, ``H_cell`` hidden_size, ``H_out`` proj_size if > 0 else hidden_size.
+Input (L, N, H_in), or (N, L, H_in) with ``batch_first``, or (L, H_in) unbatched; output
+(L, N, D*H_out) likewise; states (D*num_layers, N, H_out) whatever ``batch_first`` says.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnkit.cells import (
+    ACTIVATIONS,
+    LSTMState,
+    check_nonlinearity,
+    check_size,
+    gru_step,
+    lstm_step,
+    rnn_step,
+)
+from rnnkit.fused import has_fused_kernel, run_fused
+
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+IMPLS = ("auto", "fused", "cells")
+
+
+class _RecurrentLayer(nn.Module):
+    """Parameters, checks and the two execution paths shared by RNN, LSTM and GRU."""
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        bias: bool,
+        batch_first: bool,
+        dropout: float,
+        bidirectional: bool,
+        proj_size: int,
+        device,
+        dtype,
+        nonlinearity: str,
+        impl: str,
+    ) -> None:
+        super().__init__()
+        self.mode, self.nonlinearity = mode, check_nonlinearity(nonlinearity)
+        self.input_size = check_size("input_size", input_size)
+        self.hidden_size = check_size("hidden_size", hidden_size)
+        self.num_layers = check_size("num_layers", num_layers)
+        self.proj_size = check_size("proj_size", proj_size, minimum=0)
+        for name, flag in (
+            ("bias", bias),
+            ("batch_first", batch_first),
+            ("bidirectional", bidirectional),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {flag!r}")
+        self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, numbers.Number)
+            or not 0 <= dropout <= 1
+        ):
+            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
+        self.dropout = float(dropout)
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"dropout={dropout} has no effect with num_layers=1: dropout is applied between "
+                "recurrent layers, so it expects num_layers > 1",
+                stacklevel=3,
+            )
+        if proj_size and mode != "lstm":
+            raise ValueError(
+                f"proj_size is only supported by LSTM, got proj_size={proj_size} for {mode.upper()}"
+            )
+        if proj_size >= hidden_size:
+            raise ValueError(
+                f"proj_size must be smaller than hidden_size={hidden_size}, got {proj_size}"
+            )
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(map(repr, IMPLS))}; got {impl!r}")
+        if impl == "fused" and not has_fused_kernel(mode, nonlinearity):
+            raise ValueError(
+                f"impl='fused' needs a torch kernel, which exists for nonlinearity 'tanh' or "
+                f"'relu' only; got nonlinearity={nonlinearity!r} (use impl='cells' or 'auto')"
+            )
+        self.impl = impl
+
+        factory = {"device": device, "dtype": dtype}
+        gate_size = _GATES[mode] * hidden_size
+        h_out = proj_size or hidden_size
+        self._flat_weights_names: list[str] = []
+        self._all_weights: list[list[str]] = []
+        for layer in range(num_layers):
+            for suffix in ("", "_reverse") if bidirectional else ("",):
+                layer_in = input_size if layer == 0 else h_out * self.num_directions
+                shapes = {"weight_ih": (gate_size, layer_in), "weight_hh": (gate_size, h_out)}
+                if bias:
+                    shapes |= {"bias_ih": (gate_size,), "bias_hh": (gate_size,)}
+                if proj_size:
+                    shapes["weight_hr"] = (proj_size, hidden_size)
+                names = []
+                for kind, shape in shapes.items():
+                    names.append(f"{kind}_l{layer}{suffix}")
+                    self.register_parameter(names[-1], nn.Parameter(torch.empty(shape, **factory)))
+                self._flat_weights_names += names
+                self._all_weights.append(names)
+        self.reset_parameters()
+
+    @property
+    def use_fused(self) -> bool:
+        """Whether forward runs torch's fused kernel (set ``impl`` to switch paths)."""
+        return self.impl != "cells" and has_fused_kernel(self.mode, self.nonlinearity)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Parameters grouped per (layer, direction), as torch.nn's ``all_weights``."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """No-op, for torch.nn compatibility (the fused kernels read the parameters directly)."""
+
+    def reset_parameters(self) -> None:
+        """torch.nn's default: every parameter uniform in (-1/sqrt(H_cell), 1/sqrt(H_cell))."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        defaults = {
+            "proj_size": 0,
+            "num_layers": 1,
+            "nonlinearity": "tanh",
+            "bias": True,
+            "batch_first": False,
+            "dropout": 0.0,
+            "bidirectional": False,
+            "impl": "auto",
+        }
+        for key, default in defaults.items():
+            if getattr(self, key) != default:
+                s += f", {key}={getattr(self, key)!r}"
+        return s
+
+    # ---- forward: checks, then one of the two paths ------------------------------------------
+    def forward(self, input, hx=None, lengths=None):
+        """Run the layer. See the class docstring for the contract; returns (output, h_n) or,
+        for LSTM, (output, LSTMState(h_n, c_n))."""
+        name = type(self).__name__
+        batch_sizes = sorted_indices = unsorted_indices = None
+        unbatched = False
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError(f"{name}: lengths must be None for a PackedSequence input")
+            x, batch_sizes, sorted_indices, unsorted_indices = input
+            self._check_features(x, expected_dim=2)
+            n = int(batch_sizes[0])
+        else:
+            if not isinstance(input, Tensor) or input.dim() not in (2, 3):
+                got = f"{input.dim()}-D" if isinstance(input, Tensor) else type(input).__name__
+                raise ValueError(
+                    f"{name}: input must be 3-D (L, N, H_in), (N, L, H_in) with batch_first, "
+                    f"or 2-D (L, H_in) unbatched; got {got}"
+                )
+            unbatched = input.dim() == 2
+            x = input.unsqueeze(0 if self.batch_first else 1) if unbatched else input
+            self._check_features(x, expected_dim=3)
+            n = x.size(0 if self.batch_first else 1)
+            lengths = self._check_lengths(lengths, x, unbatched)
+        hx = self._initial_state(hx, x, n, unbatched)
+        if sorted_indices is not None:
+            hx = tuple(s.index_select(1, sorted_indices) for s in hx)
+
+        if self.use_fused:
+            output, state = self._forward_fused(x, batch_sizes, hx, lengths)
+        else:
+            output, state = self._forward_cells(x, batch_sizes, hx, lengths)
+
+        if unsorted_indices is not None:
+            state = tuple(s.index_select(1, unsorted_indices) for s in state)
+        if batch_sizes is not None:
+            output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+        elif unbatched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            state = tuple(s.squeeze(1) for s in state)
+        return output, (LSTMState(*state) if self.mode == "lstm" else state[0])
+
+    def _check_features(self, x: Tensor, expected_dim: int) -> None:
+        name = type(self).__name__
+        if x.dim() != expected_dim:
+            raise ValueError(f"{name}: input data must be {expected_dim}-D, got {x.dim()}-D")
+        if x.size(-1) != self.input_size:
+            raise ValueError(
+                f"{name}: input.size(-1) must equal input_size={self.input_size}, got {x.size(-1)}"
+            )
+        weight = self.weight_ih_l0
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(
+                f"{name}: input dtype {x.dtype} does not match the weights' {weight.dtype}; "
+                f"convert the input with .to({weight.dtype}) or the module with .to({x.dtype})"
+            )
+
+    def _check_lengths(self, lengths, x: Tensor, unbatched: bool) -> Tensor | None:
+        """Return lengths as a CPU int64 tensor, or None when every sequence is full length."""
+        if lengths is None:
+            return None
+        name = type(self).__name__
+        if unbatched:
+            raise ValueError(f"{name}: lengths needs a batched (3-D) input, got 2-D input")
+        n, seq_len = (x.size(0), x.size(1)) if self.batch_first else (x.size(1), x.size(0))
+        lengths = torch.as_tensor(lengths, device="cpu")
+        if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.shape != (n,):
+            raise ValueError(
+                f"{name}: lengths must be {n} integers (one per sequence), "
+                f"got {lengths.dtype} of shape {tuple(lengths.shape)}"
+            )
+        lengths = lengths.long()
+        if n and (lengths.min() < 1 or lengths.max() > seq_len):
+            raise ValueError(
+                f"{name}: lengths must lie in [1, L={seq_len}], "
+                f"got min {int(lengths.min())} and max {int(lengths.max())}"
+            )
+        return None if bool((lengths == seq_len).all()) else lengths
+
+    def _initial_state(self, hx, x: Tensor, n: int, unbatched: bool) -> tuple[Tensor, ...]:
+        """Zeros for ``hx=None``; otherwise check the shapes and add the batch dimension."""
+        name = type(self).__name__
+        rows = self.num_layers * self.num_directions
+        sizes = [self.proj_size or self.hidden_size]
+        if self.mode == "lstm":
+            sizes.append(self.hidden_size)
+        if hx is None:
+            return tuple(x.new_zeros(rows, n, size) for size in sizes)
+        if self.mode == "lstm":
+            if not isinstance(hx, tuple | list) or len(hx) != 2:
+                raise ValueError(f"{name}: hx must be a pair (h_0, c_0), got {type(hx).__name__}")
+            labels = ("hx[0] (h_0)", "hx[1] (c_0)")
+        else:
+            hx, labels = (hx,), ("hx",)
+        states = []
+        for label, s, size in zip(labels, hx, sizes, strict=True):
+            expected = (rows, size) if unbatched else (rows, n, size)
+            if not isinstance(s, Tensor) or tuple(s.shape) != expected:
+                legend = "(D*num_layers, H_out)" if unbatched else "(D*num_layers, N, H_out)"
+                got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+                raise ValueError(f"{name}: {label} must have shape {expected} {legend}, got {got}")
+            states.append(s.unsqueeze(1) if unbatched else s)
+        return tuple(states)
+
+    # ---- the fused path ----------------------------------------------------------------------
+    def _forward_fused(self, x, batch_sizes, hx, lengths):
+        run = partial(
+            run_fused,
+            self.mode,
+            self.nonlinearity,
+            weights=self._flat_weights,
+            bias=self.bias,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            training=self.training,
+            bidirectional=self.bidirectional,
+            batch_first=self.batch_first,
+        )
+        if lengths is None:
+            return run(x, batch_sizes, hx)
+        # Padded batch with lengths: pack it, so the kernel stops at each sequence's true end.
+        packed = pack_padded_sequence(x, lengths, self.batch_first, enforce_sorted=False)
+        hx = tuple(s.index_select(1, packed.sorted_indices) for s in hx)
+        data, state = run(packed.data, packed.batch_sizes, hx)
+        packed_out = PackedSequence(data, *packed[1:])
+        total = x.size(1 if self.batch_first else 0)
+        output, _ = pad_packed_sequence(packed_out, self.batch_first, total_length=total)
+        return output, tuple(s.index_select(1, packed.unsorted_indices) for s in state)
+
+    # ---- the cells path ----------------------------------------------------------------------
+    def _forward_cells(self, x, batch_sizes, hx, lengths):
+        if batch_sizes is not None:  # packed data -> padded, in the packed (sorted) batch order
+            padded, lengths = pad_packed_sequence(PackedSequence(x, batch_sizes))
+            output, state = self._scan_layers(padded, hx, lengths)
+            return pack_padded_sequence(output, lengths).data, state
+        time_major = x.transpose(0, 1) if self.batch_first else x
+        output, state = self._scan_layers(time_major, hx, lengths)
+        return (output.transpose(0, 1) if self.batch_first else output), state
+
+    def _scan_layers(self, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None):
+        """Stack layers and directions over a time-major batch ``x`` (L, N, H_in)."""
+        mask = None
+        if lengths is not None:
+            steps = torch.arange(x.size(0), device=x.device)
+            mask = (steps[:, None] < lengths.to(x.device)[None, :]).unsqueeze(-1)  # (L, N, 1)
+        finals: list[tuple[Tensor, ...]] = []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction, suffix in enumerate(("", "_reverse")[: self.num_directions]):
+                k = layer * self.num_directions + direction
+                step = self._step_function(layer, suffix)
+                state = tuple(s[k] for s in hx)
+                if direction == 0:
+                    out, state = _scan(step, x, state, mask)
+                else:
+                    out, state = _scan(step, _reverse(x, lengths), state, mask)
+                    out = _reverse(out, lengths)
+                outputs.append(out)
+                finals.append(state)
+            x = torch.cat(outputs, -1) if len(outputs) > 1 else outputs[0]  # (L, N, D*H_out)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        return x, tuple(torch.stack(s) for s in zip(*finals, strict=True))
+
+    def _step_function(self, layer: int, suffix: str):
+        """The cell equation of one (layer, direction), bound to its weights: state -> state."""
+        w = {
+            kind: getattr(self, f"{kind}_l{layer}{suffix}", None)
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+        }
+        if self.mode == "lstm":
+            return lambda x, s: lstm_step(x, s, **w)
+        del w["weight_hr"]
+        if self.mode == "gru":
+            return lambda x, s: (gru_step(x, s[0], **w),)
+        activation = ACTIVATIONS[self.nonlinearity]
+        return lambda x, s: (rnn_step(x, s[0], **w, activation=activation),)
+
+
+def _scan(step, x: Tensor, state: tuple[Tensor, ...], mask: Tensor | None):
+    """Apply ``step`` over time. Past a sequence's end (``mask`` False) its state is held and
+    its output is zero, so the final state is the one at the true end."""
+    outputs = []
+    for t in range(x.size(0)):
+        new = step(x[t], state)
+        if mask is not None:
+            new = tuple(torch.where(mask[t], a, b) for a, b in zip(new, state, strict=True))
+        state = new
+        outputs.append(state[0])
+    output = torch.stack(outputs)  # (L, N, H_out)
+    return (output if mask is None else output * mask), state
+
+
+def _reverse(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of a time-major batch within its own length (padding stays put)."""
+    if lengths is None:
+        return x.flip(0)
+    steps = torch.arange(x.size(0), device=x.device)[:, None]  # (L, 1)
+    lengths = lengths.to(x.device)[None, :]  # (1, N)
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)  # (L, N)
+    return x.gather(0, index.unsqueeze(-1).expand_as(x))
+
+
+class RNN(_RecurrentLayer):
+    r"""Multi-layer Elman RNN, a drop-in for ``torch.nn.RNN``:
+    :math:`h_t = \phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})`.
+
+    ``nonlinearity`` is any of :data:`rnnkit.cells.ACTIVATIONS` (torch offers tanh and relu;
+    the others run on the cells path). ``forward(input, hx=None, lengths=None) -> (output, h_n)``.
+    """
+
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        nonlinearity="tanh",
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        device=None,
+        dtype=None,
+        *,
+        proj_size=0,
+        impl="auto",
+    ):
+        super().__init__(
+            "rnn",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
+            nonlinearity,
+            impl,
+        )
+
+
+class LSTM(_RecurrentLayer):
+    """Multi-layer LSTM, a drop-in for ``torch.nn.LSTM`` (gate order i, f, g, o; optional
+    projection ``proj_size``); the equations are :func:`rnnkit.cells.lstm_step`.
+
+    ``forward(input, hx=None, lengths=None) -> (output, LSTMState(h_n, c_n))`` with
+    ``hx = (h_0, c_0)``: h (D*num_layers, N, H_out), c (D*num_layers, N, H_cell).
+    """
+
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        proj_size=0,
+        device=None,
+        dtype=None,
+        *,
+        impl="auto",
+    ):
+        super().__init__(
+            "lstm",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
+            "tanh",
+            impl,
+        )
+
+
+class GRU(_RecurrentLayer):
+    """Multi-layer GRU, a drop-in for ``torch.nn.GRU`` (gate order r, z, n, torch's candidate);
+    the equations are :func:`rnnkit.cells.gru_step`.
+
+    ``forward(input, hx=None, lengths=None) -> (output, h_n)``.
+    """
+
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        device=None,
+        dtype=None,
+        *,
+        proj_size=0,
+        impl="auto",
+    ):
+        super().__init__(
+            "gru",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
+            "tanh",
+            impl,
+        )
