@@ -255,3 +255,93 @@ def test_repr_and_defaults():
     assert repr(layer) == "LSTM(7, 11, proj_size=3, num_layers=2, impl='cells')"
     assert rnnkit.GRU(7, 11).impl == "auto" and rnnkit.GRU(7, 11).use_fused
     assert len(layer.all_weights) == 2 and layer.all_weights[0][0] is layer.weight_ih_l0
+
+
+def _lstm(**kwargs):
+    return rnnkit.LSTM(IN, H, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "build,message",
+    [
+        (
+            lambda: rnnkit.GRU(IN, H, proj_size=3),
+            "proj_size is only supported by LSTM, got proj_size=3 for GRU",
+        ),
+        (
+            lambda: rnnkit.RNN(IN, H, proj_size=3),
+            "proj_size is only supported by LSTM, got proj_size=3 for RNN",
+        ),
+        (lambda: _lstm(proj_size=H), "proj_size must be smaller than hidden_size=11, got 11"),
+        (lambda: _lstm(proj_size=-1), "proj_size must be an integer >= 0, got -1"),
+        (lambda: rnnkit.RNN(IN, H, nonlinearity="gelu"), "nonlinearity must be one of"),
+        (
+            lambda: rnnkit.RNN(IN, H, nonlinearity="softplus", impl="fused"),
+            "got nonlinearity='softplus'",
+        ),
+        (lambda: _lstm(impl="cuda"), "impl must be one of 'auto', 'fused', 'cells'; got 'cuda'"),
+        (lambda: _lstm(num_layers=0), "num_layers must be an integer >= 1, got 0"),
+        (lambda: rnnkit.LSTM(IN, "11"), "hidden_size must be an integer >= 1, got '11'"),
+        (lambda: _lstm(dropout=1.5), "dropout must be a probability in [0, 1], got 1.5"),
+    ],
+)
+def test_constructor_errors_name_argument_expected_and_got(build, message):
+    with pytest.raises(ValueError) as info:
+        build()
+    assert message in str(info.value)
+
+
+def test_bool_flags_must_be_bool():
+    with pytest.raises(TypeError, match="batch_first must be a bool, got 1"):
+        _lstm(batch_first=1)
+
+
+def test_dropout_with_one_layer_warns():
+    with pytest.warns(UserWarning, match="dropout=0.5 has no effect with num_layers=1"):
+        _lstm(dropout=0.5)
+
+
+@pytest.mark.parametrize("impl", ["fused", "cells"])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda m: m(torch.randn(L, N, IN + 1)), "input.size(-1) must equal input_size=7, got 8"),
+        (lambda m: m(torch.randn(L, N, 2, IN)), "input must be 3-D (L, N, H_in)"),
+        (
+            lambda m: m(torch.randn(L, N, IN), (torch.randn(2, N, H), torch.randn(1, N, H))),
+            "hx[0] (h_0) must have shape (1, 3, 11) (D*num_layers, N, H_out), got (2, 3, 11)",
+        ),
+        (
+            lambda m: m(torch.randn(L, N, IN), (torch.randn(1, N, H), torch.randn(1, N, 4))),
+            "hx[1] (c_0) must have shape (1, 3, 11)",
+        ),
+        (lambda m: m(torch.randn(L, N, IN), torch.randn(1, N, H)), "hx must be a pair (h_0, c_0)"),
+        (
+            lambda m: m(torch.randn(L, IN), (torch.randn(1, N, H), torch.randn(1, N, H))),
+            "must have shape (1, 11) (D*num_layers, H_out), got (1, 3, 11)",
+        ),
+        (
+            lambda m: m(torch.randn(L, N, IN), lengths=[5, 0, 2]),
+            "lengths must lie in [1, L=5], got min 0",
+        ),
+        (lambda m: m(torch.randn(L, N, IN), lengths=[5, 6, 2]), "got min 2 and max 6"),
+        (lambda m: m(torch.randn(L, N, IN), lengths=[5, 2]), "lengths must be 3 integers"),
+        (lambda m: m(torch.randn(L, N, IN), lengths=[5.0, 2.0, 1.0]), "lengths must be 3 integers"),
+        (lambda m: m(torch.randn(L, IN), lengths=[5]), "lengths needs a batched (3-D) input"),
+        (lambda m: m(torch.randn(L, N, IN, dtype=DT)), "input dtype torch.float64 does not match"),
+    ],
+)
+def test_forward_errors_name_argument_expected_and_got(impl, call, message):
+    layer = _lstm(impl=impl)
+    with pytest.raises(ValueError) as info:
+        call(layer)
+    assert message in str(info.value)
+
+
+def test_gru_hx_shape_error_and_packed_with_lengths():
+    layer = rnnkit.GRU(IN, H, num_layers=2, bidirectional=True)
+    with pytest.raises(ValueError, match=r"hx must have shape \(4, 3, 11\)"):
+        layer(torch.randn(L, N, IN), torch.randn(2, N, H))
+    packed = pack_padded_sequence(torch.randn(L, N, IN), [5, 4, 2])
+    with pytest.raises(ValueError, match="lengths must be None for a PackedSequence"):
+        layer(packed, lengths=[5, 4, 2])
