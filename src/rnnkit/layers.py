@@ -5,8 +5,8 @@ works both ways), stacking, both directions, dropout between layers, unbatched i
 batches with ``lengths`` and PackedSequence in -> PackedSequence out; and the choice of path:
 
 * ``impl="fused"`` -- torch's fused kernels over these parameters (``fused.py``);
-* ``impl="cells"`` -- our step functions (``cells.py``) stepped through time; every configuration,
-  e.g. a softplus RNN, which torch has no kernel for;
+* ``impl="cells"`` -- our step functions (``cells.py``) unrolled through time (``unroll.py``);
+  every configuration, e.g. a softplus RNN, which torch has no kernel for;
 * ``impl="auto"`` (default) -- fused where a kernel exists, else cells.
 
 Shape legend: ``N`` batch, ``L`` sequence length, ``D`` directions (2 if bidirectional else 1),
@@ -23,20 +23,12 @@ import warnings
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.cells import (
-    ACTIVATIONS,
-    LSTMState,
-    check_nonlinearity,
-    check_size,
-    gru_step,
-    lstm_step,
-    rnn_step,
-)
+from rnnkit.cells import LSTMState, check_nonlinearity, check_size
 from rnnkit.fused import has_fused_kernel, run_fused
+from rnnkit.unroll import unroll
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 IMPLS = ("auto", "fused", "cells")
@@ -45,22 +37,11 @@ IMPLS = ("auto", "fused", "cells")
 class _RecurrentLayer(nn.Module):
     """Parameters, checks and the two execution paths shared by RNN, LSTM and GRU."""
 
-    def __init__(
-        self,
-        mode: str,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int,
-        bias: bool,
-        batch_first: bool,
-        dropout: float,
-        bidirectional: bool,
-        proj_size: int,
-        device,
-        dtype,
-        nonlinearity: str,
-        impl: str,
-    ) -> None:
+    # fmt: off
+    def __init__(self, mode: str, input_size: int, hidden_size: int, *, num_layers: int,
+                 bias: bool, batch_first: bool, dropout: float, bidirectional: bool,
+                 proj_size: int, device, dtype, nonlinearity: str, impl: str) -> None:
+        # fmt: on
         super().__init__()
         self.mode, self.nonlinearity = mode, check_nonlinearity(nonlinearity)
         self.input_size = check_size("input_size", input_size)
@@ -304,74 +285,16 @@ class _RecurrentLayer(nn.Module):
     def _forward_cells(self, x, batch_sizes, hx, lengths):
         if batch_sizes is not None:  # packed data -> padded, in the packed (sorted) batch order
             padded, lengths = pad_packed_sequence(PackedSequence(x, batch_sizes))
-            output, state = self._scan_layers(padded, hx, lengths)
+            output, state = unroll(self, padded, hx, lengths)
             return pack_padded_sequence(output, lengths).data, state
         time_major = x.transpose(0, 1) if self.batch_first else x
-        output, state = self._scan_layers(time_major, hx, lengths)
+        output, state = unroll(self, time_major, hx, lengths)
         return (output.transpose(0, 1) if self.batch_first else output), state
 
-    def _scan_layers(self, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None):
-        """Stack layers and directions over a time-major batch ``x`` (L, N, H_in)."""
-        mask = None
-        if lengths is not None:
-            steps = torch.arange(x.size(0), device=x.device)
-            mask = (steps[:, None] < lengths.to(x.device)[None, :]).unsqueeze(-1)  # (L, N, 1)
-        finals: list[tuple[Tensor, ...]] = []
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction, suffix in enumerate(("", "_reverse")[: self.num_directions]):
-                k = layer * self.num_directions + direction
-                step = self._step_function(layer, suffix)
-                state = tuple(s[k] for s in hx)
-                if direction == 0:
-                    out, state = _scan(step, x, state, mask)
-                else:
-                    out, state = _scan(step, _reverse(x, lengths), state, mask)
-                    out = _reverse(out, lengths)
-                outputs.append(out)
-                finals.append(state)
-            x = torch.cat(outputs, -1) if len(outputs) > 1 else outputs[0]  # (L, N, D*H_out)
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
-        return x, tuple(torch.stack(s) for s in zip(*finals, strict=True))
 
-    def _step_function(self, layer: int, suffix: str):
-        """The cell equation of one (layer, direction), bound to its weights: state -> state."""
-        w = {
-            kind: getattr(self, f"{kind}_l{layer}{suffix}", None)
-            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-        }
-        if self.mode == "lstm":
-            return lambda x, s: lstm_step(x, s, **w)
-        del w["weight_hr"]
-        if self.mode == "gru":
-            return lambda x, s: (gru_step(x, s[0], **w),)
-        activation = ACTIVATIONS[self.nonlinearity]
-        return lambda x, s: (rnn_step(x, s[0], **w, activation=activation),)
-
-
-def _scan(step, x: Tensor, state: tuple[Tensor, ...], mask: Tensor | None):
-    """Apply ``step`` over time. Past a sequence's end (``mask`` False) its state is held and
-    its output is zero, so the final state is the one at the true end."""
-    outputs = []
-    for t in range(x.size(0)):
-        new = step(x[t], state)
-        if mask is not None:
-            new = tuple(torch.where(mask[t], a, b) for a, b in zip(new, state, strict=True))
-        state = new
-        outputs.append(state[0])
-    output = torch.stack(outputs)  # (L, N, H_out)
-    return (output if mask is None else output * mask), state
-
-
-def _reverse(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Reverse each sequence of a time-major batch within its own length (padding stays put)."""
-    if lengths is None:
-        return x.flip(0)
-    steps = torch.arange(x.size(0), device=x.device)[:, None]  # (L, 1)
-    lengths = lengths.to(x.device)[None, :]  # (1, N)
-    index = torch.where(steps < lengths, lengths - 1 - steps, steps)  # (L, N)
-    return x.gather(0, index.unsqueeze(-1).expand_as(x))
+def _arguments(scope: dict) -> dict:
+    """A subclass's constructor arguments (its ``locals()``), to pass on by keyword."""
+    return {k: v for k, v in scope.items() if k not in ("self", "__class__")}
 
 
 class RNN(_RecurrentLayer):
@@ -382,37 +305,12 @@ class RNN(_RecurrentLayer):
     the others run on the cells path). ``forward(input, hx=None, lengths=None) -> (output, h_n)``.
     """
 
-    def __init__(
-        self,
-        input_size,
-        hidden_size,
-        num_layers=1,
-        nonlinearity="tanh",
-        bias=True,
-        batch_first=False,
-        dropout=0.0,
-        bidirectional=False,
-        device=None,
-        dtype=None,
-        *,
-        proj_size=0,
-        impl="auto",
-    ):
-        super().__init__(
-            "rnn",
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            proj_size,
-            device,
-            dtype,
-            nonlinearity,
-            impl,
-        )
+    # fmt: off
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None,
+                 *, proj_size=0, impl="auto"):
+        # fmt: on
+        super().__init__("rnn", **_arguments(locals()))
 
 
 class LSTM(_RecurrentLayer):
@@ -423,36 +321,12 @@ class LSTM(_RecurrentLayer):
     ``hx = (h_0, c_0)``: h (D*num_layers, N, H_out), c (D*num_layers, N, H_cell).
     """
 
-    def __init__(
-        self,
-        input_size,
-        hidden_size,
-        num_layers=1,
-        bias=True,
-        batch_first=False,
-        dropout=0.0,
-        bidirectional=False,
-        proj_size=0,
-        device=None,
-        dtype=None,
-        *,
-        impl="auto",
-    ):
-        super().__init__(
-            "lstm",
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            proj_size,
-            device,
-            dtype,
-            "tanh",
-            impl,
-        )
+    # fmt: off
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
+                 *, impl="auto"):
+        # fmt: on
+        super().__init__("lstm", **_arguments(locals()), nonlinearity="tanh")
 
 
 class GRU(_RecurrentLayer):
@@ -462,33 +336,9 @@ class GRU(_RecurrentLayer):
     ``forward(input, hx=None, lengths=None) -> (output, h_n)``.
     """
 
-    def __init__(
-        self,
-        input_size,
-        hidden_size,
-        num_layers=1,
-        bias=True,
-        batch_first=False,
-        dropout=0.0,
-        bidirectional=False,
-        device=None,
-        dtype=None,
-        *,
-        proj_size=0,
-        impl="auto",
-    ):
-        super().__init__(
-            "gru",
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            proj_size,
-            device,
-            dtype,
-            "tanh",
-            impl,
-        )
+    # fmt: off
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None,
+                 *, proj_size=0, impl="auto"):
+        # fmt: on
+        super().__init__("gru", **_arguments(locals()), nonlinearity="tanh")
