@@ -1,0 +1,240 @@
+"""Typed configuration: dataclasses whose field help is the ``--help`` text of ``rnnkit train``.
+
+What is here: ``DataConfig``, ``ModelConfig``, ``TrainConfig`` (grouped in ``RunConfig``), their
+validation (every error names the flag, what was expected and what came), presets from
+``rnnkit/configs/NAME.toml``, overrides from a TOML file, and conversion to and from the JSON
+stored in a checkpoint. What is not here: argument parsing (``cli.py``).
+
+Precedence, lowest first: the defaults below, ``--preset NAME``, ``--config FILE.toml``, flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rnnkit.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+def opt(default: Any, help: str, *, choices: tuple | None = None, flag: str | None = None):
+    """A config field with its ``--help`` text (and optional choices / CLI flag name)."""
+    meta = {"help": help, "choices": choices, "flag": flag}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    paths: list[str] = opt(
+        [], "training text: files, directories or globs (default: the bundled Tiny Shakespeare)"
+    )  # noqa: E501
+    tokenizer: str = opt(
+        "char",
+        "char: Unicode characters of the text; byte: 256 byte values, reads any file",
+        choices=("char", "byte"),
+    )  # noqa: E501
+    val: str | None = opt(
+        None, "validation text (default: the last val_fraction of the training text)"
+    )  # noqa: E501
+    val_fraction: float = opt(0.1, "fraction held out for validation when --val is not given")
+    cache_dir: str | None = opt(
+        None, "where encoded corpora are cached (default: $RNNKIT_CACHE or ~/.cache/rnnkit)"
+    )  # noqa: E501
+
+
+@dataclass
+class ModelConfig:
+    cell: str = opt("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    vocab_size: int = opt(0, "number of symbols (set from the data)")
+    embed: int = opt(64, "embedding size")
+    hidden: int = opt(512, "hidden units per layer")
+    layers: int = opt(2, "number of stacked recurrent layers")
+    dropout: float = opt(0.0, "dropout between recurrent layers and on the output")
+    embed_dropout: float = opt(0.0, "dropout on the embedding")
+    tie_weights: bool = opt(
+        False, "share the embedding and output matrices (needs embed == hidden)"
+    )  # noqa: E501
+    nonlinearity: str = opt(
+        "tanh",
+        "activation of a vanilla RNN",
+        choices=("tanh", "relu", "leaky_relu", "hardtanh", "softplus"),
+    )  # noqa: E501
+    init: str = opt(
+        "torch",
+        "initialisation: torch default, or orthogonal recurrent + xavier input",
+        choices=("torch", "orthogonal"),
+    )  # noqa: E501
+    forget_bias: float = opt(0.0, "initial LSTM forget-gate bias (1.0 helps long memory)")
+    impl: str = opt("auto", "layer implementation", choices=("auto", "fused", "cells"))
+
+
+@dataclass
+class TrainConfig:
+    out: str = opt("runs/charlm", "run directory (checkpoints, metrics.csv, loss.png)")
+    seq_len: int = opt(100, "truncated-BPTT chunk length T")
+    batch_size: int = opt(64, "number of parallel text streams B")
+    optimizer: str = opt(
+        "adam", "optimiser", choices=("adam", "adamw", "sgd", "rmsprop", "adagrad")
+    )  # noqa: E501
+    lr: float = opt(2e-3, "peak learning rate")
+    momentum: float = opt(0.9, "momentum for sgd and rmsprop")
+    nesterov: bool = opt(False, "Nesterov momentum for sgd")
+    weight_decay: float = opt(0.0, "L2 weight decay (decoupled for adamw)")
+    l1: float = opt(0.0, "L1 penalty on the weights, added to the loss")
+    schedule: str = opt(
+        "constant", "learning-rate schedule", choices=("constant", "cosine", "step", "plateau")
+    )  # noqa: E501
+    warmup: int = opt(0, "linear warm-up steps (cosine schedule)")
+    min_lr_ratio: float = opt(0.1, "final lr / peak lr for the cosine schedule")
+    step_size: int = opt(1000, "steps between decays (step schedule)")
+    gamma: float = opt(0.5, "decay factor (step and plateau schedules)")
+    clip_norm: float = opt(5.0, "clip the global gradient norm to this (0: off)")
+    clip_value: float = opt(0.0, "clip each gradient element to [-v, v] (0: off)")
+    max_steps: int = opt(0, "stop after this many optimiser steps (0: no limit)")
+    max_epochs: float = opt(0.0, "stop after this many passes over the training text (0: no limit)")  # noqa: E501
+    max_time: float = opt(0.0, "stop after this many seconds of training (0: no limit)")
+    eval_every: int = opt(200, "evaluate on the validation text every N steps")
+    eval_batches: int = opt(0, "validation chunks per evaluation (0: the whole validation text)")
+    patience: int = opt(0, "stop after this many evaluations without improvement (0: never)")
+    sample_every: int = opt(500, "print a sample every N steps (0: never)")
+    sample_length: int = opt(200, "characters per printed sample")
+    log_every: int = opt(10, "write metrics.csv every N steps")
+    nan_tolerance: int = opt(
+        3, "non-finite steps in a row before reloading the last good checkpoint"
+    )  # noqa: E501
+    seed: int = opt(1337, "random seed")
+    threads: int = opt(0, "torch threads (0: torch's default)")
+    tensorboard: bool = opt(False, "also log to TensorBoard (if the package is installed)")
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config") -> RunConfig:
+        config = cls()
+        apply_overrides(config, data, source)
+        return config
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _coerce(value: Any, annotation: str, name: str, source: str) -> Any:
+    """Check ``value`` against a field's type annotation (as written in this file)."""
+    kind = annotation.replace(" | None", "")
+    if value is None and "None" in annotation:
+        return None
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+        "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+    }[kind]
+    if not ok:
+        raise UserError(f"{source}: {name} must be {kind}, got {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def apply_overrides(config: RunConfig, data: Any, source: str) -> None:
+    """Set ``config`` fields from ``{"section": {"key": value}}``; unknown keys are errors."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a table of sections, got {type(data).__name__}")
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise UserError(f"{source}: unknown section [{section}] (known: data, model, train)")
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: [{section}] must be a table, got {values!r}")
+        target = getattr(config, section)
+        known = {f.name: f for f in fields(target)}
+        for key, value in values.items():
+            if key not in known:
+                raise UserError(f"{source}: unknown key {section}.{key}")
+            value = _coerce(value, str(known[key].type), f"{section}.{key}", source)
+            setattr(target, key, value)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise UserError(f"cannot read config {path}: {error}") from None
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    path = PRESETS_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise UserError(f"unknown preset {name!r} (choose from {', '.join(preset_names())})")
+    return load_toml(path)
+
+
+def validate(config: RunConfig) -> None:
+    """Reject impossible hyper-parameters, naming the flag, the expectation and the value."""
+    m, t, d = config.model, config.train, config.data
+
+    def need(ok: bool, flag: str, expected: str, value: Any) -> None:
+        if not ok:
+            raise UserError(f"--{flag} must be {expected}, got {value!r}")
+
+    for f in fields(ModelConfig) + fields(TrainConfig) + fields(DataConfig):
+        section = m if f in fields(ModelConfig) else t if f in fields(TrainConfig) else d
+        choices = f.metadata.get("choices")
+        value = getattr(section, f.name)
+        need(choices is None or value in choices, flag_name(f), f"one of {choices}", value)
+    for name in ("embed", "hidden", "layers"):
+        need(getattr(m, name) >= 1, name, "a positive integer", getattr(m, name))
+    for name in ("seq_len", "batch_size"):
+        need(getattr(t, name) >= 1, flag_name(name), "a positive integer", getattr(t, name))
+    for name in ("dropout", "embed_dropout"):
+        value = getattr(m, name)
+        need(0 <= value < 1, flag_name(name), "in [0, 1)", value)
+    need(0 < d.val_fraction < 1, "val-fraction", "in (0, 1)", d.val_fraction)
+    need(math.isfinite(t.lr) and t.lr > 0, "lr", "a positive number", t.lr)
+    for name in ("clip_norm", "clip_value", "weight_decay", "l1", "max_time", "max_epochs",
+                 "momentum", "warmup"):  # fmt: skip
+        value = getattr(t, name)
+        need(math.isfinite(value) and value >= 0, flag_name(name), "a number >= 0", value)
+    for name in ("max_steps", "patience", "sample_every", "sample_length", "threads"):
+        need(getattr(t, name) >= 0, flag_name(name), "an integer >= 0", getattr(t, name))
+    for name in ("eval_every", "log_every", "step_size", "nan_tolerance"):
+        need(getattr(t, name) >= 1, flag_name(name), "a positive integer", getattr(t, name))
+    need(0 < t.gamma <= 1, "gamma", "in (0, 1]", t.gamma)
+    need(0 <= t.min_lr_ratio <= 1, "min-lr-ratio", "in [0, 1]", t.min_lr_ratio)
+    if m.tie_weights and m.embed != m.hidden:
+        raise UserError(f"--tie-weights needs --embed == --hidden, got {m.embed} and {m.hidden}")
+    if m.nonlinearity != "tanh" and m.cell != "rnn":
+        raise UserError(f"--nonlinearity applies to --cell rnn only, got --cell {m.cell}")
+
+
+def flag_name(f: dataclasses.Field | str) -> str:
+    """The CLI flag of a field: its metadata ``flag`` or the name with dashes."""
+    if isinstance(f, str):
+        return f.replace("_", "-")
+    return f.metadata.get("flag") or f.name.replace("_", "-")
