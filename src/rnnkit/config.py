@@ -217,8 +217,16 @@ def validate(config: RunConfig) -> None:
         need(0 <= value < 1, flag_name(name), "in [0, 1)", value)
     need(0 < d.val_fraction < 1, "val-fraction", "in (0, 1)", d.val_fraction)
     need(math.isfinite(t.lr) and t.lr > 0, "lr", "a positive number", t.lr)
-    for name in ("clip_norm", "clip_value", "weight_decay", "l1", "max_time", "max_epochs",
-                 "momentum", "warmup"):  # fmt: skip
+    for name in (
+        "clip_norm",
+        "clip_value",
+        "weight_decay",
+        "l1",
+        "max_time",
+        "max_epochs",
+        "momentum",
+        "warmup",
+    ):
         value = getattr(t, name)
         need(math.isfinite(value) and value >= 0, flag_name(name), "a number >= 0", value)
     for name in ("max_steps", "patience", "sample_every", "sample_length", "threads"):

@@ -1,0 +1,22 @@
+"""Text data: vocabularies, corpora on disk (streamed, cached, memory-mapped), TBPTT batches.
+
+>>> from rnnkit.data import Vocab
+>>> vocab = Vocab.from_text_chars("hello")
+>>> vocab.symbols, vocab.encode("hole").tolist(), vocab.decode([3, 1, 2, 2, 3])
+(['e', 'h', 'l', 'o'], [1, 3, 2, 0], 'ohllo')
+"""
+
+from rnnkit.data.corpus import BUNDLED, Corpus, load_corpus, resolve_paths, split
+from rnnkit.data.streams import TokenStreams
+from rnnkit.data.vocab import StreamDecoder, Vocab
+
+__all__ = [
+    "BUNDLED",
+    "Corpus",
+    "StreamDecoder",
+    "TokenStreams",
+    "Vocab",
+    "load_corpus",
+    "resolve_paths",
+    "split",
+]

@@ -1,0 +1,207 @@
+"""Vocabularies that turn text into token ids and back: characters or UTF-8 bytes.
+
+In this file: :class:`Vocab` (``"char"``: one id per distinct character; ``"byte"``: the 256
+byte values of the UTF-8 encoding), its JSON form (a list of symbols, as stored in a
+checkpoint's ``vocab.json``) and :class:`StreamDecoder`, which turns ids into text one at a time
+while generating. Encoding is vectorised (a lookup table indexed by code point), so a large
+corpus never goes through a Python loop per character.
+
+Not in this file: reading files (``corpus.py``) and batching (``streams.py``).
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rnnkit.errors import UserError
+
+KINDS = ("char", "byte")
+UNKNOWN_MODES = ("error", "skip")
+ENCODE_BLOCK = 1 << 16  # characters converted at a time: bounds the temporary arrays
+_MAX_LISTED = 10
+
+
+def unknown_message(chars: Iterable[str]) -> str:
+    """The one-line message for characters missing from a vocabulary (at most 10 listed)."""
+    ordered = sorted(set(chars))
+    listed = ", ".join(repr(c) for c in ordered[:_MAX_LISTED])
+    more = f" and {len(ordered) - _MAX_LISTED} more" if len(ordered) > _MAX_LISTED else ""
+    return f"characters not in the vocabulary: {listed}{more} (use --unknown skip to drop them)"
+
+
+def code_points(text: str) -> npt.NDArray[np.uint32]:
+    """The Unicode code points of ``text`` as a uint32 array (no Python loop)."""
+    return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
+
+
+class StreamDecoder:
+    """Turns token ids into text one id at a time, for printing while generating.
+
+    In byte mode an id may be part of a multi-byte UTF-8 character: ``decode`` then returns
+    ``""`` until the character is complete; ``flush`` returns what is left (invalid or
+    incomplete sequences become U+FFFD).
+    """
+
+    def __init__(self, vocab: Vocab) -> None:
+        self._vocab = vocab
+        self._bytes = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def decode(self, id: int) -> str:
+        """The text that ``id`` completes (possibly ``""``)."""
+        id = int(id)
+        if not 0 <= id < len(self._vocab):
+            raise UserError(f"token id {id} is outside the vocabulary of {len(self._vocab)}")
+        if self._vocab.kind == "char":
+            return self._vocab.symbols[id]
+        return self._bytes.decode(bytes([id]))
+
+    def flush(self) -> str:
+        """The text still pending at the end of the stream."""
+        if self._vocab.kind == "char":
+            return ""
+        return self._bytes.decode(b"", final=True)
+
+
+class Vocab:
+    """A mapping between symbols and ids: ``symbols[id]`` is the symbol of ``id``.
+
+    ``kind == "char"``: each symbol is one character; ``Vocab.from_text_chars`` sorts them by
+    code point (a vocabulary read back from JSON keeps its stored order).
+    ``kind == "byte"``: ``symbols == [chr(b) for b in range(256)]`` and text is encoded as its
+    UTF-8 bytes, so any text (and any file) can be represented.
+    """
+
+    def __init__(self, kind: str, symbols: list[str]) -> None:
+        if kind not in KINDS:
+            raise UserError(f"vocabulary kind must be 'char' or 'byte', got {kind!r}")
+        self.kind = kind
+        self.symbols = list(symbols)
+        self._codes = code_points("".join(self.symbols)) if kind == "char" else None
+        self._lut: npt.NDArray[np.int32] | None = None
+
+    @classmethod
+    def byte(cls) -> Vocab:
+        """The 256-symbol byte vocabulary."""
+        return cls("byte", [chr(b) for b in range(256)])
+
+    @classmethod
+    def from_text_chars(cls, chars: Iterable[str]) -> Vocab:
+        """A character vocabulary of the distinct ``chars``, sorted by code point."""
+        distinct = set(chars)
+        bad = [c for c in distinct if not isinstance(c, str) or len(c) != 1]
+        if bad:
+            raise UserError(f"vocabulary symbols must be single characters, got {bad[0]!r}")
+        if not distinct:
+            raise UserError("cannot build a character vocabulary from no text (input is empty)")
+        return cls("char", sorted(distinct))
+
+    @classmethod
+    def from_json(cls, kind: str, data: object, source: str = "vocab.json") -> Vocab:
+        """Rebuild a vocabulary from :meth:`to_json`'s list, checking it; ``source`` names the
+        file in error messages."""
+        if kind not in KINDS:
+            raise UserError(f"{source}: vocabulary kind must be 'char' or 'byte', got {kind!r}")
+        if not isinstance(data, list):
+            raise UserError(f"{source}: expected a list of symbols, got {type(data).__name__}")
+        for i, symbol in enumerate(data):
+            if not isinstance(symbol, str):
+                raise UserError(f"{source}: symbol {i} is not a string: {symbol!r}")
+            if kind == "char" and len(symbol) != 1:
+                raise UserError(f"{source}: symbol {i} must be one character, got {symbol!r}")
+        if kind == "byte":
+            if data != [chr(b) for b in range(256)]:
+                raise UserError(
+                    f"{source}: a byte vocabulary must list the 256 characters chr(0)..chr(255) "
+                    f"in order, got {len(data)} symbols that differ (re-save the checkpoint)"
+                )
+            return cls.byte()
+        if not data:
+            raise UserError(f"{source}: the vocabulary is empty; expected at least one symbol")
+        if len(set(data)) != len(data):
+            dups = sorted(s for s, n in Counter(data).items() if n > 1)
+            raise UserError(f"{source}: duplicate symbols {', '.join(map(repr, dups[:10]))}")
+        return cls("char", data)
+
+    def to_json(self) -> list[str]:
+        """The symbols, id order, for ``vocab.json``."""
+        return list(self.symbols)
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Vocab):
+            return NotImplemented
+        return self.kind == other.kind and self.symbols == other.symbols
+
+    __hash__ = None  # type: ignore[assignment]  # mutable symbols list
+
+    def __repr__(self) -> str:
+        return f"Vocab(kind={self.kind!r}, size={len(self)})"
+
+    def encode(
+        self, text: str, unknown: str = "error", *, dtype: npt.DTypeLike = np.int64
+    ) -> npt.NDArray[Any]:
+        """Token ids of ``text``, shape ``(n,)``, int64 unless ``dtype`` says otherwise.
+
+        ``unknown="error"`` raises :class:`UserError` naming characters missing from a char
+        vocabulary; ``"skip"`` drops them. Byte vocabularies know every character.
+        """
+        if unknown not in UNKNOWN_MODES:
+            raise UserError(f"unknown must be 'error' or 'skip', got {unknown!r}")
+        if self.kind == "byte":
+            try:
+                data = text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise UserError(f"text is not encodable as UTF-8: {e.reason} at {e.start}") from e
+            return np.frombuffer(data, dtype=np.uint8).astype(dtype)
+        return self._encode_chars(text, unknown, np.dtype(dtype))
+
+    def _encode_chars(self, text: str, unknown: str, dtype: np.dtype) -> npt.NDArray[Any]:
+        """Char encoding, block by block: code points -> lookup table -> ids (-1 = unknown)."""
+        lut = self._lookup()
+        out = np.empty(len(text), dtype=dtype)
+        written, missing = 0, set()
+        for start in range(0, len(text), ENCODE_BLOCK):
+            codes = code_points(text[start : start + ENCODE_BLOCK])
+            ids = lut.take(codes, mode="clip")  # codes past the table hit its final -1
+            bad = ids < 0
+            if bad.any():
+                missing.update(np.unique(codes[bad]).tolist())
+                ids = ids[~bad]
+            out[written : written + len(ids)] = ids
+            written += len(ids)
+        if missing and unknown == "error":
+            raise UserError(unknown_message(chr(c) for c in missing))
+        return out[:written]
+
+    def _lookup(self) -> npt.NDArray[np.int32]:
+        """``lut[code point] = id``, ``-1`` for characters outside the vocabulary."""
+        if self._lut is None:
+            assert self._codes is not None
+            size = int(self._codes.max()) + 2 if len(self._codes) else 1
+            lut = np.full(size, -1, dtype=np.int32)
+            lut[self._codes] = np.arange(len(self._codes), dtype=np.int32)
+            self._lut = lut
+        return self._lut
+
+    def decode(self, ids: Iterable[int] | npt.ArrayLike) -> str:
+        """The text of ``ids``; in byte mode invalid UTF-8 becomes U+FFFD."""
+        array = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if array.size and (array.min() < 0 or array.max() >= len(self)):
+            bad = int(array.min()) if array.min() < 0 else int(array.max())
+            raise UserError(f"token id {bad} is outside the vocabulary of {len(self)} symbols")
+        if self.kind == "byte":
+            return array.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
+        assert self._codes is not None
+        return self._codes[array].tobytes().decode("utf-32-le", errors="surrogatepass")
+
+    def decoder(self) -> StreamDecoder:
+        """A fresh :class:`StreamDecoder` for this vocabulary."""
+        return StreamDecoder(self)

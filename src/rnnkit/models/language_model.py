@@ -1,0 +1,165 @@
+"""Character-level language model: embedding -> recurrent stack -> linear head.
+
+What is here: ``LanguageModel`` (``forward`` with an optional loss, ``step`` for generation,
+``initial_state``, the ``torch`` / ``orthogonal`` initialisations and the LSTM forget-gate bias)
+and its return type ``LMOutput``. What is not here: the training loop (``rnnkit.training``),
+sampling (``rnnkit.generation``) and text encoding (``rnnkit.data``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.cells import LSTMState
+from rnnkit.config import ModelConfig
+from rnnkit.errors import UserError
+from rnnkit.layers import GRU, LSTM, RNN
+
+#: The recurrent state between calls: h (layers, N, H) for RNN/GRU, LSTMState(h, c) for LSTM.
+State = Tensor | LSTMState
+
+_LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+class LMOutput(NamedTuple):
+    """What ``LanguageModel.forward`` returns."""
+
+    logits: Tensor  # (N, L, V) unnormalised next-token scores
+    loss: Tensor | None  # mean cross-entropy in nats per token; None without targets
+    state: State  # the recurrent state after the last position, to carry into the next call
+
+
+class LanguageModel(nn.Module):
+    """embedding -> dropout -> rnnkit RNN/LSTM/GRU stack (batch_first) -> dropout -> linear head;
+    optional weight tying.
+
+    Shape legend: ``N`` batch, ``L`` sequence length, ``V`` vocabulary size (``vocab_size``),
+    ``E`` embedding size (``embed``), ``H`` hidden units per layer (``hidden``).
+
+    * ``forward(idx (N, L), targets (N, L) | None, state) -> LMOutput(logits (N, L, V), loss,
+      state)``. ``loss`` is the mean cross-entropy over all N*L positions in **nats** per token
+      (per character for a char vocabulary); divide by ln 2 for bits per character.
+    * ``step(token (N,), state) -> (logits (N, V), state)``: one position, for generation.
+    * ``state`` is None (zeros), or what a previous call returned: h (layers, N, H) for
+      RNN/GRU, ``LSTMState(h, c)`` with both (layers, N, H) for LSTM.
+
+    Dropout: ``embed_dropout`` on the embeddings; ``dropout`` between recurrent layers (the
+    layer's own) and on the recurrent output before the head. Initialisation: the embedding is
+    torch's default N(0, 1); the head is torch's default; the recurrent stack follows
+    ``config.init`` and ``config.forget_bias`` (see :meth:`reset_parameters`). With
+    ``tie_weights`` the head's weight *is* the embedding's weight (needs ``embed == hidden``).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        _check_config(config)
+        self.config = config
+        V, E, H = config.vocab_size, config.embed, config.hidden
+        self.embedding = nn.Embedding(V, E)
+        self.embed_dropout = nn.Dropout(config.embed_dropout)
+        options = {"num_layers": config.layers, "batch_first": True, "impl": config.impl}
+        options["dropout"] = config.dropout if config.layers > 1 else 0.0
+        if config.cell == "rnn":
+            options["nonlinearity"] = config.nonlinearity
+        self.rnn = _LAYERS[config.cell](E, H, **options)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(H, V)
+        if config.tie_weights:
+            self.head.weight = self.embedding.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise: head and embedding as torch does (a tied matrix ends as the embedding's
+        N(0, 1)), the recurrent stack as ``config.init`` and ``config.forget_bias`` say.
+
+        ``init="torch"``: torch's uniform(-1/sqrt(H), 1/sqrt(H)) for every recurrent parameter.
+        ``init="orthogonal"``: each gate block of every ``weight_hh_*`` orthogonal, every
+        ``weight_ih_*`` xavier-uniform, every bias zero. Then, for an LSTM with a non-zero
+        ``forget_bias``: the forget-gate chunk (second quarter, gates i, f, g, o) of every
+        ``bias_ih_*`` is set to ``forget_bias`` and of every ``bias_hh_*`` to 0, so the effective
+        forget bias is exactly ``forget_bias`` (0.0, the default, leaves the biases alone).
+        """
+        self.head.reset_parameters()
+        self.embedding.reset_parameters()
+        self.rnn.reset_parameters()
+        gates = _GATES[self.config.cell]
+        with torch.no_grad():
+            for name, param in self.rnn.named_parameters():
+                if self.config.init == "orthogonal":
+                    if name.startswith("weight_hh"):
+                        for block in param.chunk(gates, dim=0):  # (H, H) each
+                            nn.init.orthogonal_(block)
+                    elif name.startswith("weight_ih"):
+                        nn.init.xavier_uniform_(param)
+                    elif name.startswith("bias"):
+                        nn.init.zeros_(param)
+                if self.config.cell == "lstm" and self.config.forget_bias != 0.0:
+                    if name.startswith("bias_ih"):
+                        param.chunk(4)[1].fill_(self.config.forget_bias)  # gates i, f, g, o
+                    elif name.startswith("bias_hh"):
+                        param.chunk(4)[1].zero_()
+
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None, state: State | None = None
+    ) -> LMOutput:
+        """Logits for every position of ``idx`` (N, L), the loss against ``targets`` (N, L)
+        if given, and the state after the last position."""
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be 2-D (N, L) token ids, got shape {tuple(idx.shape)}")
+        logits, state = self._run(idx, state)  # (N, L, V)
+        loss = None
+        if targets is not None:
+            if targets.shape != idx.shape:
+                raise ValueError(
+                    f"targets must have the shape of idx {tuple(idx.shape)}, "
+                    f"got {tuple(targets.shape)}"
+                )
+            # reshape is a view here (logits come out of the head contiguous): no copy.
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        return LMOutput(logits, loss, state)
+
+    def step(self, token: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One position: ``token`` (N,) -> logits (N, V) and the new state. Equal to
+        ``forward`` over a sequence fed one token at a time with the state carried."""
+        logits, state = self._run(token.unsqueeze(1), state)  # (N, 1, V)
+        return logits.squeeze(1), state  # (N, V)
+
+    def _run(self, idx: Tensor, state: State | None) -> tuple[Tensor, State]:
+        emb = self.embed_dropout(self.embedding(idx))  # (N, L, E)
+        out, state = self.rnn(emb, state)  # (N, L, H)
+        logits = self.head(self.dropout(out))  # (N, L, V)
+        return logits, state
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """Zeros of the structure ``forward`` returns: h (layers, N, H), or LSTMState(h, c)."""
+        weight = self.head.weight
+        shape = (self.config.layers, batch_size, self.config.hidden)
+        device = weight.device if device is None else device
+        h = torch.zeros(shape, dtype=weight.dtype, device=device)
+        return LSTMState(h, torch.zeros_like(h)) if self.config.cell == "lstm" else h
+
+    def num_parameters(self) -> int:
+        """Number of trainable numbers (a tied matrix counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def _check_config(config: ModelConfig) -> None:
+    """The checks the model itself needs; the rest of the config is checked in ``config.py``."""
+    if config.vocab_size < 1:
+        raise UserError(f"vocab_size must be >= 1 (set from the data), got {config.vocab_size}")
+    if config.cell not in _LAYERS:
+        raise UserError(f"--cell must be one of {tuple(_LAYERS)}, got {config.cell!r}")
+    if config.tie_weights and config.embed != config.hidden:
+        raise UserError(
+            f"--tie-weights needs --embed == --hidden, got {config.embed} and {config.hidden}"
+        )
+    if config.forget_bias != 0.0 and config.cell != "lstm":
+        raise UserError(
+            f"--forget-bias applies to --cell lstm only, got --cell {config.cell} "
+            f"with --forget-bias {config.forget_bias}"
+        )

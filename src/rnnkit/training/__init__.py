@@ -1,0 +1,1 @@
+"""Training: the explicit loop, truncated BPTT, optimisers and schedules, checkpoints."""

@@ -1,0 +1,500 @@
+"""Checkpoints: a directory a person can read, written atomically, checked before it is parsed.
+
+Layout (like huggingface ``save_pretrained``)::
+
+    run/
+      config.json            {"format": "rnnkit-checkpoint", "format_version": 1,
+                              "config": {...the caller's...}, "files": {name: sha256, ...}}
+      model.safetensors      the model's state_dict
+      vocab.json             the vocabulary: a JSON list of strings
+      training.safetensors   optional: the tensors of the training state ...
+      training.json          ... and the JSON skeleton around them (see ``flatten_state``)
+
+``save_checkpoint`` writes into ``.run.tmp-*`` beside the target, fsyncs, then renames the old
+copy aside (``.run.old-*``) and the new one into place; ``load_checkpoint`` recovers the old copy
+when a crash fell between the two renames. Only the file names above are ever opened: anything
+else in the directory (``*.bin``, ``*.pt``, ``*.pkl`` ...) is ignored, and there is no pickle and
+no ``torch.load`` anywhere.
+
+Deliberately not here: what goes into the training state (the loop decides) and keeping several
+checkpoints (the caller names the directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import safetensors.torch
+import torch
+
+from rnnkit.errors import UserError
+
+FORMAT = "rnnkit-checkpoint"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+VOCAB_FILE = "vocab.json"
+TRAINING_TENSORS = "training.safetensors"
+TRAINING_SKELETON = "training.json"
+
+_JSON_SAFE_INT = 2**53  # larger ints are written as hex strings: exact for every JSON reader
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HEX_INT = re.compile(r"-?0x[0-9a-f]+")
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Checkpoint:
+    """What ``load_checkpoint`` returns; ``training`` is None if absent or not requested."""
+
+    path: Path
+    config: dict
+    model_state: dict[str, torch.Tensor]
+    vocab: list[str]
+    training: object | None
+
+
+# --- nested state <-> (tensors, JSON skeleton) ---------------------------------------------
+
+
+def flatten_state(obj: object) -> tuple[dict[str, torch.Tensor], object]:
+    """Split a nested state into ``(tensors, skeleton)``; ``unflatten_state`` is the inverse.
+
+    ``tensors`` maps a dotted path (``"optimizer.state.0.exp_avg"``) to each tensor. ``skeleton``
+    is plain JSON (no nan): None, bool, str, small ints, finite floats and lists stay as they
+    are; everything else becomes a one-key object: ``{"$tensor": key}``, ``{"$tuple": [...]}``,
+    ``{"$dict": {str: ...}}`` (all keys str), ``{"$items": [[key, value], ...]}`` (some int
+    keys), ``{"$float": "nan" | "inf" | "-inf"}``, ``{"$int": "0x..."}`` (beyond +-2**53).
+
+    Raises:
+        TypeError: a value or dict key of another type; the message names its path.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    return tensors, _flatten(obj, (), tensors)
+
+
+def _flatten(obj: object, path: tuple, tensors: dict[str, torch.Tensor]) -> object:
+    if obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int):
+        value = int(obj)
+        return value if abs(value) < _JSON_SAFE_INT else {"$int": hex(value)}
+    if isinstance(obj, float):
+        value = float(obj)
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return {"$tensor": _add_tensor(path, obj, tensors)}
+    if isinstance(obj, list):
+        return [_flatten(item, (*path, i), tensors) for i, item in enumerate(obj)]
+    if isinstance(obj, tuple):
+        return {"$tuple": [_flatten(item, (*path, i), tensors) for i, item in enumerate(obj)]}
+    if isinstance(obj, dict):
+        return _flatten_dict(obj, path, tensors)
+    raise TypeError(
+        f"flatten_state: {_where(path)} is a {type(obj).__name__}; expected dict, list, tuple, "
+        "int, float, bool, None, str or torch.Tensor"
+    )
+
+
+def _flatten_dict(obj: dict, path: tuple, tensors: dict[str, torch.Tensor]) -> object:
+    for key in obj:
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise TypeError(
+                f"flatten_state: key {key!r} at {_where(path)} is a {type(key).__name__}; "
+                "expected str or int"
+            )
+    if all(isinstance(key, str) for key in obj):
+        return {"$dict": {str(k): _flatten(v, (*path, k), tensors) for k, v in obj.items()}}
+    items = [[_flatten(k, path, tensors), _flatten(v, (*path, k), tensors)] for k, v in obj.items()]
+    return {"$items": items}
+
+
+def _add_tensor(path: tuple, tensor: torch.Tensor, tensors: dict[str, torch.Tensor]) -> str:
+    base = ".".join(str(part) for part in path) or "_"
+    key, n = base, 1
+    while key in tensors:  # "a.b" the key and ("a", "b") the path would collide
+        n += 1
+        key = f"{base}#{n}"
+    tensors[key] = tensor
+    return key
+
+
+def _where(path: tuple) -> str:
+    return ".".join(str(part) for part in path) or "the top level"
+
+
+def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: object) -> object:
+    """Rebuild what ``flatten_state`` split: tuples, int keys, nan/inf and big ints included.
+
+    Raises:
+        UserError: the skeleton is malformed or refers to a tensor missing from ``tensors``.
+    """
+    return _unflatten(skeleton, tensors, ())
+
+
+def _unflatten(node: object, tensors: dict[str, torch.Tensor], path: tuple) -> object:
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return node
+    if isinstance(node, list):
+        return [_unflatten(item, tensors, (*path, i)) for i, item in enumerate(node)]
+    tag, value = next(iter(node.items())) if isinstance(node, dict) and len(node) == 1 else ("", 0)
+    if tag == "$tensor" and isinstance(value, str):
+        if value not in tensors:
+            raise UserError(f"state skeleton: {_where(path)} refers to missing tensor {value!r}")
+        return tensors[value]
+    if tag == "$tuple" and isinstance(value, list):
+        return tuple(_unflatten(item, tensors, (*path, i)) for i, item in enumerate(value))
+    if tag == "$dict" and isinstance(value, dict):
+        return {k: _unflatten(v, tensors, (*path, k)) for k, v in value.items()}
+    if tag == "$items" and isinstance(value, list):
+        return _unflatten_items(value, tensors, path)
+    if tag == "$float" and value in ("nan", "inf", "-inf"):
+        return float(value)
+    if tag == "$int" and isinstance(value, str) and _HEX_INT.fullmatch(value):
+        return int(value, 16)
+    raise UserError(
+        f"state skeleton: {_where(path)} is {_describe(node)}; expected a JSON value or a one-key "
+        "object tagged $tensor, $tuple, $dict, $items, $float or $int"
+    )
+
+
+def _unflatten_items(pairs: list, tensors: dict[str, torch.Tensor], path: tuple) -> dict:
+    out = {}
+    for pair in pairs:
+        ok = isinstance(pair, list) and len(pair) == 2
+        key = _unflatten(pair[0], tensors, path) if ok else None
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise UserError(
+                f"state skeleton: {_where(path)} has {_describe(pair)} in $items; "
+                "expected a [str or int key, value] pair"
+            )
+        out[key] = _unflatten(pair[1], tensors, (*path, key))
+    return out
+
+
+def _describe(value: object) -> str:
+    text = " ".join(repr(value).split())
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+# --- saving -------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    directory: str | Path,
+    *,
+    config: dict,
+    model_state: dict[str, torch.Tensor],
+    vocab: list[str],
+    training: object | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically and return its (absolute) path.
+
+    ``model_state`` is saved from copies, so tied weights (two names, one Parameter) are fine;
+    ``training`` is any state ``flatten_state`` accepts. An existing checkpoint at ``directory``
+    is replaced; anything else there (a file, a non-empty directory without an rnnkit
+    config.json) is refused with a UserError rather than deleted.
+
+    Raises:
+        TypeError: config not a dict, model_state not str -> Tensor, vocab not a list of str,
+            or a training value ``flatten_state`` does not accept.
+        ValueError: config holds something JSON cannot write exactly (nan, inf).
+        UserError: ``directory`` holds something that is not a checkpoint.
+    """
+    target = Path(os.path.abspath(directory))
+    _check_save_args(config, model_state, vocab)
+    if not target.name:
+        raise UserError(f"{target}: a checkpoint needs a directory name, not a file system root")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _refuse_foreign(target)
+    cleanup_stale(target)
+    tmp = _sibling(target, "tmp")
+    tmp.mkdir()
+    try:
+        _write_files(tmp, config, model_state, vocab, training)
+        _swap_in(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    cleanup_stale(target)
+    return target
+
+
+def cleanup_stale(directory: str | Path) -> list[Path]:
+    """Remove what interrupted saves of ``directory`` left beside it; return what was removed.
+
+    ``.NAME.tmp-*`` are half-written and always go; ``.NAME.old-*`` go only once ``directory``
+    itself is a checkpoint (until then the newest old copy is what ``load_checkpoint`` reads).
+    Assumes no other process is saving to the same directory at the same time.
+    """
+    target = Path(os.path.abspath(directory))
+    if not target.parent.is_dir():
+        return []
+    kinds = ("tmp", "old") if is_checkpoint(target) else ("tmp",)
+    removed = []
+    for kind in kinds:
+        for stale in _siblings(target, kind):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
+    return removed
+
+
+def _check_save_args(config: object, model_state: object, vocab: object) -> None:
+    if not isinstance(config, dict):
+        raise TypeError(f"save_checkpoint: config must be a dict, got {type(config).__name__}")
+    items = model_state.items() if isinstance(model_state, dict) else [("", model_state)]
+    for name, tensor in items:
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise TypeError(
+                "save_checkpoint: model_state must map str to torch.Tensor, got "
+                f"{type(name).__name__} {name!r} -> {type(tensor).__name__}"
+            )
+    bad = [t for t in vocab if not isinstance(t, str)] if isinstance(vocab, list) else [vocab]
+    if bad:
+        raise TypeError(f"save_checkpoint: vocab must be a list of str, found {_describe(bad[0])}")
+
+
+def _refuse_foreign(target: Path) -> None:
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise UserError(f"{target} exists and is not a directory; refusing to replace it")
+    if target.is_dir() and any(target.iterdir()) and not is_checkpoint(target):
+        raise UserError(
+            f"{target} is a non-empty directory but not an rnnkit checkpoint (no config.json); "
+            "refusing to replace it"
+        )
+
+
+def _write_files(
+    folder: Path, config: dict, model_state: dict, vocab: list, training: object | None
+) -> None:
+    files = {MODEL_FILE: _write_tensors(folder / MODEL_FILE, model_state)}
+    files[VOCAB_FILE] = _write_json(folder / VOCAB_FILE, list(vocab), ascii_only=False)
+    if training is not None:
+        tensors, skeleton = flatten_state(training)
+        files[TRAINING_TENSORS] = _write_tensors(folder / TRAINING_TENSORS, tensors)
+        files[TRAINING_SKELETON] = _write_json(folder / TRAINING_SKELETON, skeleton)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config, "files": files}
+    _write_json(folder / CONFIG_FILE, meta, ascii_only=False)
+    _fsync_dir(folder)
+
+
+def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Save copies (own storage, contiguous, on the CPU) so shared or strided tensors save."""
+    copies = {}
+    for key, tensor in tensors.items():
+        if tensor.layout != torch.strided:
+            raise TypeError(
+                f"{path.name}: tensor {key!r} has layout {tensor.layout}; expected dense"
+            )
+        copies[key] = tensor.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+    safetensors.torch.save_file(copies, str(path), metadata={"format": "pt"})
+    with open(path, "r+b") as f:
+        os.fsync(f.fileno())
+    return _sha256(path)
+
+
+def _write_json(path: Path, obj: object, *, ascii_only: bool = True) -> str:
+    """Insertion order is kept (the caller's config reads as written; state dicts round-trip)."""
+    data = (json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=ascii_only) + "\n").encode()
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = _sibling(target, "old")
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:  # best effort; if this fails too, load_checkpoint recovers ``old``
+            with contextlib.suppress(OSError):
+                os.replace(old, target)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    return target.parent / f".{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _siblings(target: Path, kind: str) -> list[Path]:
+    prefix = f".{target.name}.{kind}-"
+    return [p for p in target.parent.iterdir() if p.name.startswith(prefix)]
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":  # directories cannot be opened for fsync elsewhere
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def is_checkpoint(directory: str | Path) -> bool:
+    """True if ``directory/config.json`` is a JSON object saying format ``rnnkit-checkpoint``."""
+    try:
+        meta = json.loads((Path(directory) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def load_checkpoint(
+    directory: str | Path, *, training: bool = True, map_location: str = "cpu"
+) -> Checkpoint:
+    """Read a checkpoint written by ``save_checkpoint``, checking every file before parsing it.
+
+    Each file read is verified against its sha256 in config.json first; tensors are loaded onto
+    ``map_location``. ``training=False`` skips (and does not verify) the training state. If
+    ``directory`` is missing because a save crashed between its two renames, the old copy
+    beside it is read instead, with a warning; ``Checkpoint.path`` says which was read.
+
+    Raises:
+        UserError: one line naming the path and the problem: missing, not a checkpoint,
+            unsupported format version, a listed file missing or failing its checksum, a file
+            that does not parse, a vocab that is not a list of strings.
+    """
+    path = _locate(Path(os.path.abspath(directory)))
+    meta = _read_meta(path)
+    files = meta["files"]
+    has_training = training and (TRAINING_SKELETON in files or TRAINING_TENSORS in files)
+    extra = [TRAINING_TENSORS, TRAINING_SKELETON] if has_training else []
+    _verify(path, files, [MODEL_FILE, VOCAB_FILE, *extra])
+    model_state = _read_tensors(path, MODEL_FILE, map_location)
+    vocab = _read_json(path, VOCAB_FILE)
+    bad = [t for t in vocab if not isinstance(t, str)] if isinstance(vocab, list) else [vocab]
+    if bad:
+        raise UserError(
+            f"{path}: vocab.json must be a JSON list of strings, found {_describe(bad[0])}"
+        )
+    state = None
+    if has_training:
+        tensors = _read_tensors(path, TRAINING_TENSORS, map_location)
+        try:
+            state = unflatten_state(tensors, _read_json(path, TRAINING_SKELETON))
+        except UserError as err:
+            raise UserError(f"{path}: {TRAINING_SKELETON}: {err}") from None
+    return Checkpoint(path, meta["config"], model_state, vocab, state)
+
+
+def _verify(path: Path, files: dict[str, str], wanted: list[str]) -> None:
+    """Every listed file exists; each file about to be read matches its sha256."""
+    for name in files:
+        if not (path / name).is_file():
+            raise UserError(f"{path}: {name} is missing")
+    for name in wanted:
+        if name not in files:
+            raise UserError(f'{path}: config.json does not list {name} under "files"')
+        if _sha256(path / name) != files[name]:
+            raise UserError(f"{path}: {name} is corrupted or truncated (checksum mismatch)")
+
+
+def _locate(target: Path) -> Path:
+    """``target``, or the old copy an interrupted save left beside it."""
+    if target.is_dir():
+        return target
+    if target.exists():
+        raise UserError(f"{target} is not an rnnkit checkpoint (no config.json)")
+    olds = _siblings(target, "old") if target.parent.is_dir() else []
+    for old in sorted(olds, key=lambda p: p.stat().st_mtime, reverse=True):
+        if old.is_dir() and _is_complete(old):
+            warnings.warn(
+                f"{target} is missing after an interrupted save; loading the previous copy {old}",
+                stacklevel=3,
+            )
+            return old
+    raise UserError(f"no checkpoint at {target}")
+
+
+def _is_complete(folder: Path) -> bool:
+    try:
+        files = _read_meta(folder)["files"]
+    except UserError:
+        return False
+    return all((folder / name).is_file() for name in files)
+
+
+def _read_meta(path: Path) -> dict:
+    """config.json, checked: format, version, a config object, ``files`` of name -> sha256."""
+    if not (path / CONFIG_FILE).is_file():
+        raise UserError(f"{path} is not an rnnkit checkpoint (no config.json)")
+    meta = _read_json(path, CONFIG_FILE)
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: config.json must hold a JSON object, found {_describe(meta)}")
+    if meta.get("format") != FORMAT:
+        raise UserError(
+            f"{path} is not an rnnkit checkpoint (config.json says format "
+            f"{meta.get('format')!r}, expected {FORMAT!r})"
+        )
+    version = meta.get("format_version")
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        raise UserError(
+            f"{path}: checkpoint format version {version!r} is not supported "
+            f"(this rnnkit reads version {FORMAT_VERSION})"
+        )
+    if not isinstance(meta.get("config"), dict):
+        raise UserError(f'{path}: config.json "config" must be a JSON object')
+    files = meta.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(digest, str)
+        and _SHA256.fullmatch(digest)
+        and name == Path(name).name
+        and name not in ("", ".", "..")
+        for name, digest in files.items()
+    ):
+        raise UserError(
+            f'{path}: config.json "files" must map plain file names to sha256 hex digests'
+        )
+    return meta
+
+
+def _read_json(path: Path, name: str) -> object:
+    try:
+        return json.loads((path / name).read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise UserError(f"{path}: cannot read {name} ({_one_line(err)})") from None
+    except (ValueError, RecursionError) as err:
+        raise UserError(f"{path}: {name} is not valid JSON ({_one_line(err)})") from None
+
+
+def _read_tensors(path: Path, name: str, map_location: str) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load_file(str(path / name), device=map_location)
+    except Exception as err:  # SafetensorError, OSError, ... from the library: all one story
+        raise UserError(
+            f"{path}: {name} is not a valid safetensors file ({_one_line(err)})"
+        ) from None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__

@@ -1,0 +1,91 @@
+"""What a run writes besides checkpoints: ``metrics.csv`` rows and the ``loss.png`` curve.
+
+``MetricsLog`` appends one row per logged step or evaluation and flushes it, so a crash loses at
+most the row being written; on resume, rows past the checkpoint's step are dropped (those steps
+are about to be trained again). ``plot_losses`` draws train and validation loss against the
+step with matplotlib (imported here, lazily, with the Agg backend) and writes the PNG atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+COLUMNS = [
+    "step",
+    "epoch",
+    "kind",
+    "loss",
+    "bpc",
+    "lr",
+    "grad_norm",
+    "chars_per_s",
+    "elapsed_s",
+    "note",
+]
+
+
+class MetricsLog:
+    """Append-only CSV of training (``kind=train``) and validation (``kind=val``) figures."""
+
+    def __init__(self, path: Path, *, resume_step: int | None = None) -> None:
+        self.path = path
+        if resume_step is not None and path.exists():
+            rows = [r for r in read_metrics(path) if int(r["step"]) <= resume_step]
+            _write_rows(path, rows)
+        elif not path.exists():
+            _write_rows(path, [])
+
+    def write(self, **row) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, COLUMNS).writerow({k: _fmt(row.get(k, "")) for k in COLUMNS})
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_losses(metrics_path: Path, png_path: Path, title: str = "") -> None:
+    """Train and validation loss (nats/char) against the step, written to ``png_path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    curves: dict[str, tuple[list[int], list[float]]] = {"train": ([], []), "val": ([], [])}
+    for row in rows:
+        if row["kind"] in curves and row["loss"] not in ("", "nan", "inf"):
+            curves[row["kind"]][0].append(int(row["step"]))
+            curves[row["kind"]][1].append(float(row["loss"]))
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.plot(*curves["train"], label="train", color="#4c72b0", linewidth=1, alpha=0.8)
+    ax.plot(*curves["val"], label="validation", color="#dd8452", marker="o", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/char)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = png_path.with_name(png_path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, png_path)

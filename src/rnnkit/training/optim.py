@@ -1,0 +1,102 @@
+"""Optimisers, learning-rate schedules, gradient clipping and the L1 penalty, from TrainConfig.
+
+Everything here is torch's own (``torch.optim``, ``torch.optim.lr_scheduler``,
+``torch.nn.utils``): this file only maps the config's names onto them, so their state dicts go
+into checkpoints unchanged. What is not here: the loop that calls them (``loop.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.config import TrainConfig
+from rnnkit.errors import UserError
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """adam, adamw, sgd (momentum, nesterov), rmsprop or adagrad with ``weight_decay``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr, wd = config.lr, config.weight_decay
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "sgd":
+        if config.nesterov and config.momentum <= 0:
+            raise UserError(f"--nesterov needs --momentum > 0, got {config.momentum}")
+        return torch.optim.SGD(
+            params, lr=lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=wd
+        )
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=config.momentum, weight_decay=wd)
+    return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
+
+
+def schedule_horizon(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The number of steps a cosine schedule decays over: --max-steps, else --max-epochs."""
+    if config.max_steps:
+        return config.max_steps
+    if config.max_epochs:
+        return max(1, math.ceil(config.max_epochs * steps_per_epoch))
+    raise UserError("--schedule cosine needs --max-steps or --max-epochs to know its length")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """The schedule, stepped once per optimiser step (``plateau``: once per evaluation).
+
+    constant: lr (after an optional linear warm-up); cosine: linear warm-up then cosine decay
+    to ``min_lr_ratio * lr`` at the horizon; step: multiply by ``gamma`` every ``step_size``
+    steps; plateau: multiply by ``gamma`` when the validation loss stops improving.
+    """
+    warmup = config.warmup
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.gamma)
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=config.gamma, patience=1
+        )  # noqa: E501
+    if config.schedule == "cosine":
+        horizon, floor = schedule_horizon(config, steps_per_epoch), config.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, horizon - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+
+        def factor(step: int) -> float:
+            return (step + 1) / warmup if step < warmup else 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def scale_learning_rate(optimizer: torch.optim.Optimizer, scheduler, factor: float) -> None:
+    """Multiply the learning rate by ``factor`` for the rest of the run (used after NaNs)."""
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+    if hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+
+
+def l1_penalty(model: nn.Module) -> Tensor:
+    """Sum of |w| over the weight matrices (biases and norms excluded)."""
+    return sum(p.abs().sum() for name, p in model.named_parameters() if p.dim() > 1)
+
+
+def clip_gradients(params: list[Tensor], config: TrainConfig) -> Tensor:
+    """Clip by global norm and/or by value; return the global norm *before* clipping.
+
+    The norm is returned as a tensor (no host sync here); a non-finite norm means the step must
+    be skipped, which the caller checks before the optimiser touches anything.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = nn.utils.get_total_norm(grads, foreach=True)
+    if config.clip_norm > 0:
+        nn.utils.clip_grads_with_norm_(params, config.clip_norm, norm, foreach=True)
+    if config.clip_value > 0:
+        nn.utils.clip_grad_value_(params, config.clip_value, foreach=True)
+    return norm
