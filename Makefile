@@ -15,8 +15,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# `make run`: train the default preset (about 2 minutes) on the bundled Tiny Shakespeare, then
+# print samples at two temperatures. Each run gets its own directory under runs/.
+RUN_DIR := runs/shakespeare-$(shell date +%Y%m%d-%H%M%S)
+
 run: install
-	$(VENV)/bin/rnnkit demo
+	$(VENV)/bin/rnnkit train --preset default --out $(RUN_DIR)
+	@echo "---- sample, temperature 0.5 ----"
+	$(VENV)/bin/rnnkit sample $(RUN_DIR) --temperature 0.5 --length 400 --seed 1 --prime "ROMEO:"
+	@echo "---- sample, temperature 1.0 ----"
+	$(VENV)/bin/rnnkit sample $(RUN_DIR) --temperature 1.0 --length 400 --seed 1 --prime "ROMEO:"
 
 test: install
 	$(PY) -m pytest -q
@@ -31,6 +39,7 @@ format: install
 
 bench: install
 	$(PY) benchmarks/layers.py
+	$(PY) benchmarks/charlm_quality.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

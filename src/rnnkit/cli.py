@@ -40,16 +40,24 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config field; help text from the field, SUPPRESS so unset flags stay unset."""
     from rnnkit.config import SECTIONS, flag_name
 
-    parser.add_argument("paths", nargs="*", default=argparse.SUPPRESS, metavar="PATH",
-                        help="training text: files, directories or globs (default: bundled Tiny Shakespeare)")  # fmt: skip  # noqa: E501
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="training text: files, directories or globs (default: bundled Tiny Shakespeare)",
+    )
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"[{section}]")
         for f in fields(cls):
             if f.name in ("paths", "vocab_size"):
                 continue
             kind = str(f.type).replace(" | None", "")
-            options = {"help": f.metadata["help"], "default": argparse.SUPPRESS,
-                       "dest": f"{section}.{f.name}"}  # fmt: skip
+            options = {
+                "help": f.metadata["help"],
+                "default": argparse.SUPPRESS,
+                "dest": f"{section}.{f.name}",
+            }
             if kind == "bool":
                 options["action"] = argparse.BooleanOptionalAction
             else:
@@ -82,13 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--stop", action="append", default=[], help="stop at this string")
     sample.add_argument("--seed", type=int, default=None, help="random seed")
     sample.add_argument("--num-samples", type=_positive, default=1, help="independent samples")
-    sample.add_argument("--unknown", choices=("error", "skip"), default="error",
-                        help="prime characters outside the vocabulary")  # fmt: skip
+    sample.add_argument(
+        "--unknown",
+        choices=("error", "skip"),
+        default="error",
+        help="prime characters outside the vocabulary",
+    )
 
     evaluate = commands.add_parser("eval", help="loss of a trained model on text")
     evaluate.add_argument("checkpoint", metavar="DIR", help="run directory or checkpoint")
-    evaluate.add_argument("paths", nargs="*", metavar="PATH",
-                          help="text to score (default: the run's validation text)")  # fmt: skip
+    evaluate.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="text to score (default: the run's validation text)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
     demo = commands.add_parser("demo", help="build a layer, print its shapes, check it vs torch.nn")
@@ -121,6 +137,7 @@ def _run_config(args: argparse.Namespace):
             raise UserError(f"{what} cannot change when resuming (only [train] flags can)")
         flags.setdefault("train", {})["out"] = args.resume
     config = RunConfig()
+    config.train.out = args.resume or config.train.out
     if not args.resume:
         apply_overrides(config, load_preset(args.preset), f"preset {args.preset}")
         if args.config:
@@ -152,10 +169,20 @@ def _run_sample(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    texts = generate(model, vocab, prime=args.prime, length=args.length,
-                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                     stop=args.stop, seed=args.seed, unknown=args.unknown,
-                     on_text=emit if streaming else None, num_samples=args.num_samples)  # fmt: skip
+    texts = generate(
+        model,
+        vocab,
+        prime=args.prime,
+        length=args.length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        stop=args.stop,
+        seed=args.seed,
+        unknown=args.unknown,
+        on_text=emit if streaming else None,
+        num_samples=args.num_samples,
+    )
     if streaming:
         print()
     else:

@@ -35,7 +35,9 @@ def test_one_file_matches_naive_encoding(tmp_path, cache):
     path = write(tmp_path / "a.txt", text)
     corpus = load_corpus([str(path)], cache_dir=cache)
     assert corpus.vocab.symbols == sorted(set(text))
-    assert isinstance(corpus.tokens, np.memmap) and corpus.tokens.dtype == np.uint16
+    assert (
+        isinstance(corpus.tokens, np.memmap) and corpus.tokens.dtype == np.uint8
+    )  # <= 256 symbols
     assert not corpus.tokens.flags.writeable
     assert corpus.tokens.tolist() == naive(corpus.vocab, text)
     assert len(corpus) == len(text) and corpus.paths == [path]
@@ -171,7 +173,7 @@ def test_damaged_cache_is_rebuilt(tmp_path, cache, damage):
         next(cache.glob("*.json")).write_text("{not json")
     again = load_corpus([str(path)], cache_dir=cache)
     assert again.tokens.tolist() == expected
-    assert tokens_file.stat().st_size == 2 * len(expected)
+    assert tokens_file.stat().st_size == len(expected)  # one byte per token
 
 
 def test_cache_dir_from_environment(tmp_path, monkeypatch):
@@ -213,6 +215,33 @@ def test_given_vocab_is_used_and_checked(tmp_path, cache):
         load_corpus(
             [str(write(tmp_path / "z", "ZZZ"))], vocab=vocab, cache_dir=cache, unknown="skip"
         )
+
+
+def test_reused_vocab_shares_the_cache(tmp_path, cache, monkeypatch):
+    path = write(tmp_path / "t.txt", "resume me")
+    first = load_corpus([str(path)], cache_dir=cache)
+    byte = load_corpus([str(path)], "byte", cache_dir=cache)
+    monkeypatch.setattr(corpus_module, "_write_tokens", None)  # must not encode again
+    again = load_corpus([str(path)], vocab=first.vocab, cache_dir=cache)
+    assert np.array_equal(again.tokens, first.tokens)
+    assert np.array_equal(
+        load_corpus([str(path)], "byte", vocab=Vocab.byte(), cache_dir=cache).tokens, byte.tokens
+    )
+
+
+def test_file_edited_between_the_passes_is_not_cached(tmp_path, cache, monkeypatch):
+    path = write(tmp_path / "t.txt", "original")
+    scan = corpus_module._scan
+
+    def scan_then_edit(*args, **kwargs):
+        result = scan(*args, **kwargs)
+        write(path, "lanigiro")  # same characters, different text
+        return result
+
+    monkeypatch.setattr(corpus_module, "_scan", scan_then_edit)
+    with pytest.raises(UserError, match=f"{path} changed while it was being read"):
+        load_corpus([str(path)], cache_dir=cache)
+    assert list(cache.iterdir()) == []  # the temp file is gone, nothing half-written
 
 
 def test_bad_tokenizer_is_named(tmp_path, cache):
@@ -259,3 +288,10 @@ def test_memory_stays_bounded_while_streaming(tmp_path, cache, monkeypatch):
     assert len(corpus) > 25 * chunk and size > 29 * chunk
     print(f"peak {peak / 2**20:.2f} MiB")
     assert peak < 5 * chunk + 8 * (1 << 20), f"peak {peak / 2**20:.1f} MiB for a {size} B file"
+
+
+def test_token_width_grows_with_the_vocabulary(tmp_path, cache):
+    text = "".join(chr(0x4E00 + i) for i in range(300)) * 2  # 300 distinct CJK characters
+    corpus = load_corpus([str(write(tmp_path / "wide.txt", text))], cache_dir=cache)
+    assert len(corpus.vocab) == 300 and corpus.tokens.dtype == np.uint16
+    assert corpus.tokens.tolist() == naive(corpus.vocab, text)

@@ -5,7 +5,7 @@ In this file: :func:`resolve_paths` (files, directories, globs -> a list of file
 :data:`CHUNK_BYTES`, so a corpus far larger than memory trains with bounded memory::
 
     pass 1: read every file -> sha256 digest (+ the set of characters, strict UTF-8 check)
-    cache:  <cache dir>/<digest>-<tokenizer>[-<vocab hash>].tokens  (+ .json)  exists? memmap it
+    cache:  <cache dir>/<digest>-<tokenizer>[-<vocab hash>].tokens (+ .json) exists? map it
     pass 2: otherwise encode chunk by chunk into a temp file, fsync, os.replace (atomic)
 
 The ``.json`` beside the tokens (vocabulary, count, dtype) is written last and checked on
@@ -160,13 +160,13 @@ def _decode(
 
 def _scan(
     paths: list[Path], tokenizer: str, known: Vocab | None, unknown: str
-) -> tuple[str, npt.NDArray[np.bool_]]:
-    """Pass 1: the content digest and, for characters, which code points occur.
+) -> tuple[list[str], npt.NDArray[np.bool_]]:
+    """Pass 1: each file's ``"<size> <sha256>"`` and, for characters, which code points occur.
 
     With a given vocabulary, characters outside it are an error (naming the file) unless
     ``unknown == "skip"``.
     """
-    digest = hashlib.sha256(f"rnnkit-corpus {tokenizer}\n".encode())
+    records = []
     char = tokenizer == "char"
     seen = np.zeros(_NUM_CODE_POINTS if char else 0, dtype=bool)
     allowed = None
@@ -180,11 +180,17 @@ def _scan(
                 seen[code_points(chunk[start : start + ENCODE_BLOCK])] = True
 
     for path in paths:
-        digest.update(f"{_read_chunks(path, char, visit)}\n".encode())
+        records.append(_read_chunks(path, char, visit))
         if allowed is not None and unknown == "error" and (seen & ~allowed).any():
             missing = np.flatnonzero(seen & ~allowed)
             raise UserError(f"{path}: {unknown_message(chr(c) for c in missing)}")
-    return digest.hexdigest(), seen
+    return records, seen
+
+
+def _digest(tokenizer: str, records: list[str]) -> str:
+    """sha256 over the tokenizer and every file's size and sha256, in order."""
+    lines = [f"rnnkit-corpus {tokenizer}", *records, ""]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- cache
@@ -204,7 +210,8 @@ def _cache_root(cache_dir: str | Path | None) -> Path:
 
 
 def _token_dtype(tokenizer: str, vocab_size: int) -> np.dtype:
-    if tokenizer == "byte":
+    """The smallest unsigned type that holds every id: one byte per token for <= 256 symbols."""
+    if tokenizer == "byte" or vocab_size <= 1 << 8:
         return np.dtype(np.uint8)
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
@@ -270,7 +277,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _write_tokens(
-    paths: list[Path], vocab: Vocab, unknown: str, dtype: np.dtype, digest: str, stem: Path
+    paths: list[Path], records: list[str], vocab: Vocab, unknown: str, dtype: np.dtype, stem: Path
 ) -> int:
     """Pass 2: encode every file chunk by chunk into ``stem.tokens``; the token count.
 
@@ -278,25 +285,21 @@ def _write_tokens(
     under the wrong name.
     """
     count = 0
-    check = hashlib.sha256(f"rnnkit-corpus {vocab.kind}\n".encode())
 
     def write(f: Any) -> None:
-        nonlocal count
-
         def visit(chunk: str | bytes) -> None:
             nonlocal count
             ids = vocab.encode(chunk, unknown, dtype=dtype) if isinstance(chunk, str) else chunk
             f.write(memoryview(ids).cast("B"))
             count += len(ids)
 
-        for path in paths:
-            check.update(f"{_read_chunks(path, vocab.kind == 'char', visit)}\n".encode())
-        if check.hexdigest() != digest:
-            raise UserError(f"the input files changed while being read ({paths[0]}...); retry")
+        for path, record in zip(paths, records, strict=True):
+            if _read_chunks(path, vocab.kind == "char", visit) != record:
+                raise UserError(f"{path} changed while it was being read; run again")
         if count == 0:
             raise UserError(
-                f"no tokens left in {paths[0]}... after dropping characters not in the "
-                "vocabulary (use a vocabulary that covers the text)"
+                f"no tokens left in {', '.join(map(str, paths[:3]))} after dropping characters "
+                "not in the vocabulary (use a vocabulary that covers the text)"
             )
 
     _atomic_write(stem.with_suffix(".tokens"), write)
@@ -322,7 +325,7 @@ def _write_meta(stem: Path, vocab: Vocab, dtype: np.dtype, count: int, digest: s
 @dataclass
 class Corpus:
     """A tokenised corpus: ``tokens`` is a read-only 1-D ``np.memmap`` of ids into ``vocab``
-    (uint8 for bytes, uint16/uint32 for characters); ``digest`` is the sha256 of the files'
+    (uint8 for bytes and for up to 256 characters, else uint16/uint32); ``digest`` is the sha256 of the files'
     bytes (with their lengths) and the tokenizer."""
 
     tokens: np.ndarray
@@ -360,21 +363,22 @@ def load_corpus(
             f"(use --tokenizer {vocab.kind})"
         )
     paths = resolve_paths(inputs)
-    digest, seen = _scan(paths, tokenizer, vocab, unknown)
+    records, seen = _scan(paths, tokenizer, vocab, unknown)
+    digest = _digest(tokenizer, records)
     name = f"{digest}-{tokenizer}"
-    if vocab is not None:
+    if tokenizer == "byte":
+        vocab = Vocab.byte()
+    else:  # named by its vocabulary too, whether found in the text or given (resuming)
+        if vocab is None:
+            vocab = Vocab.from_text_chars(chr(c) for c in np.flatnonzero(seen))
         vocab_json = json.dumps(vocab.to_json(), ensure_ascii=True).encode("ascii")
         name += "-" + hashlib.sha256(vocab_json).hexdigest()[:12]
-    elif tokenizer == "byte":
-        vocab = Vocab.byte()
-    else:
-        vocab = Vocab.from_text_chars(chr(c) for c in np.flatnonzero(seen))
     del seen
     dtype = _token_dtype(tokenizer, len(vocab))
     stem = _cache_root(cache_dir) / name
     tokens = _open_cached(stem, vocab, dtype)
     if tokens is None:
-        count = _write_tokens(paths, vocab, unknown, dtype, digest, stem)
+        count = _write_tokens(paths, records, vocab, unknown, dtype, stem)
         _write_meta(stem, vocab, dtype, count, digest)
         tokens = np.memmap(stem.with_suffix(".tokens"), dtype=dtype, mode="r", shape=(count,))
     return Corpus(tokens=tokens, vocab=vocab, paths=paths, digest=digest)

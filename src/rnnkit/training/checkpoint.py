@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import re
 import secrets
@@ -38,6 +37,7 @@ import safetensors.torch
 import torch
 
 from rnnkit.errors import UserError
+from rnnkit.training.state import describe, flatten_state, unflatten_state
 
 FORMAT = "rnnkit-checkpoint"
 FORMAT_VERSION = 1
@@ -47,9 +47,7 @@ VOCAB_FILE = "vocab.json"
 TRAINING_TENSORS = "training.safetensors"
 TRAINING_SKELETON = "training.json"
 
-_JSON_SAFE_INT = 2**53  # larger ints are written as hex strings: exact for every JSON reader
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_HEX_INT = re.compile(r"-?0x[0-9a-f]+")
 _CHUNK = 1 << 20
 
 
@@ -62,131 +60,6 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     vocab: list[str]
     training: object | None
-
-
-# --- nested state <-> (tensors, JSON skeleton) ---------------------------------------------
-
-
-def flatten_state(obj: object) -> tuple[dict[str, torch.Tensor], object]:
-    """Split a nested state into ``(tensors, skeleton)``; ``unflatten_state`` is the inverse.
-
-    ``tensors`` maps a dotted path (``"optimizer.state.0.exp_avg"``) to each tensor. ``skeleton``
-    is plain JSON (no nan): None, bool, str, small ints, finite floats and lists stay as they
-    are; everything else becomes a one-key object: ``{"$tensor": key}``, ``{"$tuple": [...]}``,
-    ``{"$dict": {str: ...}}`` (all keys str), ``{"$items": [[key, value], ...]}`` (some int
-    keys), ``{"$float": "nan" | "inf" | "-inf"}``, ``{"$int": "0x..."}`` (beyond +-2**53).
-
-    Raises:
-        TypeError: a value or dict key of another type; the message names its path.
-    """
-    tensors: dict[str, torch.Tensor] = {}
-    return tensors, _flatten(obj, (), tensors)
-
-
-def _flatten(obj: object, path: tuple, tensors: dict[str, torch.Tensor]) -> object:
-    if obj is None or isinstance(obj, bool):
-        return obj
-    if isinstance(obj, int):
-        value = int(obj)
-        return value if abs(value) < _JSON_SAFE_INT else {"$int": hex(value)}
-    if isinstance(obj, float):
-        value = float(obj)
-        return value if math.isfinite(value) else {"$float": repr(value)}
-    if isinstance(obj, str):
-        return str(obj)
-    if isinstance(obj, torch.Tensor):
-        return {"$tensor": _add_tensor(path, obj, tensors)}
-    if isinstance(obj, list):
-        return [_flatten(item, (*path, i), tensors) for i, item in enumerate(obj)]
-    if isinstance(obj, tuple):
-        return {"$tuple": [_flatten(item, (*path, i), tensors) for i, item in enumerate(obj)]}
-    if isinstance(obj, dict):
-        return _flatten_dict(obj, path, tensors)
-    raise TypeError(
-        f"flatten_state: {_where(path)} is a {type(obj).__name__}; expected dict, list, tuple, "
-        "int, float, bool, None, str or torch.Tensor"
-    )
-
-
-def _flatten_dict(obj: dict, path: tuple, tensors: dict[str, torch.Tensor]) -> object:
-    for key in obj:
-        if isinstance(key, bool) or not isinstance(key, (str, int)):
-            raise TypeError(
-                f"flatten_state: key {key!r} at {_where(path)} is a {type(key).__name__}; "
-                "expected str or int"
-            )
-    if all(isinstance(key, str) for key in obj):
-        return {"$dict": {str(k): _flatten(v, (*path, k), tensors) for k, v in obj.items()}}
-    items = [[_flatten(k, path, tensors), _flatten(v, (*path, k), tensors)] for k, v in obj.items()]
-    return {"$items": items}
-
-
-def _add_tensor(path: tuple, tensor: torch.Tensor, tensors: dict[str, torch.Tensor]) -> str:
-    base = ".".join(str(part) for part in path) or "_"
-    key, n = base, 1
-    while key in tensors:  # "a.b" the key and ("a", "b") the path would collide
-        n += 1
-        key = f"{base}#{n}"
-    tensors[key] = tensor
-    return key
-
-
-def _where(path: tuple) -> str:
-    return ".".join(str(part) for part in path) or "the top level"
-
-
-def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: object) -> object:
-    """Rebuild what ``flatten_state`` split: tuples, int keys, nan/inf and big ints included.
-
-    Raises:
-        UserError: the skeleton is malformed or refers to a tensor missing from ``tensors``.
-    """
-    return _unflatten(skeleton, tensors, ())
-
-
-def _unflatten(node: object, tensors: dict[str, torch.Tensor], path: tuple) -> object:
-    if node is None or isinstance(node, (bool, int, float, str)):
-        return node
-    if isinstance(node, list):
-        return [_unflatten(item, tensors, (*path, i)) for i, item in enumerate(node)]
-    tag, value = next(iter(node.items())) if isinstance(node, dict) and len(node) == 1 else ("", 0)
-    if tag == "$tensor" and isinstance(value, str):
-        if value not in tensors:
-            raise UserError(f"state skeleton: {_where(path)} refers to missing tensor {value!r}")
-        return tensors[value]
-    if tag == "$tuple" and isinstance(value, list):
-        return tuple(_unflatten(item, tensors, (*path, i)) for i, item in enumerate(value))
-    if tag == "$dict" and isinstance(value, dict):
-        return {k: _unflatten(v, tensors, (*path, k)) for k, v in value.items()}
-    if tag == "$items" and isinstance(value, list):
-        return _unflatten_items(value, tensors, path)
-    if tag == "$float" and value in ("nan", "inf", "-inf"):
-        return float(value)
-    if tag == "$int" and isinstance(value, str) and _HEX_INT.fullmatch(value):
-        return int(value, 16)
-    raise UserError(
-        f"state skeleton: {_where(path)} is {_describe(node)}; expected a JSON value or a one-key "
-        "object tagged $tensor, $tuple, $dict, $items, $float or $int"
-    )
-
-
-def _unflatten_items(pairs: list, tensors: dict[str, torch.Tensor], path: tuple) -> dict:
-    out = {}
-    for pair in pairs:
-        ok = isinstance(pair, list) and len(pair) == 2
-        key = _unflatten(pair[0], tensors, path) if ok else None
-        if isinstance(key, bool) or not isinstance(key, (str, int)):
-            raise UserError(
-                f"state skeleton: {_where(path)} has {_describe(pair)} in $items; "
-                "expected a [str or int key, value] pair"
-            )
-        out[key] = _unflatten(pair[1], tensors, (*path, key))
-    return out
-
-
-def _describe(value: object) -> str:
-    text = " ".join(repr(value).split())
-    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
 # --- saving -------------------------------------------------------------------------------
@@ -263,7 +136,7 @@ def _check_save_args(config: object, model_state: object, vocab: object) -> None
             )
     bad = [t for t in vocab if not isinstance(t, str)] if isinstance(vocab, list) else [vocab]
     if bad:
-        raise TypeError(f"save_checkpoint: vocab must be a list of str, found {_describe(bad[0])}")
+        raise TypeError(f"save_checkpoint: vocab must be a list of str, found {describe(bad[0])}")
 
 
 def _refuse_foreign(target: Path) -> None:
@@ -395,7 +268,7 @@ def load_checkpoint(
     bad = [t for t in vocab if not isinstance(t, str)] if isinstance(vocab, list) else [vocab]
     if bad:
         raise UserError(
-            f"{path}: vocab.json must be a JSON list of strings, found {_describe(bad[0])}"
+            f"{path}: vocab.json must be a JSON list of strings, found {describe(bad[0])}"
         )
     state = None
     if has_training:
@@ -450,7 +323,7 @@ def _read_meta(path: Path) -> dict:
         raise UserError(f"{path} is not an rnnkit checkpoint (no config.json)")
     meta = _read_json(path, CONFIG_FILE)
     if not isinstance(meta, dict):
-        raise UserError(f"{path}: config.json must hold a JSON object, found {_describe(meta)}")
+        raise UserError(f"{path}: config.json must hold a JSON object, found {describe(meta)}")
     if meta.get("format") != FORMAT:
         raise UserError(
             f"{path} is not an rnnkit checkpoint (config.json says format "

@@ -213,6 +213,8 @@ class Trainer:
         self._announce(steps_per_epoch)
         if self.step == 0:
             self.save("last")  # a good checkpoint to fall back on from the first step
+            if t.sample_every:
+                self._print_sample()  # "at first": what an untrained model writes
         interactive = sys.stderr.isatty()
         bar = tqdm(
             total=total,

@@ -1,0 +1,142 @@
+"""Nested training state <-> (tensors, JSON skeleton), so it can be saved without pickle.
+
+``flatten_state`` turns dicts (str or int keys), lists, tuples, ints of any size, floats
+(nan/inf included), bools, None, strings and tensors into a dict of tensors (for safetensors)
+plus a JSON-serialisable skeleton; ``unflatten_state`` is its exact inverse. Optimiser and
+scheduler state dicts, RNG states and the carried hidden state all round-trip through it.
+What is not here: files and atomicity (``checkpoint.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from rnnkit.errors import UserError
+
+_JSON_SAFE_INT = 2**53  # larger ints are written as hex strings: exact for every JSON reader
+_HEX_INT = re.compile(r"-?0x[0-9a-f]+")
+
+
+def flatten_state(obj: object) -> tuple[dict[str, torch.Tensor], object]:
+    """Split a nested state into ``(tensors, skeleton)``; ``unflatten_state`` is the inverse.
+
+    ``tensors`` maps a dotted path (``"optimizer.state.0.exp_avg"``) to each tensor. ``skeleton``
+    is plain JSON (no nan): None, bool, str, small ints, finite floats and lists stay as they
+    are; everything else becomes a one-key object: ``{"$tensor": key}``, ``{"$tuple": [...]}``,
+    ``{"$dict": {str: ...}}`` (all keys str), ``{"$items": [[key, value], ...]}`` (some int
+    keys), ``{"$float": "nan" | "inf" | "-inf"}``, ``{"$int": "0x..."}`` (beyond +-2**53).
+
+    Raises:
+        TypeError: a value or dict key of another type; the message names its path.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    return tensors, _flatten(obj, (), tensors)
+
+
+def _flatten(obj: object, path: tuple, tensors: dict[str, torch.Tensor]) -> object:
+    if obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int):
+        value = int(obj)
+        return value if abs(value) < _JSON_SAFE_INT else {"$int": hex(value)}
+    if isinstance(obj, float):
+        value = float(obj)
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return {"$tensor": _add_tensor(path, obj, tensors)}
+    if isinstance(obj, list):
+        return [_flatten(item, (*path, i), tensors) for i, item in enumerate(obj)]
+    if isinstance(obj, tuple):
+        return {"$tuple": [_flatten(item, (*path, i), tensors) for i, item in enumerate(obj)]}
+    if isinstance(obj, dict):
+        return _flatten_dict(obj, path, tensors)
+    raise TypeError(
+        f"flatten_state: {_where(path)} is a {type(obj).__name__}; expected dict, list, tuple, "
+        "int, float, bool, None, str or torch.Tensor"
+    )
+
+
+def _flatten_dict(obj: dict, path: tuple, tensors: dict[str, torch.Tensor]) -> object:
+    for key in obj:
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise TypeError(
+                f"flatten_state: key {key!r} at {_where(path)} is a {type(key).__name__}; "
+                "expected str or int"
+            )
+    if all(isinstance(key, str) for key in obj):
+        return {"$dict": {str(k): _flatten(v, (*path, k), tensors) for k, v in obj.items()}}
+    items = [[_flatten(k, path, tensors), _flatten(v, (*path, k), tensors)] for k, v in obj.items()]
+    return {"$items": items}
+
+
+def _add_tensor(path: tuple, tensor: torch.Tensor, tensors: dict[str, torch.Tensor]) -> str:
+    base = ".".join(str(part) for part in path) or "_"
+    key, n = base, 1
+    while key in tensors:  # "a.b" the key and ("a", "b") the path would collide
+        n += 1
+        key = f"{base}#{n}"
+    tensors[key] = tensor
+    return key
+
+
+def _where(path: tuple) -> str:
+    return ".".join(str(part) for part in path) or "the top level"
+
+
+def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: object) -> object:
+    """Rebuild what ``flatten_state`` split: tuples, int keys, nan/inf and big ints included.
+
+    Raises:
+        UserError: the skeleton is malformed or refers to a tensor missing from ``tensors``.
+    """
+    return _unflatten(skeleton, tensors, ())
+
+
+def _unflatten(node: object, tensors: dict[str, torch.Tensor], path: tuple) -> object:
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return node
+    if isinstance(node, list):
+        return [_unflatten(item, tensors, (*path, i)) for i, item in enumerate(node)]
+    tag, value = next(iter(node.items())) if isinstance(node, dict) and len(node) == 1 else ("", 0)
+    if tag == "$tensor" and isinstance(value, str):
+        if value not in tensors:
+            raise UserError(f"state skeleton: {_where(path)} refers to missing tensor {value!r}")
+        return tensors[value]
+    if tag == "$tuple" and isinstance(value, list):
+        return tuple(_unflatten(item, tensors, (*path, i)) for i, item in enumerate(value))
+    if tag == "$dict" and isinstance(value, dict):
+        return {k: _unflatten(v, tensors, (*path, k)) for k, v in value.items()}
+    if tag == "$items" and isinstance(value, list):
+        return _unflatten_items(value, tensors, path)
+    if tag == "$float" and value in ("nan", "inf", "-inf"):
+        return float(value)
+    if tag == "$int" and isinstance(value, str) and _HEX_INT.fullmatch(value):
+        return int(value, 16)
+    raise UserError(
+        f"state skeleton: {_where(path)} is {describe(node)}; expected a JSON value or a one-key "
+        "object tagged $tensor, $tuple, $dict, $items, $float or $int"
+    )
+
+
+def _unflatten_items(pairs: list, tensors: dict[str, torch.Tensor], path: tuple) -> dict:
+    out = {}
+    for pair in pairs:
+        ok = isinstance(pair, list) and len(pair) == 2
+        key = _unflatten(pair[0], tensors, path) if ok else None
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise UserError(
+                f"state skeleton: {_where(path)} has {describe(pair)} in $items; "
+                "expected a [str or int key, value] pair"
+            )
+        out[key] = _unflatten(pair[1], tensors, (*path, key))
+    return out
+
+
+def describe(value: object) -> str:
+    text = " ".join(repr(value).split())
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
