@@ -325,8 +325,8 @@ def _write_meta(stem: Path, vocab: Vocab, dtype: np.dtype, count: int, digest: s
 @dataclass
 class Corpus:
     """A tokenised corpus: ``tokens`` is a read-only 1-D ``np.memmap`` of ids into ``vocab``
-    (uint8 for bytes and for up to 256 characters, else uint16/uint32); ``digest`` is the sha256 of the files'
-    bytes (with their lengths) and the tokenizer."""
+    (uint8 for bytes and for up to 256 characters, else uint16/uint32); ``digest`` is the
+    sha256 of the files' bytes (with their lengths) and the tokenizer."""
 
     tokens: np.ndarray
     vocab: Vocab
