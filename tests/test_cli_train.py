@@ -220,3 +220,10 @@ def test_damaged_checkpoints_are_refused(trained, tmp_path, damage):
             "model.safetensors" if damage in ("truncate", "flip", "missing") else "version",
             expected,
         )  # noqa: E501
+
+
+def test_resume_refuses_to_change_the_model_or_data(trained):
+    result = rnnkit("train", "--resume", "run", "--hidden", 64, "--embed-dropout", 0.1, cwd=trained)
+    one_line_error(result, "--embed-dropout, --hidden cannot change when resuming")
+    missing = rnnkit("train", "--resume", "no-such-run", cwd=trained)
+    one_line_error(missing, "no-such-run")

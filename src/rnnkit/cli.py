@@ -131,7 +131,11 @@ def _run_config(args: argparse.Namespace):
     if "paths" in args:
         flags.setdefault("data", {})["paths"] = args.paths
     if args.resume:
-        fixed = sorted(f"--{k}" for s in ("data", "model") for k in flags.get(s, {}))
+        fixed = sorted(
+            "PATH" if k == "paths" else f"--{k.replace('_', '-')}"
+            for s in ("data", "model")
+            for k in flags.get(s, {})
+        )
         if fixed or args.config:
             what = ", ".join(fixed) or "--config"
             raise UserError(f"{what} cannot change when resuming (only [train] flags can)")

@@ -90,6 +90,7 @@ class TrainConfig:
     )  # noqa: E501
     lr: float = opt(2e-3, "peak learning rate")
     momentum: float = opt(0.9, "momentum for sgd and rmsprop")
+    beta2: float = opt(0.999, "second-moment decay of adam and adamw")
     nesterov: bool = opt(False, "Nesterov momentum for sgd")
     weight_decay: float = opt(0.0, "L2 weight decay (decoupled for adamw)")
     l1: float = opt(0.0, "L1 penalty on the weights, added to the loss")
@@ -234,6 +235,7 @@ def validate(config: RunConfig) -> None:
     for name in ("eval_every", "log_every", "step_size", "nan_tolerance"):
         need(getattr(t, name) >= 1, flag_name(name), "a positive integer", getattr(t, name))
     need(0 < t.gamma <= 1, "gamma", "in (0, 1]", t.gamma)
+    need(0 <= t.beta2 < 1, "beta2", "in [0, 1)", t.beta2)
     need(0 <= t.min_lr_ratio <= 1, "min-lr-ratio", "in [0, 1]", t.min_lr_ratio)
     if m.tie_weights and m.embed != m.hidden:
         raise UserError(f"--tie-weights needs --embed == --hidden, got {m.embed} and {m.hidden}")

@@ -127,3 +127,15 @@ def test_early_stopping_and_max_epochs(tmp_path, corpus):
     small = make_corpus(tmp_path / "small.txt", n_words=400)
     result = train(config_for(tmp_path, small, "epochs", max_steps=0, max_epochs=2), log=print)
     assert result.stopped == "max_epochs"
+
+
+def test_tensorboard_is_used_when_installed_and_reported_when_not(tmp_path, corpus):
+    lines = []
+    result = train(config_for(tmp_path, corpus, max_steps=10, tensorboard=True), log=lines.append)
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        assert any("tensorboard package is not installed" in line for line in lines)
+    else:
+        assert (result.out / "tensorboard").is_dir()
+    assert result.step == 10

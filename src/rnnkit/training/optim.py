@@ -20,10 +20,11 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     """adam, adamw, sgd (momentum, nesterov), rmsprop or adagrad with ``weight_decay``."""
     params = [p for p in model.parameters() if p.requires_grad]
     lr, wd = config.lr, config.weight_decay
+    betas = (0.9, config.beta2)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd)
     if config.optimizer == "sgd":
         if config.nesterov and config.momentum <= 0:
             raise UserError(f"--nesterov needs --momentum > 0, got {config.momentum}")
