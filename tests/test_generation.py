@@ -236,7 +236,8 @@ def test_prime_runs_once_then_length_minus_one_steps():
     [text] = generate(model, VOCAB, prime="xyzzy", length=10)
     assert text == "abcdabcdab"
     assert len(model.forward_inputs) == 1
-    assert model.forward_inputs[0].tolist() == [list(VOCAB.encode("xyzzy"))]
+    newline = VOCAB.symbols.index("\n")  # the start token, read before the prime
+    assert model.forward_inputs[0].tolist() == [[newline, *VOCAB.encode("xyzzy")]]
     assert model.steps == 9  # the first token comes from the prime's last logits
 
 
@@ -246,7 +247,7 @@ def test_real_model_processes_each_position_once():
     lengths: list[int] = []
     model.rnn.register_forward_hook(lambda module, args, out: lengths.append(args[0].size(1)))
     generate(model, vocab, prime="abcabc", length=30, seed=0)
-    assert lengths == [6] + [1] * 29
+    assert lengths == [7] + [1] * 29  # start token + the 6 prime characters, then one each
 
 
 def test_eval_mode_during_generation_and_training_mode_restored():
@@ -279,7 +280,7 @@ def test_unknown_prime_characters():
         generate(scripted("ab"), VOCAB, prime="aQb", length=3)
     model = scripted("ab")
     generate(model, VOCAB, prime="aQb", length=2, unknown="skip")
-    assert model.forward_inputs[0].tolist() == [list(VOCAB.encode("ab"))]
+    assert model.forward_inputs[0].tolist() == [[VOCAB.symbols.index("\n"), *VOCAB.encode("ab")]]
 
 
 def test_num_samples_are_independent_streams():

@@ -173,6 +173,9 @@ def _run_sample(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
 
+    if streaming:
+        emit(args.prime)  # the continuation follows the prime, as the model read it
+
     texts = generate(
         model,
         vocab,

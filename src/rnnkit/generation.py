@@ -183,8 +183,10 @@ def generate(
     The prime is encoded with ``vocab.encode(prime, unknown=unknown)`` and run through the
     model in one forward call; the first token is sampled from the prime's last logits, then
     each further token from one ``model.step`` carrying the state: one forward + ``length - 1``
-    steps, never re-running the prefix. An empty prime starts from the vocabulary's "\\n" (or
-    id 0 if it has none); that start token is not part of the output.
+    steps, never re-running the prefix. The model first reads a start token, the vocabulary's
+    "\\n" (or id 0 if it has none), then the prime: a model trained by truncated BPTT rarely
+    sees its zero state, and text after a line break is what the zero state should stand for.
+    The start token is not part of the output.
 
     Sampling follows :func:`sample_next` with a private ``torch.Generator`` seeded with
     ``seed`` (the same seed gives the same text; the global RNG is left alone). The model runs
@@ -197,10 +199,7 @@ def generate(
     emitted early.
     """
     stop = _check_arguments(length, temperature, top_k, top_p, stop, unknown, on_text, num_samples)
-    ids = vocab.encode(prime, unknown=unknown)
-    if len(ids) == 0:
-        newline = vocab.encode("\n", unknown="skip")
-        ids = newline if len(newline) == 1 else np.zeros(1, dtype=np.int64)
+    ids = np.concatenate([_start_token(vocab), vocab.encode(prime, unknown=unknown)])
     streams = [_Stream(vocab.decoder(), stop) for _ in range(num_samples)]
     if length == 0:
         return ["" for _ in streams]
@@ -217,6 +216,12 @@ def generate(
         if on_text is not None and piece:
             on_text(piece)
     return [stream.text for stream in streams]
+
+
+def _start_token(vocab: Vocabulary) -> np.ndarray:
+    """The id of "\\n" (id 0 if the vocabulary has no newline), as a length-1 array."""
+    newline = vocab.encode("\n", unknown="skip")
+    return newline.astype(np.int64) if len(newline) == 1 else np.zeros(1, dtype=np.int64)
 
 
 def _sample(model, ids, streams, length, temperature, top_k, top_p, seed, on_text) -> None:
