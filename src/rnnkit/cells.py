@@ -133,6 +133,14 @@ def check_nonlinearity(nonlinearity: object) -> str:
     return nonlinearity  # type: ignore[return-value]
 
 
+def torch_default_init(module: nn.Module, hidden_size: int) -> None:
+    """torch.nn's default for recurrent weights: every parameter uniform in
+    (-1/sqrt(H), 1/sqrt(H)), drawn in registration order (so equal seeds give equal weights)."""
+    bound = 1.0 / math.sqrt(hidden_size)
+    for weight in module.parameters():
+        nn.init.uniform_(weight, -bound, bound)
+
+
 class _CellBase(nn.Module):
     """Weights and the ``torch.nn.*Cell`` calling contract shared by the three cells."""
 
@@ -154,10 +162,7 @@ class _CellBase(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torch.nn's default: every parameter uniform in (-1/sqrt(H), 1/sqrt(H))."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        torch_default_init(self, self.hidden_size)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

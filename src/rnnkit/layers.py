@@ -17,7 +17,6 @@ Input (L, N, H_in), or (N, L, H_in) with ``batch_first``, or (L, H_in) unbatched
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from functools import partial
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.cells import LSTMState, check_nonlinearity, check_size
+from rnnkit.cells import LSTMState, check_nonlinearity, check_size, torch_default_init
 from rnnkit.fused import has_fused_kernel, run_fused
 from rnnkit.unroll import unroll
 
@@ -130,9 +129,7 @@ class _RecurrentLayer(nn.Module):
 
     def reset_parameters(self) -> None:
         """torch.nn's default: every parameter uniform in (-1/sqrt(H_cell), 1/sqrt(H_cell))."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        torch_default_init(self, self.hidden_size)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
