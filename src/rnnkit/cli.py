@@ -212,8 +212,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     else:
         corpus = load_corpus(d.paths or None, vocab.kind, vocab=vocab, cache_dir=d.cache_dir)
         tokens = split(corpus.tokens, d.val_fraction)[1]
-    batch = max(1, min(t.batch_size, (len(tokens) - 1) // t.seq_len))
-    loss, chars = evaluate(model, TokenStreams(tokens, batch, t.seq_len, name="evaluation text"))
+    streams = TokenStreams.for_evaluation(tokens, t.batch_size, t.seq_len, name="evaluation text")
+    loss, chars = evaluate(model, streams)
     bpc = loss / math.log(2)
     if args.json:
         print(json.dumps({"loss": loss, "bpc": bpc, "chars": chars}))

@@ -103,3 +103,11 @@ def test_index_out_of_range():
     for bad in (-1, 2, 100):
         with pytest.raises(IndexError):
             streams.batch(bad)
+
+
+def test_evaluation_streams_shrink_to_fit_a_short_text():
+    tokens = np.arange(50, dtype=np.uint8)
+    streams = TokenStreams.for_evaluation(tokens, batch_size=32, seq_len=10)
+    assert streams.batch_size == 4 and len(streams) == 1  # 4 streams of one 10-step chunk
+    with pytest.raises(UserError, match="validation text is too short"):
+        TokenStreams.for_evaluation(tokens[:5], batch_size=32, seq_len=10)

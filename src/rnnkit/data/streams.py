@@ -71,6 +71,15 @@ class TokenStreams:
         starts = np.arange(batch_size, dtype=np.int64)[:, None] * self.stream_len
         self._offsets = starts + np.arange(seq_len + 1, dtype=np.int64)[None, :]  # (B, T+1)
 
+    @classmethod
+    def for_evaluation(
+        cls, tokens: np.ndarray, batch_size: int, seq_len: int, *, name: str = "validation text"
+    ) -> TokenStreams:
+        """Streams for scoring a (possibly short) text: as many as ``batch_size`` streams as the
+        text allows for one chunk each, so a short validation text still gets scored."""
+        batch = max(1, min(batch_size, (len(tokens) - 1) // seq_len))
+        return cls(tokens, batch, seq_len, name=name)
+
     def __len__(self) -> int:
         """Batches per epoch."""
         return self.steps

@@ -87,8 +87,7 @@ def _load_data(config: RunConfig, vocab=None):
     else:
         train_tokens, val_tokens = split(corpus.tokens, d.val_fraction)
     train_streams = TokenStreams(train_tokens, t.batch_size, t.seq_len, name="training text")
-    val_batch = max(1, min(t.batch_size, (len(val_tokens) - 1) // t.seq_len))
-    val_streams = TokenStreams(val_tokens, val_batch, t.seq_len, name="validation text")
+    val_streams = TokenStreams.for_evaluation(val_tokens, t.batch_size, t.seq_len)
     return corpus, train_streams, val_streams
 
 
