@@ -43,12 +43,22 @@ class DataConfig:
     tokenizer: str = opt(
         "char",
         "char: Unicode characters of the text; byte: 256 byte values, reads any file",
-        choices=("char", "byte"),
+        choices=("char", "byte", "word"),
     )  # noqa: E501
     val: str | None = opt(
         None, "validation text (default: the last val_fraction of the training text)"
     )  # noqa: E501
     val_fraction: float = opt(0.1, "fraction held out for validation when --val is not given")
+    test_fraction: float = opt(
+        0.1, "fraction of the examples held out as a test split (tasks other than lm)"
+    )
+    synthetic: str = opt(
+        "",
+        "a built-in dataset instead of PATH: reverse, add, date (seq2seq); sine, lorenz "
+        "(forecast); shapes (frames)",
+        choices=("", "reverse", "add", "date", "sine", "lorenz", "shapes"),
+    )
+    synthetic_size: int = opt(5000, "examples (or time steps) the synthetic generator makes")
     cache_dir: str | None = opt(
         None, "where encoded corpora are cached (default: $RNNKIT_CACHE or ~/.cache/rnnkit)"
     )  # noqa: E501
@@ -120,11 +130,50 @@ class TrainConfig:
     tensorboard: bool = opt(False, "also log to TensorBoard (if the package is installed)")
 
 
+TASK_NAMES = ("lm", "classify", "tag", "generate-from", "seq2seq", "forecast", "frames")
+
+
+@dataclass
+class TaskConfig:
+    """What the network is used for; the fields after ``name`` apply to the task in brackets."""
+
+    name: str = opt("lm", "what to train (see README: Every way to use an RNN)", choices=TASK_NAMES, flag="task")  # noqa: E501
+    bidirectional: bool = opt(False, "read the input both ways (classify, tag, seq2seq encoder)")
+    pooling: str = opt("last", "sequence summary (classify)", choices=("last", "mean", "max"))
+    char_hidden: int = opt(0, "per-word character RNN size, 0: off (tag)")
+    min_count: int = opt(1, "words seen fewer times map to <unk> (word tokens)")
+    condition_input: bool = opt(False, "also feed the condition at every step (generate-from)")
+    teacher_forcing: str = opt(
+        "inverse_sigmoid",
+        "scheduled sampling: how P(feed the truth) decays (seq2seq)",
+        choices=("always", "linear", "exponential", "inverse_sigmoid"),
+    )
+    tf_k: float = opt(
+        1000.0,
+        "schedule rate: linear steps to reach tf_min, exponential k**step (k<1), "
+        "inverse sigmoid k/(k+exp(step/k))",
+    )
+    tf_min: float = opt(0.0, "lowest P(feed the truth) (seq2seq)")
+    decode: str = opt("greedy", "decoding (seq2seq)", choices=("greedy", "sample", "beam"))
+    beam_width: int = opt(5, "beam width (seq2seq --decode beam)")
+    length_penalty: float = opt(1.0, "beam score = log p / length**alpha (seq2seq)")
+    max_len: int = opt(100, "longest output generated (seq2seq)")
+    window: int = opt(48, "input steps per forecast window (forecast)")
+    horizon: int = opt(12, "steps forecast, fed back autoregressively (forecast)")
+    columns: list[str] = opt([], "CSV columns to use (default: all numeric columns) (forecast)")
+    season: int = opt(0, "season length of the seasonal-naive baseline, 0: last value (forecast)")  # noqa: E501
+    loss: str = opt("mse", "regression loss (forecast, frames)", choices=("mse", "mae"))
+    frame_size: int = opt(16, "frame height and width in pixels (frames)")
+    frames: int = opt(10, "frames per sequence: input + 1 predicted (frames)")
+    kernel: int = opt(3, "ConvLSTM kernel size (frames)")
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -136,7 +185,7 @@ class RunConfig:
         return config
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "task": TaskConfig}
 
 
 def _coerce(value: Any, annotation: str, name: str, source: str) -> Any:
@@ -162,7 +211,7 @@ def apply_overrides(config: RunConfig, data: Any, source: str) -> None:
         raise UserError(f"{source}: expected a table of sections, got {type(data).__name__}")
     for section, values in data.items():
         if section not in SECTIONS:
-            raise UserError(f"{source}: unknown section [{section}] (known: data, model, train)")
+            raise UserError(f"{source}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
         if not isinstance(values, dict):
             raise UserError(f"{source}: [{section}] must be a table, got {values!r}")
         target = getattr(config, section)
@@ -198,17 +247,17 @@ def load_preset(name: str) -> dict[str, Any]:
 
 def validate(config: RunConfig) -> None:
     """Reject impossible hyper-parameters, naming the flag, the expectation and the value."""
-    m, t, d = config.model, config.train, config.data
+    m, t, d, k = config.model, config.train, config.data, config.task
 
     def need(ok: bool, flag: str, expected: str, value: Any) -> None:
         if not ok:
             raise UserError(f"--{flag} must be {expected}, got {value!r}")
 
-    for f in fields(ModelConfig) + fields(TrainConfig) + fields(DataConfig):
-        section = m if f in fields(ModelConfig) else t if f in fields(TrainConfig) else d
-        choices = f.metadata.get("choices")
-        value = getattr(section, f.name)
-        need(choices is None or value in choices, flag_name(f), f"one of {choices}", value)
+    for section in (m, t, d, k):
+        for f in fields(section):
+            choices = f.metadata.get("choices")
+            value = getattr(section, f.name)
+            need(choices is None or value in choices, flag_name(f), f"one of {choices}", value)
     for name in ("embed", "hidden", "layers"):
         need(getattr(m, name) >= 1, name, "a positive integer", getattr(m, name))
     for name in ("seq_len", "batch_size"):
@@ -217,6 +266,22 @@ def validate(config: RunConfig) -> None:
         value = getattr(m, name)
         need(0 <= value < 1, flag_name(name), "in [0, 1)", value)
     need(0 < d.val_fraction < 1, "val-fraction", "in (0, 1)", d.val_fraction)
+    need(0 <= d.test_fraction < 1, "test-fraction", "in [0, 1)", d.test_fraction)
+    need(d.val_fraction + d.test_fraction < 1, "val-fraction", "< 1 - test-fraction", d.val_fraction)  # noqa: E501
+    for name in ("synthetic_size", "beam_width", "max_len", "window", "horizon", "frame_size"):
+        section = d if name == "synthetic_size" else k
+        need(getattr(section, name) >= 1, flag_name(name), "a positive integer", getattr(section, name))  # noqa: E501
+    need(k.frames >= 2, "frames", "an integer >= 2", k.frames)
+    need(k.kernel >= 1 and k.kernel % 2 == 1, "kernel", "an odd positive integer", k.kernel)
+    for name in ("char_hidden", "min_count", "season"):
+        need(getattr(k, name) >= 0, flag_name(name), "an integer >= 0", getattr(k, name))
+    need(math.isfinite(k.tf_k) and k.tf_k > 0, "tf-k", "a positive number", k.tf_k)
+    if k.teacher_forcing == "exponential":
+        need(k.tf_k < 1, "tf-k", "in (0, 1) for --teacher-forcing exponential", k.tf_k)
+    need(0 <= k.tf_min <= 1, "tf-min", "in [0, 1]", k.tf_min)
+    need(math.isfinite(k.length_penalty) and k.length_penalty >= 0, "length-penalty", "a number >= 0", k.length_penalty)  # noqa: E501
+    if k.name == "lm" and d.tokenizer == "word":
+        raise UserError("--tokenizer word is for the classify and seq2seq tasks; lm reads char or byte")  # noqa: E501
     need(math.isfinite(t.lr) and t.lr > 0, "lr", "a positive number", t.lr)
     for name in (
         "clip_norm",
