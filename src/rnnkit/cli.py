@@ -5,7 +5,10 @@ training saves the run and exits 130.
     rnnkit train [PATH ...] [--preset default] [--config FILE.toml] [--hidden 512 ...]
     rnnkit train --resume runs/charlm --max-steps 8000
     rnnkit sample runs/charlm --prime "ROMEO:" --temperature 0.8 --length 500
-    rnnkit eval runs/charlm [PATH ...] [--json]
+    rnnkit eval runs/charlm [PATH ...] [--split val|test] [--json]
+    rnnkit train --task classify data/names/ --out runs/names
+    rnnkit predict runs/names Rossi Nakamura --top 3
+    rnnkit sample runs/names-gen --condition Italian --num-samples 5
     rnnkit demo --cell gru --hidden-size 64 --bidirectional
 """
 
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import fields
 
@@ -60,6 +62,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             }
             if kind == "bool":
                 options["action"] = argparse.BooleanOptionalAction
+            elif kind == "list[str]":
+                options["nargs"] = "+"
+                options["metavar"] = f.name.upper()
             else:
                 options["type"] = {"int": int, "float": float, "str": str}[kind]
                 options["metavar"] = f.name.upper()
@@ -74,9 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = commands.add_parser("train", help="train a character-level language model")
-    train.add_argument("--preset", default="default", help="tiny, default or quality (configs/)")
-    train.add_argument("--config", metavar="FILE.toml", help="TOML with [data] [model] [train]")
+    train = commands.add_parser(
+        "train", help="train a model (default: a character-level language model)"
+    )
+    train.add_argument(
+        "--preset",
+        help="a preset from rnnkit/configs (default: 'default' for --task lm, else the task's own)",
+    )
+    train.add_argument(
+        "--config", metavar="FILE.toml", help="TOML with [data] [model] [train] [task]"
+    )
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR where it stopped")
     _add_config_flags(train)
 
@@ -91,21 +103,43 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=None, help="random seed")
     sample.add_argument("--num-samples", type=_positive, default=1, help="independent samples")
     sample.add_argument(
+        "--condition", help="class name or vector to generate from (--task generate-from runs)"
+    )
+    sample.add_argument(
         "--unknown",
         choices=("error", "skip"),
         default="error",
         help="prime characters outside the vocabulary",
     )
 
-    evaluate = commands.add_parser("eval", help="loss of a trained model on text")
+    evaluate = commands.add_parser("eval", help="metrics of a trained model on data")
     evaluate.add_argument("checkpoint", metavar="DIR", help="run directory or checkpoint")
     evaluate.add_argument(
         "paths",
         nargs="*",
         metavar="PATH",
-        help="text to score (default: the run's validation text)",
+        help="data in the training format (default: the run's --split of its own data)",
+    )
+    evaluate.add_argument(
+        "--split", choices=("val", "test"), default="val", help="which held-out split to score"
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    predict = commands.add_parser("predict", help="apply a trained task model to inputs")
+    predict.add_argument("checkpoint", metavar="DIR", help="run directory or checkpoint")
+    predict.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="texts (classify, tag, seq2seq), conditions (generate-from) or CSV files (forecast)",
+    )
+    predict.add_argument("--top", type=_positive, help="classes shown per input (classify)")
+    predict.add_argument("--decode", choices=("greedy", "sample", "beam"), help="(seq2seq)")
+    predict.add_argument("--beam-width", type=_positive, help="(seq2seq --decode beam)")
+    predict.add_argument("--temperature", type=float, help="(seq2seq, generate-from)")
+    predict.add_argument("--num-samples", type=_positive, help="(generate-from)")
+    predict.add_argument("--seed", type=int, help="random seed")
+    predict.add_argument("--out", help="where to write a picture (frames)")
 
     demo = commands.add_parser("demo", help="build a layer, print its shapes, check it vs torch.nn")
     demo.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
@@ -143,10 +177,25 @@ def _run_config(args: argparse.Namespace):
     config = RunConfig()
     config.train.out = args.resume or config.train.out
     if not args.resume:
-        apply_overrides(config, load_preset(args.preset), f"preset {args.preset}")
+        toml = load_toml(args.config) if args.config else {}
+        preset = args.preset or _preset_for(flags, toml)
+        if preset:
+            apply_overrides(config, load_preset(preset), f"preset {preset}")
         if args.config:
-            apply_overrides(config, load_toml(args.config), args.config)
+            apply_overrides(config, toml, args.config)
     return config, flags
+
+
+def _preset_for(flags: dict, toml: dict) -> str | None:
+    """The preset of the task named by --task (or the --config file): 'default' for lm, the
+    task's own configs/TASK.toml otherwise (None if it has none)."""
+    from rnnkit.config import preset_names
+
+    section = toml.get("task") if isinstance(toml.get("task"), dict) else {}
+    task = flags.get("task", {}).get("name") or section.get("name") or "lm"
+    if task == "lm":
+        return "default"
+    return task if task in preset_names() else None
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -164,9 +213,19 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _run_sample(args: argparse.Namespace) -> int:
     from rnnkit.generation import generate
-    from rnnkit.training.runs import load_model
+    from rnnkit.training.runs import load_task
 
-    model, vocab, _ = load_model(args.checkpoint)
+    task, model, config = load_task(args.checkpoint)
+    if config.task.name == "generate-from":
+        return _sample_conditioned(task, model, args)
+    if config.task.name != "lm":
+        raise UserError(
+            f"{args.checkpoint} holds a --task {config.task.name} model; rnnkit sample reads "
+            "lm and generate-from runs (try rnnkit predict)"
+        )
+    if args.condition is not None:
+        raise UserError("--condition needs a --task generate-from run; this is a language model")
+    vocab = task.vocab
     streaming = args.num_samples == 1
 
     def emit(text: str) -> None:
@@ -198,27 +257,55 @@ def _run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_eval(args: argparse.Namespace) -> int:
-    from rnnkit.data import TokenStreams, load_corpus, split
-    from rnnkit.training.runs import load_model
-    from rnnkit.training.tbptt import evaluate
+def _sample_conditioned(task, model, args: argparse.Namespace) -> int:
+    if args.condition is None:
+        raise UserError("this run generates from a condition: pass --condition CLASS or VECTOR")
+    texts = task.sample(
+        model,
+        args.condition,
+        num_samples=args.num_samples,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        max_len=args.length,
+        prime=args.prime,
+    )
+    for text in texts:
+        print(text)
+    return 0
 
-    model, vocab, config = load_model(args.checkpoint)
-    d, t = config.data, config.train
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.base import summary
+    from rnnkit.training.runs import load_task
+
+    task, model, config = load_task(args.checkpoint)
     if args.paths:
-        tokens = load_corpus(args.paths, vocab.kind, vocab=vocab, cache_dir=d.cache_dir).tokens
-    elif d.val:
-        tokens = load_corpus([d.val], vocab.kind, vocab=vocab, cache_dir=d.cache_dir).tokens
+        figures = task.evaluate_paths(model, args.paths)
     else:
-        corpus = load_corpus(d.paths or None, vocab.kind, vocab=vocab, cache_dir=d.cache_dir)
-        tokens = split(corpus.tokens, d.val_fraction)[1]
-    streams = TokenStreams.for_evaluation(tokens, t.batch_size, t.seq_len, name="evaluation text")
-    loss, chars = evaluate(model, streams)
-    bpc = loss / math.log(2)
+        task.prepare()  # the run's own data, split as in training
+        figures = task.evaluate(model, args.split)
     if args.json:
-        print(json.dumps({"loss": loss, "bpc": bpc, "chars": chars}))
-    else:
+        print(json.dumps(figures))
+    elif config.task.name == "lm":
+        loss, bpc, chars = figures["loss"], figures["bpc"], figures["chars"]
         print(f"loss {loss:.4f} nats/char | {bpc:.4f} bits/char | {chars:,} chars")
+    else:
+        print(summary(figures, task.metric_names))
+    return 0
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from rnnkit.training.runs import load_task
+
+    task, model, _ = load_task(args.checkpoint)
+    names = ("top", "decode", "beam_width", "temperature", "num_samples", "seed", "out")
+    options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    with torch.inference_mode():
+        print(task.predict(model, args.inputs, options))
     return 0
 
 
@@ -231,7 +318,13 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _run_train, "sample": _run_sample, "eval": _run_eval, "demo": _run_demo}
+COMMANDS = {
+    "train": _run_train,
+    "sample": _run_sample,
+    "eval": _run_eval,
+    "predict": _run_predict,
+    "demo": _run_demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

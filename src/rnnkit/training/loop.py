@@ -1,12 +1,15 @@
-"""The training loop of a character-level language model, top to bottom in phases:
+"""The one training loop, for every task, top to bottom in phases:
 setup -> data -> model -> optimiser -> loop -> save.
 
     rnnkit train                                   # bundled Tiny Shakespeare, default preset
     rnnkit train notes/*.txt --preset quality --max-time 900
-    rnnkit train --resume --out runs/charlm --max-steps 5000
+    rnnkit train --resume runs/charlm --max-steps 5000
+    rnnkit train --task classify data/names/       # any task: see rnnkit.tasks
 
-Explicit on purpose: no framework, no callbacks. A step is forward -> loss -> backward -> clip
--> optimiser; the state is carried across chunks and detached (truncated BPTT). A non-finite
+Explicit on purpose: no framework, no callbacks. A step is batch -> task loss -> backward ->
+clip -> optimiser. What differs between tasks (data, model, loss, metrics, pictures) is the
+task's (``rnnkit.tasks.base.Task``); the language model carries its state across chunks and
+detaches it (truncated BPTT). A non-finite
 loss or gradient norm skips the step before the optimiser touches anything; after
 ``nan_tolerance`` of them in a row the last good checkpoint is reloaded at half the learning
 rate. Ctrl-C or SIGTERM finishes the current step, saves ``last`` and returns ``interrupted``.
@@ -27,10 +30,9 @@ import torch
 from tqdm import tqdm
 
 from rnnkit.config import RunConfig, apply_overrides, validate
-from rnnkit.data import TokenStreams, load_corpus, split
 from rnnkit.errors import UserError
-from rnnkit.generation import generate
-from rnnkit.models import LanguageModel
+from rnnkit.tasks import get_task
+from rnnkit.tasks.base import summary
 from rnnkit.training.metrics import MetricsLog, plot_losses
 from rnnkit.training.optim import (
     build_optimizer,
@@ -40,9 +42,6 @@ from rnnkit.training.optim import (
     scale_learning_rate,
 )
 from rnnkit.training.runs import check_new_run_dir, read_run_checkpoint, save_run_checkpoint
-from rnnkit.training.tbptt import detach_state, evaluate
-
-LN2 = math.log(2)
 
 
 @dataclass
@@ -76,21 +75,6 @@ class _StopSignal:
             signal.signal(sig, handler)
 
 
-def _load_data(config: RunConfig, vocab=None):
-    """The corpus, its train/val token arrays and the TBPTT streams over each."""
-    d, t = config.data, config.train
-    corpus = load_corpus(d.paths or None, d.tokenizer, vocab=vocab, cache_dir=d.cache_dir)
-    if d.val:
-        train_tokens = corpus.tokens
-        val = load_corpus([d.val], d.tokenizer, vocab=corpus.vocab, cache_dir=d.cache_dir)
-        val_tokens = val.tokens
-    else:
-        train_tokens, val_tokens = split(corpus.tokens, d.val_fraction)
-    train_streams = TokenStreams(train_tokens, t.batch_size, t.seq_len, name="training text")
-    val_streams = TokenStreams.for_evaluation(val_tokens, t.batch_size, t.seq_len)
-    return corpus, train_streams, val_streams
-
-
 def _rng_state() -> dict:
     """The generators training draws from (dropout masks use torch's; numpy's is unused)."""
     return {"torch": torch.get_rng_state(), "python": random.getstate()}
@@ -112,9 +96,9 @@ class Trainer:
         # ---- setup -------------------------------------------------------------------------
         self.log = log
         out = Path(config.train.out)
-        ckpt = vocab = None
+        ckpt = meta = None
         if resume:
-            ckpt, config, vocab = read_run_checkpoint(out / "last", training=True)
+            ckpt, config, meta = read_run_checkpoint(out / "last", training=True)
             apply_overrides(config, overrides or {}, "command line")
             config.train.out = str(out)
         else:
@@ -127,29 +111,33 @@ class Trainer:
         np.random.seed(t.seed % 2**32)
         random.seed(t.seed)
         # ---- data --------------------------------------------------------------------------
-        corpus, self.train_streams, self.val_streams = _load_data(config, vocab)
-        self.vocab = corpus.vocab
-        config.model.vocab_size = len(self.vocab)
+        self.task = get_task(config.task.name)(config, meta)
+        self.task.prepare()
+        self.steps_per_epoch = self.task.steps_per_epoch()
         # ---- model and optimiser -----------------------------------------------------------
-        self.model = LanguageModel(config.model)
+        self.model = self.task.build_model()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, t)
-        self.scheduler = build_scheduler(self.optimizer, t, len(self.train_streams))
+        self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch)
         self.step = self.epoch = self.batch_index = self.bad_steps = self.bad_evals = 0
         self.best_val = self.last_val = math.inf
         self.last_eval_step = -1
-        self.state = None  # the carried hidden state (truncated BPTT)
         if ckpt is not None:
             self._restore(ckpt)
         self.out.mkdir(parents=True, exist_ok=True)
+        task = self.task
+        self.speed_column = f"{task.unit}s_per_s"
+        extra = [c for c in (*task.metric_names, *task.info_names) if c != "loss"]
         self.metrics = MetricsLog(
-            self.out / "metrics.csv", resume_step=self.step if resume else None
-        )  # noqa: E501
+            self.out / "metrics.csv",
+            resume_step=self.step if resume else None,
+            speed=self.speed_column,
+            extra=list(dict.fromkeys(extra)),
+        )
         self.tensorboard = self._open_tensorboard() if t.tensorboard else None
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def _training_state(self) -> dict:
-        state = self.state
         return {
             "step": self.step,
             "epoch": self.epoch,
@@ -161,11 +149,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": _rng_state(),
-            "state": None
-            if state is None
-            else tuple(state)
-            if isinstance(state, tuple)
-            else (state,),  # noqa: E501
+            "state": self.task.carried_state(),
         }
 
     def _restore(self, ckpt) -> None:
@@ -185,31 +169,31 @@ class Trainer:
             "last_eval_step",
         ):  # noqa: E501
             setattr(self, key, s[key])
-        carried = s["state"]
-        if carried is not None:
-            fresh = self.model.initial_state(1)
-            self.state = type(fresh)(*carried) if isinstance(fresh, tuple) else carried[0]
+        self.task.restore_carried_state(s["state"])
         _set_rng_state(s["rng"])
 
     def save(self, name: str) -> None:
         save_run_checkpoint(
-            self.out / name, self.config, self.model, self.vocab, self._training_state()
-        )  # noqa: E501
+            self.out / name, self.config, self.model, self.task, self._training_state()
+        )
 
     def _reload_last_good(self) -> None:
         ckpt, _, _ = read_run_checkpoint(self.out / "last", training=True)
         step, epoch, batch_index = self.step, self.epoch, self.batch_index
         self._restore(ckpt)  # weights, optimiser and schedule of the last good checkpoint
         self.step, self.epoch, self.batch_index = step, epoch, batch_index  # data moves on
-        self.state = None
+        self.task.reset_carried_state()
         scale_learning_rate(self.optimizer, self.scheduler, 0.5)
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         t = self.config.train
-        steps_per_epoch = len(self.train_streams)
+        steps_per_epoch = self.steps_per_epoch
         total = t.max_steps or (math.ceil(t.max_epochs * steps_per_epoch) if t.max_epochs else None)
-        self._announce(steps_per_epoch)
+        self.log(
+            f"rnnkit train --task {self.config.task.name}: {self.task.describe(self.model)}; "
+            f"run directory {self.out}"
+        )
         if self.step == 0:
             self.save("last")  # a good checkpoint to fall back on from the first step
             if t.sample_every:
@@ -224,17 +208,17 @@ class Trainer:
             file=sys.stderr,
         )
         self.log = bar.write if interactive else self.log
-        start, window_start, window_tokens = time.perf_counter(), time.perf_counter(), 0
+        start, window_start, window_units = time.perf_counter(), time.perf_counter(), 0
         stopped = None
         with _StopSignal() as stop_signal:
             while stopped is None:
-                loss = self._train_step()
-                window_tokens += self.train_streams.tokens_per_batch
+                loss, units = self._train_step()
+                window_units += units
                 bar.update(1)
                 if self.step % t.log_every == 0 and loss is not None:
-                    speed = window_tokens / max(1e-9, time.perf_counter() - window_start)
+                    speed = window_units / max(1e-9, time.perf_counter() - window_start)
                     self._log_train(loss, speed, time.perf_counter() - start, bar, interactive)
-                    window_start, window_tokens = time.perf_counter(), 0
+                    window_start, window_units = time.perf_counter(), 0
                 if self.step % t.eval_every == 0:
                     self._evaluate_and_save()
                 if t.sample_every and self.step % t.sample_every == 0:
@@ -245,22 +229,25 @@ class Trainer:
             self._evaluate_and_save()
         else:
             self.save("last")
+        self._write_figures()
         self.log(
-            f"stopped ({stopped}) at step {self.step}: best val {self.best_val:.4f} nats/char "
-            f"({self.best_val / LN2:.4f} bits/char); run saved in {self.out}"
+            f"stopped ({stopped}) at step {self.step}: best val {self.best_val:.4f} "
+            f"{self.task.loss_name}; run saved in {self.out}"
         )
         return TrainResult(self.out, self.step, self.best_val, self.last_val, stopped)
 
-    def _train_step(self) -> float | None:
-        """One optimiser step on the next chunk; returns the loss, or None if it was skipped."""
+    def _train_step(self) -> tuple[float | None, int]:
+        """One optimiser step on the next batch: (its loss, or None if it was skipped; the
+        units it held)."""
         t = self.config.train
-        if self.batch_index >= len(self.train_streams):  # epoch boundary: streams restart
-            self.epoch, self.batch_index, self.state = self.epoch + 1, 0, None
-        x, y = self.train_streams.batch(self.batch_index)
+        if self.batch_index >= self.steps_per_epoch:  # epoch boundary: data restarts
+            self.epoch, self.batch_index = self.epoch + 1, 0
+            self.task.reset_carried_state()
+        batch = self.task.train_batch(self.epoch, self.batch_index)
         self.batch_index += 1
         self.model.train()
-        output = self.model(x, y, self.state)
-        self.state = detach_state(output.state)  # carry the values, cut the graph
+        output = self.task.train_loss(self.model, batch, self.step)
+        self.info = output.info
         loss = output.loss + t.l1 * l1_penalty(self.model) if t.l1 else output.loss
         self.optimizer.zero_grad(set_to_none=True)
         value = loss.item()
@@ -270,18 +257,19 @@ class Trainer:
             norm = clip_gradients(self.params, t).item()  # the pre-clip global norm
         self.grad_norm = norm
         if not (math.isfinite(value) and math.isfinite(norm)):
-            return self._skip_bad_step(value, norm)
+            return self._skip_bad_step(value, norm), output.count
         self.bad_steps = 0
         self.optimizer.step()
         if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()
         self.step += 1
-        return output.loss.item() if t.l1 else value
+        return (output.loss.item() if t.l1 else value), output.count
 
     def _skip_bad_step(self, loss: float, norm: float) -> None:
         """Never let a non-finite loss or gradient reach the weights."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.state, self.bad_steps = None, self.bad_steps + 1
+        self.task.reset_carried_state()
+        self.bad_steps += 1
         self.step += 1
         self.metrics.write(
             step=self.step,
@@ -312,7 +300,7 @@ class Trainer:
             return "interrupted"
         if t.max_steps and self.step >= t.max_steps:
             return "max_steps"
-        if t.max_epochs and self.step >= t.max_epochs * len(self.train_streams):
+        if t.max_epochs and self.step >= t.max_epochs * self.steps_per_epoch:
             return "max_epochs"
         if t.max_time and time.perf_counter() - start >= t.max_time:
             return "max_time"
@@ -323,7 +311,8 @@ class Trainer:
     # ---- evaluation, samples, logs ---------------------------------------------------------------
     def _evaluate_and_save(self) -> None:
         t = self.config.train
-        val, chars = evaluate(self.model, self.val_streams, t.eval_batches)
+        figures = self.task.evaluate(self.model, "val", t.eval_batches)
+        val = figures["loss"]
         self.last_val, self.last_eval_step = val, self.step
         improved = val < self.best_val
         if improved:
@@ -337,30 +326,41 @@ class Trainer:
             step=self.step,
             epoch=self.epoch,
             kind="val",
-            loss=val,
-            bpc=val / LN2,
             lr=lr,
-            note=f"{chars} chars" + (", best" if improved else ""),
+            note="best" if improved else "",
+            **figures,
         )
         self._tensorboard("val/loss", val)
         self.log(
-            f"step {self.step}: val {val:.4f} nats/char ({val / LN2:.4f} bits/char)"
+            f"step {self.step}: val {summary(figures, self.task.metric_names)}"
             + (" *best*" if improved else "")
         )
         self.save("last")
         if improved:
             self.save("best")
-        plot_losses(self.out / "metrics.csv", self.out / "loss.png", title=self._title())
+        plot_losses(
+            self.out / "metrics.csv",
+            self.out / "loss.png",
+            title=self._title(),
+            ylabel=f"loss ({self.task.loss_name})",
+        )
+
+    def _write_figures(self) -> None:
+        """The task's pictures of the best model on the validation split (confusion matrix,
+        forecast, frames), beside loss.png."""
+        if not (self.out / "best").exists():
+            return
+        from rnnkit.training.runs import load_task
+
+        _, best, _ = load_task(self.out / "best")
+        for path in self.task.write_figures(best, self.out, "val"):
+            self.log(f"wrote {path}")
 
     def _print_sample(self) -> None:
-        text = generate(
-            self.model,
-            self.vocab,
-            length=self.config.train.sample_length,
-            temperature=0.8,
-            seed=self.config.train.seed,
-        )[0]
-        self.log(f"---- sample at step {self.step} (temperature 0.8) ----\n{text}\n----")
+        self.model.eval()
+        text = self.task.progress_sample(self.model)
+        if text is not None:
+            self.log(f"---- sample at step {self.step} {text}\n----")
 
     def _log_train(self, loss: float, speed: float, elapsed: float, bar, interactive) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
@@ -369,32 +369,27 @@ class Trainer:
             epoch=self.epoch,
             kind="train",
             loss=loss,
-            bpc=loss / LN2,
             lr=lr,
             grad_norm=self.grad_norm,
-            chars_per_s=speed,
             elapsed_s=elapsed,
+            **{self.speed_column: speed},
+            **self.info,
         )
         self._tensorboard("train/loss", loss)
         if interactive:
-            bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{speed:,.0f}", refresh=False)
+            bar.set_postfix(
+                loss=f"{loss:.3f}", **{f"{self.task.unit}s_s": f"{speed:,.0f}"}, refresh=False
+            )
         elif self.step % (self.config.train.log_every * 10) == 0:
             self.log(
                 f"step {self.step} | epoch {self.epoch} | loss {loss:.4f} | lr {lr:.3g} | "
-                f"{speed:,.0f} chars/s | {elapsed:.0f}s"
+                f"{speed:,.0f} {self.task.unit}s/s | {elapsed:.0f}s"
             )
 
     def _title(self) -> str:
-        m = self.config.model
-        return f"{m.cell.upper()} {m.layers}x{m.hidden}, embed {m.embed}"
-
-    def _announce(self, steps_per_epoch: int) -> None:
-        t, n = self.config.train, self.model.num_parameters()
-        self.log(
-            f"rnnkit train: {self._title()}, {n:,} parameters, vocab {len(self.vocab)} "
-            f"({self.vocab.kind}); {steps_per_epoch} steps/epoch of {t.batch_size}x"
-            f"{t.seq_len} chars; run directory {self.out}"
-        )
+        m, name = self.config.model, self.config.task.name
+        what = "" if name == "lm" else f"{name}: "
+        return f"{what}{m.cell.upper()} {m.layers}x{m.hidden}, embed {m.embed}"
 
     def _open_tensorboard(self):
         try:
@@ -410,5 +405,6 @@ class Trainer:
 
 
 def train(config: RunConfig, *, resume: bool = False, overrides=None, log=print) -> TrainResult:
-    """Train (or, with ``resume``, continue) a character-level language model."""
+    """Train (or, with ``resume``, continue) the model of ``config.task`` (default: a
+    character-level language model)."""
     return Trainer(config, resume=resume, overrides=overrides, log=log).run()

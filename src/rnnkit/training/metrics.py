@@ -13,34 +13,37 @@ import math
 import os
 from pathlib import Path
 
-COLUMNS = [
-    "step",
-    "epoch",
-    "kind",
-    "loss",
-    "bpc",
-    "lr",
-    "grad_norm",
-    "chars_per_s",
-    "elapsed_s",
-    "note",
-]
+BASE_COLUMNS = ["step", "epoch", "kind", "loss", "lr", "grad_norm"]
 
 
 class MetricsLog:
-    """Append-only CSV of training (``kind=train``) and validation (``kind=val``) figures."""
+    """Append-only CSV of training (``kind=train``) and validation (``kind=val``) figures.
 
-    def __init__(self, path: Path, *, resume_step: int | None = None) -> None:
+    Columns: step, epoch, kind, loss, lr, grad_norm, the task's metrics and step info
+    (``extra``: bpc for the language model, accuracy..., teacher_prob...), the speed
+    (``speed``: chars_per_s, examples_per_s...), elapsed_s and note."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        resume_step: int | None = None,
+        speed: str = "chars_per_s",
+        extra: list[str] | None = None,
+    ) -> None:
         self.path = path
+        self.columns = [*BASE_COLUMNS, *(extra or []), speed, "elapsed_s", "note"]
         if resume_step is not None and path.exists():
             rows = [r for r in read_metrics(path) if int(r["step"]) <= resume_step]
-            _write_rows(path, rows)
+            _write_rows(path, rows, self.columns)
         elif not path.exists():
-            _write_rows(path, [])
+            _write_rows(path, [], self.columns)
 
     def write(self, **row) -> None:
+        """Append one row; keys outside the columns are ignored."""
         with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, COLUMNS).writerow({k: _fmt(row.get(k, "")) for k in COLUMNS})
+            writer = csv.DictWriter(f, self.columns)
+            writer.writerow({k: _fmt(row.get(k, "")) for k in self.columns})
 
 
 def _fmt(value) -> str:
@@ -49,10 +52,10 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
+def _write_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
@@ -63,8 +66,10 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def plot_losses(metrics_path: Path, png_path: Path, title: str = "") -> None:
-    """Train and validation loss (nats/char) against the step, written to ``png_path``."""
+def plot_losses(
+    metrics_path: Path, png_path: Path, title: str = "", ylabel: str = "loss (nats/char)"
+) -> None:
+    """Train and validation loss against the step, written to ``png_path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,7 +85,7 @@ def plot_losses(metrics_path: Path, png_path: Path, title: str = "") -> None:
     ax.plot(*curves["train"], label="train", color="#4c72b0", linewidth=1, alpha=0.8)
     ax.plot(*curves["val"], label="validation", color="#dd8452", marker="o", markersize=3)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/char)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

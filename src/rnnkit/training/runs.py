@@ -16,10 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from rnnkit.config import RunConfig
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError
 from rnnkit.models import LanguageModel
+from rnnkit.tasks import Task, get_task
 from rnnkit.training.checkpoint import Checkpoint, is_checkpoint, load_checkpoint, save_checkpoint
 
 RUN_MARKERS = ("last", "best", "metrics.csv")
@@ -53,42 +56,57 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def save_run_checkpoint(
-    directory: Path, config: RunConfig, model: LanguageModel, vocab: Vocab, training: Any
+    directory: Path, config: RunConfig, model: nn.Module, task: Task, training: Any
 ) -> None:
+    """The model's weights, ``task.vocab_symbols()`` as vocab.json and ``task.meta()`` (what
+    the data defined: vocabularies, labels, scales) under ``task_meta`` in config.json."""
+    extra: dict[str, Any] = {"task_meta": task.meta()}
+    if config.task.name == "lm":
+        extra = {"vocab_kind": task.vocab.kind}  # the language model's format since version 1
     save_checkpoint(
         directory,
-        config={**config.to_dict(), "vocab_kind": vocab.kind},
+        config={**config.to_dict(), **extra},
         model_state=model.state_dict(),
-        vocab=vocab.to_json(),
+        vocab=task.vocab_symbols(),
         training=training,
     )
 
 
 def read_run_checkpoint(path: str | Path, *, training: bool = False):
-    """Load a checkpoint and check its contents: (checkpoint, RunConfig, Vocab)."""
+    """Load a checkpoint and check its config: (checkpoint, RunConfig, task meta)."""
     ckpt: Checkpoint = load_checkpoint(find_checkpoint(path), training=training)
     source = f"{ckpt.path}/config.json"
     raw = dict(ckpt.config)
+    meta = raw.pop("task_meta", None)
     kind = raw.pop("vocab_kind", None)
     config = RunConfig.from_dict(raw, source=source)
-    if kind not in ("char", "byte"):
-        raise UserError(f"{source}: vocab_kind must be 'char' or 'byte', got {kind!r}")
-    vocab = Vocab.from_json(kind, ckpt.vocab, source=f"{ckpt.path}/vocab.json")
-    if config.model.vocab_size != len(vocab):
-        raise UserError(
-            f"{source}: model.vocab_size is {config.model.vocab_size} but vocab.json has "
-            f"{len(vocab)} symbols"
-        )
-    return ckpt, config, vocab
+    if config.task.name == "lm":
+        meta = {"vocab_kind": kind, "symbols": ckpt.vocab}
+    elif not isinstance(meta, dict):
+        raise UserError(f"{source}: task_meta must be a JSON object, got {type(meta).__name__}")
+    return ckpt, config, meta
 
 
-def load_model(path: str | Path) -> tuple[LanguageModel, Vocab, RunConfig]:
-    """Rebuild the trained model from a checkpoint or run directory (eval mode, CPU)."""
-    ckpt, config, vocab = read_run_checkpoint(path)
-    model = LanguageModel(config.model)
+def load_task(path: str | Path) -> tuple[Task, nn.Module, RunConfig]:
+    """Rebuild a run's task (from its saved meta, without the training data) and its trained
+    model (eval mode, CPU) from a checkpoint or run directory."""
+    ckpt, config, meta = read_run_checkpoint(path)
+    try:
+        task = get_task(config.task.name)(config, meta)
+        model = task.build_model()
+    except UserError as error:
+        raise UserError(f"{ckpt.path}: {error}") from None
     try:
         model.load_state_dict(ckpt.model_state)
     except RuntimeError as error:
         first = str(error).strip().splitlines()
         raise UserError(f"{ckpt.path}: weights do not fit the model config: {first[-1]}") from None
-    return model.eval(), vocab, config
+    return task, model.eval(), config
+
+
+def load_model(path: str | Path) -> tuple[LanguageModel, Vocab, RunConfig]:
+    """Rebuild a trained character-level language model (eval mode, CPU) and its vocabulary."""
+    task, model, config = load_task(path)
+    if config.task.name != "lm":
+        raise UserError(f"{path} holds a --task {config.task.name} model, not a language model")
+    return model, task.vocab, config

@@ -1,0 +1,140 @@
+"""The character-level language model as a task: many-to-many, the next character.
+
+The corpus is read as B parallel streams cut into T-character chunks (truncated BPTT, see
+``rnnkit.training.tbptt``); the recurrent state after each chunk is carried into the next one,
+so this is the one task with state between batches (``carried_state``). Metrics: the loss in
+nats per character and ``bpc`` (bits per character).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rnnkit.cells import LSTMState
+from rnnkit.data import TokenStreams, Vocab, load_corpus, split
+from rnnkit.errors import UserError
+from rnnkit.generation import generate
+from rnnkit.models import LanguageModel
+from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.training.tbptt import detach_state, evaluate
+
+LN2 = math.log(2)
+
+
+class LanguageModelTask(Task):
+    name = "lm"
+    unit = "char"
+    loss_name = "nats/char"
+    metric_names = ("bpc", "chars")
+    info_names = ("bpc",)
+
+    def __init__(self, config, meta=None) -> None:
+        super().__init__(config, meta)
+        self.vocab: Vocab | None = None
+        if meta is not None:
+            kind = meta.get("vocab_kind")
+            if kind not in ("char", "byte"):
+                raise UserError(f"vocab_kind must be 'char' or 'byte', got {kind!r}")
+            self.vocab = Vocab.from_json(kind, meta.get("symbols"), source="vocab.json")
+            if config.model.vocab_size != len(self.vocab):
+                raise UserError(
+                    f"model.vocab_size is {config.model.vocab_size} but vocab.json has "
+                    f"{len(self.vocab)} symbols"
+                )
+        self.state = None  # the carried hidden state (truncated BPTT)
+
+    # ---- data ----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        d, t = self.config.data, self.config.train
+        corpus = load_corpus(d.paths or None, d.tokenizer, vocab=self.vocab, cache_dir=d.cache_dir)
+        if d.val:
+            train_tokens = corpus.tokens
+            val = load_corpus([d.val], d.tokenizer, vocab=corpus.vocab, cache_dir=d.cache_dir)
+            val_tokens = val.tokens
+        else:
+            train_tokens, val_tokens = split(corpus.tokens, d.val_fraction)
+        self.vocab = corpus.vocab
+        self.config.model.vocab_size = len(self.vocab)
+        self.train_streams = TokenStreams(
+            train_tokens, t.batch_size, t.seq_len, name="training text"
+        )
+        self.val_streams = TokenStreams.for_evaluation(val_tokens, t.batch_size, t.seq_len)
+
+    def meta(self) -> dict:
+        return {"vocab_kind": self.vocab.kind}
+
+    def vocab_symbols(self) -> list[str]:
+        return self.vocab.to_json()
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train_streams)
+
+    def train_batch(self, epoch: int, index: int):
+        return self.train_streams.batch(index)
+
+    # ---- model ---------------------------------------------------------------------------
+    def build_model(self) -> LanguageModel:
+        return LanguageModel(self.config.model)
+
+    def describe(self, model) -> str:
+        m, t = self.config.model, self.config.train
+        return (
+            f"{m.cell.upper()} {m.layers}x{m.hidden}, embed {m.embed}, "
+            f"{model.num_parameters():,} parameters, vocab {len(self.vocab)} ({self.vocab.kind});"
+            f" {self.steps_per_epoch()} steps/epoch of {t.batch_size}x{t.seq_len} chars"
+        )
+
+    # ---- training and evaluation ---------------------------------------------------------
+    def train_loss(self, model, batch, step: int) -> StepOutput:
+        x, y = batch
+        output = model(x, y, self.state)
+        self.state = detach_state(output.state)  # carry the values, cut the graph
+        return StepOutput(output.loss, y.numel(), {"bpc": output.loss.item() / LN2})
+
+    def evaluate(self, model, split: str = "val", max_batches: int = 0) -> dict:
+        if split != "val":
+            raise UserError(f"--task lm has a validation split only, not {split!r}")
+        return _figures(*evaluate(model, self.val_streams, max_batches))
+
+    def evaluate_paths(self, model, paths: list[str]) -> dict:
+        d, t = self.config.data, self.config.train
+        tokens = load_corpus(paths, self.vocab.kind, vocab=self.vocab, cache_dir=d.cache_dir).tokens
+        streams = TokenStreams.for_evaluation(
+            tokens, t.batch_size, t.seq_len, name="evaluation text"
+        )
+        return _figures(*evaluate(model, streams))
+
+    def progress_sample(self, model) -> str:
+        text = generate(
+            model,
+            self.vocab,
+            length=self.config.train.sample_length,
+            temperature=0.8,
+            seed=self.config.train.seed,
+        )[0]
+        return f"(temperature 0.8)\n{text}"
+
+    def write_figures(self, model, out: Path, split: str = "val") -> list[Path]:
+        return []
+
+    # ---- the carried state ---------------------------------------------------------------
+    def carried_state(self):
+        state = self.state
+        if state is None:
+            return None
+        return tuple(state) if isinstance(state, tuple) else (state,)
+
+    def restore_carried_state(self, carried) -> None:
+        if carried is None:
+            self.state = None
+            return
+        lstm = self.config.model.cell == "lstm"
+        self.state = LSTMState(*carried) if lstm else carried[0]
+
+    def reset_carried_state(self) -> None:
+        self.state = None
+
+
+def _figures(loss: float, chars: int) -> dict:
+    return {"loss": loss, "bpc": loss / LN2, "chars": chars}
