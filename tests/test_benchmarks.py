@@ -18,3 +18,15 @@ def test_layer_benchmark_runs_and_prints_its_ratios():
     )
     assert result.returncode == 0, result.stderr
     assert "fused/torch" in result.stdout and "cells/fused" in result.stdout
+
+
+def test_padding_benchmark_runs_and_prints_its_ratios():
+    script = Path(__file__).parents[1] / "benchmarks" / "padding.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "packed/padded" in result.stdout and "cells/cells-padded" in result.stdout

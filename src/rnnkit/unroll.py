@@ -3,7 +3,9 @@
 What is here: ``unroll`` runs a stacked, optionally bidirectional RNN/LSTM/GRU over a padded,
 time-major batch by calling :func:`rnnkit.cells.rnn_step` / ``lstm_step`` / ``gru_step`` once per
 step, with the weights of an :mod:`rnnkit.layers` module. Variable lengths are handled the way the
-lecture's "variable depth" puts it: past a sequence's end its state is held and its output is
+lecture's "variable depth" puts it: at step t only the sequences still running are computed
+(the batch sorted longest first, the step applied to its first ``active[t]`` rows, as a
+PackedSequence's ``batch_sizes`` say); past a sequence's end its state is held and its output is
 zero, and the reverse direction reads each sequence backwards within its own length.
 
 What is not here: argument checks, PackedSequence and batch_first conversion (``layers.py``).
@@ -27,10 +29,6 @@ def unroll(layer: nn.Module, x: Tensor, hx: State, lengths: Tensor | None) -> tu
 
     Returns the top layer's output (L, N, D*H_out) and the final states, stacked like ``hx``.
     """
-    mask = None
-    if lengths is not None:
-        steps = torch.arange(x.size(0), device=x.device)
-        mask = (steps[:, None] < lengths.to(x.device)[None, :]).unsqueeze(-1)  # (L, N, 1)
     directions = ("", "_reverse") if layer.bidirectional else ("",)
     finals: list[State] = []
     for depth in range(layer.num_layers):
@@ -39,9 +37,9 @@ def unroll(layer: nn.Module, x: Tensor, hx: State, lengths: Tensor | None) -> tu
             step = step_function(layer, depth, suffix)
             state = tuple(s[depth * len(directions) + direction] for s in hx)
             if direction == 0:
-                out, state = scan(step, x, state, mask)
+                out, state = scan(step, x, state, lengths)
             else:
-                out, state = scan(step, reverse(x, lengths), state, mask)
+                out, state = scan(step, reverse(x, lengths), state, lengths)
                 out = reverse(out, lengths)
             outputs.append(out)
             finals.append(state)
@@ -66,18 +64,35 @@ def step_function(layer: nn.Module, depth: int, suffix: str) -> Callable[[Tensor
     return lambda x, s: (rnn_step(x, s[0], **w, activation=activation),)
 
 
-def scan(step: Callable[[Tensor, State], State], x: Tensor, state: State, mask: Tensor | None):
-    """Apply ``step`` over time. Past a sequence's end (``mask`` False) its state is held and
-    its output is zero, so the final state is the one at the true end."""
+def scan(step: Callable[[Tensor, State], State], x: Tensor, state: State, lengths=None):
+    """Apply ``step`` over time (x: (L, N, *)). With ``lengths``, each sequence is computed for
+    its own steps only ("variable depth"): its state is held past its end and its output there
+    is zero, so the final state is the one at the true end."""
+    if lengths is None:
+        outputs = []
+        for t in range(x.size(0)):
+            state = step(x[t], state)
+            outputs.append(state[0])
+        return torch.stack(outputs), state  # (L, N, H_out)
+    lengths = lengths.to("cpu")
+    order = torch.argsort(lengths, descending=True, stable=True)
+    unorder = torch.argsort(order)
+    device_order = order.to(x.device)
+    x = x.index_select(1, device_order)
+    state = tuple(s.index_select(0, device_order) for s in state)
+    n = x.size(1)
+    active = (lengths[None, :] > torch.arange(x.size(0))[:, None]).sum(1).tolist()  # (L,)
     outputs = []
-    for t in range(x.size(0)):
-        new = step(x[t], state)
-        if mask is not None:
-            new = tuple(torch.where(mask[t], a, b) for a, b in zip(new, state, strict=True))
-        state = new
-        outputs.append(state[0])
-    output = torch.stack(outputs)  # (L, N, H_out)
-    return (output if mask is None else output * mask), state
+    for t, k in enumerate(active):
+        if k == n:
+            state = step(x[t], state)
+            outputs.append(state[0])
+            continue
+        new = step(x[t, :k], tuple(s[:k] for s in state))  # the k sequences still running
+        state = tuple(torch.cat([a, s[k:]]) for a, s in zip(new, state, strict=True))
+        outputs.append(F.pad(new[0], (0, 0, 0, n - k)))  # zeros past each sequence's end
+    output = torch.stack(outputs).index_select(1, unorder.to(x.device))  # (L, N, H_out)
+    return output, tuple(s.index_select(0, unorder.to(x.device)) for s in state)
 
 
 def reverse(x: Tensor, lengths: Tensor | None) -> Tensor:
