@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", choices=("val", "test"), default="val", help="which held-out split to score"
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--decode", choices=("greedy", "sample", "beam"), help="(seq2seq)")
+    evaluate.add_argument("--beam-width", type=_positive, help="(seq2seq --decode beam)")
 
     predict = commands.add_parser("predict", help="apply a trained task model to inputs")
     predict.add_argument("checkpoint", metavar="DIR", help="run directory or checkpoint")
@@ -281,6 +283,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     from rnnkit.training.runs import load_task
 
     task, model, config = load_task(args.checkpoint)
+    if args.decode is not None:  # the task reads its decoding options from the run's config
+        config.task.decode = args.decode
+    if args.beam_width is not None:
+        config.task.beam_width = args.beam_width
     if args.paths:
         figures = task.evaluate_paths(model, args.paths)
     else:
