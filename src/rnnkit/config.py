@@ -137,7 +137,9 @@ TASK_NAMES = ("lm", "classify", "tag", "generate-from", "seq2seq", "forecast", "
 class TaskConfig:
     """What the network is used for; the fields after ``name`` apply to the task in brackets."""
 
-    name: str = opt("lm", "what to train (see README: Every way to use an RNN)", choices=TASK_NAMES, flag="task")  # noqa: E501
+    name: str = opt(
+        "lm", "what to train (see README: Every way to use an RNN)", choices=TASK_NAMES, flag="task"
+    )  # noqa: E501
     bidirectional: bool = opt(False, "read the input both ways (classify, tag, seq2seq encoder)")
     pooling: str = opt("last", "sequence summary (classify)", choices=("last", "mean", "max"))
     char_hidden: int = opt(0, "per-word character RNN size, 0: off (tag)")
@@ -267,10 +269,17 @@ def validate(config: RunConfig) -> None:
         need(0 <= value < 1, flag_name(name), "in [0, 1)", value)
     need(0 < d.val_fraction < 1, "val-fraction", "in (0, 1)", d.val_fraction)
     need(0 <= d.test_fraction < 1, "test-fraction", "in [0, 1)", d.test_fraction)
-    need(d.val_fraction + d.test_fraction < 1, "val-fraction", "< 1 - test-fraction", d.val_fraction)  # noqa: E501
+    need(
+        d.val_fraction + d.test_fraction < 1, "val-fraction", "< 1 - test-fraction", d.val_fraction
+    )  # noqa: E501
     for name in ("synthetic_size", "beam_width", "max_len", "window", "horizon", "frame_size"):
         section = d if name == "synthetic_size" else k
-        need(getattr(section, name) >= 1, flag_name(name), "a positive integer", getattr(section, name))  # noqa: E501
+        need(
+            getattr(section, name) >= 1,
+            flag_name(name),
+            "a positive integer",
+            getattr(section, name),
+        )  # noqa: E501
     need(k.frames >= 2, "frames", "an integer >= 2", k.frames)
     need(k.kernel >= 1 and k.kernel % 2 == 1, "kernel", "an odd positive integer", k.kernel)
     for name in ("char_hidden", "min_count", "season"):
@@ -279,9 +288,16 @@ def validate(config: RunConfig) -> None:
     if k.teacher_forcing == "exponential":
         need(k.tf_k < 1, "tf-k", "in (0, 1) for --teacher-forcing exponential", k.tf_k)
     need(0 <= k.tf_min <= 1, "tf-min", "in [0, 1]", k.tf_min)
-    need(math.isfinite(k.length_penalty) and k.length_penalty >= 0, "length-penalty", "a number >= 0", k.length_penalty)  # noqa: E501
+    need(
+        math.isfinite(k.length_penalty) and k.length_penalty >= 0,
+        "length-penalty",
+        "a number >= 0",
+        k.length_penalty,
+    )  # noqa: E501
     if k.name == "lm" and d.tokenizer == "word":
-        raise UserError("--tokenizer word is for the classify and seq2seq tasks; lm reads char or byte")  # noqa: E501
+        raise UserError(
+            "--tokenizer word is for the classify and seq2seq tasks; lm reads char or byte"
+        )  # noqa: E501
     need(math.isfinite(t.lr) and t.lr > 0, "lr", "a positive number", t.lr)
     for name in (
         "clip_norm",
