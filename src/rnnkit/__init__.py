@@ -17,12 +17,14 @@ from rnnkit.cells import (
     lstm_step,
     rnn_step,
 )
-from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.layers import GRU, LSTM, RNN, ConvLSTM, ConvLSTMCell
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "ConvLSTM",
+    "ConvLSTMCell",
     "GRU",
     "GRUCell",
     "LSTM",

@@ -339,3 +339,10 @@ class GRU(_RecurrentLayer):
                  *, proj_size=0, impl="auto"):
         # fmt: on
         super().__init__("gru", **_arguments(locals()), nonlinearity="tanh")
+
+
+# Convolutional recurrence ("RNN-ify convolutional layers") lives in its own module; it is a
+# layer too, so it is importable from here.
+from rnnkit.convlstm import ConvLSTM, ConvLSTMCell  # noqa: E402
+
+__all__ = ["GRU", "LSTM", "RNN", "ConvLSTM", "ConvLSTMCell"]
