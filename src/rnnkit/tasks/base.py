@@ -82,7 +82,7 @@ class Task:
 
     def describe(self, model: nn.Module) -> str:
         """One line for the start of training: model shape and data sizes."""
-        return f"{self.name}: {sum(p.numel() for p in model.parameters()):,} parameters"
+        return f"{sum(p.numel() for p in model.parameters()):,} parameters"
 
     # ---- training and evaluation ---------------------------------------------------------
     def train_loss(self, model: nn.Module, batch: Any, step: int) -> StepOutput:
@@ -125,4 +125,11 @@ class Task:
 def summary(metrics: dict[str, float], names: tuple[str, ...]) -> str:
     """``loss 0.41 | accuracy 0.87 | macro_f1 0.80`` in the task's order."""
     keys = ["loss", *[n for n in names if n in metrics]]
-    return " | ".join(f"{k} {metrics[k]:.4f}" for k in keys)
+    return " | ".join(f"{k} {_number(metrics[k])}" for k in keys)
+
+
+def _number(value: float) -> str:
+    """4 decimals, or 4 significant digits for tiny values (a normalised MSE of 5e-6)."""
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.4g}"

@@ -190,10 +190,9 @@ class Trainer:
         t = self.config.train
         steps_per_epoch = self.steps_per_epoch
         total = t.max_steps or (math.ceil(t.max_epochs * steps_per_epoch) if t.max_epochs else None)
-        self.log(
-            f"rnnkit train --task {self.config.task.name}: {self.task.describe(self.model)}; "
-            f"run directory {self.out}"
-        )
+        name = self.config.task.name
+        what = self.task.describe(self.model).removeprefix(f"{name}: ")
+        self.log(f"rnnkit train --task {name}: {what}; run directory {self.out}")
         if self.step == 0:
             self.save("last")  # a good checkpoint to fall back on from the first step
             if t.sample_every:
