@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from rnnkit import __version__
 from rnnkit.errors import UserError
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", choices=("val", "test"), default="val", help="which held-out split to score"
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument(
+        "--figures", metavar="DIR", help="also write the task's pictures of --split into DIR"
+    )
     evaluate.add_argument("--decode", choices=("greedy", "sample", "beam"), help="(seq2seq)")
     evaluate.add_argument("--beam-width", type=_positive, help="(seq2seq --decode beam)")
 
@@ -292,6 +296,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     else:
         task.prepare()  # the run's own data, split as in training
         figures = task.evaluate(model, args.split)
+        if args.figures:
+            Path(args.figures).mkdir(parents=True, exist_ok=True)
+            for path in task.write_figures(model, Path(args.figures), args.split):
+                print(f"wrote {path}", file=sys.stderr)
     if args.json:
         print(json.dumps(figures))
     elif config.task.name == "lm":
