@@ -124,6 +124,9 @@ def test_train_writes_a_run_that_eval_scores(runs, task):
     assert all(isinstance(v, int | float) for v in figures.values())
     text = ok(rnnkit("eval", task, cwd=runs))
     assert "loss" in text
+    if task in FIGURES:
+        ok(rnnkit("eval", task, "--split", "test", "--figures", f"figures-{task}", cwd=runs))
+        assert (runs / f"figures-{task}" / FIGURES[task]).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_resume_continues_a_task_run(runs):
