@@ -1,0 +1,289 @@
+"""``--task classify``: many-to-one, a label for each text (names -> language, reviews -> rating).
+
+    rnnkit train --preset classify data/names/     # or --task classify --bidirectional ...
+    rnnkit predict runs/classify Rossi Nguyen      # Rossi: Italian 0.91, Spanish 0.04, ...
+
+What is here: ``ClassifyTask`` (the :class:`~rnnkit.tasks.base.Task` contract): read the
+labelled files (``rnnkit.data.labelled``), tokenise as characters or words, split
+train/val/test, build the vocabulary from the training split, batch by similar length, mean
+cross-entropy per example, accuracy and macro-F1, a confusion-matrix figure and ``predict``.
+What is not here: the model (``rnnkit.models.classifier``), the loop (``rnnkit.training``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.config import RunConfig
+from rnnkit.data.batching import EpochOrder, pad, split_indices
+from rnnkit.data.labelled import check_classes, read_labelled
+from rnnkit.data.tokens import PAD, TokenVocab, tokenize
+from rnnkit.errors import UserError
+from rnnkit.models.classifier import SequenceClassifier
+from rnnkit.tasks import metrics
+from rnnkit.tasks.base import StepOutput, Task
+
+TOKENIZERS = ("char", "word")
+Batch = tuple[Tensor, Tensor, Tensor]  # tokens (N, L), lengths (N,), targets (N,)
+
+
+class ClassifyTask(Task):
+    name = "classify"
+    unit = "example"
+    loss_name = "nats/example"
+    metric_names = ("accuracy", "macro_f1")
+
+    def __init__(self, config: RunConfig, meta: dict[str, Any] | None = None) -> None:
+        super().__init__(config, meta)
+        self.labels: list[str] = []
+        self.vocab: TokenVocab | None = None
+        self.tokenizer = config.data.tokenizer
+        self.examples: list[tuple[list[int], int]] = []
+        self.splits: dict[str, np.ndarray] = {}
+        self.order: EpochOrder | None = None
+        if meta is not None:
+            self._load_meta(meta)
+        elif self.tokenizer not in TOKENIZERS:
+            raise UserError(
+                f"--task classify reads --tokenizer char or word, got {self.tokenizer!r}"
+            )
+
+    # ---- data ----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        data = self.config.data
+        if data.synthetic:
+            raise UserError(
+                f"--synthetic {data.synthetic} does not apply to --task classify; "
+                "give labelled files"
+            )
+        if not data.paths:
+            raise UserError(
+                "--task classify needs labelled data: "
+                "a directory of LABEL.txt files, a .tsv or a .csv"
+            )
+        pairs = read_labelled(data.paths)
+        found = [label for label, _ in pairs]
+        check_classes(found)
+        if self.saved_meta is None:
+            self.labels = sorted(set(found))
+        else:
+            self._check_known(found, data.paths)
+        index = {label: i for i, label in enumerate(self.labels)}
+        tokens = [tokenize(text, self.tokenizer) for _, text in pairs]
+        train, val, test = split_indices(
+            len(pairs), data.val_fraction, data.test_fraction, self.config.train.seed
+        )
+        if len(train) == 0:
+            raise UserError(f"{len(pairs)} examples leave none for training; add more examples")
+        if self.vocab is None:
+            self.vocab = TokenVocab.build([tokens[i] for i in train], self.config.task.min_count)
+        self.examples = [
+            (self.vocab.encode(t), index[label])
+            for t, (label, _) in zip(tokens, pairs, strict=True)
+        ]
+        self.splits = {"train": train, "val": val, "test": test}
+        lengths = [len(self.examples[i][0]) for i in train]
+        self.order = EpochOrder(
+            len(train), self.config.train.batch_size, self.config.train.seed, lengths=lengths
+        )
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "labels": list(self.labels),
+            "vocab": self._vocab().to_json(),
+            "tokenizer": self.tokenizer,
+        }
+
+    def vocab_symbols(self) -> list[str]:
+        return list(self._vocab().symbols)
+
+    def steps_per_epoch(self) -> int:
+        return len(self._order())
+
+    def train_batch(self, epoch: int, index: int) -> Batch:
+        return self._collate(self.splits["train"][self._order().batch(epoch, index)])
+
+    # ---- model ---------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        task = self.config.task
+        return SequenceClassifier(
+            self.config.model,
+            len(self._vocab()),
+            len(self.labels),
+            task.bidirectional,
+            task.pooling,
+        )
+
+    def describe(self, model: nn.Module) -> str:
+        sizes = "/".join(str(len(self.splits.get(s, ()))) for s in ("train", "val", "test"))
+        params = sum(p.numel() for p in model.parameters())
+        return (
+            f"classify: {params:,} parameters, {len(self.labels)} classes, "
+            f"{len(self._vocab())} {self.tokenizer} symbols, train/val/test {sizes} examples"
+        )
+
+    # ---- training and evaluation ---------------------------------------------------------
+    def train_loss(self, model: nn.Module, batch: Batch, step: int) -> StepOutput:
+        model.train()
+        tokens, lengths, targets = batch
+        device = _device(model)
+        logits = model(tokens.to(device), lengths)  # (N, C)
+        loss = F.cross_entropy(logits, targets.to(device))
+        return StepOutput(loss, len(targets))
+
+    def evaluate(self, model: nn.Module, split: str = "val", max_batches: int = 0) -> dict:
+        loss, matrix = self._score(model, self._split(split), max_batches)
+        return _metrics(loss, matrix)
+
+    def evaluate_paths(self, model: nn.Module, paths: list[str]) -> dict:
+        pairs = read_labelled(paths)
+        self._check_known([label for label, _ in pairs], paths)
+        index = {label: i for i, label in enumerate(self.labels)}
+        examples = [(self._encode(text), index[label]) for label, text in pairs]
+        loss, matrix = self._score(model, examples)
+        return _metrics(loss, matrix)
+
+    def write_figures(self, model: nn.Module, out: Path, split: str = "val") -> list[Path]:
+        if len(self.splits.get(split, ())) == 0:
+            return []
+        _, matrix = self._score(model, self._split(split))
+        title = f"{split}: accuracy {metrics.accuracy(matrix):.3f} ({int(matrix.sum())} examples)"
+        return [metrics.plot_confusion(matrix, self.labels, Path(out) / "confusion.png", title)]
+
+    def predict(self, model: nn.Module, inputs: list[str], options: dict) -> str:
+        """One line per input: the input and its ``top`` classes with probabilities."""
+        top = options.get("top", 3)
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise UserError(f"--top must be a positive integer, got {top!r}")
+        if not inputs:
+            raise UserError("rnnkit predict needs at least one text to classify")
+        texts = []
+        for number, text in enumerate(inputs, start=1):
+            if not text.strip():
+                raise UserError(f"input {number} is empty; give a text to classify")
+            texts.append(text.strip())
+        examples = [(self._encode(text), 0) for text in texts]
+        tokens, lengths, _ = _batch(examples)
+        model.eval()
+        with torch.no_grad():
+            probs = model(tokens.to(_device(model)), lengths).softmax(-1).cpu()  # (N, C)
+        values, ids = probs.topk(min(top, len(self.labels)), dim=-1)
+        lines = []
+        for text, p, i in zip(texts, values.tolist(), ids.tolist(), strict=True):
+            ranked = ", ".join(f"{self.labels[c]} {q:.2f}" for q, c in zip(p, i, strict=True))
+            lines.append(f"{text}: {ranked}")
+        return "\n".join(lines)
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _vocab(self) -> TokenVocab:
+        if self.vocab is None:
+            raise RuntimeError("ClassifyTask: call prepare() (or pass saved meta) first")
+        return self.vocab
+
+    def _order(self) -> EpochOrder:
+        if self.order is None:
+            raise RuntimeError("ClassifyTask: call prepare() before asking for batches")
+        return self.order
+
+    def _encode(self, text: str) -> list[int]:
+        return self._vocab().encode(tokenize(text, self.tokenizer))
+
+    def _collate(self, ids: np.ndarray) -> Batch:
+        return _batch([self.examples[i] for i in ids])
+
+    def _split(self, split: str) -> list[tuple[list[int], int]]:
+        if split not in ("train", "val", "test"):
+            raise UserError(f"split must be train, val or test, got {split!r}")
+        if split not in self.splits:
+            raise RuntimeError("ClassifyTask: call prepare() before evaluating a split")
+        if len(self.splits[split]) == 0:
+            raise UserError(f"the {split} split is empty (raise --{split}-fraction above 0)")
+        return [self.examples[i] for i in self.splits[split]]
+
+    def _score(
+        self, model: nn.Module, examples: list[tuple[list[int], int]], max_batches: int = 0
+    ) -> tuple[float, np.ndarray]:
+        """Mean cross-entropy and confusion matrix over ``examples``, batched by length;
+        ``max_batches`` > 0 scores a fixed seeded sample of that many batches."""
+        size = max(self.config.train.batch_size, 256)
+        if max_batches > 0 and len(examples) > max_batches * size:
+            sample = np.random.default_rng([self.config.train.seed, 1]).permutation(len(examples))
+            examples = [examples[i] for i in sample[: max_batches * size]]
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+        starts = range(0, len(order), size)
+        was_training, device = model.training, _device(model)
+        model.eval()
+        total, truth, predicted = 0.0, [], []
+        with torch.no_grad():
+            for start in starts:
+                tokens, lengths, targets = _batch(
+                    [examples[i] for i in order[start : start + size]]
+                )
+                logits = model(tokens.to(device), lengths).float().cpu()  # (N, C)
+                total += float(F.cross_entropy(logits, targets, reduction="sum"))
+                truth.append(targets)
+                predicted.append(logits.argmax(-1))
+        model.train(was_training)
+        truth_all, predicted_all = torch.cat(truth), torch.cat(predicted)
+        matrix = metrics.confusion_matrix(
+            truth_all.numpy(), predicted_all.numpy(), len(self.labels)
+        )
+        return total / max(1, len(truth_all)), matrix
+
+    def _check_known(self, labels: list[str], paths: list[str]) -> None:
+        unknown = sorted(set(labels) - set(self.labels))
+        if unknown:
+            names = ", ".join(repr(label) for label in unknown)
+            raise UserError(
+                f"{', '.join(map(str, paths))}: labels the model does not know: {names} "
+                f"(it knows {', '.join(self.labels)})"
+            )
+
+    def _load_meta(self, meta: Any) -> None:
+        """Labels, vocabulary and tokenizer from a checkpoint, each checked."""
+        if not isinstance(meta, dict):
+            raise UserError(f"classify meta must be a JSON object, got {type(meta).__name__}")
+        for key in ("labels", "vocab", "tokenizer"):
+            if key not in meta:
+                raise UserError(
+                    f"classify meta: missing key {key!r} (the checkpoint is incomplete)"
+                )
+        labels, tokenizer = meta["labels"], meta["tokenizer"]
+        if (
+            not isinstance(labels, list)
+            or not all(isinstance(x, str) for x in labels)
+            or len(set(labels)) != len(labels)
+            or len(labels) < 2
+        ):
+            raise UserError(
+                "classify meta: 'labels' must be a list of >= 2 distinct strings, "
+                f"got {str(labels)[:80]}"
+            )
+        if tokenizer not in TOKENIZERS:
+            raise UserError(f"classify meta: 'tokenizer' must be char or word, got {tokenizer!r}")
+        self.labels, self.tokenizer = list(labels), tokenizer
+        self.vocab = TokenVocab.from_json(meta["vocab"], source="classify meta 'vocab'")
+
+
+def _batch(examples: list[tuple[list[int], int]]) -> Batch:
+    tokens, lengths = pad([ids for ids, _ in examples], PAD)  # (N, L), (N,)
+    targets = torch.tensor([label for _, label in examples], dtype=torch.long)  # (N,)
+    return tokens, lengths, targets
+
+
+def _metrics(loss: float, matrix: np.ndarray) -> dict[str, float]:
+    return {
+        "loss": loss,
+        "accuracy": metrics.accuracy(matrix),
+        "macro_f1": metrics.macro_f1(matrix),
+    }
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
