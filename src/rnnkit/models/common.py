@@ -1,8 +1,8 @@
 """Pieces every task model shares: the recurrent stack a ModelConfig describes, and pooling.
 
-    rnn = recurrent(config, input_size=64, bidirectional=True)   # rnnkit LSTM/GRU/RNN
-    out, state = rnn(x, lengths=lengths)                         # (N, L, D*H), packed inside
-    summary = pool(out, lengths, "mean")                         # (N, D*H) over valid steps
+rnn = recurrent(config, input_size=64, bidirectional=True)   # rnnkit LSTM/GRU/RNN
+out, state = rnn(x, lengths=lengths)                         # (N, L, D*H), packed inside
+summary = pool(out, lengths, "mean")                         # (N, D*H) over valid steps
 """
 
 from __future__ import annotations

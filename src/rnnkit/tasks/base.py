@@ -18,7 +18,9 @@ in this order::
 and saves ``task.meta()`` (JSON: vocabularies, labels, normalisation statistics) in the
 checkpoint, so ``rnnkit eval`` / ``predict`` / ``sample`` rebuild the task with
 ``TASKS[name](config, meta)`` without re-reading the training data. Metric names are the keys
-``rnnkit eval --json`` prints. ``loss`` is always lower-is-better and picks ``best/``.
+``rnnkit eval --json`` prints. ``loss`` is always lower-is-better; ``best/`` is picked by
+``selection`` (the loss, unless a task's loss does not track what it is for: seq2seq picks by
+chrF, since its teacher-forced loss bottoms out long before its decoded output stops improving).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Task:
     loss_name: ClassVar[str] = "loss"  # how the log names the loss ("nats/char", "MSE"...)
     metric_names: ClassVar[tuple[str, ...]] = ()  # evaluate() keys besides "loss", in order
     info_names: ClassVar[tuple[str, ...]] = ()  # StepOutput.info keys
+    #: the evaluate() key that picks ``best/`` and drives early stopping, and its direction
+    selection: ClassVar[tuple[str, str]] = ("loss", "min")
 
     def __init__(self, config: RunConfig, meta: dict[str, Any] | None = None) -> None:
         """``meta`` is what ``meta()`` returned when the run was saved (None: a fresh run)."""

@@ -106,7 +106,7 @@ class ForecastTask(Task):
     # ---- data ----------------------------------------------------------------------------
     def _load(self) -> tuple[list[str], np.ndarray]:
         d, wanted = self.config.data, self.columns or list(self.config.task.columns)
-        if d.synthetic:
+        if d.synthetic and not d.paths:  # data PATHs replace a preset's synthetic series
             size, seed = d.synthetic_size, self.config.train.seed
             if d.synthetic == "sine":
                 names, values = noisy_sines(size, seed)

@@ -101,6 +101,7 @@ class Seq2SeqTask(Task):
     loss_name = "nats/token"
     metric_names = ("exact_match", "token_accuracy", "chrf", "bleu")
     info_names = ("teacher_prob",)
+    selection = ("chrf", "max")  # decoded quality, not the teacher-forced loss
 
     def __init__(self, config, meta: dict[str, Any] | None = None) -> None:
         super().__init__(config, meta)

@@ -48,7 +48,7 @@ from rnnkit.training.runs import check_new_run_dir, read_run_checkpoint, save_ru
 class TrainResult:
     out: Path
     step: int
-    best_val: float
+    best_val: float  # of the task's selection metric (the validation loss for most tasks)
     last_val: float
     stopped: str  # "max_steps", "max_epochs", "max_time", "early_stopping", "interrupted"
 
@@ -229,11 +229,16 @@ class Trainer:
         else:
             self.save("last")
         self._write_figures()
+        metric, direction = self.task.selection
+        best = self.best_val if direction == "min" else -self.best_val
+        what = f"{best:.4f} {self.task.loss_name}" if metric == "loss" else f"{metric} {best:.4f}"
+        if self.task.loss_name == "nats/char" and metric == "loss":
+            what += f" ({best / math.log(2):.4f} bits/char)"
         self.log(
-            f"stopped ({stopped}) at step {self.step}: best val {self.best_val:.4f} "
-            f"{self.task.loss_name}; run saved in {self.out}"
+            f"stopped ({stopped}) at step {self.step}: best val {what}; run saved in {self.out}"
         )
-        return TrainResult(self.out, self.step, self.best_val, self.last_val, stopped)
+        last = self.last_val if direction == "min" else -self.last_val
+        return TrainResult(self.out, self.step, best, last, stopped)
 
     def _train_step(self) -> tuple[float | None, int]:
         """One optimiser step on the next batch: (its loss, or None if it was skipped; the
@@ -312,10 +317,12 @@ class Trainer:
         t = self.config.train
         figures = self.task.evaluate(self.model, "val", t.eval_batches)
         val = figures["loss"]
-        self.last_val, self.last_eval_step = val, self.step
-        improved = val < self.best_val
+        metric, direction = self.task.selection
+        score = figures[metric] if direction == "min" else -figures[metric]  # lower is better
+        self.last_val, self.last_eval_step = score, self.step
+        improved = score < self.best_val
         if improved:
-            self.best_val, self.bad_evals = val, 0
+            self.best_val, self.bad_evals = score, 0
         else:
             self.bad_evals += 1
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
