@@ -39,7 +39,9 @@ format: install
 
 bench: install
 	$(PY) benchmarks/layers.py
+	$(PY) benchmarks/padding.py
 	$(PY) benchmarks/charlm_quality.py
+	$(PY) benchmarks/tasks.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
