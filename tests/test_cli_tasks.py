@@ -159,7 +159,7 @@ def test_predict_and_sample(runs):
     out = ok(rnnkit("predict", "seq2seq", "Rossi", "--decode", "beam", cwd=runs))
     assert out.startswith("Rossi")
     out = ok(rnnkit("predict", "forecast", "series.csv", cwd=runs))
-    assert out.splitlines()[0].replace(" ", "") == "a,b" and len(out.splitlines()) == 5
+    assert out.splitlines()[0].replace(" ", "") == "t,a,b" and len(out.splitlines()) == 5
     out = ok(rnnkit("sample", "generate-from", "--condition", "Italian", "--seed", "1", cwd=runs))
     assert out.strip()
     again = rnnkit("sample", "generate-from", "--condition", "Italian", "--seed", "1", cwd=runs)
