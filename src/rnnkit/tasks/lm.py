@@ -113,7 +113,7 @@ class LanguageModelTask(Task):
             temperature=0.8,
             seed=self.config.train.seed,
         )[0]
-        return f"(temperature 0.8)\n{text}"
+        return f"(temperature 0.8) ----\n{text}"
 
     def write_figures(self, model, out: Path, split: str = "val") -> list[Path]:
         return []
