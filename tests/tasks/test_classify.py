@@ -91,7 +91,11 @@ def test_tsv_and_csv_formats(tmp_path):
         ("a.tsv", b"pos\tok\nno tab here\n", r"a\.tsv:2: expected label<TAB>text, found no TAB"),
         ("a.tsv", b"pos\tok\n\t text\n", r"a\.tsv:2: empty label"),
         ("a.tsv", b"pos\t   \n", r"a\.tsv:1: empty text"),
-        ("a.tsv", b"pos\tok\nneg\tbad \xff\n", r"a\.tsv: invalid UTF-8 at byte offset 15"),
+        (
+            "a.tsv",
+            b"pos\tok\nneg\tbad \xff\n",
+            r"a\.tsv:2: invalid UTF-8 at byte offset 15 \(0xff\)",
+        ),
         (
             "a.csv",
             b"label,text\na,b\nc,d,e\n",
@@ -123,7 +127,7 @@ def test_missing_path_empty_directory_and_empty_class_file(tmp_path):
     with pytest.raises(UserError, match=r"B\.txt is empty"):
         read_labelled([str(empty)])
     (empty / "B.txt").write_bytes(b"ok\n\xc3(")
-    with pytest.raises(UserError, match=r"B\.txt: invalid UTF-8 at byte offset 3"):
+    with pytest.raises(UserError, match=r"B\.txt:2: invalid UTF-8 at byte offset 3"):
         read_labelled([str(empty)])
 
 

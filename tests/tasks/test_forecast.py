@@ -74,8 +74,8 @@ def test_read_series_columns_in_order_and_files_concatenated(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("", "empty file"),
-        ("  \n\n", "empty file"),
+        ("", "is empty"),
+        ("  \n\n", "is empty"),
         ("a,b\n", "no data rows"),
         ("a,b\n1,2\n3\n", "w.csv:3: 1 cells, but the header has 2 columns"),
         ("a,b\n1,2\n3,4,5\n", "w.csv:3: 3 cells, but the header has 2 columns"),
@@ -98,7 +98,7 @@ def test_read_series_file_errors(tmp_path):
     with pytest.raises(UserError, match="no such file or directory: .*missing.csv"):
         read_series([str(tmp_path / "missing.csv")])
     bad = write(tmp_path, "latin.csv", "a,b\n1,2\ncaf\xe9,3\n", encoding="latin-1")
-    with pytest.raises(UserError, match=r"latin.csv:3: not UTF-8 \(byte 11: 0xe9\)"):
+    with pytest.raises(UserError, match=r"latin.csv:3: invalid UTF-8 at byte offset 11 \(0xe9\)"):
         read_series([bad])
     good = write(tmp_path, "g.csv", "date,temp,rain\nx,1,2\n")
     with pytest.raises(UserError, match=r"g.csv: no column 'wind' \(available: date, temp, rain\)"):

@@ -78,7 +78,7 @@ def test_tsv_sentences_break_on_blank_lines(tmp_path):
         ),
         ("a.tsv", "the\tDET\n\ncat\n", "a.tsv:3: expected token<TAB>tag (2 columns), got 1"),
         ("a.tsv", "the\tDET\tx\n", "a.tsv:1: expected token<TAB>tag (2 columns), got 3"),
-        ("a.tsv", "\n\n", "a.tsv: no sentences found"),
+        ("a.tsv", "\n\n", "a.tsv is empty (remove it from the inputs or add sentences to it)"),
         ("a.conllu", "# only a comment\n", "a.conllu: no sentences found"),
     ],
 )

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.data.corpus import resolve_paths
+from rnnkit.data.textfile import read_text
 from rnnkit.errors import UserError
 
 
@@ -31,7 +32,8 @@ def read_vector_pairs(paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     dim: int | None = None
     first: str = ""  # file:line that fixed D, for the mismatch message
     for path in _files(paths):
-        for number, line in enumerate(read_text(path).splitlines(), start=1):
+        text = read_text(path, empty_hint="remove it from the inputs or add lines to it")
+        for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             where = f"{path}:{number}"
@@ -59,7 +61,7 @@ def detect_condition_kind(paths: Sequence[str]) -> str:
     """``"vector"`` when the first field (before any TAB) of the first non-blank line of the
     first non-empty file parses as comma-separated numbers, else ``"class"``."""
     for path in _files(paths):
-        for line in read_text(path, allow_empty=True).splitlines():
+        for line in read_text(path).splitlines():
             if line.strip():
                 try:
                     parse_vector(line.partition("\t")[0], str(path))
@@ -84,24 +86,6 @@ def parse_vector(field: str, where: str) -> list[float]:
             raise UserError(f"{where}: vector element {position} must be finite, got {item!r}")
         values.append(value)
     return values
-
-
-def read_text(path: str | Path, allow_empty: bool = False) -> str:
-    """The whole of ``path`` as strict UTF-8; UserError naming the file (and byte offset)."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"no such file: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    if not raw and not allow_empty:
-        raise UserError(f"{path} is empty (remove it from the inputs or add lines to it)")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(
-            f"{path}: invalid UTF-8 at byte offset {e.start} (save it as UTF-8)"
-        ) from None
 
 
 def _files(paths: Sequence[str]) -> list[Path]:

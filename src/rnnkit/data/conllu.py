@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from rnnkit.data.corpus import resolve_paths
+from rnnkit.data.textfile import read_text
 from rnnkit.errors import UserError
 
 Sentence = tuple[list[str], list[str]]
@@ -40,7 +41,7 @@ def read_tagged(paths: list[str]) -> list[Sentence]:
 def read_file(path: str | Path) -> list[Sentence]:
     """The sentences of one file, in the format its extension says."""
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path, empty_hint="remove it from the inputs or add sentences to it")
     conllu = path.suffix.lower() in CONLLU_SUFFIXES
     sentences: list[Sentence] = []
     words: list[str] = []
@@ -63,22 +64,6 @@ def read_file(path: str | Path) -> list[Sentence]:
         kind = "CoNLL-U token lines" if conllu else "token<TAB>tag lines"
         raise UserError(f"{path}: no sentences found (expected {kind})")
     return sentences
-
-
-def _read_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"no such file: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    if not raw:
-        raise UserError(f"{path} is empty (remove it from the inputs or add sentences to it)")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise UserError(f"{path}:{line}: invalid UTF-8 at byte offset {e.start}") from None
 
 
 def _conllu_token(line: str, where: str) -> tuple[str, str] | None:

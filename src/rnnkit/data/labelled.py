@@ -22,7 +22,10 @@ import io
 from collections.abc import Iterable
 from pathlib import Path
 
+from rnnkit.data.textfile import read_text
 from rnnkit.errors import UserError
+
+_EMPTY = "add examples to it or remove it from the inputs"
 
 
 def read_labelled(paths: list[str]) -> list[tuple[str, str]]:
@@ -40,7 +43,7 @@ def read_labelled(paths: list[str]) -> list[tuple[str, str]]:
             pairs.extend(_read_directory(path))
         elif path.is_file():
             reader = _read_csv if path.suffix.lower() == ".csv" else _read_tsv
-            pairs.extend(reader(path, _read_text(path)))
+            pairs.extend(reader(path, read_text(path, empty_hint=_EMPTY)))
         else:
             raise UserError(
                 f"no such file or directory: {item} "
@@ -61,23 +64,6 @@ def check_classes(labels: Iterable[str]) -> None:
         )
 
 
-def _read_text(path: Path) -> str:
-    """The whole file as strict UTF-8 (a leading BOM dropped); empty files are errors."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e} (check its permissions)") from e
-    try:
-        text = raw.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e:
-        raise UserError(
-            f"{path}: invalid UTF-8 at byte offset {e.start} (save it as UTF-8)"
-        ) from None
-    if not text.strip():
-        raise UserError(f"{path} is empty (add examples to it or remove it from the inputs)")
-    return text
-
-
 def _read_directory(directory: Path) -> list[tuple[str, str]]:
     """One class per ``*.txt`` file (label = file stem), sorted by name."""
     files = sorted(p for p in directory.glob("*.txt") if p.is_file() and not p.name.startswith("."))
@@ -88,9 +74,8 @@ def _read_directory(directory: Path) -> list[tuple[str, str]]:
         label = path.stem.strip()
         if not label:
             raise UserError(f"{path}: the file name gives an empty label (rename it LABEL.txt)")
-        pairs.extend(
-            (label, line.strip()) for line in _read_text(path).splitlines() if line.strip()
-        )
+        lines = read_text(path, empty_hint=_EMPTY).splitlines()
+        pairs.extend((label, line.strip()) for line in lines if line.strip())
     return pairs
 
 

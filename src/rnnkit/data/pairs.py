@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.data.corpus import resolve_paths
+from rnnkit.data.textfile import read_text
 from rnnkit.errors import UserError
 
 SYNTHETIC_KINDS = ("reverse", "add", "date")
@@ -59,16 +60,7 @@ def read_pairs(paths: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _read_file(path: Path) -> list[tuple[str, str]]:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e} (check its permissions)") from e
-    if not raw:
-        raise UserError(f"{path} is empty (remove it from the inputs or add pairs to it)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: invalid UTF-8 at byte offset {e.start}") from None
+    text = read_text(path, empty_hint="remove it from the inputs or add pairs to it")
     pairs = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

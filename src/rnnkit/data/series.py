@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.data.corpus import resolve_paths
+from rnnkit.data.textfile import read_text
 from rnnkit.errors import UserError
 
 # --------------------------------------------------------------------------- CSV
@@ -54,26 +55,6 @@ def read_series(paths: Sequence[str], columns: Sequence[str] = ()) -> tuple[list
     return names, np.concatenate(parts, axis=0)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"no such file: {path}") from None
-    except OSError as error:
-        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise UserError(
-            f"{path}:{line}: not UTF-8 (byte {error.start}: {data[error.start]:#04x}); "
-            "save the CSV as UTF-8"
-        ) from None
-    if not text.strip():
-        raise UserError(f"{path}: empty file (expected a CSV header row and data rows)")
-    return text
-
-
 def _number(text: str) -> float | None:
     """``text`` as a float, or None if it is not a number (empty cells are not)."""
     try:
@@ -83,7 +64,8 @@ def _number(text: str) -> float | None:
 
 
 def _read_csv(path: Path, columns: list[str] | None) -> tuple[list[str], np.ndarray]:
-    reader = csv.reader(_read_text(path).splitlines())
+    text = read_text(path, empty_hint="expected a CSV header row and data rows")
+    reader = csv.reader(text.splitlines())
     header = [name.strip() for name in next(reader)]
     duplicates = sorted({n for n in header if header.count(n) > 1})
     if duplicates:

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.data.batching import EpochOrder, pad, split_indices
-from rnnkit.data.conditions import detect_condition_kind, parse_vector, read_text, read_vector_pairs
+from rnnkit.data.conditions import detect_condition_kind, parse_vector, read_vector_pairs
+from rnnkit.data.textfile import read_text
 from rnnkit.data.tokens import BOS, EOS, PAD, UNK, TokenVocab
 from rnnkit.errors import UserError
 from rnnkit.generation import sample_next
@@ -51,6 +52,9 @@ class _Split:
         return _Split(
             self.cond[torch.as_tensor(ids, dtype=torch.long)], [self.seqs[i] for i in ids]
         )
+
+
+_ONE = "write one vector in it"
 
 
 class GenerateFromTask(Task):
@@ -274,7 +278,7 @@ class GenerateFromTask(Task):
         if Path(condition).is_file():
             lines = [
                 (n, line)
-                for n, line in enumerate(read_text(condition).splitlines(), 1)
+                for n, line in enumerate(read_text(condition, empty_hint=_ONE).splitlines(), 1)
                 if line.strip()
             ]
             if not lines:
