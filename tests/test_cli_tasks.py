@@ -135,6 +135,13 @@ def test_resume_continues_a_task_run(runs):
     assert rows[-1].startswith("30,")
 
 
+def test_resume_refuses_to_change_the_task(runs):
+    refused(
+        rnnkit("train", "--resume", "classify", "--task", "tag", "--pooling", "max", cwd=runs),
+        "--pooling, --task cannot change when resuming",
+    )
+
+
 def test_scheduled_sampling_is_logged_per_step(runs):
     header, *rows = (runs / "seq2seq" / "metrics.csv").read_text().splitlines()
     column = header.split(",").index("teacher_prob")

@@ -172,8 +172,12 @@ def _run_config(args: argparse.Namespace):
         flags.setdefault("data", {})["paths"] = args.paths
     if args.resume:
         fixed = sorted(
-            "PATH" if k == "paths" else f"--{k.replace('_', '-')}"
-            for s in ("data", "model")
+            "PATH"
+            if k == "paths"
+            else "--task"
+            if (s, k) == ("task", "name")
+            else f"--{k.replace('_', '-')}"  # noqa: E501
+            for s in ("data", "model", "task")
             for k in flags.get(s, {})
         )
         if fixed or args.config:
