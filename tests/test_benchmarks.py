@@ -6,27 +6,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
-def test_layer_benchmark_runs_and_prints_its_ratios():
+
+@pytest.mark.parametrize(
+    ("script", "args", "prints"),
+    [
+        ("layers.py", ["--quick", "--repeats", "1"], ["fused/torch", "cells/fused"]),
+        ("padding.py", ["--quick", "--threads", "1"], ["packed/padded", "cells/cells-padded"]),
+    ],
+)
+def test_benchmark_runs_and_prints_its_ratios(script, args, prints):
     """A smoke run, so the benchmark cannot rot; its timings are never asserted."""
-    script = Path(__file__).parents[1] / "benchmarks" / "layers.py"
+    path = Path(__file__).parents[1] / "benchmarks" / script
     result = subprocess.run(
-        [sys.executable, str(script), "--quick", "--repeats", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, str(path), *args], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    assert "fused/torch" in result.stdout and "cells/fused" in result.stdout
-
-
-def test_padding_benchmark_runs_and_prints_its_ratios():
-    script = Path(__file__).parents[1] / "benchmarks" / "padding.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--quick", "--threads", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "packed/padded" in result.stdout and "cells/cells-padded" in result.stdout
+    assert all(fragment in result.stdout for fragment in prints), result.stdout

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from fitting import fit
 from torch import nn
 
 from rnnkit.config import RunConfig
@@ -222,17 +223,7 @@ def test_evaluate_paths_rejects_unknown_labels(tmp_path):
 
 
 def train(task: ClassifyTask, model: nn.Module, steps: int, lr: float = 0.02) -> list[float]:
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for step in range(steps):
-        epoch, index = divmod(step, task.steps_per_epoch())
-        out = task.train_loss(model, task.train_batch(epoch, index), step)
-        optimiser.zero_grad()
-        out.loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimiser.step()
-        losses.append(out.loss.item())
-    return losses
+    return [out.loss.item() for out in fit(task, model, steps, lr, clip=5.0)]
 
 
 @pytest.fixture(scope="module")

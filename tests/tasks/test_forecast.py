@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from fitting import fit
 
 from rnnkit.config import RunConfig
 from rnnkit.data.series import (
@@ -250,13 +251,7 @@ def test_tiny_training_on_a_clean_sine_beats_the_last_value(tmp_path):
     task.prepare()
     model = task.build_model()
     before = task.evaluate(model, "val")
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for step in range(120):
-        out = task.train_loss(model, task.train_batch(*divmod(step, task.steps_per_epoch())), step)
-        optimizer.zero_grad()
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
+    out = fit(task, model, 120, 0.01, clip=5.0)[-1]
     after = task.evaluate(model, "val")
     assert out.count == 16 * 21
     assert after["loss"] < before["loss"] / 5

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from fitting import fit
 from torch import nn
 
 from rnnkit.config import RunConfig, apply_overrides, load_preset, validate
@@ -289,14 +290,8 @@ def test_tiny_training_run_beats_copy_last_frame():
     task = FramesTask(config)
     task.prepare()
     model = task.build_model()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     before = task.evaluate(model, "test")
-    for step in range(100):
-        out = task.train_loss(model, task.train_batch(*divmod(step, task.steps_per_epoch())), step)
-        optimizer.zero_grad()
-        out.loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
+    fit(task, model, 100, 0.02, clip=5.0)
     after = task.evaluate(model, "test")
     assert after["loss"] < 0.5 * before["loss"]
     assert after["mse_vs_baseline"] < 0.8, after

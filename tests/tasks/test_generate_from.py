@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fitting import fit
 
 from rnnkit.config import RunConfig
 from rnnkit.data.conditions import detect_condition_kind, read_vector_pairs
@@ -40,16 +41,7 @@ def make_config(paths, condition_input=False, cell="lstm") -> RunConfig:
 def train(task: GenerateFromTask, steps: int, lr: float = 0.03):
     torch.manual_seed(0)
     model = task.build_model()
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for step in range(steps):
-        epoch, index = divmod(step, task.steps_per_epoch())
-        out = task.train_loss(model, task.train_batch(epoch, index), step)
-        optimiser.zero_grad()
-        out.loss.backward()
-        optimiser.step()
-        losses.append(out.loss.item())
-    return model, losses
+    return model, [out.loss.item() for out in fit(task, model, steps, lr)]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fitting import fit
 
 from rnnkit.config import ModelConfig, RunConfig
 from rnnkit.data.pairs import DATE_FORMATS, format_date, read_pairs, synthetic_pairs
@@ -340,15 +341,8 @@ def test_tiny_training_run_learns_to_reverse(tmp_path):
     torch.manual_seed(0)
     task = make_task(tmp_path, teacher_forcing="always")
     model = task.build_model()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     before = task.evaluate(model, "val")
-    for step in range(100):
-        epoch, index = divmod(step, task.steps_per_epoch())
-        out = task.train_loss(model, task.train_batch(epoch, index), step)
-        optimizer.zero_grad()
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
+    fit(task, model, 100, 0.01, clip=5.0)
     after = task.evaluate(model, "val")
     assert set(after) == {"loss", *task.metric_names}
     assert after["loss"] < before["loss"] / 10

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from fitting import fit
 
 from rnnkit.config import RunConfig
 from rnnkit.data.conllu import read_tagged
@@ -183,13 +184,7 @@ def test_tiny_training_run_learns_suffix_rule_on_unseen_words(tmp_path):
     torch.manual_seed(0)
     model = task.build_model()
     before = task.evaluate(model, "val")
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(120):
-        spe = task.steps_per_epoch()
-        out = task.train_loss(model, task.train_batch(step // spe, step % spe), step)
-        optimiser.zero_grad()
-        out.loss.backward()
-        optimiser.step()
+    fit(task, model, 120, 1e-2)
     after = task.evaluate(model, "val")
     assert after["loss"] < before["loss"] / 4
     assert after["token_accuracy"] > 0.95
