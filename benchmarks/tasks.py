@@ -80,11 +80,8 @@ def measure(name: str, data: Path, threads: int, workdir: Path) -> dict:
     figures = {}
     decodes = ("greedy", "beam") if name.startswith("seq2seq") else (None,)
     for decode in decodes:
-        scored = rnnkit("eval", str(out / "best"), "--split", "test", "--json")
-        if decode == "beam":
-            scored = rnnkit(
-                "eval", str(out / "best"), "--split", "test", "--json", "--decode", "beam"
-            )
+        extra = ["--decode", "beam"] if decode == "beam" else []
+        scored = rnnkit("eval", str(out / "best"), "--split", "test", "--json", *extra)
         if scored.returncode != 0:
             raise SystemExit(f"eval {name} failed: {scored.stderr.strip()}")
         result = json.loads(scored.stdout)
