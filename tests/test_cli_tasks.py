@@ -184,6 +184,16 @@ def test_sample_and_predict_refuse_what_does_not_apply(runs):
     refused(rnnkit("predict", "classify", "", cwd=runs))
 
 
+def test_predict_on_a_language_model_points_to_sample(tmp_path):
+    (tmp_path / "t.txt").write_text("abcabcabc " * 300)
+    ok(
+        rnnkit(
+            "train", "t.txt", "--preset", "tiny", "--max-steps", "2", "--out", "lm", cwd=tmp_path
+        )
+    )
+    refused(rnnkit("predict", "lm", "hello", cwd=tmp_path), "--task lm", "rnnkit sample")
+
+
 def write(root: Path, name: str, text: str) -> str:
     (root / name).write_text(text)
     return name

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from rnnkit.config import RunConfig
+from rnnkit.errors import UserError
 
 
 @dataclass
@@ -112,7 +113,10 @@ class Task:
 
     def predict(self, model: nn.Module, inputs: list[str], options: dict) -> str:
         """What ``rnnkit predict DIR INPUT...`` prints."""
-        raise NotImplementedError(f"rnnkit predict does not apply to --task {self.name}")
+        raise UserError(
+            f"rnnkit predict does not apply to --task {self.name}"
+            + (" (use rnnkit sample)" if self.name == "lm" else "")
+        )
 
     # ---- state carried between batches (truncated BPTT only) -----------------------------
     def carried_state(self) -> Any:

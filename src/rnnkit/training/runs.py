@@ -60,9 +60,10 @@ def save_run_checkpoint(
 ) -> None:
     """The model's weights, ``task.vocab_symbols()`` as vocab.json and ``task.meta()`` (what
     the data defined: vocabularies, labels, scales) under ``task_meta`` in config.json."""
-    extra: dict[str, Any] = {"task_meta": task.meta()}
-    if config.task.name == "lm":
-        extra = {"vocab_kind": task.vocab.kind}  # the language model's format since version 1
+    if config.task.name == "lm":  # the language model's format since version 1
+        extra: dict[str, Any] = {"vocab_kind": task.vocab.kind}
+    else:
+        extra = {"task_meta": task.meta()}
     save_checkpoint(
         directory,
         config={**config.to_dict(), **extra},
