@@ -128,6 +128,9 @@ class TrainConfig:
     seed: int = opt(1337, "random seed")
     threads: int = opt(0, "torch threads (0: torch's default)")
     tensorboard: bool = opt(False, "also log to TensorBoard (if the package is installed)")
+    diagnostics: bool = opt(
+        False, "log gradient- and update-to-data ratios per parameter (diagnostics.csv/.png)"
+    )
 
 
 TASK_NAMES = ("lm", "classify", "tag", "generate-from", "seq2seq", "forecast", "frames")

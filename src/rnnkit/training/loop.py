@@ -33,6 +33,7 @@ from rnnkit.config import RunConfig, apply_overrides, validate
 from rnnkit.errors import UserError
 from rnnkit.tasks import get_task
 from rnnkit.tasks.base import summary
+from rnnkit.training.diagnostics import ParameterRatios, plot_ratios
 from rnnkit.training.metrics import MetricsLog, plot_losses
 from rnnkit.training.optim import (
     build_optimizer,
@@ -135,6 +136,11 @@ class Trainer:
             extra=list(dict.fromkeys(extra)),
         )
         self.tensorboard = self._open_tensorboard() if t.tensorboard else None
+        self.ratios = None
+        if t.diagnostics:
+            self.ratios = ParameterRatios(
+                self.out / "diagnostics.csv", resume_step=self.step if resume else None
+            )
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def _training_state(self) -> dict:
@@ -263,7 +269,12 @@ class Trainer:
         if not (math.isfinite(value) and math.isfinite(norm)):
             return self._skip_bad_step(value, norm), output.count
         self.bad_steps = 0
+        watch = self.ratios is not None and (self.step + 1) % t.log_every == 0
+        if watch:
+            self.ratios.before_update(self.model)
         self.optimizer.step()
+        if watch:
+            self.ratios.after_update(self.model, self.step + 1)
         if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()
         self.step += 1
@@ -350,6 +361,8 @@ class Trainer:
             title=self._title(),
             ylabel=f"loss ({self.task.loss_name})",
         )
+        if self.ratios is not None:
+            plot_ratios(self.out / "diagnostics.csv", self.out / "diagnostics.png", self._title())
 
     def _write_figures(self) -> None:
         """The task's pictures of the best model on the validation split (confusion matrix,
