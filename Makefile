@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install browser run test lint format bench clean
 
 install: $(STAMP)
 
@@ -26,7 +26,17 @@ run: install
 	@echo "---- sample, temperature 1.0 ----"
 	$(VENV)/bin/rnnkit sample $(RUN_DIR) --temperature 1.0 --length 400 --seed 1 --prime "ROMEO:"
 
-test: install
+# The HTML report's tests drive a real browser: Debian's chromium and chromedriver, installed
+# here when missing (needs root and apt-get; where that fails the browser tests skip and say why).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && \
+	    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } || \
+	  echo "could not install chromium + chromedriver: the browser tests will be skipped"; }
+
+test: install browser
 	$(PY) -m pytest -q
 
 lint: install

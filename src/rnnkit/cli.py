@@ -10,6 +10,9 @@ training saves the run and exits 130.
     rnnkit predict runs/names Rossi Nakamura --top 3
     rnnkit sample runs/names-gen --condition Italian --num-samples 5
     rnnkit demo --cell gru --hidden-size 64 --bidirectional
+    rnnkit analyze gradients runs/charlm -o gradient_flow.png      (rnnkit.analysis.commands)
+    rnnkit experiment memory --out docs/                           (        "              )
+    rnnkit report runs/charlm -o report.html                       (        "              )
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from rnnkit import __version__
+from rnnkit.analysis.commands import add_commands
 from rnnkit.errors import UserError
 
 
@@ -156,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--length", type=_positive, default=12)
     demo.add_argument("--bidirectional", action="store_true")
     demo.add_argument("--seed", type=int, default=0)
+    COMMANDS.update(add_commands(commands))  # analyze, experiment, report (rnnkit.analysis)
     return parser
 
 

@@ -54,6 +54,7 @@ class LanguageModelTask(Task):
             val_tokens = val.tokens
         else:
             train_tokens, val_tokens = split(corpus.tokens, d.val_fraction)
+        self.val_tokens = val_tokens  # kept for the analysis tools (rnnkit report)
         self.vocab = corpus.vocab
         self.config.model.vocab_size = len(self.vocab)
         self.train_streams = TokenStreams(

@@ -1,0 +1,211 @@
+"""The analysis subcommands of the CLI: ``rnnkit analyze``, ``rnnkit experiment`` and
+``rnnkit report``. Each parses its flags and calls one library function of ``rnnkit.analysis``;
+``rnnkit.cli`` registers them with :func:`add_commands`.
+
+    rnnkit analyze gradients RUN [RUN...] [-o gradient_flow.png] [--json]
+    rnnkit analyze gradients --fresh rnn lstm gru          # untrained models, no run needed
+    rnnkit experiment memory [--tasks adding copy] [--lengths 10 25 50 100 200 400] [--out DIR]
+    rnnkit experiment exploding [--out DIR]
+    rnnkit report RUN -o report.html                        # or --format png -o DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rnnkit.errors import UserError
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_commands(commands) -> dict:
+    """Add the subparsers to ``commands`` and return {name: runner}."""
+    analyze = commands.add_parser("analyze", help="probe a model: gradient flow through time")
+    probes = analyze.add_subparsers(dest="probe", required=True, parser_class=type(analyze))
+    grads = probes.add_parser("gradients", help="||dL/dh_k|| and step-Jacobian spectra")
+    grads.add_argument("runs", nargs="*", metavar="RUN", help="run directories or checkpoints")
+    grads.add_argument(
+        "--fresh", nargs="+", choices=("rnn", "lstm", "gru"), help="untrained models of these cells"
+    )
+    grads.add_argument("--hidden", type=_positive, default=128, help="(--fresh) hidden units")
+    grads.add_argument("--text", metavar="FILE", help="text to read (default: the run's val text)")
+    grads.add_argument("--length", type=_positive, default=100, help="steps back from the loss")
+    grads.add_argument("--batch", type=_positive, default=16, help="windows averaged over")
+    grads.add_argument("--loss", choices=("last", "sum"), default="last", help="loss position(s)")
+    grads.add_argument("--seed", type=int, default=0, help="windows and fresh weights")
+    grads.add_argument("-o", "--out", default="gradient_flow.png", help="the plot to write")
+    grads.add_argument("--jacobian", metavar="PNG", help="also plot the step-Jacobian spectra")
+    grads.add_argument("--json", action="store_true", help="print one JSON object")
+
+    experiment = commands.add_parser("experiment", help="the lecture's experiments, reproduced")
+    kinds = experiment.add_subparsers(dest="experiment", required=True, parser_class=type(analyze))
+    memory = kinds.add_parser("memory", help="adding and copy tasks at growing lengths")
+    memory.add_argument("--tasks", nargs="+", choices=("adding", "copy"), default=None)
+    memory.add_argument("--cells", nargs="+", choices=("rnn", "lstm", "gru"), default=None)
+    memory.add_argument("--lengths", nargs="+", type=_positive, default=None, metavar="T")
+    memory.add_argument("--seeds", type=_positive, default=None, help="seeds per setting")
+    memory.add_argument("--steps", type=_positive, default=None, help="training steps per trial")
+    memory.add_argument("--budget", type=_positive, default=None, help="parameters per model")
+    memory.add_argument("--workers", type=_positive, default=2, help="processes")
+    memory.add_argument("--out", metavar="DIR", help="write memory.png and memory.json here")
+    memory.add_argument("--json", action="store_true", help="print one JSON object")
+    exploding = kinds.add_parser("exploding", help="gradient spikes, clipping off / norm / value")
+    exploding.add_argument("--steps", type=_positive, default=None, help="training steps")
+    exploding.add_argument("--seed", type=int, default=0)
+    exploding.add_argument("--out", metavar="DIR", help="write exploding.png and .json here")
+    exploding.add_argument("--json", action="store_true", help="print one JSON object")
+
+    report = commands.add_parser("report", help="an HTML report (or PNG figures) of a run")
+    report.add_argument("run", metavar="RUN", help="run directory or checkpoint")
+    report.add_argument("-o", "--out", help="report.html (or a directory with --format png)")
+    report.add_argument("--format", choices=("html", "png"), default="html")
+    report.add_argument("--text", metavar="FILE", help="text to trace (default: the run's val)")
+    report.add_argument("--chars", type=_positive, default=1000, help="characters to trace")
+    report.add_argument("--length", type=_positive, default=100, help="gradient-flow steps")
+    report.add_argument("--sample-length", type=_positive, default=300)
+    report.add_argument("--seed", type=int, default=0)
+    return {"analyze": run_analyze, "experiment": run_experiment, "report": run_report}
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from rnnkit.analysis import gradient_flow as gf
+    from rnnkit.analysis import gradient_plots
+
+    if bool(args.runs) == bool(args.fresh):
+        raise UserError("give run directories, or --fresh CELL... for untrained models (not both)")
+    _check_writable(args.out, "-o")
+    if args.fresh and args.text:
+        raise UserError("--text is for runs; --fresh models read random token sequences")
+    text = None
+    if args.text:
+        from rnnkit.analysis.runs import read_text_file
+
+        text = read_text_file(args.text, 10**7)
+    flows: dict[str, dict] = {}
+    options = {"length": args.length, "batch": args.batch, "loss": args.loss, "seed": args.seed}
+    for run in args.runs:
+        name = _run_name(run)
+        flows[name] = gf.run_gradient_flow(run, text=text, **options)
+    for cell in args.fresh or ():
+        flows[cell.upper()] = {"fresh": gf.fresh_gradient_flow(cell, hidden=args.hidden, **options)}
+    gradient_plots.plot_gradient_flow(flows, Path(args.out))
+    if args.jacobian:
+        _check_writable(args.jacobian, "--jacobian")
+        gradient_plots.plot_jacobian_spectrum(flows, Path(args.jacobian))
+    summary = {
+        name: {when: gf.summary(flow) for when, flow in pair.items()}
+        for name, pair in flows.items()
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for name, pair in summary.items():
+            for when, numbers in pair.items():
+                print(
+                    f"{name} ({when}): " + ", ".join(f"{k} {_fmt(v)}" for k, v in numbers.items())
+                )
+        print(f"wrote {args.out}" + (f" and {args.jacobian}" if args.jacobian else ""))
+    return 0
+
+
+def run_experiment(args: argparse.Namespace) -> int:
+    from rnnkit.analysis import experiment_plots
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if args.experiment == "memory":
+        from rnnkit.analysis.memory import format_table, memory_experiment
+
+        given = {k: getattr(args, k) for k in ("tasks", "cells", "lengths", "seeds", "steps")}
+        given["budget"] = args.budget
+        options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items()}
+        progress = None if args.json else (lambda trial: print(_trial_line(trial), flush=True))
+        result = memory_experiment(
+            **{k: v for k, v in options.items() if v is not None},
+            workers=args.workers,
+            progress=progress,
+        )
+        payload = result.to_json()
+        if out is not None:
+            experiment_plots.plot_memory(result, out / "memory.png")
+            (out / "memory.json").write_text(json.dumps(payload, indent=1))
+        print(json.dumps(payload) if args.json else format_table(result))
+        return 0
+    from rnnkit.analysis.exploding import exploding_experiment, summarize
+
+    kwargs = {"seed": args.seed} | ({"steps": args.steps} if args.steps else {})
+    runs = exploding_experiment(**kwargs)
+    payload = summarize(runs)
+    if out is not None:
+        experiment_plots.plot_exploding(runs, out / "exploding.png")
+        (out / "exploding.json").write_text(json.dumps(payload, indent=1))
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        for mode, numbers in payload.items():
+            print(f"clip {mode}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in numbers.items()))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from rnnkit.analysis import report
+
+    out = args.out or ("report.html" if args.format == "html" else "report-figures")
+    if args.format == "html":
+        _check_writable(out, "-o")
+    text = None
+    if args.text:
+        from rnnkit.analysis.runs import read_text_file
+
+        text = read_text_file(args.text, max(args.chars, 20000))
+    data = report.collect(
+        args.run,
+        text=text,
+        chars=args.chars,
+        gradient_length=args.length,
+        sample_length=args.sample_length,
+        seed=args.seed,
+    )
+    if args.format == "html":
+        path = report.write_html(data, out)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained)")
+    else:
+        for path in report.write_pngs(data, out):
+            print(f"wrote {path}")
+    return 0
+
+
+def _check_writable(path: str, flag: str) -> None:
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{flag} {path} is a directory; give a file name")
+    if not target.parent.is_dir():
+        raise UserError(f"{flag} {path}: the directory {target.parent} does not exist")
+
+
+def _run_name(run: str) -> str:
+    path = Path(run)
+    return path.parent.name if path.name in ("best", "last") else path.name
+
+
+def _trial_line(trial) -> str:
+    mark = "solved" if trial.success else "failed"
+    return (
+        f"{trial.task:6s} {trial.cell:4s} T={trial.T:<4d} seed {trial.seed}: loss/baseline "
+        f"{trial.ratio:.3f} {mark} ({trial.seconds:.0f} s)"
+    )
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
