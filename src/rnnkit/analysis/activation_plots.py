@@ -83,7 +83,7 @@ def plot_gate_saturation(
     for ax, name in zip(axes, names, strict=True):
         for layer, gates in enumerate(saturation):
             sat = gates[name]
-            label, color = f"layer {layer}", f"C{layer}"
+            label, color = f"layer {layer + 1}", f"C{layer}"
             ax.scatter(sat.left, sat.right, s=12, alpha=0.6, color=color, label=label)
         ax.plot([0, 1], [1, 0], "k--", lw=0.8, label="left + right = 1")
         ax.set_xlim(-0.03, 1.03)

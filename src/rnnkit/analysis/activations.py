@@ -52,7 +52,7 @@ class UnitKey(NamedTuple):
 
     @property
     def label(self) -> str:
-        return f"layer {self.layer} {self.kind}[{self.unit}]"
+        return f"layer {self.layer + 1} {self.kind}[{self.unit}]"
 
 
 @dataclass

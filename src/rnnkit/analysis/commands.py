@@ -38,6 +38,9 @@ def add_commands(commands) -> dict:
         "--fresh", nargs="+", choices=("rnn", "lstm", "gru"), help="untrained models of these cells"
     )
     grads.add_argument("--hidden", type=_positive, default=128, help="(--fresh) hidden units")
+    grads.add_argument(
+        "--forget-bias", type=float, default=0.0, help="(--fresh) LSTM forget-gate bias at init"
+    )
     grads.add_argument("--text", metavar="FILE", help="text to read (default: the run's val text)")
     grads.add_argument("--length", type=_positive, default=100, help="steps back from the loss")
     grads.add_argument("--batch", type=_positive, default=16, help="windows averaged over")
@@ -97,7 +100,14 @@ def run_analyze(args: argparse.Namespace) -> int:
         name = _run_name(run)
         flows[name] = gf.run_gradient_flow(run, text=text, **options)
     for cell in args.fresh or ():
-        flows[cell.upper()] = {"fresh": gf.fresh_gradient_flow(cell, hidden=args.hidden, **options)}
+        flows[cell.upper()] = {
+            "fresh": gf.fresh_gradient_flow(
+                cell,
+                hidden=args.hidden,
+                forget_bias=args.forget_bias if cell == "lstm" else 0.0,
+                **options,
+            )
+        }
     gradient_plots.plot_gradient_flow(flows, Path(args.out))
     if args.jacobian:
         _check_writable(args.jacobian, "--jacobian")

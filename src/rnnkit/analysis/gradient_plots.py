@@ -19,13 +19,14 @@ Flows = dict[str, dict[str, GradientFlow]]  # panel (run or cell) -> curve ("bef
 _TINY = 1e-300  # floor before taking logarithms, so an exact zero stays drawable
 
 
-def _figure(count: int, title: str):
+def _figure(count: int, title: str, sharey: bool = False):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, count, figsize=(4.6 * count + 0.6, 4.0), squeeze=False)
+    size = (4.6 * count + 0.6, 4.0)
+    fig, axes = plt.subplots(1, count, figsize=size, squeeze=False, sharey=sharey)
     fig.suptitle(title)
     return plt, fig, axes[0]
 
@@ -43,7 +44,8 @@ def plot_gradient_flow(flows: Flows, path: str | Path) -> Path:
     state ``||dL/dc_k||`` dashed in the same colour. Saves a PNG at ``path`` and returns it."""
     if not flows:
         raise ValueError("flows is empty: nothing to draw")
-    plt, fig, axes = _figure(len(flows), "Gradient flow through time: ||dL/dh_k|| by distance")
+    title = "Gradient flow through time: ||dL/dh_k|| by distance"
+    plt, fig, axes = _figure(len(flows), title, sharey=True)  # one scale: panels compare
     for ax, (name, curves) in zip(axes, flows.items(), strict=True):
         for i, (label, flow) in enumerate(curves.items()):
             color = f"C{i}"

@@ -170,7 +170,8 @@ def _activation_sections(data: ReportData, model, vocab, text: str) -> None:
     from rnnkit.analysis.text_features import discover_units, text_features
 
     traced = trace(model, vocab, text)
-    data.matches = discover_units(traced, text_features(traced.text))
+    found = discover_units(traced, text_features(traced.text))
+    data.matches = sorted(found, key=lambda m: -abs(m.r))  # the clearest cells first
     data.trace_payload = trace_payload(traced, data.matches)
     if traced.cell == "rnn":
         data.notes["gates"] = "A vanilla RNN has no gates."

@@ -1,0 +1,132 @@
+"""Pictures of the memory and exploding-gradient experiments (drawing only).
+
+What is here: :func:`plot_memory` (success rate against sequence length, one panel per task) and
+:func:`plot_exploding` (gradient norm and loss per step, one line per clipping mode). Each imports
+matplotlib inside itself (Agg backend) and writes one PNG.
+
+What is not here: the numbers, which come from :mod:`rnnkit.analysis.memory` and
+:mod:`rnnkit.analysis.exploding`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rnnkit.analysis.exploding import ExplodingRun
+from rnnkit.analysis.memory import MemoryResult
+
+_COLORS = {
+    "rnn": "tab:red",
+    "lstm": "tab:blue",
+    "gru": "tab:green",
+    "off": "tab:red",
+    "norm": "tab:blue",
+    "value": "tab:green",
+}
+_STYLES = {"rnn": ("o", "-", 8), "lstm": ("s", "--", 6), "gru": ("^", ":", 5)}
+_TASK_TITLES = {"adding": "adding problem (MSE)", "copy": "copy / recall (cross-entropy)"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_memory(result: MemoryResult, path: str | Path) -> Path:
+    """Success rate (fraction of seeds under margin x baseline) against T on a log axis: one
+    panel per task, one line per cell; the legend gives each cell's hidden size and parameters."""
+    plt = _pyplot()
+    tasks, cells, lengths = result.axes()
+    width = max(5.5 * len(tasks), 7.5)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(width, 4.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for cell in cells:
+            rates = [result.success_rate(task, cell, T) for T in lengths]
+            some = next(t for t in result.trials if (t.task, t.cell) == (task, cell))
+            marker, style, size = _STYLES.get(cell, ("o", "-", 6))
+            ax.plot(
+                lengths,
+                rates,
+                marker=marker,
+                ls=style,
+                ms=size,
+                color=_COLORS.get(cell),
+                label=f"{cell.upper()} (H={some.hidden}, {some.params} params)",
+            )
+        ax.set_xscale("log")
+        ax.set_xticks(lengths, [str(T) for T in lengths])
+        ax.minorticks_off()
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("sequence length T (steps to remember across)")
+        ax.set_ylabel("success rate over seeds")
+        ax.set_title(_TASK_TITLES.get(task, task))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    s = result.settings
+    fig.suptitle(
+        f"Long-range memory at an equal budget of {s.get('budget')} parameters\n"
+        f"success: test loss < {s.get('margin')} x trivial baseline; {s.get('seeds')} seeds, "
+        f"<= {s.get('steps')} Adam steps, batch {s.get('batch')}, lr {s.get('lr')}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_exploding(runs: dict[str, ExplodingRun], path: str | Path) -> Path:
+    """Two panels: the pre-clip global gradient norm per step (log y) and the training loss per
+    step (log y), one line per clipping mode; a run that diverged is marked where it stopped."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    for mode, run in runs.items():
+        steps = np.arange(len(run.norms))
+        label = mode if run.threshold is None else f"{mode} (threshold {run.threshold:g})"
+        color = _COLORS.get(mode)
+        top.plot(
+            steps,
+            np.where(np.isfinite(run.norms), run.norms, np.nan),
+            color=color,
+            lw=0.9,
+            label=label,
+        )
+        bottom.plot(steps, run.losses, color=color, lw=0.9, label=label)
+        if run.diverged_at is not None:
+            for ax in (top, bottom):
+                ax.axvline(run.diverged_at, color=color, ls="--", lw=0.8)
+            bottom.annotate(
+                f"{mode}: loss not finite from step {run.diverged_at}",
+                (run.diverged_at, 0.03),
+                xycoords=("data", "axes fraction"),
+                fontsize=8,
+                color=color,
+                rotation=90,
+                ha="right",
+                va="bottom",
+            )
+    top.set_yscale("log")
+    top.set_ylabel("gradient norm before clipping")
+    top.set_title("Exploding gradients in a tanh RNN (recurrent spectral radius > 1), SGD")
+    top.legend(fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.set_yscale("log")
+    low, high = bottom.get_ylim()
+    bottom.set_ylim(low, min(high, 100.0))  # a diverging run would flatten every other line
+    bottom.set_ylabel("training loss (MSE)")
+    bottom.set_xlabel("training step")
+    bottom.axhline(1 / 6, color="gray", ls=":", lw=0.8, label="predict 1.0 (1/6)")
+    bottom.legend(fontsize=8)
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
