@@ -52,6 +52,7 @@ bench: install
 	$(PY) benchmarks/padding.py
 	$(PY) benchmarks/charlm_quality.py
 	$(PY) benchmarks/tasks.py
+	$(PY) benchmarks/memory_tasks.py --plot docs/memory.png
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

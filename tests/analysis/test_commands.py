@@ -97,6 +97,8 @@ def test_experiment_exploding(tmp_path):
         (["analyze", "gradients", "--fresh", "lstm", "--hidden", "-3"], "--hidden"),
         (["experiment", "memory", "--lengths", "0"], "--lengths"),
         (["experiment", "memory", "--tasks", "sorting"], "--tasks"),
+        (["experiment", "memory", "--lr", "nan"], "--lr"),
+        (["experiment", "memory", "--margin", "1.5"], "--margin"),
         (["experiment", "exploding", "--steps", "0"], "--steps"),
     ],
 )

@@ -200,3 +200,11 @@ def test_report_in_headless_chromium(page):
         assert driver.get_log("browser") == []
     finally:
         driver.quit()
+
+
+def test_written_files_have_ordinary_permissions(page, tmp_path):
+    data, out = page
+    mode = out.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from rnnkit.errors import UserError
@@ -59,6 +60,11 @@ def add_commands(commands) -> dict:
     memory.add_argument("--seeds", type=_positive, default=None, help="seeds per setting")
     memory.add_argument("--steps", type=_positive, default=None, help="training steps per trial")
     memory.add_argument("--budget", type=_positive, default=None, help="parameters per model")
+    memory.add_argument("--batch", type=_positive, default=None, help="sequences per step")
+    memory.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    memory.add_argument(
+        "--margin", type=float, default=None, help="success: test loss < margin x baseline"
+    )
     memory.add_argument("--workers", type=_positive, default=2, help="processes")
     memory.add_argument("--out", metavar="DIR", help="write memory.png and memory.json here")
     memory.add_argument("--json", action="store_true", help="print one JSON object")
@@ -138,7 +144,11 @@ def run_experiment(args: argparse.Namespace) -> int:
         from rnnkit.analysis.memory import format_table, memory_experiment
 
         given = {k: getattr(args, k) for k in ("tasks", "cells", "lengths", "seeds", "steps")}
-        given["budget"] = args.budget
+        given |= {"budget": args.budget, "batch": args.batch, "lr": args.lr, "margin": args.margin}
+        if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+            raise UserError(f"--lr must be a positive number, got {args.lr}")
+        if args.margin is not None and not 0 < args.margin <= 1:
+            raise UserError(f"--margin must be in (0, 1], got {args.margin}")
         options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items()}
         progress = None if args.json else (lambda trial: print(_trial_line(trial), flush=True))
         result = memory_experiment(

@@ -355,7 +355,10 @@ def _atomic_write(path: Path, content: bytes) -> Path:
     if not path.parent.is_dir():
         raise UserError(f"-o {path}: the directory {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
         with os.fdopen(fd, "wb") as f:
             f.write(content)
             f.flush()
