@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from rnnkit.errors import UserError
@@ -196,6 +197,7 @@ def run_report(args: argparse.Namespace) -> int:
         gradient_length=args.length,
         sample_length=args.sample_length,
         seed=args.seed,
+        log=lambda message: print(message, file=sys.stderr),  # progress; stdout names the files
     )
     if args.format == "html":
         path = report.write_html(data, out)
