@@ -116,8 +116,10 @@ def test_cli_report_bad_input(lstm_run, tmp_path, args, message):
     (tmp_path / "foreign.txt").write_text("\u4e2d\u6587\u6587\u672c " * 50)
     result = rnnkit(*[a.format(run=lstm_run) for a in args], cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
+    lines = result.stderr.strip().splitlines()  # progress lines ("report: ...") may come first
+    errors = [line for line in lines if not line.startswith("report: ")]
+    assert len(errors) == 1 and errors[0].startswith("rnnkit: error: "), result.stderr
+    assert message in errors[0] and lines[-1] == errors[0]
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("*.html")) and not list(tmp_path.glob(".*.tmp"))
 
