@@ -13,6 +13,7 @@ training saves the run and exits 130.
     rnnkit analyze gradients runs/charlm -o gradient_flow.png      (rnnkit.analysis.commands)
     rnnkit experiment memory --out docs/                           (        "              )
     rnnkit report runs/charlm -o report.html                       (        "              )
+    rnnkit bench [--quick] [--json]                                (rnnkit.benchmark.command)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 
 from rnnkit import __version__
 from rnnkit.analysis.commands import add_commands
+from rnnkit.benchmark.command import add_parser as add_bench
+from rnnkit.benchmark.command import run_bench
 from rnnkit.errors import UserError
 
 
@@ -161,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--bidirectional", action="store_true")
     demo.add_argument("--seed", type=int, default=0)
     COMMANDS.update(add_commands(commands))  # analyze, experiment, report (rnnkit.analysis)
+    add_bench(commands)
+    COMMANDS["bench"] = run_bench
     return parser
 
 

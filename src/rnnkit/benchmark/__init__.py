@@ -1,0 +1,11 @@
+"""``rnnkit bench``: this machine's limits and rnnkit's speed against hand-written PyTorch,
+measured side by side in one run (the machines are shared and noisy: only ratios measured
+together mean anything, and nothing here is asserted in a test).
+
+* :mod:`rnnkit.benchmark.timing`  -- interleaved medians (A, B, A, B, ...);
+* :mod:`rnnkit.benchmark.machine` -- reference speeds: fp32 / bf16 GEMM GFLOP/s, copy GB/s;
+* :mod:`rnnkit.benchmark.training` -- the canonical char model trained through
+  ``rnnkit.training`` vs a plain ``torch.nn.LSTM`` loop on the same batches;
+* :mod:`rnnkit.benchmark.rss` -- peak resident memory of training on a large corpus;
+* :mod:`rnnkit.benchmark.command` -- the table and the ``--json`` object.
+"""

@@ -1,0 +1,119 @@
+"""``rnnkit bench``: one run, every figure of the performance issue, a table or one JSON object.
+
+    rnnkit bench                 # everything (~10 minutes on 2 cores)
+    rnnkit bench --quick         # fewer repeats, a 20 MB corpus for the memory figure
+    rnnkit bench --only machine training rss --json
+
+Each section measures its contenders interleaved (see ``timing.py``); a figure whose section was
+skipped is ``null`` in the JSON. Sections: ``machine`` (GEMM fp32/bf16 GFLOP/s, copy GB/s),
+``training`` (rnnkit vs hand-written torch.nn.LSTM loop; fraction of the fp32 GEMM rate),
+``rss`` (peak RSS training on a 200 MB corpus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+import torch
+
+SECTIONS = ("machine", "training", "rss")
+KEYS = (
+    "train_ratio_vs_torch",
+    "train_gemm_fraction",
+    "bf16_speedup",
+    "bf16_val_delta",
+    "cells_over_fused",
+    "gen_ratio_vs_loop",
+    "gen_bandwidth_fraction",
+    "gen_batch64_over_single",
+    "mingru_over_gru",
+    "peak_rss_mb_200mb",
+)
+
+
+def add_parser(commands) -> None:
+    bench = commands.add_parser("bench", help="measure speed against hand-written PyTorch")
+    bench.add_argument("--only", nargs="+", choices=SECTIONS, help="sections to run")
+    bench.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    bench.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from rnnkit.errors import UserError
+
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sections = args.only or SECTIONS
+    figures: dict[str, object] = dict.fromkeys(KEYS)
+    figures |= {"threads": torch.get_num_threads(), "cpu": _cpu(), "torch": torch.__version__}
+    say = (lambda *_: None) if args.json else print
+    rounds = 3 if args.quick else 9
+    if "machine" in sections or "training" in sections:
+        from rnnkit.benchmark.machine import copy_gbps, gemm_gflops
+
+        say("measuring the machine: fp32 and bf16 GEMM, memory copy ...")
+        figures["gemm_fp32_gflops"] = gemm_gflops(torch.float32, rounds=rounds)
+        figures["gemm_bf16_gflops"] = gemm_gflops(torch.bfloat16, n=512, rounds=2)
+        figures["copy_gbps"] = copy_gbps(rounds=rounds)
+    if "training" in sections:
+        from rnnkit.benchmark.training import measure_training
+
+        say("training the canonical model: rnnkit vs a hand-written torch.nn.LSTM loop ...")
+        speed = measure_training(rounds=rounds, steps_per_round=1 if args.quick else 2)
+        figures["train_chars_per_s"] = speed.rnnkit_chars_per_s
+        figures["torch_train_chars_per_s"] = speed.torch_chars_per_s
+        figures["train_ratio_vs_torch"] = speed.ratio
+        figures["train_gemm_fraction"] = speed.gemm_fraction(figures["gemm_fp32_gflops"])
+    if "rss" in sections:
+        from rnnkit.benchmark.rss import peak_rss_mb
+
+        megabytes = 20 if args.quick else 200
+        say(f"peak memory of rnnkit train on a {megabytes} MB corpus ...")
+        figures["peak_rss_mb_2mb"] = peak_rss_mb(2)
+        figures[f"peak_rss_mb_{megabytes}mb"] = peak_rss_mb(megabytes)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        print(table(figures))
+    return 0
+
+
+ROWS = (
+    ("fp32 GEMM", "gemm_fp32_gflops", "{:.1f} GFLOP/s", None),
+    ("bf16 GEMM", "gemm_bf16_gflops", "{:.2f} GFLOP/s", None),
+    ("memory copy", "copy_gbps", "{:.1f} GB/s", None),
+    ("train: rnnkit", "train_chars_per_s", "{:,.0f} chars/s", None),
+    ("train: hand-written torch.nn", "torch_train_chars_per_s", "{:,.0f} chars/s", None),
+    ("train: rnnkit / torch.nn", "train_ratio_vs_torch", "{:.3f}x", ">= 1.0x"),
+    ("train: fraction of fp32 GEMM", "train_gemm_fraction", "{:.0%}", ">= 50%"),
+    ("peak RSS, 2 MB corpus", "peak_rss_mb_2mb", "{:.0f} MiB", None),
+    ("peak RSS, 20 MB corpus", "peak_rss_mb_20mb", "{:.0f} MiB", None),
+    ("peak RSS, 200 MB corpus", "peak_rss_mb_200mb", "{:.0f} MiB", "<= 1024 MiB"),
+)
+
+
+def table(figures: dict) -> str:
+    lines = [
+        f"rnnkit bench: {figures['cpu']}, {figures['threads']} threads, torch {figures['torch']}"
+    ]
+    lines.append(f"{'figure':32s} {'measured':>18s}  target")
+    for label, key, fmt, target in ROWS:
+        if figures.get(key) is not None:
+            lines.append(f"{label:32s} {fmt.format(figures[key]):>18s}  {target or ''}")
+    return "\n".join(lines)
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

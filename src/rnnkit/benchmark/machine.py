@@ -1,0 +1,32 @@
+"""This machine's reference speeds, the yardsticks the other figures are divided by.
+
+* ``gemm_gflops(dtype)``: a large square matrix product (``n`` x ``n`` @ ``n`` x ``n``, 2 n^3
+  floating-point operations) in float32 or bfloat16 -- what the CPU's vector units sustain
+  through PyTorch's BLAS (on a CPU without native bf16 instructions bf16 is emulated and slow);
+* ``copy_gbps()``: ``dst.copy_(src)`` of a tensor far larger than the caches, bytes read +
+  written per second -- the memory bandwidth a weight-bound workload (one-token generation)
+  cannot beat.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rnnkit.benchmark.timing import interleaved
+
+
+def gemm_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, rounds: int = 5) -> float:
+    """GFLOP/s of an ``n`` x ``n`` matrix product in ``dtype`` (median of ``rounds``)."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    out = torch.empty(n, n, dtype=dtype)
+    seconds = interleaved({"gemm": lambda: torch.mm(a, b, out=out)}, rounds=rounds)["gemm"]
+    return 2 * n**3 / seconds / 1e9
+
+
+def copy_gbps(megabytes: int = 256, rounds: int = 5) -> float:
+    """GB/s moved (read + written) by copying a ``megabytes`` float32 tensor."""
+    src = torch.ones(megabytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    seconds = interleaved({"copy": lambda: dst.copy_(src)}, rounds=rounds)["copy"]
+    return 2 * src.numel() * 4 / seconds / 1e9

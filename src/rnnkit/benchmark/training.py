@@ -1,0 +1,132 @@
+"""Training speed of the canonical character model: ``rnnkit.training`` against the loop a user
+would write by hand with ``torch.nn``, on the same batches, interleaved.
+
+The canonical model (the issue's, and char-rnn's classic size): vocabulary 65 (Tiny Shakespeare),
+embedding 64, a 2-layer LSTM of 512 units, sequences of 100 characters, batches of 64.
+
+* rnnkit: a real :class:`rnnkit.training.loop.Trainer` on the bundled corpus; one contender call
+  is ``Trainer._train_step()`` -- batch from the token streams, forward with the carried state,
+  loss, backward, clipping, Adam, scheduler -- everything a training step does except the
+  periodic logging and evaluation.
+* hand-written: ``nn.Embedding -> nn.LSTM -> nn.Linear`` with the same initial weights, Adam,
+  ``clip_grad_norm_(5)``, the hidden state detached between batches (``repackage_hidden`` of
+  pytorch/examples' word_language_model) and ``loss.item()`` for the log, fed the very batches
+  the trainer reads.
+
+FLOPs per character for a training step are counted as 3x the forward multiply-adds x 2 (the
+backward pass costs about twice the forward): per LSTM layer ``2 * 4H * (I + H)``, plus the
+head ``2 * H * V``; the achieved rate over the fp32 GEMM reference is ``train_gemm_fraction``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnkit.benchmark.timing import interleaved
+from rnnkit.config import RunConfig, apply_overrides
+
+CANONICAL = {"vocab": 65, "embed": 64, "hidden": 512, "layers": 2, "seq_len": 100, "batch": 64}
+
+
+def training_flops_per_char(embed: int, hidden: int, layers: int, vocab: int) -> float:
+    """3 x the forward FLOPs of one character (2 per multiply-add)."""
+    forward = 0
+    for layer in range(layers):
+        inputs = embed if layer == 0 else hidden
+        forward += 2 * 4 * hidden * (inputs + hidden)
+    forward += 2 * hidden * vocab
+    return 3.0 * forward
+
+
+class HandWritten(nn.Module):
+    """What a user writes: embedding, torch.nn.LSTM, linear head."""
+
+    def __init__(self, vocab: int, embed: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, embed)
+        self.rnn = nn.LSTM(embed, hidden, layers, batch_first=True)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, x, state):
+        out, state = self.rnn(self.embedding(x), state)
+        return self.head(out), state
+
+
+@dataclass
+class TrainingSpeed:
+    rnnkit_chars_per_s: float
+    torch_chars_per_s: float
+    flops_per_char: float
+
+    @property
+    def ratio(self) -> float:
+        return self.rnnkit_chars_per_s / self.torch_chars_per_s
+
+    def gemm_fraction(self, gemm_gflops: float) -> float:
+        return self.rnnkit_chars_per_s * self.flops_per_char / (gemm_gflops * 1e9)
+
+
+def canonical_trainer(
+    out: str, *, cell: str = "lstm", impl: str = "auto", precision=None, shape=None
+):
+    """A Trainer of the canonical model (or ``shape``) on the bundled Tiny Shakespeare, with
+    logging and evaluation off."""
+    from rnnkit.training.loop import Trainer
+
+    c = shape or CANONICAL
+    config = RunConfig()
+    settings = {
+        "model": {"cell": cell, "embed": c["embed"], "hidden": c["hidden"],
+                  "layers": c["layers"], "dropout": 0.0, "impl": impl},
+        "train": {"out": out, "seq_len": c["seq_len"], "batch_size": c["batch"], "lr": 2e-3,
+                  "clip_norm": 5.0, "eval_every": 10**9, "log_every": 10**9,
+                  "sample_every": 0, "seed": 1},
+    }  # fmt: skip
+    if precision is not None:
+        settings["train"]["precision"] = precision
+    apply_overrides(config, settings, "rnnkit bench")
+    return Trainer(config, log=lambda *_: None)
+
+
+def measure_training(rounds: int = 10, steps_per_round: int = 2, shape=None) -> TrainingSpeed:
+    """chars/s of both loops, ``steps_per_round`` steps per contender per round (``shape``:
+    a smaller model for tests; default the canonical one)."""
+    c = shape or CANONICAL
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = canonical_trainer(f"{tmp}/run", shape=c)
+        model = trainer.model
+        hand = HandWritten(len(trainer.task.vocab), c["embed"], c["hidden"], c["layers"])
+        hand.embedding.load_state_dict(model.embedding.state_dict())
+        hand.rnn.load_state_dict(model.rnn.state_dict())
+        hand.head.load_state_dict(model.head.state_dict())
+        optimizer = torch.optim.Adam(hand.parameters(), lr=2e-3)
+        state = {"h": None, "index": 0}
+
+        def hand_step() -> None:
+            x, y = trainer.task.train_batch(0, state["index"] % trainer.steps_per_epoch)
+            state["index"] += 1
+            hidden = state["h"]
+            if hidden is not None:
+                hidden = tuple(h.detach() for h in hidden)  # repackage_hidden
+            logits, state["h"] = hand(x, hidden)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(hand.parameters(), 5.0)
+            optimizer.step()
+            loss.item()
+
+        def repeat(step):
+            return lambda: [step() for _ in range(steps_per_round)]
+
+        seconds = interleaved(
+            {"rnnkit": repeat(trainer._train_step), "torch": repeat(hand_step)}, rounds=rounds
+        )
+    chars = steps_per_round * c["batch"] * c["seq_len"]
+    flops = training_flops_per_char(c["embed"], c["hidden"], c["layers"], c["vocab"])
+    return TrainingSpeed(chars / seconds["rnnkit"], chars / seconds["torch"], flops)
