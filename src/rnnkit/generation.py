@@ -5,6 +5,11 @@ What is here: pure sampling functions of logits (``apply_temperature``, ``top_k_
 the model once and then carries the recurrent state one token at a time -- it never re-runs the
 prefix. Streaming (``on_text``) and stop strings are handled here too. What is not here: the
 model (``rnnkit.models``), the vocabulary (``rnnkit.data``) and the command line (``cli.py``).
+
+Speed: all samples run as one batch (one ``model.step`` and one draw per step), every drawn id
+goes into one preallocated buffer that is also the next step's input, and the host reads the
+ids at most once per step (only when stop strings or streaming need them, else once at the
+end). The step itself is the model's: ``benchmarks/generation.py`` measures both.
 """
 
 from __future__ import annotations
@@ -113,52 +118,107 @@ class _Stream:
     """One generated text: incremental decoding, stop strings, and the part that is final.
 
     Text is final once no stop string can still begin inside it: the longest suffix that is a
-    proper prefix of a stop string is held back (at most ``max(len(s)) - 1`` characters).
+    proper prefix of a stop string is held back in ``pending`` (at most ``max(len(s)) - 1``
+    characters). Final pieces are kept in a list and joined once, and a new token is matched
+    against ``pending`` only, so each token costs O(stop lengths), not O(text so far).
     """
 
     def __init__(self, decoder: Decoder, stop: tuple[str, ...]) -> None:
         self.decoder, self.stop = decoder, stop
-        self.text = ""
-        self.emitted = 0  # text[:emitted] has been handed out and can no longer change
+        self.prefixes = {s[:k] for s in stop for k in range(1, len(s))}  # proper prefixes
+        self.longest = max((len(s) for s in stop), default=1)
+        self.chars = set("".join(stop))  # text without these cannot start or end a stop string
+        self.pieces: list[str] = []  # the final text, in pieces
+        self.pending = ""  # decoded, not yet final: may be the start of a stop string
         self.stopped = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
 
     def feed(self, token: int) -> str:
         """Add one token; return the newly final text (maybe "")."""
-        before = len(self.text)
-        self.text += self.decoder.decode(token)
-        return self._advance(before)
+        return self._advance(self.decoder.decode(token))
 
     def finish(self) -> str:
         """End of generation: flush the decoder and release whatever was held back."""
         if self.stopped:
             return ""
-        before = len(self.text)
-        self.text += self.decoder.flush()
-        piece = self._advance(before)
-        piece += self.text[self.emitted :]
-        self.emitted, self.stopped = len(self.text), True
+        piece = self._advance(self.decoder.flush())
+        if not self.stopped:
+            piece += self.pending
+            self.pieces.append(self.pending)
+        self.pending, self.stopped = "", True
         return piece
 
-    def _advance(self, before: int) -> str:
-        """Cut at a stop string that ends after ``before``, else hold back a possible start."""
-        starts = [self.text.find(s, max(0, before - len(s) + 1)) for s in self.stop]
-        starts = [i for i in starts if i >= 0]
+    def _advance(self, new: str) -> str:
+        """Cut at the earliest stop string in ``pending + new``, else hold back a possible start.
+
+        A stop string that ends inside ``new`` starts inside ``pending``: the part of it before
+        ``new`` is a suffix of the text that is a proper prefix of a stop string, which is
+        exactly what was held back.
+        """
+        if not new:
+            return ""
+        text = self.pending + new
+        if self.chars.isdisjoint(new):  # no stop string ends in ``new`` or starts in it: final
+            self.pieces.append(text)
+            self.pending = ""
+            return text
+        starts = [i for i in (text.find(s) for s in self.stop) if i >= 0]
         if starts:
-            self.text, self.stopped = self.text[: min(starts)], True
-            end = len(self.text)
+            piece, self.pending, self.stopped = text[: min(starts)], "", True
         else:
-            end = len(self.text) - self._held()
-        piece = self.text[self.emitted : end]
-        self.emitted = max(self.emitted, end)
+            held = self._held(text)
+            piece, self.pending = text[: len(text) - held], text[len(text) - held :]
+        self.pieces.append(piece)
         return piece
 
-    def _held(self) -> int:
-        longest = max((len(s) for s in self.stop), default=1)
-        for k in range(min(longest - 1, len(self.text)), 0, -1):
-            tail = self.text[-k:]
-            if any(s.startswith(tail) for s in self.stop):
+    def _held(self, text: str) -> int:
+        """Length of the longest suffix of ``text`` that a stop string starts with."""
+        for k in range(min(self.longest - 1, len(text)), 0, -1):
+            if text[-k:] in self.prefixes:
                 return k
         return 0
+
+
+class _Sampler:
+    """:func:`sample_next` for a whole generation loop: the same ids from the same generator,
+    written into a preallocated row (``out``) instead of a new tensor.
+
+    What ``sample_next`` would do for nothing is decided once, not per step: the division by a
+    temperature of 1, the top-k / top-p filters when they are off. The draw is the algorithm
+    ``torch.multinomial`` uses for one sample -- the exponential race ``argmax(p / E)`` with
+    ``E ~ Exp(1)`` per entry, which picks entry i with probability p_i -- done here without
+    multinomial's checks of ``p`` (three reductions and three host syncs every call); the
+    caller checks the logits once instead.
+    """
+
+    def __init__(
+        self, temperature: float, top_k: int, top_p: float, generator: torch.Generator
+    ) -> None:
+        self.temperature, self.generator = temperature, generator
+        self.filters = []
+        if 0 < top_k:
+            self.filters.append(partial(top_k_filter, k=top_k))
+        if top_p < 1:
+            self.filters.append(partial(top_p_filter, p=top_p))
+        self.race: Tensor | None = None  # (N, V) float32, reused every step
+
+    def __call__(self, logits: Tensor, out: Tensor) -> None:
+        """Draw one id per row of ``logits`` (N, V) into ``out`` (N,) int64."""
+        if self.temperature == 0:
+            torch.argmax(logits, dim=-1, out=out)
+            return
+        if self.temperature != 1:
+            logits = logits / self.temperature
+        for keep in self.filters:
+            logits = keep(logits)
+        probs = torch.softmax(logits.float(), dim=-1)  # (N, V)
+        if self.race is None or self.race.shape != probs.shape:
+            self.race = torch.empty_like(probs)
+        race = self.race.exponential_(generator=self.generator)  # E ~ Exp(1), (N, V)
+        torch.argmax(torch.div(probs, race, out=race), dim=-1, out=out)
 
 
 def generate(
@@ -188,9 +248,15 @@ def generate(
     sees its zero state, and text after a line break is what the zero state should stand for.
     The start token is not part of the output.
 
-    Sampling follows :func:`sample_next` with a private ``torch.Generator`` seeded with
-    ``seed`` (the same seed gives the same text; the global RNG is left alone). The model runs
-    in eval mode under ``torch.inference_mode()``; its training mode is restored afterwards.
+    The ``num_samples`` streams run as one batch: one ``model.step`` and one draw per step for
+    all of them. Sampling follows :func:`sample_next` with a private ``torch.Generator``
+    seeded with ``seed`` (the global RNG is left alone). The same seed, ``num_samples`` and
+    arguments give the same texts on the same machine; the streams share the generator, so a
+    stream's text also depends on ``num_samples``. The model runs in eval mode under
+    ``torch.inference_mode()``; its training mode is restored afterwards.
+
+    Host syncs: with ``stop`` or ``on_text``, one per step (the N new ids, read together);
+    without, none until the end.
 
     Returns the generated texts without the prime. A text ends right before the first
     occurrence of any ``stop`` string (excluded); each sample stops on its own. ``on_text``
@@ -200,17 +266,21 @@ def generate(
     """
     stop = _check_arguments(length, temperature, top_k, top_p, stop, unknown, on_text, num_samples)
     ids = np.concatenate([_start_token(vocab), vocab.encode(prime, unknown=unknown)])
-    streams = [_Stream(vocab.decoder(), stop) for _ in range(num_samples)]
     if length == 0:
-        return ["" for _ in streams]
+        return ["" for _ in range(num_samples)]
+    watch = bool(stop) or on_text is not None  # else nothing needs the text before the end
+    streams = [_Stream(vocab.decoder(), stop) for _ in range(num_samples)] if watch else None
 
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            _sample(model, ids, streams, length, temperature, top_k, top_p, seed, on_text)
+            settings = (temperature, top_k, top_p)
+            rows = _sample(model, ids, num_samples, length, streams, on_text, settings, seed)
     finally:
         model.train(was_training)
+    if streams is None:
+        return [_decode(vocab.decoder(), row) for row in rows]
     for stream in streams:
         piece = stream.finish()
         if on_text is not None and piece:
@@ -224,33 +294,50 @@ def _start_token(vocab: Vocabulary) -> np.ndarray:
     return newline.astype(np.int64) if len(newline) == 1 else np.zeros(1, dtype=np.int64)
 
 
-def _sample(model, ids, streams, length, temperature, top_k, top_p, seed, on_text) -> None:
-    """The loop: one forward over the prime, then ``length - 1`` steps carrying the state."""
+def _decode(decoder: Decoder, ids: list[int]) -> str:
+    """The text of ``ids`` through a fresh incremental ``decoder``, flushed."""
+    return "".join([decoder.decode(i) for i in ids]) + decoder.flush()
+
+
+def _sample(model, ids, n, length, streams, on_text, settings, seed) -> list[list[int]] | None:
+    """The loop: one forward over the prime, then ``length - 1`` steps carrying the state.
+
+    Every drawn id goes into one preallocated buffer (``length``, N), whose row ``t - 1`` is
+    also the token that step ``t`` reads. With ``streams`` (stop strings or streaming) each new
+    row is read to the host once, as one list, and fed to the streams, and the loop ends when
+    every stream has stopped; without, nothing is read until the end, when the buffer is
+    returned as N lists of ids.
+    """
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     idx = torch.as_tensor(ids, dtype=torch.long, device=device)
-    idx = idx.unsqueeze(0).expand(len(streams), -1)  # (N, P)
-    out = model(idx)
+    out = model(idx.unsqueeze(0).expand(n, -1))  # idx (N, P)
     logits, state = out.logits[:, -1], out.state  # (N, V)
+    if not bool(torch.isfinite(logits).all()):
+        raise UserError("the model's logits are not finite (NaN or inf weights?): cannot sample")
     generator = torch.Generator(device=logits.device)
     if seed is None:
         generator.seed()
     else:
         generator.manual_seed(seed)
-    draw = partial(
-        sample_next, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
-    )
-    token = draw(logits)  # (N,)
-    for produced in range(1, length + 1):
-        for stream, t in zip(streams, token.tolist(), strict=True):
+    draw = _Sampler(*settings, generator=generator)
+    tokens = torch.empty(length, n, dtype=torch.long, device=logits.device)  # (T, N)
+    live = n
+    for t in range(length):
+        if t:
+            logits, state = model.step(tokens[t - 1], state)  # (N, V)
+        draw(logits, out=tokens[t])
+        if streams is None:
+            continue
+        for stream, token in zip(streams, tokens[t].tolist(), strict=True):  # the one sync
             if not stream.stopped:
-                piece = stream.feed(t)
+                piece = stream.feed(token)
+                live -= stream.stopped
                 if on_text is not None and piece:
                     on_text(piece)
-        if produced == length or all(stream.stopped for stream in streams):
-            return
-        logits, state = model.step(token, state)  # (N, V)
-        token = draw(logits)  # (N,)
+        if not live:
+            break
+    return None if streams is not None else tokens.T.tolist()
 
 
 def _check_arguments(length, temperature, top_k, top_p, stop, unknown, on_text, num_samples):
