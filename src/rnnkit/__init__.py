@@ -18,6 +18,7 @@ from rnnkit.cells import (
     rnn_step,
 )
 from rnnkit.layers import GRU, LSTM, RNN, ConvLSTM, ConvLSTMCell
+from rnnkit.minimal import MinGRU, MinLSTM
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,8 @@ __all__ = [
     "LSTM",
     "LSTMCell",
     "LSTMState",
+    "MinGRU",
+    "MinLSTM",
     "RNN",
     "RNNCell",
     "gru_step",

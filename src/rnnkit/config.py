@@ -66,7 +66,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    cell: str = opt("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    cell: str = opt(
+        "lstm",
+        "recurrent cell (mingru, minlstm: Feng et al. 2024's minimal RNNs, gates from the input)",
+        choices=("lstm", "gru", "rnn", "mingru", "minlstm"),
+    )
     vocab_size: int = opt(0, "number of symbols (set from the data)")
     embed: int = opt(64, "embedding size")
     hidden: int = opt(512, "hidden units per layer")

@@ -1,6 +1,6 @@
 """Pieces every task model shares: the recurrent stack a ModelConfig describes, and pooling.
 
-rnn = recurrent(config, input_size=64, bidirectional=True)   # rnnkit LSTM/GRU/RNN
+rnn = recurrent(config, input_size=64, bidirectional=True)   # rnnkit LSTM/GRU/RNN/MinGRU/MinLSTM
 out, state = rnn(x, lengths=lengths)                         # (N, L, D*H), packed inside
 summary = pool(out, lengths, "mean")                         # (N, D*H) over valid steps
 """
@@ -12,8 +12,11 @@ from torch import Tensor, nn
 
 from rnnkit.config import ModelConfig
 from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.minimal import MinGRU, MinLSTM
 
-LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "mingru": MinGRU, "minlstm": MinLSTM}
+#: ``config.impl`` -> the minimal cells' path: "cells" is their step equations in a loop.
+MINIMAL_IMPLS = {"auto": "auto", "fused": "fused", "cells": "sequential"}
 
 
 def recurrent(
@@ -25,7 +28,8 @@ def recurrent(
     bidirectional: bool = False,
 ) -> nn.Module:
     """The rnnkit layer (batch_first) of ``config.cell`` with the config's sizes, dropout
-    between layers, nonlinearity (vanilla RNN) and implementation path."""
+    between layers, nonlinearity (vanilla RNN) and implementation path (for mingru/minlstm
+    ``cells`` means their sequential path, see :data:`MINIMAL_IMPLS`)."""
     layers = config.layers if layers is None else layers
     options = {
         "num_layers": layers,
@@ -36,6 +40,8 @@ def recurrent(
     }
     if config.cell == "rnn":
         options["nonlinearity"] = config.nonlinearity
+    if config.cell in ("mingru", "minlstm"):
+        options["impl"] = MINIMAL_IMPLS[config.impl]
     return LAYERS[config.cell](input_size, hidden or config.hidden, **options)
 
 

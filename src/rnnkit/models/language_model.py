@@ -17,13 +17,14 @@ from torch import Tensor, nn
 from rnnkit.cells import LSTMState
 from rnnkit.config import ModelConfig
 from rnnkit.errors import UserError
-from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.models.common import LAYERS, recurrent
 
-#: The recurrent state between calls: h (layers, N, H) for RNN/GRU, LSTMState(h, c) for LSTM.
+#: The recurrent state between calls: h (layers, N, H) for RNN/GRU/minGRU/minLSTM,
+#: LSTMState(h, c) for LSTM.
 State = Tensor | LSTMState
 
-_LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_LAYERS = LAYERS  # cell name -> layer class (rnnkit.layers and rnnkit.minimal)
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1, "mingru": 2, "minlstm": 3}  # blocks of weight_*
 
 
 class LMOutput(NamedTuple):
@@ -35,8 +36,8 @@ class LMOutput(NamedTuple):
 
 
 class LanguageModel(nn.Module):
-    """embedding -> dropout -> rnnkit RNN/LSTM/GRU stack (batch_first) -> dropout -> linear head;
-    optional weight tying.
+    """embedding -> dropout -> rnnkit RNN/LSTM/GRU/MinGRU/MinLSTM stack (batch_first) -> dropout
+    -> linear head; optional weight tying.
 
     Shape legend: ``N`` batch, ``L`` sequence length, ``V`` vocabulary size (``vocab_size``),
     ``E`` embedding size (``embed``), ``H`` hidden units per layer (``hidden``).
@@ -46,7 +47,7 @@ class LanguageModel(nn.Module):
       (per character for a char vocabulary); divide by ln 2 for bits per character.
     * ``step(token (N,), state) -> (logits (N, V), state)``: one position, for generation.
     * ``state`` is None (zeros), or what a previous call returned: h (layers, N, H) for
-      RNN/GRU, ``LSTMState(h, c)`` with both (layers, N, H) for LSTM.
+      RNN/GRU/minGRU/minLSTM, ``LSTMState(h, c)`` with both (layers, N, H) for LSTM.
 
     Dropout: ``embed_dropout`` on the embeddings; ``dropout`` between recurrent layers (the
     layer's own) and on the recurrent output before the head. Initialisation: the embedding is
@@ -62,11 +63,7 @@ class LanguageModel(nn.Module):
         V, E, H = config.vocab_size, config.embed, config.hidden
         self.embedding = nn.Embedding(V, E)
         self.embed_dropout = nn.Dropout(config.embed_dropout)
-        options = {"num_layers": config.layers, "batch_first": True, "impl": config.impl}
-        options["dropout"] = config.dropout if config.layers > 1 else 0.0
-        if config.cell == "rnn":
-            options["nonlinearity"] = config.nonlinearity
-        self.rnn = _LAYERS[config.cell](E, H, **options)
+        self.rnn = recurrent(config, E)  # batch_first, config.layers, dropout between layers
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(H, V)
         if config.tie_weights:
@@ -78,11 +75,12 @@ class LanguageModel(nn.Module):
         N(0, 1)), the recurrent stack as ``config.init`` and ``config.forget_bias`` say.
 
         ``init="torch"``: torch's uniform(-1/sqrt(H), 1/sqrt(H)) for every recurrent parameter.
-        ``init="orthogonal"``: each gate block of every ``weight_hh_*`` orthogonal, every
-        ``weight_ih_*`` xavier-uniform, every bias zero. Then, for an LSTM with a non-zero
-        ``forget_bias``: the forget-gate chunk (second quarter, gates i, f, g, o) of every
-        ``bias_ih_*`` is set to ``forget_bias`` and of every ``bias_hh_*`` to 0, so the effective
-        forget bias is exactly ``forget_bias`` (0.0, the default, leaves the biases alone).
+        ``init="orthogonal"``: each gate block of every ``weight_hh_*`` orthogonal (minGRU and
+        minLSTM have none), every ``weight_ih_*`` xavier-uniform, every bias zero. Then, for an
+        LSTM with a non-zero ``forget_bias``: the forget-gate chunk (second quarter, gates i, f,
+        g, o) of every ``bias_ih_*`` is set to ``forget_bias`` and of every ``bias_hh_*`` to 0,
+        so the effective forget bias is exactly ``forget_bias`` (0.0, the default, leaves the
+        biases alone).
         """
         self.head.reset_parameters()
         self.embedding.reset_parameters()
@@ -136,7 +134,8 @@ class LanguageModel(nn.Module):
         return logits, state
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """Zeros of the structure ``forward`` returns: h (layers, N, H), or LSTMState(h, c)."""
+        """Zeros of the structure ``forward`` returns: h (layers, N, H), or LSTMState(h, c)
+        for an LSTM (minLSTM has no cell state: h only)."""
         weight = self.head.weight
         shape = (self.config.layers, batch_size, self.config.hidden)
         device = weight.device if device is None else device
