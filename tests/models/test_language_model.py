@@ -207,3 +207,36 @@ def test_dropout_only_in_training_mode():
     model.eval()
     assert torch.equal(model(idx).logits, model(idx).logits)
     assert model.rnn.dropout == 0.5 and make(dropout=0.5, layers=1).rnn.dropout == 0.0
+
+
+@pytest.mark.parametrize(
+    "cell, nonlinearity, layers",
+    [("lstm", "tanh", 2), ("gru", "tanh", 2), ("rnn", "tanh", 1), ("rnn", "relu", 2),
+     ("rnn", "softplus", 1), ("mingru", "tanh", 2)],
+)  # fmt: skip
+def test_eval_step_uses_cell_kernels_and_equals_forward(cell, nonlinearity, layers):
+    """In eval mode ``step`` runs one-step cell kernels (not the fused sequence kernel): the
+    logits and states of T chained steps equal one forward call, in float64."""
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=11, embed=5, hidden=7, layers=layers, cell=cell)
+    config.nonlinearity = nonlinearity
+    model = LanguageModel(config).double().eval()
+    idx = torch.randint(0, 11, (3, 9))
+    whole = model(idx)
+    if nonlinearity in ("tanh", "relu") and cell in ("lstm", "gru", "rnn"):
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("eval step ran the sequence kernel")
+
+        model.rnn.forward = refuse  # the step must not go through the layer's forward
+    state, logits = None, []
+    for t in range(idx.size(1)):
+        step_logits, state = model.step(idx[:, t], state)
+        logits.append(step_logits)
+    torch.testing.assert_close(torch.stack(logits, 1), whole.logits, rtol=1e-10, atol=1e-10)
+    for ours, theirs in zip(
+        state if isinstance(state, tuple) else (state,),
+        whole.state if isinstance(whole.state, tuple) else (whole.state,),
+        strict=True,
+    ):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
