@@ -210,3 +210,13 @@ def test_written_files_have_ordinary_permissions(page, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+def test_mingru_run_gets_curves_samples_and_a_note(tmp_path):
+    from analysis_runs import make_run
+
+    run = make_run(tmp_path, "mingru", layers=1, steps=10, diagnostics=False)
+    data = report.collect(run, chars=100, sample_length=20, log=None)
+    html_text = report.render_html(data)
+    assert "--cell mingru is not one of them" in html_text
+    assert "<section id='training'>" in html_text and len(data.samples) == 3

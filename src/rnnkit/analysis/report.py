@@ -96,10 +96,16 @@ def collect(
 
     model, vocab, _ = language_model_run(ckpt_dir)
     long_text = text if text is not None else validation_text(ckpt_dir, max(chars, 20000))
-    log(f"report: gradient flow over {gradient_length} steps")
-    data.sections["gradients"] = _gradient_figures(ckpt_dir, long_text, gradient_length, seed)
-    log(f"report: tracing {min(chars, len(long_text))} characters")
-    _activation_sections(data, model, vocab, long_text[:chars])
+    if m.cell in ("rnn", "lstm", "gru"):
+        log(f"report: gradient flow over {gradient_length} steps")
+        data.sections["gradients"] = _gradient_figures(ckpt_dir, long_text, gradient_length, seed)
+        log(f"report: tracing {min(chars, len(long_text))} characters")
+        _activation_sections(data, model, vocab, long_text[:chars])
+    else:
+        data.notes["gradients"] = (
+            f"The probes (gradient flow, activations, gates) read RNN, LSTM and GRU layers; this "
+            f"run's --cell {m.cell} is not one of them."
+        )
     log(f"report: samples at temperatures {', '.join(map(str, temperatures))}")
     from rnnkit.generation import generate
 
