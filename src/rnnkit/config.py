@@ -131,6 +131,12 @@ class TrainConfig:
     )  # noqa: E501
     seed: int = opt(1337, "random seed")
     threads: int = opt(0, "torch threads (0: torch's default)")
+    precision: str = opt(
+        "fp32",
+        "bf16: CPU autocast for the forward pass, fp32 master weights (fast only on CPUs with "
+        "native bfloat16, e.g. AVX512-BF16 or AMX)",
+        choices=("fp32", "bf16"),
+    )
     tensorboard: bool = opt(False, "also log to TensorBoard (if the package is installed)")
     diagnostics: bool = opt(
         False, "log gradient- and update-to-data ratios per parameter (diagnostics.csv/.png)"

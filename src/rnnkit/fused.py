@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import _VF, Tensor
 
 _KERNELS: dict[tuple[str, str], Callable] = {
@@ -50,6 +51,12 @@ def run_fused(
     each (D * num_layers, N, H_out); ``weights`` are in torch.nn's flat order.
     """
     kernel = _KERNELS[(mode, nonlinearity)]
+    if torch.is_autocast_enabled("cpu") and x.device.type == "cpu":
+        return _run_autocast(
+            mode, nonlinearity, x, batch_sizes, hx, weights, bias=bias, num_layers=num_layers,
+            dropout=dropout, training=training, bidirectional=bidirectional,
+            batch_first=batch_first,
+        )  # fmt: skip
     state = hx if mode == "lstm" else hx[0]
     if batch_sizes is None:
         result = kernel(
@@ -60,3 +67,34 @@ def run_fused(
             x, batch_sizes, state, weights, bias, num_layers, dropout, training, bidirectional
         )
     return result[0], tuple(result[1:])
+
+
+#: Whether torch's fused kernels ran in bfloat16 on this machine: None until first tried.
+_BF16_KERNELS: dict[str, bool] = {}
+
+
+def _run_autocast(mode, nonlinearity, x, batch_sizes, hx, weights, **options):
+    """The fused kernel under CPU autocast (``--precision bf16``). Autocast has no rule for the
+    RNN kernels, and mixing a bf16 input with fp32 weights makes oneDNN refuse the primitive.
+    So: run the whole kernel in the autocast dtype (weights, input and state cast; the fp32
+    master weights get their gradients through the casts) where this CPU's oneDNN has that
+    primitive, else -- remembered after the first failure -- in float32, autocast off."""
+    dtype = torch.get_autocast_dtype("cpu")
+    key = f"{mode}-{dtype}"
+    with torch.autocast("cpu", enabled=False):
+        if _BF16_KERNELS.get(key, True):
+            try:
+                cast = [w.to(dtype) for w in weights]
+                out, state = run_fused(
+                    mode, nonlinearity, x.to(dtype), batch_sizes,
+                    tuple(s.to(dtype) for s in hx), cast, **options,
+                )  # fmt: skip
+                _BF16_KERNELS[key] = True
+                return out, tuple(s.to(hx[0].dtype) for s in state)
+            except RuntimeError:
+                _BF16_KERNELS[key] = False  # e.g. no bf16 LSTM primitive without AVX512-BF16
+        fp32 = weights[0].dtype
+        return run_fused(
+            mode, nonlinearity, x.to(fp32), batch_sizes, tuple(s.to(fp32) for s in hx),
+            weights, **options,
+        )  # fmt: skip

@@ -136,6 +136,11 @@ class Trainer:
             extra=list(dict.fromkeys(extra)),
         )
         self.tensorboard = self._open_tensorboard() if t.tensorboard else None
+        if t.precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            self.log(
+                "--precision bf16: this CPU has no native bfloat16 instructions (oneDNN reports "
+                "none), so bf16 products are emulated: expect training far slower than fp32"
+            )
         self.ratios = None
         if t.diagnostics:
             self.ratios = ParameterRatios(
@@ -256,7 +261,8 @@ class Trainer:
         batch = self.task.train_batch(self.epoch, self.batch_index)
         self.batch_index += 1
         self.model.train()
-        output = self.task.train_loss(self.model, batch, self.step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+            output = self.task.train_loss(self.model, batch, self.step)  # fp32 master weights
         self.info = output.info
         loss = output.loss + t.l1 * l1_penalty(self.model) if t.l1 else output.loss
         self.optimizer.zero_grad(set_to_none=True)
