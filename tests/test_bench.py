@@ -78,3 +78,13 @@ def test_cli_bench_json_and_table():
     assert table.returncode == 0 and "fp32 GEMM" in table.stdout and "GFLOP/s" in table.stdout
     bad = subprocess.run([*run[:4], "--threads", "-1"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "--threads" in bad.stderr
+
+
+def test_bf16_figures_on_a_small_model():
+    from rnnkit.benchmark.precision import bf16_speedup, bf16_val_delta
+
+    tiny = {**SMALL, "hidden": 8, "embed": 4, "layers": 1, "seq_len": 8}
+    assert bf16_speedup(rounds=1, shape=tiny) > 0
+    result = bf16_val_delta(steps=6, shape=tiny)
+    assert result["delta"] == pytest.approx(result["bf16"] - result["fp32"])
+    assert abs(result["delta"]) < 0.5  # the same model, seed and batches: nearly the same loss
