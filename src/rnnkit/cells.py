@@ -1,9 +1,13 @@
 """Recurrent cells: one time step of a vanilla RNN, an LSTM and a GRU, written as their equations.
 
 What is here: the step functions ``rnn_step``, ``lstm_step`` and ``gru_step`` -- pure functions of
-an input, a state and the weights, one line per equation -- and the ``torch.nn``-compatible modules
-``RNNCell``, ``LSTMCell`` and ``GRUCell`` that own the weights and call them. The "cells" path of
-:mod:`rnnkit.layers` steps the very same functions through time, so each equation is stated once.
+an input, a state and the weights, one line per equation -- each split into its input projection
+``x_proj = W_ih x + b_ih`` and a recurrence ``*_recur(x_proj, state, W_hh, b_hh)``, so that
+``lstm_step(x, s, W_ih, W_hh, b_ih, b_hh) == lstm_recur(F.linear(x, W_ih, b_ih), s, W_hh, b_hh)``;
+and the ``torch.nn``-compatible modules ``RNNCell``, ``LSTMCell`` and ``GRUCell`` that own the
+weights and call them. The "cells" path of :mod:`rnnkit.layers` projects the inputs of several
+steps in one matrix product and steps the very same recurrences through time, so each equation is
+stated once.
 
 What is not here: stacking, directions, masks and packed sequences (``layers.py``) and PyTorch's
 fused kernels (``fused.py``). Validation happens at the module boundary, never in the equations.
@@ -47,7 +51,7 @@ def rnn_step(
     bias_hh: Tensor | None = None,
     activation: Callable[[Tensor], Tensor] = torch.tanh,
 ) -> Tensor:
-    r"""One step of the vanilla (Elman) RNN.
+    r"""One step of the vanilla (Elman) RNN: :func:`rnn_recur` of the input projection.
 
     .. math::
         h' = \phi(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})
@@ -55,7 +59,23 @@ def rnn_step(
     where ``x`` (N, H_in) is the input, ``h`` (N, H) the previous hidden state, ``phi`` the
     activation (tanh by default) and ``h'`` (N, H) the new hidden state.
     """
-    return activation(F.linear(x, weight_ih, bias_ih) + F.linear(h, weight_hh, bias_hh))
+    return rnn_recur(F.linear(x, weight_ih, bias_ih), h, weight_hh, bias_hh, activation)
+
+
+def rnn_recur(
+    x_proj: Tensor,
+    h: Tensor,
+    weight_hh: Tensor,
+    bias_hh: Tensor | None = None,
+    activation: Callable[[Tensor], Tensor] = torch.tanh,
+) -> Tensor:
+    r"""The recurrent part of :func:`rnn_step`, given the input projection
+    ``x_proj = W_ih x + b_ih`` (N, H) -- computed for many steps at once by the cells path.
+
+    .. math::
+        h' = \phi(x_{proj} + W_{hh} h + b_{hh})
+    """
+    return activation(x_proj + F.linear(h, weight_hh, bias_hh))
 
 
 def lstm_step(
@@ -67,7 +87,8 @@ def lstm_step(
     bias_hh: Tensor | None = None,
     weight_hr: Tensor | None = None,
 ) -> LSTMState:
-    r"""One step of the LSTM, gate order ``i, f, g, o`` as in ``torch.nn.LSTM``.
+    r"""One step of the LSTM, gate order ``i, f, g, o`` as in ``torch.nn.LSTM``:
+    :func:`lstm_recur` of the input projection.
 
     .. math::
         [i, f, g, o] &= W_{ih} x + b_{ih} + W_{hh} h + b_{hh} \quad (\text{one matrix, } 4H)\\
@@ -79,8 +100,27 @@ def lstm_step(
     gate, ``c`` (N, H) the cell state -- the additive path that lets gradients survive -- and
     ``h`` (N, H, or P with a projection) the hidden state.
     """
+    x_proj = F.linear(x, weight_ih, bias_ih)  # (N, 4H)
+    return lstm_recur(x_proj, state, weight_hh, bias_hh, weight_hr)
+
+
+def lstm_recur(
+    x_proj: Tensor,
+    state: tuple[Tensor, Tensor],
+    weight_hh: Tensor,
+    bias_hh: Tensor | None = None,
+    weight_hr: Tensor | None = None,
+) -> LSTMState:
+    r"""The recurrent part of :func:`lstm_step`, given the input projection
+    ``x_proj = W_ih x + b_ih`` (N, 4H) -- computed for many steps at once by the cells path.
+
+    .. math::
+        [i, f, g, o] &= x_{proj} + W_{hh} h + b_{hh}\\
+        c' &= \sigma(f) \odot c + \sigma(i) \odot \tanh(g)\\
+        h' &= \sigma(o) \odot \tanh(c') \quad (\text{then } W_{hr} h' \text{ with a projection})
+    """
     h, c = state
-    i, f, g, o = (F.linear(x, weight_ih, bias_ih) + F.linear(h, weight_hh, bias_hh)).chunk(4, -1)
+    i, f, g, o = (x_proj + F.linear(h, weight_hh, bias_hh)).chunk(4, -1)
     i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     c = f * c + i * g
     h = o * torch.tanh(c)
@@ -97,7 +137,8 @@ def gru_step(
     bias_ih: Tensor | None = None,
     bias_hh: Tensor | None = None,
 ) -> Tensor:
-    r"""One step of the GRU, gate order ``r, z, n`` as in ``torch.nn.GRU``.
+    r"""One step of the GRU, gate order ``r, z, n`` as in ``torch.nn.GRU``: :func:`gru_recur` of
+    the input projection.
 
     .. math::
         r &= \sigma(W_{ir} x + b_{ir} + W_{hr} h + b_{hr})\\
@@ -110,8 +151,31 @@ def gru_step(
     .. note:: Cho et al. (2014) apply the reset gate before the matrix product,
        ``W_hn (r * h)``; like torch.nn.GRU (and cuDNN) we apply it after, ``r * (W_hn h + b_hn)``.
     """
-    x_r, x_z, x_n = F.linear(x, weight_ih, bias_ih).chunk(3, -1)
-    h_r, h_z, h_n = F.linear(h, weight_hh, bias_hh).chunk(3, -1)
+    return gru_recur(F.linear(x, weight_ih, bias_ih), h, weight_hh, bias_hh)
+
+
+def gru_recur(
+    x_proj: Tensor,
+    h: Tensor,
+    weight_hh: Tensor,
+    bias_hh: Tensor | None = None,
+    h_mask: Tensor | None = None,
+) -> Tensor:
+    r"""The recurrent part of :func:`gru_step`, given the input projection
+    ``x_proj = W_ih x + b_ih`` (N, 3H), i.e. ``[W_ir x + b_ir, W_iz x + b_iz, W_in x + b_in]``.
+
+    .. math::
+        [h_r, h_z, h_n] &= W_{hh} (m \odot h) + b_{hh}\\
+        r = \sigma(x_r + h_r), \quad z &= \sigma(x_z + h_z), \quad
+        n = \tanh(x_n + r \odot h_n)\\
+        h' &= (1 - z) \odot n + z \odot h
+
+    where ``m`` (N, H) is an optional recurrent-dropout mask (1 when ``h_mask`` is None): it
+    masks h where it meets W_hh, not where the update gate carries it over.
+    """
+    x_r, x_z, x_n = x_proj.chunk(3, -1)
+    h_in = h if h_mask is None else h * h_mask
+    h_r, h_z, h_n = F.linear(h_in, weight_hh, bias_hh).chunk(3, -1)
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
     n = torch.tanh(x_n + r * h_n)

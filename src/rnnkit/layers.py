@@ -9,6 +9,20 @@ batches with ``lengths`` and PackedSequence in -> PackedSequence out; and the ch
   every configuration, e.g. a softplus RNN, which torch has no kernel for;
 * ``impl="auto"`` (default) -- fused where a kernel exists, else cells.
 
+Regularisers inside the recurrence, keyword-only and 0 by default, exist on the cells path only
+(a non-zero one makes ``impl="auto"`` pick cells and ``impl="fused"`` an error; the equations are
+in :func:`rnnkit.unroll.regularised`):
+
+* ``zoneout`` -- float, or ``(p_h, p_c)`` for an LSTM: each state unit keeps its previous value,
+  ``s_t = k * s_{t-1} + (1 - k) * s_new`` with ``k ~ Bernoulli(p)`` per unit, step and sequence
+  in training and ``k = p`` (the expectation) in eval (Krueger et al. 2016). One number covers h
+  and c of an LSTM, with independent masks; ``.zoneout`` holds one rate per state tensor.
+* ``recurrent_dropout`` -- variational dropout of h_{t-1} where it meets W_hh: one mask per
+  sequence and layer/direction, drawn once per forward call and shared by every step, scaled
+  1/(1-p), off in eval (Gal & Ghahramani 2016). The state carried on (and the GRU's z * h) is not.
+* ``input_dropout`` -- the same for each layer's input x_t where it meets W_ih; ``dropout`` stays
+  torch's fresh-mask-per-step dropout between layers.
+
 Shape legend: ``N`` batch, ``L`` sequence length, ``D`` directions (2 if bidirectional else 1),
 ``H_in`` input_size, ``H_cell`` hidden_size, ``H_out`` proj_size if > 0 else hidden_size.
 Input (L, N, H_in), or (N, L, H_in) with ``batch_first``, or (L, H_in) unbatched; output
@@ -27,7 +41,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit.cells import LSTMState, check_nonlinearity, check_size, torch_default_init
 from rnnkit.fused import has_fused_kernel, run_fused
-from rnnkit.unroll import unroll
+from rnnkit.unroll import recurrence, unroll
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 IMPLS = ("auto", "fused", "cells")
@@ -39,7 +53,9 @@ class _RecurrentLayer(nn.Module):
     # fmt: off
     def __init__(self, mode: str, input_size: int, hidden_size: int, *, num_layers: int,
                  bias: bool, batch_first: bool, dropout: float, bidirectional: bool,
-                 proj_size: int, device, dtype, nonlinearity: str, impl: str) -> None:
+                 proj_size: int, device, dtype, nonlinearity: str, impl: str,
+                 zoneout: float | tuple[float, float] = 0.0, recurrent_dropout: float = 0.0,
+                 input_dropout: float = 0.0) -> None:
         # fmt: on
         super().__init__()
         self.mode, self.nonlinearity = mode, check_nonlinearity(nonlinearity)
@@ -55,13 +71,10 @@ class _RecurrentLayer(nn.Module):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")
         self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, numbers.Number)
-            or not 0 <= dropout <= 1
-        ):
-            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = _probability("dropout", dropout)
+        self.recurrent_dropout = _probability("recurrent_dropout", recurrent_dropout)
+        self.input_dropout = _probability("input_dropout", input_dropout)
+        self.zoneout = _zoneout_rates(zoneout, mode)
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 f"dropout={dropout} has no effect with num_layers=1: dropout is applied between "
@@ -82,6 +95,12 @@ class _RecurrentLayer(nn.Module):
             raise ValueError(
                 f"impl='fused' needs a torch kernel, which exists for nonlinearity 'tanh' or "
                 f"'relu' only; got nonlinearity={nonlinearity!r} (use impl='cells' or 'auto')"
+            )
+        if impl == "fused" and self.regularised:
+            raise ValueError(
+                "impl='fused' cannot apply zoneout, recurrent_dropout or input_dropout (torch's "
+                f"kernels have no such option); got zoneout={zoneout!r}, recurrent_dropout="
+                f"{recurrent_dropout!r}, input_dropout={input_dropout!r} (use impl='cells')"
             )
         self.impl = impl
 
@@ -109,7 +128,16 @@ class _RecurrentLayer(nn.Module):
     @property
     def use_fused(self) -> bool:
         """Whether forward runs torch's fused kernel (set ``impl`` to switch paths)."""
-        return self.impl != "cells" and has_fused_kernel(self.mode, self.nonlinearity)
+        return (
+            self.impl != "cells"
+            and has_fused_kernel(self.mode, self.nonlinearity)
+            and not self.regularised
+        )
+
+    @property
+    def regularised(self) -> bool:
+        """Whether zoneout, recurrent or input dropout is on (they need the cells path)."""
+        return bool(self.recurrent_dropout or self.input_dropout or any(self.zoneout))
 
     @property
     def num_directions(self) -> int:
@@ -141,11 +169,17 @@ class _RecurrentLayer(nn.Module):
             "batch_first": False,
             "dropout": 0.0,
             "bidirectional": False,
-            "impl": "auto",
+            "impl": self._DEFAULT_IMPL,
+            "zoneout": None,
+            "recurrent_dropout": 0.0,
+            "input_dropout": 0.0,
         }
         for key, default in defaults.items():
-            if getattr(self, key) != default:
-                s += f", {key}={getattr(self, key)!r}"
+            value = getattr(self, key)
+            if key == "zoneout" and len(set(value)) == 1:
+                value, default = value[0], 0.0  # one rate for every state tensor
+            if value != default:
+                s += f", {key}={value!r}"
         return s
 
     # ---- forward: checks, then one of the two paths ------------------------------------------
@@ -279,14 +313,35 @@ class _RecurrentLayer(nn.Module):
         return output, tuple(s.index_select(1, packed.unsorted_indices) for s in state)
 
     # ---- the cells path ----------------------------------------------------------------------
+    _recurrence = staticmethod(recurrence)  # (layer, depth, suffix) -> Recurrence
+    _DEFAULT_IMPL = "auto"
+
     def _forward_cells(self, x, batch_sizes, hx, lengths):
         if batch_sizes is not None:  # packed data -> padded, in the packed (sorted) batch order
             padded, lengths = pad_packed_sequence(PackedSequence(x, batch_sizes))
-            output, state = unroll(self, padded, hx, lengths)
+            output, state = unroll(self, padded, hx, lengths, self._recurrence)
             return pack_padded_sequence(output, lengths).data, state
         time_major = x.transpose(0, 1) if self.batch_first else x
-        output, state = unroll(self, time_major, hx, lengths)
+        output, state = unroll(self, time_major, hx, lengths, self._recurrence)
         return (output.transpose(0, 1) if self.batch_first else output), state
+
+
+def _probability(name: str, value: object) -> float:
+    """``value`` as a float if it is a probability in [0, 1]; otherwise raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _zoneout_rates(zoneout: object, mode: str) -> tuple[float, ...]:
+    """One zoneout rate per state tensor: (p,) for RNN/GRU; (p_h, p_c) for LSTM, where a single
+    number sets both and a pair sets h and c apart (Krueger et al. zone out c and h separately)."""
+    count = 2 if mode == "lstm" else 1
+    if isinstance(zoneout, tuple | list) and mode == "lstm":
+        if len(zoneout) != 2:
+            raise ValueError(f"zoneout must be a probability or a pair (p_h, p_c), got {zoneout!r}")
+        return tuple(_probability("zoneout", p) for p in zoneout)
+    return (_probability("zoneout", zoneout),) * count
 
 
 def _arguments(scope: dict) -> dict:
@@ -300,12 +355,14 @@ class RNN(_RecurrentLayer):
 
     ``nonlinearity`` is any of :data:`rnnkit.cells.ACTIVATIONS` (torch offers tanh and relu;
     the others run on the cells path). ``forward(input, hx=None, lengths=None) -> (output, h_n)``.
+    ``zoneout``, ``recurrent_dropout`` and ``input_dropout``: see the module docstring.
     """
 
     # fmt: off
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None,
-                 *, proj_size=0, impl="auto"):
+                 *, proj_size=0, impl="auto", zoneout=0.0, recurrent_dropout=0.0,
+                 input_dropout=0.0):
         # fmt: on
         super().__init__("rnn", **_arguments(locals()))
 
@@ -316,12 +373,14 @@ class LSTM(_RecurrentLayer):
 
     ``forward(input, hx=None, lengths=None) -> (output, LSTMState(h_n, c_n))`` with
     ``hx = (h_0, c_0)``: h (D*num_layers, N, H_out), c (D*num_layers, N, H_cell).
+    ``zoneout`` (one rate for h and c, or a pair ``(p_h, p_c)``), ``recurrent_dropout`` and
+    ``input_dropout``: see the module docstring.
     """
 
     # fmt: off
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
-                 *, impl="auto"):
+                 *, impl="auto", zoneout=0.0, recurrent_dropout=0.0, input_dropout=0.0):
         # fmt: on
         super().__init__("lstm", **_arguments(locals()), nonlinearity="tanh")
 
@@ -330,19 +389,22 @@ class GRU(_RecurrentLayer):
     """Multi-layer GRU, a drop-in for ``torch.nn.GRU`` (gate order r, z, n, torch's candidate);
     the equations are :func:`rnnkit.cells.gru_step`.
 
-    ``forward(input, hx=None, lengths=None) -> (output, h_n)``.
+    ``forward(input, hx=None, lengths=None) -> (output, h_n)``. ``zoneout``,
+    ``recurrent_dropout`` and ``input_dropout``: see the module docstring.
     """
 
     # fmt: off
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, device=None, dtype=None,
-                 *, proj_size=0, impl="auto"):
+                 *, proj_size=0, impl="auto", zoneout=0.0, recurrent_dropout=0.0,
+                 input_dropout=0.0):
         # fmt: on
         super().__init__("gru", **_arguments(locals()), nonlinearity="tanh")
 
 
-# Convolutional recurrence ("RNN-ify convolutional layers") lives in its own module; it is a
-# layer too, so it is importable from here.
+# Convolutional recurrence ("RNN-ify convolutional layers") and the layer-normalised LSTM live in
+# their own modules; they are layers too, so they are importable from here.
 from rnnkit.convlstm import ConvLSTM, ConvLSTMCell  # noqa: E402
+from rnnkit.layernorm import LayerNormLSTM  # noqa: E402
 
-__all__ = ["GRU", "LSTM", "RNN", "ConvLSTM", "ConvLSTMCell"]
+__all__ = ["GRU", "LSTM", "RNN", "ConvLSTM", "ConvLSTMCell", "LayerNormLSTM"]
