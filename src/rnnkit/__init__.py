@@ -17,7 +17,7 @@ from rnnkit.cells import (
     lstm_step,
     rnn_step,
 )
-from rnnkit.layers import GRU, LSTM, RNN, ConvLSTM, ConvLSTMCell
+from rnnkit.layers import GRU, LSTM, RNN, ConvLSTM, ConvLSTMCell, LayerNormLSTM
 from rnnkit.minimal import MinGRU, MinLSTM
 
 __version__ = "0.1.0"
@@ -31,6 +31,7 @@ __all__ = [
     "LSTM",
     "LSTMCell",
     "LSTMState",
+    "LayerNormLSTM",
     "MinGRU",
     "MinLSTM",
     "RNN",

@@ -92,6 +92,12 @@ class ModelConfig:
     )  # noqa: E501
     forget_bias: float = opt(0.0, "initial LSTM forget-gate bias (1.0 helps long memory)")
     impl: str = opt("auto", "layer implementation", choices=("auto", "fused", "cells"))
+    zoneout: float = opt(
+        0.0, "zoneout rate: each unit keeps its previous state with this probability (cells path)"
+    )
+    recurrent_dropout: float = opt(
+        0.0, "variational dropout on h(t-1), one mask per sequence for all steps (cells path)"
+    )
 
 
 @dataclass
@@ -333,6 +339,13 @@ def validate(config: RunConfig) -> None:
     need(0 <= t.min_lr_ratio <= 1, "min-lr-ratio", "in [0, 1]", t.min_lr_ratio)
     if m.tie_weights and m.embed != m.hidden:
         raise UserError(f"--tie-weights needs --embed == --hidden, got {m.embed} and {m.hidden}")
+    for name in ("zoneout", "recurrent_dropout"):
+        value = getattr(m, name)
+        need(math.isfinite(value) and 0 <= value < 1, flag_name(name), "in [0, 1)", value)
+        if value and m.cell not in ("rnn", "lstm", "gru"):
+            raise UserError(f"--{flag_name(name)} applies to --cell rnn, lstm or gru")
+        if value and m.impl == "fused":
+            raise UserError(f"--{flag_name(name)} runs on the cells path; drop --impl fused")
     if m.nonlinearity != "tanh" and m.cell != "rnn":
         raise UserError(f"--nonlinearity applies to --cell rnn only, got --cell {m.cell}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -240,3 +241,38 @@ def test_eval_step_uses_cell_kernels_and_equals_forward(cell, nonlinearity, laye
         strict=True,
     ):
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+
+
+def test_zoneout_and_recurrent_dropout_reach_the_layer_and_eval_step_honours_them():
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=11, embed=5, hidden=7, layers=2, cell="lstm")
+    config.zoneout, config.recurrent_dropout = 0.3, 0.2
+    model = LanguageModel(config).double().eval()
+    assert model.rnn.zoneout == (0.3, 0.3) and model.rnn.recurrent_dropout == 0.2
+    assert not model.rnn.use_fused  # the regularisers live on the cells path
+    idx = torch.randint(0, 11, (2, 6))
+    whole = model(idx)  # eval: zoneout's expectation, no dropout
+    state, logits = None, []
+    for t in range(idx.size(1)):
+        step_logits, state = model.step(idx[:, t], state)
+        logits.append(step_logits)
+    torch.testing.assert_close(torch.stack(logits, 1), whole.logits, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"zoneout": 1.0}, "--zoneout must be in [0, 1)"),
+        ({"recurrent_dropout": -0.1}, "--recurrent-dropout must be in [0, 1)"),
+        ({"zoneout": 0.1, "cell": "minlstm"}, "applies to --cell rnn, lstm or gru"),
+        ({"recurrent_dropout": 0.1, "impl": "fused"}, "drop --impl fused"),
+    ],
+)
+def test_regulariser_flags_are_checked(changes, message):
+    from rnnkit.config import RunConfig, validate
+
+    config = RunConfig()
+    for key, value in changes.items():
+        setattr(config.model, key, value)
+    with pytest.raises(UserError, match=re.escape(message)):
+        validate(config)

@@ -42,6 +42,8 @@ def recurrent(
         options["nonlinearity"] = config.nonlinearity
     if config.cell in ("mingru", "minlstm"):
         options["impl"] = MINIMAL_IMPLS[config.impl]
+    if config.zoneout or config.recurrent_dropout:  # cells-path regularisers (rnn/lstm/gru)
+        options |= {"zoneout": config.zoneout, "recurrent_dropout": config.recurrent_dropout}
     return LAYERS[config.cell](input_size, hidden or config.hidden, **options)
 
 
