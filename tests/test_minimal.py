@@ -315,7 +315,7 @@ def test_config_and_recurrent(cell):
         True,
     )
     assert recurrent(config(cell, impl="fused"), 4).impl == "fused"
-    with pytest.raises(UserError, match="--forget-bias applies to --cell lstm only"):
+    with pytest.raises(UserError, match="--forget-bias applies to --cell lstm or lnlstm only"):
         LanguageModel(config(cell, forget_bias=1.0))
 
 

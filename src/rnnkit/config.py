@@ -68,8 +68,9 @@ class DataConfig:
 class ModelConfig:
     cell: str = opt(
         "lstm",
-        "recurrent cell (mingru, minlstm: Feng et al. 2024's minimal RNNs, gates from the input)",
-        choices=("lstm", "gru", "rnn", "mingru", "minlstm"),
+        "recurrent cell (lnlstm: layer-normalised LSTM, cells path; mingru, minlstm: Feng et "
+        "al. 2024's minimal RNNs, gates from the input)",
+        choices=("lstm", "gru", "rnn", "lnlstm", "mingru", "minlstm"),
     )
     vocab_size: int = opt(0, "number of symbols (set from the data)")
     embed: int = opt(64, "embedding size")
@@ -342,10 +343,12 @@ def validate(config: RunConfig) -> None:
     for name in ("zoneout", "recurrent_dropout"):
         value = getattr(m, name)
         need(math.isfinite(value) and 0 <= value < 1, flag_name(name), "in [0, 1)", value)
-        if value and m.cell not in ("rnn", "lstm", "gru"):
-            raise UserError(f"--{flag_name(name)} applies to --cell rnn, lstm or gru")
+        if value and m.cell not in ("rnn", "lstm", "gru", "lnlstm"):
+            raise UserError(f"--{flag_name(name)} applies to --cell rnn, lstm, gru or lnlstm")
         if value and m.impl == "fused":
             raise UserError(f"--{flag_name(name)} runs on the cells path; drop --impl fused")
+    if m.cell == "lnlstm" and m.impl == "fused":
+        raise UserError("--cell lnlstm has no fused kernel; use --impl auto or cells")
     if m.nonlinearity != "tanh" and m.cell != "rnn":
         raise UserError(f"--nonlinearity applies to --cell rnn only, got --cell {m.cell}")
 

@@ -11,12 +11,28 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.config import ModelConfig
-from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.layers import GRU, LSTM, RNN, LayerNormLSTM
 from rnnkit.minimal import MinGRU, MinLSTM
 
-LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "mingru": MinGRU, "minlstm": MinLSTM}
+LAYERS = {
+    "lstm": LSTM,
+    "gru": GRU,
+    "rnn": RNN,
+    "lnlstm": LayerNormLSTM,
+    "mingru": MinGRU,
+    "minlstm": MinLSTM,
+}
 #: ``config.impl`` -> the minimal cells' path: "cells" is their step equations in a loop.
 MINIMAL_IMPLS = {"auto": "auto", "fused": "fused", "cells": "sequential"}
+
+
+#: Cells whose state is (h, c): LSTMState in and out.
+CELL_STATE = ("lstm", "lnlstm")
+
+
+def has_cell_state(cell: str) -> bool:
+    """Whether ``cell``'s recurrent state carries a cell state c beside h."""
+    return cell in CELL_STATE
 
 
 def recurrent(
@@ -42,6 +58,8 @@ def recurrent(
         options["nonlinearity"] = config.nonlinearity
     if config.cell in ("mingru", "minlstm"):
         options["impl"] = MINIMAL_IMPLS[config.impl]
+    if config.cell == "lnlstm":
+        del options["impl"]  # the cells path only
     if config.zoneout or config.recurrent_dropout:  # cells-path regularisers (rnn/lstm/gru)
         options |= {"zoneout": config.zoneout, "recurrent_dropout": config.recurrent_dropout}
     return LAYERS[config.cell](input_size, hidden or config.hidden, **options)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from rnnkit.cells import LSTMState
 from rnnkit.config import ModelConfig
 from rnnkit.errors import UserError
-from rnnkit.models.common import recurrent
+from rnnkit.models.common import has_cell_state, recurrent
 
 #: h (layers, N, H) for RNN/GRU, LSTMState(h, c) for LSTM.
 State = Tensor | LSTMState
@@ -68,7 +68,7 @@ class ConditionalGenerator(nn.Module):
         else:
             self.cond_embed = nn.Linear(condition_size, E)
         self.init_h = nn.Linear(E, layers * H)
-        self.init_c = nn.Linear(E, layers * H) if config.cell == "lstm" else None
+        self.init_c = nn.Linear(E, layers * H) if has_cell_state(config.cell) else None
         self.embedding = nn.Embedding(V, E)
         self.embed_dropout = nn.Dropout(config.embed_dropout)
         self.rnn = recurrent(config, 2 * E if condition_input else E)

@@ -17,14 +17,15 @@ from torch import _VF, Tensor, nn
 from rnnkit.cells import LSTMState
 from rnnkit.config import ModelConfig
 from rnnkit.errors import UserError
-from rnnkit.models.common import LAYERS, recurrent
+from rnnkit.models.common import LAYERS, has_cell_state, recurrent
 
 #: The recurrent state between calls: h (layers, N, H) for RNN/GRU/minGRU/minLSTM,
 #: LSTMState(h, c) for LSTM.
 State = Tensor | LSTMState
 
 _LAYERS = LAYERS  # cell name -> layer class (rnnkit.layers and rnnkit.minimal)
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1, "mingru": 2, "minlstm": 3}  # blocks of weight_*
+#: blocks of each weight_* matrix (gates), for the orthogonal init
+_GATES = {"lstm": 4, "lnlstm": 4, "gru": 3, "rnn": 1, "mingru": 2, "minlstm": 3}
 
 
 #: torch's one-step kernels (what nn.LSTMCell & co. call), used by ``step`` in eval mode.
@@ -105,7 +106,7 @@ class LanguageModel(nn.Module):
                         nn.init.xavier_uniform_(param)
                     elif name.startswith("bias"):
                         nn.init.zeros_(param)
-                if self.config.cell == "lstm" and self.config.forget_bias != 0.0:
+                if has_cell_state(self.config.cell) and self.config.forget_bias != 0.0:
                     if name.startswith("bias_ih"):
                         param.chunk(4)[1].fill_(self.config.forget_bias)  # gates i, f, g, o
                     elif name.startswith("bias_hh"):
@@ -175,7 +176,7 @@ class LanguageModel(nn.Module):
         shape = (self.config.layers, batch_size, self.config.hidden)
         device = weight.device if device is None else device
         h = torch.zeros(shape, dtype=weight.dtype, device=device)
-        return LSTMState(h, torch.zeros_like(h)) if self.config.cell == "lstm" else h
+        return LSTMState(h, torch.zeros_like(h)) if has_cell_state(self.config.cell) else h
 
     def num_parameters(self) -> int:
         """Number of trainable numbers (a tied matrix counted once)."""
@@ -192,8 +193,8 @@ def _check_config(config: ModelConfig) -> None:
         raise UserError(
             f"--tie-weights needs --embed == --hidden, got {config.embed} and {config.hidden}"
         )
-    if config.forget_bias != 0.0 and config.cell != "lstm":
+    if config.forget_bias != 0.0 and not has_cell_state(config.cell):
         raise UserError(
-            f"--forget-bias applies to --cell lstm only, got --cell {config.cell} "
+            f"--forget-bias applies to --cell lstm or lnlstm only, got --cell {config.cell} "
             f"with --forget-bias {config.forget_bias}"
         )

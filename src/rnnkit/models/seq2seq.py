@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from rnnkit.cells import LSTMState
 from rnnkit.config import ModelConfig
-from rnnkit.models.common import recurrent
+from rnnkit.models.common import has_cell_state, recurrent
 
 #: Decoder state: h (layers, N, H) for RNN/GRU, LSTMState(h, c) for LSTM.
 State = Tensor | LSTMState
@@ -85,7 +85,7 @@ class Seq2Seq(nn.Module):
         self.embed_dropout = nn.Dropout(model_config.embed_dropout)
         self.encoder = recurrent(model_config, E, bidirectional=bidirectional)
         self.bridge_h = nn.Linear(D * H, H)
-        self.bridge_c = nn.Linear(D * H, H) if model_config.cell == "lstm" else None
+        self.bridge_c = nn.Linear(D * H, H) if has_cell_state(model_config.cell) else None
         self.decoder = recurrent(model_config, E)
         if attention:
             self.attn_in = nn.Linear(D * H, H, bias=False)  # W_a

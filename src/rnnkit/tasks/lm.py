@@ -16,6 +16,7 @@ from rnnkit.data import TokenStreams, Vocab, load_corpus, split
 from rnnkit.errors import UserError
 from rnnkit.generation import generate
 from rnnkit.models import LanguageModel
+from rnnkit.models.common import has_cell_state
 from rnnkit.tasks.base import StepOutput, Task
 from rnnkit.training.tbptt import detach_state, evaluate
 
@@ -130,7 +131,7 @@ class LanguageModelTask(Task):
         if carried is None:
             self.state = None
             return
-        lstm = self.config.model.cell == "lstm"
+        lstm = has_cell_state(self.config.model.cell)
         self.state = LSTMState(*carried) if lstm else carried[0]
 
     def reset_carried_state(self) -> None:
