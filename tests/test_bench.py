@@ -3,15 +3,21 @@ asserted: the machines are shared and noisy)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from rnnkit.benchmark import command
+from rnnkit.benchmark import generation as gen
+from rnnkit.benchmark.layers import forward_backward, layer_contenders, measure_cells
 from rnnkit.benchmark.machine import copy_gbps, gemm_gflops
+from rnnkit.benchmark.minimal import measure_minimal, minimal_contenders
 from rnnkit.benchmark.rss import peak_rss_mb, write_corpus
 from rnnkit.benchmark.timing import interleaved
 from rnnkit.benchmark.training import measure_training, training_flops_per_char
@@ -88,3 +94,141 @@ def test_bf16_figures_on_a_small_model():
     result = bf16_val_delta(steps=6, shape=tiny)
     assert result["delta"] == pytest.approx(result["bf16"] - result["fp32"])
     assert abs(result["delta"]) < 0.5  # the same model, seed and batches: nearly the same loss
+
+
+# ---- generation, minimal, cells ------------------------------------------------------------
+
+TINY = {
+    "generation": {"rounds": 1, "length": 6, "batch": 2, "batch_length": 3, "copy_megabytes": 1,
+                   "shape": SMALL},
+    "minimal": {"rounds": 1, "seq_len": 12, "batch": 2, "input_size": 5, "hidden": 7},
+    "cells": {"rounds": 1, "seq_len": 6, "batch": 3, "input_size": 5, "hidden": 7},
+}  # fmt: skip
+
+
+def test_weight_bytes_per_step_by_hand():
+    model = gen.make_model(SMALL)
+    # layer 0: 4H(E + H) + 2*4H; layer 1: 4H(2H) + 2*4H; head: H*V + V; one embedding row: E
+    numel = (64 * 24 + 128) + (64 * 32 + 128) + (16 * 65 + 65) + 8
+    assert gen.weight_bytes_per_step(model) == 4 * numel
+    canonical = gen.weight_bytes_per_step(gen.make_model())
+    assert 13.2e6 < canonical < 13.4e6  # 4 bytes x ~3.32 M parameters
+    assert gen.flops_per_char(model) == 2 * (64 * 24 + 64 * 32 + 16 * 65)  # matrices only
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_generation_figures_on_a_small_model(clock):
+    speed = gen.measure_generation(clock=clock, **TINY["generation"])
+    figures = speed.figures()
+    assert figures["gen_text_equals_loop"] is True
+    rates = ("gen_chars_per_s", "gen_loop_chars_per_s", "gen_loop_cell_chars_per_s",
+             "gen_batch64_chars_per_s", "gen_copy_gbps", "gen_cache_copy_gbps")  # fmt: skip
+    assert all(figures[key] > 0 for key in rates)
+    r = figures["gen_chars_per_s"]
+    assert figures["gen_ratio_vs_loop"] == pytest.approx(r / figures["gen_loop_chars_per_s"])
+    assert figures["gen_batch64_over_single"] == pytest.approx(
+        figures["gen_batch64_chars_per_s"] / r
+    )
+    assert figures["gen_batch64_gflops"] == pytest.approx(
+        figures["gen_batch64_chars_per_s"] * 2 * (64 * 24 + 64 * 32 + 16 * 65) / 1e9
+    )
+    # fraction of the bound = chars/s x bytes per char / copy bytes per second
+    nbytes = gen.weight_bytes_per_step(gen.make_model(SMALL))
+    assert figures["gen_bandwidth_fraction"] == pytest.approx(
+        r * nbytes / (figures["gen_copy_gbps"] * 1e9)
+    )
+    assert figures["gen_cache_bandwidth_fraction"] == pytest.approx(
+        r * nbytes / (figures["gen_cache_copy_gbps"] * 1e9)
+    )
+    assert {"gen_ratio_vs_loop", "gen_bandwidth_fraction", "gen_batch64_over_single"} <= set(
+        command.KEYS
+    )
+
+
+def test_cpu_clock_times_every_round_and_drops_the_warmup():
+    calls = []
+    medians = gen.timed({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                        rounds=3, clock="cpu")  # fmt: skip
+    assert calls.count("a") == calls.count("b") == 4  # 1 warm-up + 3 timed
+    assert set(medians) == {"a", "b"} and all(v >= 0 for v in medians.values())
+
+
+def test_forward_backward_resets_the_gradients():
+    torch.manual_seed(0)
+    layer = torch.nn.GRU(3, 4)
+    x = torch.randn(5, 2, 3)
+    forward_backward(layer, x)
+    first = [p.grad.clone() for p in layer.parameters()]
+    forward_backward(layer, x)  # not accumulated on top of the first
+    for p, g in zip(layer.parameters(), first, strict=True):
+        torch.testing.assert_close(p.grad, g)
+    out, _ = layer(x)
+    expected = torch.autograd.grad(out.sum(), layer.weight_hh_l0)[0]
+    torch.testing.assert_close(layer.weight_hh_l0.grad, expected)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_layer_contenders_hold_the_same_weights(cell):
+    torch.manual_seed(1)
+    modules = layer_contenders(cell, 5, 7)
+    assert modules["fused"].use_fused and not modules["cells"].use_fused
+    x = torch.randn(6, 3, 5)
+    outputs = [m(x)[0] for m in modules.values()]
+    for out in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_minimal_and_cells_figures_on_small_shapes():
+    minimal = measure_minimal(**TINY["minimal"])
+    assert all(seconds > 0 for seconds in minimal)
+    assert minimal.mingru_over_gru == pytest.approx(minimal.gru_s / minimal.mingru_s)
+    assert minimal.minlstm_over_lstm == pytest.approx(minimal.lstm_s / minimal.minlstm_s)
+    names = {name: type(m).__name__ for name, m in minimal_contenders(5, 7).items()}
+    assert names == {"mingru": "MinGRU", "gru": "GRU", "minlstm": "MinLSTM", "lstm": "LSTM"}
+    cells = measure_cells(**TINY["cells"])
+    assert all(seconds > 0 for seconds in cells)
+    assert cells.cells_over_fused == pytest.approx(cells.cells_s / cells.fused_s)
+    assert cells.fused_over_torch == pytest.approx(cells.fused_s / cells.torch_s)
+
+
+def test_cli_runs_the_new_sections(monkeypatch, capsys):
+    """``rnnkit bench --only generation minimal cells --quick``, in process, on tiny shapes."""
+    from rnnkit.cli import main
+
+    monkeypatch.setattr(command, "SIZES", {k: {"quick": v} for k, v in TINY.items()})
+    run = ["bench", "--only", "generation", "minimal", "cells", "--quick"]
+    assert main([*run, "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    for key in ("gen_ratio_vs_loop", "gen_bandwidth_fraction", "gen_batch64_over_single",
+                "mingru_over_gru", "cells_over_fused", "minlstm_over_lstm"):  # fmt: skip
+        assert figures[key] > 0, key
+    assert figures["minimal_seq_len"] == 12
+    assert figures["train_ratio_vs_torch"] is None and "gemm_fp32_gflops" not in figures
+    assert main(run) == 0
+    table = capsys.readouterr().out
+    for label in ("rnnkit / nn.LSTM loop", "fraction of DRAM bound", "MinGRU speed-up over nn.GRU",
+                  "cells / fused time"):  # fmt: skip
+        assert label in table
+    assert "fp32 GEMM" not in table  # a section not run has no rows
+
+
+def load_script(name: str):
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_scripts_run(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    out = load_script("minimal").main(["--seq-len", "9", "--batch", "2", "--input-size", "4",
+                                       "--hidden", "6", "--rounds", "1", "--json",
+                                       str(tmp_path / "m.json")])  # fmt: skip
+    assert json.loads((tmp_path / "m.json").read_text()) == out and out["mingru_over_gru"] > 0
+    out = load_script("generation").main(["--quick", "--threads", "1"])
+    [result] = out["results"]
+    assert result["gen_text_equals_loop"] and result["gen_ratio_vs_loop"] > 0
+    printed = capsys.readouterr().out
+    assert "mingru_over_gru" in printed and "gen_bandwidth_fraction" in printed
+    assert torch.get_num_threads() == threads  # the scripts restore what they change

@@ -1,13 +1,17 @@
 """``rnnkit bench``: one run, every figure of the performance issue, a table or one JSON object.
 
     rnnkit bench                 # everything (~10 minutes on 2 cores)
-    rnnkit bench --quick         # fewer repeats, a 20 MB corpus for the memory figure
+    rnnkit bench --quick         # fewer repeats, a 20 MB corpus, shorter sequences
     rnnkit bench --only machine training rss --json
+    rnnkit bench --only generation minimal cells --threads 1
 
-Each section measures its contenders interleaved (see ``timing.py``); a figure whose section was
-skipped is ``null`` in the JSON. Sections: ``machine`` (GEMM fp32/bf16 GFLOP/s, copy GB/s),
-``training`` (rnnkit vs hand-written torch.nn.LSTM loop; fraction of the fp32 GEMM rate),
-``rss`` (peak RSS training on a 200 MB corpus).
+Each section measures its contenders interleaved (see ``timing.py``), by the wall clock; a
+figure whose section was skipped is ``null`` in the JSON. Sections: ``machine`` (GEMM fp32/bf16
+GFLOP/s, copy GB/s), ``training`` (rnnkit vs hand-written torch.nn.LSTM loop; fraction of the
+fp32 GEMM rate), ``rss`` (peak RSS training on a 200 MB corpus), ``generation`` (generate() vs
+hand-written loops, 1 and 64 streams; fraction of the memory-bandwidth bound), ``minimal``
+(MinGRU vs torch.nn.GRU, MinLSTM vs torch.nn.LSTM, forward + backward at L 2048), ``cells``
+(rnnkit.LSTM's cells path vs its fused path). ``SIZES`` holds each new section's arguments.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ import platform
 
 import torch
 
-SECTIONS = ("machine", "training", "rss")
+SECTIONS = ("machine", "training", "rss", "generation", "minimal", "cells")
+#: keyword arguments of the generation / minimal / cells measurements, full and --quick
+SIZES = {
+    "generation": {"full": {"rounds": 9, "length": 200, "batch_length": 50},
+                   "quick": {"rounds": 3, "length": 50, "batch_length": 10}},
+    "minimal": {"full": {"rounds": 5, "seq_len": 2048}, "quick": {"rounds": 2, "seq_len": 512}},
+    "cells": {"full": {"rounds": 9}, "quick": {"rounds": 3}},
+}  # fmt: skip
 KEYS = (
     "train_ratio_vs_torch",
     "train_gemm_fraction",
@@ -76,11 +87,46 @@ def run_bench(args: argparse.Namespace) -> int:
         say(f"peak memory of rnnkit train on a {megabytes} MB corpus ...")
         figures["peak_rss_mb_2mb"] = peak_rss_mb(2)
         figures[f"peak_rss_mb_{megabytes}mb"] = peak_rss_mb(megabytes)
+    size = "quick" if args.quick else "full"
+    for section, measure in (("generation", _generation), ("minimal", _minimal),
+                             ("cells", _cells)):  # fmt: skip
+        if section in sections:
+            figures |= measure(say, **SIZES[section][size])
     if args.json:
         print(json.dumps(figures))
     else:
         print(table(figures))
     return 0
+
+
+def _generation(say, **size) -> dict:
+    from rnnkit.benchmark.generation import measure_generation
+
+    say("generating with the canonical model: rnnkit generate() vs hand-written loops ...")
+    return measure_generation(**size).figures()
+
+
+def _minimal(say, **size) -> dict:
+    from rnnkit.benchmark.minimal import SHAPE, measure_minimal
+
+    say("forward + backward: MinGRU vs torch.nn.GRU, MinLSTM vs torch.nn.LSTM ...")
+    speed = measure_minimal(**size)
+    return {
+        **speed._asdict(),
+        "mingru_over_gru": speed.mingru_over_gru,
+        "minlstm_over_lstm": speed.minlstm_over_lstm,
+        "minimal_seq_len": (SHAPE | size)["seq_len"],
+    }
+
+
+def _cells(say, **size) -> dict:
+    from rnnkit.benchmark.layers import measure_cells
+
+    say("forward + backward: rnnkit.LSTM cells path vs fused path vs torch.nn.LSTM ...")
+    speed = measure_cells(**size)
+    return {"cells_s": speed.cells_s, "fused_s": speed.fused_s, "torch_lstm_s": speed.torch_s,
+            "cells_over_fused": speed.cells_over_fused,
+            "fused_over_torch": speed.fused_over_torch}  # fmt: skip
 
 
 ROWS = (
@@ -91,6 +137,32 @@ ROWS = (
     ("train: hand-written torch.nn", "torch_train_chars_per_s", "{:,.0f} chars/s", None),
     ("train: rnnkit / torch.nn", "train_ratio_vs_torch", "{:.3f}x", ">= 1.0x"),
     ("train: fraction of fp32 GEMM", "train_gemm_fraction", "{:.0%}", ">= 50%"),
+    ("generate: rnnkit, 1 stream", "gen_chars_per_s", "{:,.0f} chars/s", None),
+    ("generate: nn.LSTM loop", "gen_loop_chars_per_s", "{:,.0f} chars/s", None),
+    ("generate: nn.LSTMCell loop", "gen_loop_cell_chars_per_s", "{:,.0f} chars/s", None),
+    ("generate: rnnkit / nn.LSTM loop", "gen_ratio_vs_loop", "{:.2f}x", ">= 2x"),
+    ("generate: rnnkit / LSTMCell loop", "gen_ratio_vs_loop_cell", "{:.2f}x", None),
+    ("generate: rnnkit, 64 streams", "gen_batch64_chars_per_s", "{:,.0f} chars/s", None),
+    ("generate: 64 streams / 1 stream", "gen_batch64_over_single", "{:.1f}x", ">= 20x"),
+    ("generate: 64 streams, GFLOP/s", "gen_batch64_gflops", "{:.1f} GFLOP/s", None),
+    ("generate: weights read per step", "gen_weight_mb_per_step", "{:.1f} MB", None),
+    ("copy 256 MB (DRAM)", "gen_copy_gbps", "{:.1f} GB/s", None),
+    ("copy weights-sized (cache)", "gen_cache_copy_gbps", "{:.1f} GB/s", None),
+    ("generate: DRAM bound", "gen_bound_chars_per_s", "{:,.0f} chars/s", None),
+    ("generate: fraction of DRAM bound", "gen_bandwidth_fraction", "{:.0%}", ">= 60%"),
+    ("generate: cache bound", "gen_cache_bound_chars_per_s", "{:,.0f} chars/s", None),
+    ("generate: fraction of cache bound", "gen_cache_bandwidth_fraction", "{:.0%}", None),
+    ("MinGRU fwd+bwd", "mingru_s", "{:.3f} s", None),
+    ("torch.nn.GRU fwd+bwd", "gru_s", "{:.3f} s", None),
+    ("MinGRU speed-up over nn.GRU", "mingru_over_gru", "{:.2f}x", ">= 3x"),
+    ("MinLSTM fwd+bwd", "minlstm_s", "{:.3f} s", None),
+    ("torch.nn.LSTM fwd+bwd", "lstm_s", "{:.3f} s", None),
+    ("MinLSTM speed-up over nn.LSTM", "minlstm_over_lstm", "{:.2f}x", None),
+    ("LSTM 512 fwd+bwd: cells path", "cells_s", "{:.3f} s", None),
+    ("LSTM 512 fwd+bwd: fused path", "fused_s", "{:.3f} s", None),
+    ("LSTM 512 fwd+bwd: torch.nn.LSTM", "torch_lstm_s", "{:.3f} s", None),
+    ("LSTM 512: cells / fused time", "cells_over_fused", "{:.2f}x", "<= 1.5x"),
+    ("LSTM 512: fused / torch.nn time", "fused_over_torch", "{:.2f}x", None),
     ("peak RSS, 2 MB corpus", "peak_rss_mb_2mb", "{:.0f} MiB", None),
     ("peak RSS, 20 MB corpus", "peak_rss_mb_20mb", "{:.0f} MiB", None),
     ("peak RSS, 200 MB corpus", "peak_rss_mb_200mb", "{:.0f} MiB", "<= 1024 MiB"),
@@ -101,10 +173,10 @@ def table(figures: dict) -> str:
     lines = [
         f"rnnkit bench: {figures['cpu']}, {figures['threads']} threads, torch {figures['torch']}"
     ]
-    lines.append(f"{'figure':32s} {'measured':>18s}  target")
+    lines.append(f"{'figure':34s} {'measured':>18s}  target")
     for label, key, fmt, target in ROWS:
         if figures.get(key) is not None:
-            lines.append(f"{label:32s} {fmt.format(figures[key]):>18s}  {target or ''}")
+            lines.append(f"{label:34s} {fmt.format(figures[key]):>18s}  {target or ''}")
     return "\n".join(lines)
 
 
