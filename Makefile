@@ -48,6 +48,7 @@ format: install
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 bench: install
+	$(VENV)/bin/rnnkit bench
 	$(PY) benchmarks/layers.py
 	$(PY) benchmarks/padding.py
 	$(PY) benchmarks/charlm_quality.py

@@ -11,7 +11,9 @@ GFLOP/s, copy GB/s), ``training`` (rnnkit vs hand-written torch.nn.LSTM loop; fr
 fp32 GEMM rate), ``rss`` (peak RSS training on a 200 MB corpus), ``generation`` (generate() vs
 hand-written loops, 1 and 64 streams; fraction of the memory-bandwidth bound), ``minimal``
 (MinGRU vs torch.nn.GRU, MinLSTM vs torch.nn.LSTM, forward + backward at L 2048), ``cells``
-(rnnkit.LSTM's cells path vs its fused path). ``SIZES`` holds each new section's arguments.
+(rnnkit.LSTM's cells path vs its fused path), ``bf16`` (a canonical training step with
+``--precision bf16`` vs fp32; val loss at equal steps of a small model). ``SIZES`` holds the
+arguments of the generation, minimal and cells sections.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import platform
 
 import torch
 
-SECTIONS = ("machine", "training", "rss", "generation", "minimal", "cells")
+SECTIONS = ("machine", "training", "bf16", "rss", "generation", "minimal", "cells")
 #: keyword arguments of the generation / minimal / cells measurements, full and --quick
 SIZES = {
     "generation": {"full": {"rounds": 9, "length": 200, "batch_length": 50},
@@ -80,6 +82,14 @@ def run_bench(args: argparse.Namespace) -> int:
         figures["torch_train_chars_per_s"] = speed.torch_chars_per_s
         figures["train_ratio_vs_torch"] = speed.ratio
         figures["train_gemm_fraction"] = speed.gemm_fraction(figures["gemm_fp32_gflops"])
+    if "bf16" in sections:
+        from rnnkit.benchmark.precision import SMALL, bf16_speedup, bf16_val_delta
+
+        say("bf16 autocast vs fp32: a canonical training step; val loss at equal steps ...")
+        figures["bf16_speedup"] = bf16_speedup(rounds=1, shape=SMALL if args.quick else None)
+        delta = bf16_val_delta(steps=20 if args.quick else 100)
+        figures |= {"bf16_val_delta": delta["delta"], "bf16_val": delta["bf16"],
+                    "fp32_val": delta["fp32"]}  # fmt: skip
     if "rss" in sections:
         from rnnkit.benchmark.rss import peak_rss_mb
 
@@ -137,6 +147,10 @@ ROWS = (
     ("train: hand-written torch.nn", "torch_train_chars_per_s", "{:,.0f} chars/s", None),
     ("train: rnnkit / torch.nn", "train_ratio_vs_torch", "{:.3f}x", ">= 1.0x"),
     ("train: fraction of fp32 GEMM", "train_gemm_fraction", "{:.0%}", ">= 50%"),
+    ("bf16 step speed-up over fp32", "bf16_speedup", "{:.3f}x", ">= 1.4x"),
+    ("val loss, fp32 (equal steps)", "fp32_val", "{:.4f}", None),
+    ("val loss, bf16 (equal steps)", "bf16_val", "{:.4f}", None),
+    ("bf16 - fp32 val loss", "bf16_val_delta", "{:+.4f}", "|x| <= 0.02"),
     ("generate: rnnkit, 1 stream", "gen_chars_per_s", "{:,.0f} chars/s", None),
     ("generate: nn.LSTM loop", "gen_loop_chars_per_s", "{:,.0f} chars/s", None),
     ("generate: nn.LSTMCell loop", "gen_loop_cell_chars_per_s", "{:,.0f} chars/s", None),
