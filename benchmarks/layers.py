@@ -25,22 +25,12 @@ import torch
 from torch import nn
 
 import rnnkit
+from rnnkit.benchmark.machine import cpu_model
 
 INPUT_SIZE, LENGTH = 64, 100
 CELLS = {"lstm": (nn.LSTM, rnnkit.LSTM), "gru": (nn.GRU, rnnkit.GRU)}
 CONTENDERS = ("torch", "fused", "cells")
 TARGET_FUSED, TARGET_CELLS = 0.97, 0.33  # fused/torch at every shape; cells/fused at hidden 512
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_contenders(cell: str, hidden: int) -> dict[str, nn.Module]:

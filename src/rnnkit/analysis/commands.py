@@ -20,18 +20,10 @@ from pathlib import Path
 from rnnkit.errors import UserError
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def add_commands(commands) -> dict:
     """Add the subparsers to ``commands`` and return {name: runner}."""
+    from rnnkit.cli import _positive  # the CLI's own argument type (cli.py imports this module)
+
     analyze = commands.add_parser("analyze", help="probe a model: gradient flow through time")
     probes = analyze.add_subparsers(dest="probe", required=True, parser_class=type(analyze))
     grads = probes.add_parser("gradients", help="||dL/dh_k|| and step-Jacobian spectra")

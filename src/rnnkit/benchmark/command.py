@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 
 import torch
+
+from rnnkit.benchmark.machine import cpu_model
 
 SECTIONS = ("machine", "training", "bf16", "rss", "generation", "minimal", "cells")
 #: keyword arguments of the generation / minimal / cells measurements, full and --quick
@@ -63,7 +64,7 @@ def run_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     sections = args.only or SECTIONS
     figures: dict[str, object] = dict.fromkeys(KEYS)
-    figures |= {"threads": torch.get_num_threads(), "cpu": _cpu(), "torch": torch.__version__}
+    figures |= {"threads": torch.get_num_threads(), "cpu": cpu_model(), "torch": torch.__version__}
     say = (lambda *_: None) if args.json else print
     rounds = 3 if args.quick else 9
     if "machine" in sections or "training" in sections:
@@ -192,14 +193,3 @@ def table(figures: dict) -> str:
         if figures.get(key) is not None:
             lines.append(f"{label:34s} {fmt.format(figures[key]):>18s}  {target or ''}")
     return "\n".join(lines)
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"

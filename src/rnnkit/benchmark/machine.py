@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import torch
 
 from rnnkit.benchmark.timing import interleaved
@@ -30,3 +32,15 @@ def copy_gbps(megabytes: int = 256, rounds: int = 5) -> float:
     dst = torch.empty_like(src)
     seconds = interleaved({"copy": lambda: dst.copy_(src)}, rounds=rounds)["copy"]
     return 2 * src.numel() * 4 / seconds / 1e9
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
