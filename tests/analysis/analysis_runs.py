@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from rnnkit.config import RunConfig, apply_overrides, load_preset
 from rnnkit.training.loop import train
 
@@ -31,3 +35,12 @@ def make_run(root, cell: str, *, layers: int = 2, steps: int = 40, diagnostics: 
     apply_overrides(config, settings, "test")
     train(config, log=lambda *_: None)
     return root / f"run-{cell}"
+
+
+def rnnkit(*args, cwd):
+    """``python -m rnnkit ARGS`` in ``cwd`` on one thread: the CompletedProcess."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "rnnkit", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+    )  # fmt: skip

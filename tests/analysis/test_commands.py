@@ -4,19 +4,9 @@ exit status 2 with one line naming the problem, no traceback, nothing written.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-
-
-def rnnkit(*args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
-    )  # fmt: skip
+from analysis_runs import rnnkit
 
 
 def test_analyze_gradients_of_a_run(lstm_run, tmp_path):
@@ -100,12 +90,15 @@ def test_experiment_exploding(tmp_path):
         (["experiment", "memory", "--lr", "nan"], "--lr"),
         (["experiment", "memory", "--margin", "1.5"], "--margin"),
         (["experiment", "exploding", "--steps", "0"], "--steps"),
+        (["experiment", "exploding", "--out", "afile/sub"], "cannot create the directory"),
+        (["experiment", "memory", "--out", "afile/sub"], "cannot create the directory"),
     ],
 )
 def test_bad_input(lstm_run, tmp_path, args, message):
     (tmp_path / "t.txt").write_text("some text " * 100)
     (tmp_path / "short.txt").write_text("the cat")
     (tmp_path / "binary.bin").write_bytes(b"\x00\x01\x02 abc" * 40)
+    (tmp_path / "afile").write_text("a file where a directory is asked for")
     result = rnnkit(*[a.format(run=lstm_run) for a in args], cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()

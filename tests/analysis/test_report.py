@@ -9,12 +9,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from analysis_runs import rnnkit
 
 from rnnkit.analysis import report
 from rnnkit.analysis.activations import trace, units, values
@@ -75,14 +74,6 @@ def test_rnn_run_says_it_has_no_gates(rnn_run, tmp_path):
     assert "<section id='activations'>" in html_text
 
 
-def rnnkit(*args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
-    )  # fmt: skip
-
-
 def test_cli_report_html_and_png(lstm_run, tmp_path):
     short = ["--chars", 300, "--length", 20, "--sample-length", 40]
     result = rnnkit("report", lstm_run, "-o", "r.html", *short, cwd=tmp_path)
@@ -108,6 +99,8 @@ def test_cli_report_html_and_png(lstm_run, tmp_path):
         (["report", "{run}", "--text", "empty.txt"], "empty"),
         (["report", "{run}", "--text", "foreign.txt"], "vocabulary"),
         (["report", "{run}", "--chars", "0"], "--chars"),
+        (["report", "{run}", "--format", "png", "-o", "empty.txt"], "is a file"),
+        (["report", "{run}", "--format", "png", "-o", "empty.txt/x"], "cannot create"),
     ],
 )
 def test_cli_report_bad_input(lstm_run, tmp_path, args, message):

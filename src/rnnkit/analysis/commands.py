@@ -130,9 +130,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 def run_experiment(args: argparse.Namespace) -> int:
     from rnnkit.analysis import experiment_plots
 
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(args.out, "--out") if args.out else None
     if args.experiment == "memory":
         from rnnkit.analysis.memory import format_table, memory_experiment
 
@@ -177,6 +175,9 @@ def run_report(args: argparse.Namespace) -> int:
     out = args.out or ("report.html" if args.format == "html" else "report-figures")
     if args.format == "html":
         _check_writable(out, "-o")
+    else:
+        report.check_png_dir(out)
+        make_dir(out, "-o")
     text = None
     if args.text:
         from rnnkit.analysis.runs import read_text_file
@@ -198,6 +199,16 @@ def run_report(args: argparse.Namespace) -> int:
         for path in report.write_pngs(data, out):
             print(f"wrote {path}")
     return 0
+
+
+def make_dir(path: str | Path, flag: str) -> Path:
+    """Create the output directory ``path`` (and its parents) before any work is done."""
+    target = Path(path)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{flag} {path}: cannot create the directory ({error.strerror})") from None
+    return target
 
 
 def _check_writable(path: str, flag: str) -> None:

@@ -347,12 +347,18 @@ def write_html(data: ReportData, out: str | Path) -> Path:
 
 def write_pngs(data: ReportData, out_dir: str | Path) -> list[Path]:
     """Every figure as ``out_dir/<name>.png`` (the heatmaps of the discovered cells included)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"-o {out_dir} is a file; --format png writes a directory of figures")
+    out_dir = check_png_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = [f for section in data.sections.values() for f in section] + _unit_figures(data)
     return [_atomic_write(out_dir / f"{f.name}.png", f.png) for f in figures]
+
+
+def check_png_dir(out_dir: str | Path) -> Path:
+    """``--format png`` writes a directory: refuse a file in its place."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"-o {out_dir} is a file; --format png writes a directory of figures")
+    return out_dir
 
 
 def _atomic_write(path: Path, content: bytes) -> Path:
