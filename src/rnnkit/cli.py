@@ -14,6 +14,10 @@ training saves the run and exits 130.
     rnnkit experiment memory --out docs/                           (        "              )
     rnnkit report runs/charlm -o report.html                       (        "              )
     rnnkit bench [--quick] [--json]                                (rnnkit.benchmark.command)
+    rnnkit export runs/charlm --format onnx -o model.onnx          (rnnkit.export.command)
+    rnnkit sample model.onnx --runtime onnx --prime "ROMEO:"
+    rnnkit serve runs/charlm --host 127.0.0.1 --port 8000          (rnnkit.serve.command)
+    rnnkit train --nproc 2 ...        (torchrun + DistributedDataParallel: training/distributed.py)
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from rnnkit.analysis.commands import add_commands
 from rnnkit.benchmark.command import add_parser as add_bench
 from rnnkit.benchmark.command import run_bench
 from rnnkit.errors import UserError
+from rnnkit.export.command import add_parser as add_export
+from rnnkit.export.command import run_export
+from rnnkit.serve.command import add_parser as add_serve
+from rnnkit.serve.command import run_serve
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE.toml", help="TOML with [data] [model] [train] [task]"
     )
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR where it stopped")
+    train.add_argument(
+        "--nproc",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="train in N processes on this machine (torchrun + DistributedDataParallel; "
+        "--batch-size is the global batch, split evenly)",
+    )
     _add_config_flags(train)
 
     sample = commands.add_parser("sample", help="generate text from a trained model")
@@ -118,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("error", "skip"),
         default="error",
         help="prime characters outside the vocabulary",
+    )
+    sample.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default=None,
+        help="run the model on PyTorch or on onnxruntime (default: onnx for a .onnx file, "
+        "else torch; a run directory is exported on the fly unless it holds model.onnx)",
     )
 
     evaluate = commands.add_parser("eval", help="metrics of a trained model on data")
@@ -166,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     COMMANDS.update(add_commands(commands))  # analyze, experiment, report (rnnkit.analysis)
     add_bench(commands)
     COMMANDS["bench"] = run_bench
+    add_export(commands)
+    COMMANDS["export"] = run_export
+    add_serve(commands)
+    COMMANDS["serve"] = run_serve
     return parser
 
 
@@ -206,6 +233,61 @@ def _run_config(args: argparse.Namespace):
     return config, flags
 
 
+def _launch_torchrun(args: argparse.Namespace, config, flags: dict) -> int:
+    """``rnnkit train --nproc N ...``: check the flags here (one-line errors before any process
+    starts), then run ``torchrun --standalone --nproc-per-node N -m rnnkit train ...``."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+
+    from rnnkit.config import apply_overrides, validate
+    from rnnkit.training import distributed
+    from rnnkit.training.runs import check_new_run_dir, read_run_checkpoint
+
+    if distributed.launched_by_torchrun():
+        raise UserError("--nproc cannot be used inside torchrun (torchrun starts the processes)")
+    if args.resume:
+        _, config, _ = read_run_checkpoint(Path(args.resume) / "last")
+    else:
+        check_new_run_dir(Path(config.train.out))
+    apply_overrides(config, flags, "command line")
+    validate(config)
+    world = distributed.World(0, args.nproc)
+    distributed.check_divisible(world, config.train.batch_size, config.task.name)
+    env = dict(os.environ)
+    if not config.train.threads and "OMP_NUM_THREADS" not in env:  # share the cores
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.nproc))
+    argv = distributed.strip_nproc(sys.argv[2:] if args.argv is None else args.argv)
+    command = distributed.torchrun_command(args.nproc, argv)
+    # torchrun runs in its own session, so Ctrl-C reaches only this process, which passes it
+    # to the training processes: they stop together, rank 0 saves, and they exit 0, so
+    # torchrun ends quietly. Never kill torchrun mid-save: wait for it.
+    launcher = subprocess.Popen(command, env=env, start_new_session=True)
+    interrupted = []
+
+    def forward(signum, frame) -> None:
+        interrupted.append(signum)
+        for pid in distributed.child_pids(launcher.pid) or [launcher.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = launcher.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if interrupted:
+        return 130
+    if code:
+        raise UserError(
+            f"training in {args.nproc} processes failed (torchrun exit status {code}; the "
+            "processes' messages are above)"
+        )
+    return 0
+
+
 def _preset_for(flags: dict, toml: dict) -> str | None:
     """The preset of the task named by --task (or the --config file): 'default' for lm, the
     task's own configs/TASK.toml otherwise (None if it has none)."""
@@ -220,32 +302,47 @@ def _preset_for(flags: dict, toml: dict) -> str | None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from rnnkit.config import apply_overrides
+    from rnnkit.training import distributed
     from rnnkit.training.loop import train
 
     config, flags = _run_config(args)
+    if args.nproc > 1:
+        return _launch_torchrun(args, config, flags)
     if args.resume:  # the saved run's config, then the [train] flags given now
         result = train(config, resume=True, overrides=flags)
     else:
         apply_overrides(config, flags, "command line")
         result = train(config)
-    return 130 if result.stopped == "interrupted" else 0
+    if result.stopped == "interrupted":  # under torchrun, 0: the launcher reports the signal
+        return 0 if distributed.launched_by_torchrun() else 130
+    return 0
 
 
 def _run_sample(args: argparse.Namespace) -> int:
     from rnnkit.generation import generate
     from rnnkit.training.runs import load_task
 
-    task, model, config = load_task(args.checkpoint)
-    if config.task.name == "generate-from":
-        return _sample_conditioned(task, model, args)
-    if config.task.name != "lm":
-        raise UserError(
-            f"{args.checkpoint} holds a --task {config.task.name} model; rnnkit sample reads "
-            "lm and generate-from runs (try rnnkit predict)"
-        )
-    if args.condition is not None:
-        raise UserError("--condition needs a --task generate-from run; this is a language model")
-    vocab = task.vocab
+    runtime = args.runtime or ("onnx" if str(args.checkpoint).endswith(".onnx") else "torch")
+    if runtime == "onnx":
+        from rnnkit.export.command import load_for_sample
+
+        if args.condition is not None:
+            raise UserError("--condition needs --runtime torch (ONNX export is for lm runs)")
+        model, vocab = load_for_sample(args.checkpoint)
+    else:
+        task, model, config = load_task(args.checkpoint)
+        if config.task.name == "generate-from":
+            return _sample_conditioned(task, model, args)
+        if config.task.name != "lm":
+            raise UserError(
+                f"{args.checkpoint} holds a --task {config.task.name} model; rnnkit sample "
+                "reads lm and generate-from runs (try rnnkit predict)"
+            )
+        if args.condition is not None:
+            raise UserError(
+                "--condition needs a --task generate-from run; this is a language model"
+            )
+        vocab = task.vocab
     streaming = args.num_samples == 1
 
     def emit(text: str) -> None:
@@ -358,6 +455,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "train":  # what follows the subcommand, for --nproc to pass on
+            args.argv = None if argv is None else list(argv[1:])
         return COMMANDS[args.command](args)
     except UserError as error:
         print(f"rnnkit: error: {error}", file=sys.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -215,15 +216,17 @@ def _coerce(value: Any, annotation: str, name: str, source: str) -> Any:
     kind = annotation.replace(" | None", "")
     if value is None and "None" in annotation:
         return None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    small = number and (isinstance(value, float) or abs(value) < 2**64)  # float() cannot overflow
     ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "int": small and isinstance(value, int),
+        "float": small,
         "bool": isinstance(value, bool),
         "str": isinstance(value, str),
         "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
     }[kind]
     if not ok:
-        raise UserError(f"{source}: {name} must be {kind}, got {value!r}")
+        raise UserError(f"{source}: {name} must be {kind}, got {reprlib.repr(value)}")
     return float(value) if kind == "float" else value
 
 

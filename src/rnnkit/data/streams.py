@@ -9,6 +9,7 @@ text (``corpus.py``), padded batches of separate sequences.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import numpy as np
@@ -70,6 +71,16 @@ class TokenStreams:
             )
         starts = np.arange(batch_size, dtype=np.int64)[:, None] * self.stream_len
         self._offsets = starts + np.arange(seq_len + 1, dtype=np.int64)[None, :]  # (B, T+1)
+
+    def shard(self, rows: slice) -> TokenStreams:
+        """The same batches restricted to the streams ``rows`` (a contiguous block): what one
+        of several training processes reads. ``shard(rows).batch(i)`` is ``batch(i)[rows]``."""
+        part = copy.copy(self)
+        part._offsets = self._offsets[rows]  # (B_rows, T+1)
+        part.batch_size = len(part._offsets)
+        if part.batch_size < 1:
+            raise ValueError(f"rows {rows} select no stream of {self.batch_size}")
+        return part
 
     @classmethod
     def for_evaluation(

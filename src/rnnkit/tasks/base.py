@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from rnnkit.config import RunConfig
 from rnnkit.errors import UserError
+from rnnkit.training.distributed import World
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Task:
     info_names: ClassVar[tuple[str, ...]] = ()  # StepOutput.info keys
     #: the evaluate() key that picks ``best/`` and drives early stopping, and its direction
     selection: ClassVar[tuple[str, str]] = ("loss", "min")
+    #: the training processes (set by the trainer before ``prepare``; one process by default)
+    world: World = World()
 
     def __init__(self, config: RunConfig, meta: dict[str, Any] | None = None) -> None:
         """``meta`` is what ``meta()`` returned when the run was saved (None: a fresh run)."""

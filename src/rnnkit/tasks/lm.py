@@ -18,6 +18,7 @@ from rnnkit.generation import generate
 from rnnkit.models import LanguageModel
 from rnnkit.models.common import has_cell_state
 from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.training import distributed
 from rnnkit.training.tbptt import detach_state, evaluate
 
 LN2 = math.log(2)
@@ -61,6 +62,8 @@ class LanguageModelTask(Task):
         self.train_streams = TokenStreams(
             train_tokens, t.batch_size, t.seq_len, name="training text"
         )
+        if self.world.enabled:  # this process's contiguous block of the streams
+            self.train_streams = self.train_streams.shard(self.world.rows(t.batch_size))
         self.val_streams = TokenStreams.for_evaluation(val_tokens, t.batch_size, t.seq_len)
 
     def meta(self) -> dict:
@@ -122,15 +125,21 @@ class LanguageModelTask(Task):
 
     # ---- the carried state ---------------------------------------------------------------
     def carried_state(self):
+        """The state of every stream, (layers, B, H) each: with several processes, their
+        blocks gathered in order (a collective: every rank calls it), as one process has it."""
         state = self.state
         if state is None:
             return None
-        return tuple(state) if isinstance(state, tuple) else (state,)
+        parts = tuple(state) if isinstance(state, tuple) else (state,)
+        return tuple(distributed.gather_rows(self.world, s, dim=1) for s in parts)
 
     def restore_carried_state(self, carried) -> None:
         if carried is None:
             self.state = None
             return
+        if self.world.enabled:  # this process's block of the streams
+            rows = self.world.rows(self.config.train.batch_size)
+            carried = tuple(s[:, rows] for s in carried)
         lstm = has_cell_state(self.config.model.cell)
         self.state = LSTMState(*carried) if lstm else carried[0]
 

@@ -16,6 +16,12 @@ when a crash fell between the two renames. Only the file names above are ever op
 else in the directory (``*.bin``, ``*.pt``, ``*.pkl`` ...) is ignored, and there is no pickle and
 no ``torch.load`` anywhere.
 
+Loading trusts nothing: whoever forges a file can forge its sha256 in config.json too, so each
+parser is safe on its own. JSON files are capped at ``MAX_JSON_BYTES`` and may not hold lone
+surrogates; a safetensors header is parsed here first (``check_safetensors_header``: it fits the
+file, every tensor's bytes lie inside the data region, match its shape and dtype and overlap no
+other), so what is allocated is bounded by the file's size.
+
 Deliberately not here: what goes into the training state (the loop decides) and keeping several
 checkpoints (the caller names the directory).
 """
@@ -24,7 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
+import math
 import os
 import re
 import secrets
@@ -37,7 +45,7 @@ import safetensors.torch
 import torch
 
 from rnnkit.errors import UserError
-from rnnkit.training.state import describe, flatten_state, unflatten_state
+from rnnkit.training.state import describe, flatten_state, short, unflatten_state
 
 FORMAT = "rnnkit-checkpoint"
 FORMAT_VERSION = 1
@@ -48,7 +56,19 @@ TRAINING_TENSORS = "training.safetensors"
 TRAINING_SKELETON = "training.json"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,255}")  # a plain file name: no "/", NUL, or 10 MB
 _CHUNK = 1 << 20
+MAX_JSON_BYTES = 64 << 20  # config/vocab/training JSON: a real one is KB to a few MB
+MAX_HEADER_BYTES = 16 << 20  # a safetensors header: ~100 bytes per tensor
+MAX_DIMS = 16
+#: bytes per element of the safetensors dtypes we read (no sub-byte floats)
+DTYPE_BYTES = {
+    **dict.fromkeys(("BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2"), 1),
+    **dict.fromkeys(("U16", "I16", "F16", "BF16"), 2),
+    **dict.fromkeys(("U32", "I32", "F32"), 4),
+    **dict.fromkeys(("U64", "I64", "F64", "C64"), 8),
+}
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass
@@ -235,8 +255,11 @@ def _sha256(path: Path) -> str:
 
 def is_checkpoint(directory: str | Path) -> bool:
     """True if ``directory/config.json`` is a JSON object saying format ``rnnkit-checkpoint``."""
+    file = Path(directory) / CONFIG_FILE
     try:
-        meta = json.loads((Path(directory) / CONFIG_FILE).read_text(encoding="utf-8"))
+        if file.stat().st_size > MAX_JSON_BYTES:
+            return False
+        meta = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return False
     return isinstance(meta, dict) and meta.get("format") == FORMAT
@@ -327,12 +350,12 @@ def _read_meta(path: Path) -> dict:
     if meta.get("format") != FORMAT:
         raise UserError(
             f"{path} is not an rnnkit checkpoint (config.json says format "
-            f"{meta.get('format')!r}, expected {FORMAT!r})"
+            f"{short(meta.get('format'))}, expected {FORMAT!r})"
         )
     version = meta.get("format_version")
     if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
         raise UserError(
-            f"{path}: checkpoint format version {version!r} is not supported "
+            f"{path}: checkpoint format version {short(version)} is not supported "
             f"(this rnnkit reads version {FORMAT_VERSION})"
         )
     if not isinstance(meta.get("config"), dict):
@@ -341,8 +364,8 @@ def _read_meta(path: Path) -> dict:
     if not isinstance(files, dict) or not all(
         isinstance(digest, str)
         and _SHA256.fullmatch(digest)
-        and name == Path(name).name
-        and name not in ("", ".", "..")
+        and _NAME.fullmatch(name)
+        and name not in (".", "..")
         for name, digest in files.items()
     ):
         raise UserError(
@@ -352,21 +375,117 @@ def _read_meta(path: Path) -> dict:
 
 
 def _read_json(path: Path, name: str) -> object:
+    """Parse ``path/name``: at most MAX_JSON_BYTES, UTF-8, no lone surrogate (``"\\ud800"``
+    parses, but cannot be printed or written back)."""
     try:
-        return json.loads((path / name).read_bytes().decode("utf-8"))
+        if (size := (path / name).stat().st_size) > MAX_JSON_BYTES:
+            raise UserError(f"{path}: {name} is {size} bytes; the limit is {MAX_JSON_BYTES}")
+        data = (path / name).read_bytes()
     except OSError as err:
         raise UserError(f"{path}: cannot read {name} ({_one_line(err)})") from None
+    try:
+        obj = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as err:
-        raise UserError(f"{path}: {name} is not valid JSON ({_one_line(err)})") from None
+        raise UserError(f"{path}: {name} is not valid JSON ({_one_line(err)[:300]})") from None
+    if _SURROGATE_ESCAPE.search(data) and not _encodable(obj):
+        raise UserError(f"{path}: {name} holds a lone surrogate (\\ud800-\\udfff), not text")
+    return obj
+
+
+def _encodable(obj: object) -> bool:
+    """Every string (key or value) in parsed JSON is valid Unicode; iterative, any depth."""
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+    return True
 
 
 def _read_tensors(path: Path, name: str, map_location: str) -> dict[str, torch.Tensor]:
     try:
+        check_safetensors_header(path / name)
         return safetensors.torch.load_file(str(path / name), device=map_location)
-    except Exception as err:  # SafetensorError, OSError, ... from the library: all one story
+    except Exception as err:  # ours, SafetensorError, OSError ... from the library: one story
         raise UserError(
-            f"{path}: {name} is not a valid safetensors file ({_one_line(err)})"
+            f"{path}: {name} is not a valid safetensors file ({_one_line(err)[:300]})"
         ) from None
+
+
+def check_safetensors_header(file: Path) -> None:
+    """Refuse a safetensors file whose header would make a reader allocate or read beyond it.
+
+    The format: 8 bytes little-endian header length ``n``, ``n`` bytes of JSON
+    ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__"?: {str: str}}``,
+    then the data region, offsets relative to its start. Checked here before the library sees
+    the file: ``n`` fits the file and MAX_HEADER_BYTES; no duplicate names; each dtype known;
+    at most MAX_DIMS dims, none beyond the data region's size (so an empty tensor cannot claim
+    2**62 rows); ``0 <= begin <= end <= data size``; ``numel * itemsize == end - begin``; no
+    two tensors overlap.
+
+    Raises:
+        ValueError: the first problem found, on one line.
+    """
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{size} bytes, shorter than the 8-byte header length")
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, MAX_HEADER_BYTES):
+            raise ValueError(f"header length {n} exceeds the file ({size} bytes) or the limit")
+        header = json.loads(f.read(n).decode("utf-8"), object_pairs_hook=_unique_keys)
+    if not isinstance(header, dict):
+        raise ValueError(f"the header is {type(header).__name__}, not a JSON object")
+    data = size - 8 - n
+    spans = []
+    for key, info in header.items():
+        where = f"tensor {short(key)}"
+        if key == "__metadata__":
+            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+                raise ValueError("__metadata__ must map strings to strings")
+            continue
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise ValueError(f"{where}: expected exactly dtype, shape and data_offsets")
+        dtype, shape, (begin, end) = info["dtype"], info["shape"], _pair(info["data_offsets"])
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+            raise ValueError(f"{where}: dtype {short(dtype)} is not supported")
+        if not _ints(shape) or len(shape) > MAX_DIMS or not all(0 <= d <= data for d in shape):
+            raise ValueError(f"{where}: shape must be <= {MAX_DIMS} sizes in [0, {data}]")
+        if not 0 <= begin <= end <= data:
+            raise ValueError(f"{where}: data_offsets outside the data region [0, {data}]")
+        if math.prod(shape) * DTYPE_BYTES[dtype] != end - begin:
+            raise ValueError(f"{where}: shape {shape} of {dtype} does not fill {end - begin} bytes")
+        spans.append((begin, end, key))
+    spans.sort()
+    for (_, end, first), (begin, _, second) in itertools.pairwise(spans):
+        if begin < end:
+            raise ValueError(f"tensors {short(first)} and {short(second)} overlap")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object without repeated keys (json keeps the last; another reader the first)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("the header repeats a key (a tensor named twice?)")
+    return out
+
+
+def _ints(value: object) -> bool:
+    return isinstance(value, list) and all(type(v) is int for v in value)
+
+
+def _pair(value: object) -> tuple[int, int]:
+    """``data_offsets`` as (begin, end); (-1, -1) (refused by the caller) if malformed."""
+    return (value[0], value[1]) if _ints(value) and len(value) == 2 else (-1, -1)
 
 
 def _one_line(err: BaseException) -> str:

@@ -13,13 +13,14 @@ detaches it (truncated BPTT). A non-finite
 loss or gradient norm skips the step before the optimiser touches anything; after
 ``nan_tolerance`` of them in a row the last good checkpoint is reloaded at half the learning
 rate. Ctrl-C or SIGTERM finishes the current step, saves ``last`` and returns ``interrupted``.
+Under torchrun every process runs this loop on its share of the batch, the model wrapped in
+DistributedDataParallel; what the ranks must agree on goes through ``distributed.py``.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -27,14 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from rnnkit.config import RunConfig, apply_overrides, validate
 from rnnkit.errors import UserError
 from rnnkit.tasks import get_task
 from rnnkit.tasks.base import summary
+from rnnkit.training import distributed
 from rnnkit.training.diagnostics import ParameterRatios, plot_ratios
-from rnnkit.training.metrics import MetricsLog, plot_losses
+from rnnkit.training.metrics import MetricsLog, NullLog, plot_losses
 from rnnkit.training.optim import (
     build_optimizer,
     build_scheduler,
@@ -43,6 +46,8 @@ from rnnkit.training.optim import (
     scale_learning_rate,
 )
 from rnnkit.training.runs import check_new_run_dir, read_run_checkpoint, save_run_checkpoint
+from rnnkit.training.state import rng_state, set_rng_state, short
+from rnnkit.training.stopping import StopSignal
 
 
 @dataclass
@@ -54,36 +59,8 @@ class TrainResult:
     stopped: str  # "max_steps", "max_epochs", "max_time", "early_stopping", "interrupted"
 
 
-class _StopSignal:
-    """SIGINT/SIGTERM set a flag the loop checks between steps; a second Ctrl-C aborts."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> _StopSignal:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _rng_state() -> dict:
-    """The generators training draws from (dropout masks use torch's; numpy's is unused)."""
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks > 0: rank 0 speaks for the run."""
 
 
 class Trainer:
@@ -95,7 +72,8 @@ class Trainer:
         """``config`` for a fresh run; with ``resume``, the run in ``config.train.out`` is
         continued with its saved config, updated by ``overrides`` ({"train": {...}} only)."""
         # ---- setup -------------------------------------------------------------------------
-        self.log = log
+        self.world = world = distributed.setup()
+        self.log = log if world.is_main else _silent
         out = Path(config.train.out)
         ckpt = meta = None
         if resume:
@@ -106,6 +84,7 @@ class Trainer:
             check_new_run_dir(out)
         self.config, self.out, t = config, out, config.train
         validate(config)
+        distributed.check_divisible(world, t.batch_size, config.task.name)
         if t.threads:
             torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
@@ -113,6 +92,7 @@ class Trainer:
         random.seed(t.seed)
         # ---- data --------------------------------------------------------------------------
         self.task = get_task(config.task.name)(config, meta)
+        self.task.world = world  # each rank reads its own block of the batch
         self.task.prepare()
         self.steps_per_epoch = self.task.steps_per_epoch()
         # ---- model and optimiser -----------------------------------------------------------
@@ -125,9 +105,20 @@ class Trainer:
         self.last_eval_step = -1
         if ckpt is not None:
             self._restore(ckpt)
-        self.out.mkdir(parents=True, exist_ok=True)
+        # what backward runs through: the model itself, or DDP around it (same parameters)
+        self.train_model = DistributedDataParallel(self.model) if world.enabled else self.model
+        if world.rank:  # dropout masks: the ranks' own draws, not copies of rank 0's
+            torch.manual_seed(t.seed + 1_000_003 * world.rank + self.step)
         task = self.task
         self.speed_column = f"{task.unit}s_per_s"
+        distributed.barrier(world)  # every rank has checked --out before rank 0 writes to it
+        if world.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        if self.step == 0:  # a good checkpoint to fall back on, before any other file exists
+            self.save("last")
+        if not world.is_main:  # ranks > 0 write nothing: no metrics, pictures or diagnostics
+            self.metrics, self.tensorboard, self.ratios = NullLog(), None, None
+            return
         extra = [c for c in (*task.metric_names, *task.info_names) if c != "loss"]
         self.metrics = MetricsLog(
             self.out / "metrics.csv",
@@ -159,7 +150,7 @@ class Trainer:
             "last_eval_step": self.last_eval_step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "state": self.task.carried_state(),
         }
 
@@ -167,7 +158,17 @@ class Trainer:
         s = ckpt.training
         if not isinstance(s, dict) or "step" not in s:
             raise UserError(f"{ckpt.path}: no training state to resume from")
+        try:
+            self._restore_state(s)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+            if isinstance(error, UserError):
+                raise
+            raise UserError(
+                f"{ckpt.path}: training.json does not fit this run ({short(error)})"
+            ) from None
         self.model.load_state_dict(ckpt.model_state)
+
+    def _restore_state(self, s: dict) -> None:
         self.optimizer.load_state_dict(s["optimizer"])
         self.scheduler.load_state_dict(s["scheduler"])
         for key in (
@@ -181,14 +182,15 @@ class Trainer:
         ):  # noqa: E501
             setattr(self, key, s[key])
         self.task.restore_carried_state(s["state"])
-        _set_rng_state(s["rng"])
+        set_rng_state(s["rng"])
 
     def save(self, name: str) -> None:
-        save_run_checkpoint(
-            self.out / name, self.config, self.model, self.task, self._training_state()
-        )
+        state = self._training_state()  # on every rank: the carried state is gathered
+        if self.world.is_main:
+            save_run_checkpoint(self.out / name, self.config, self.model, self.task, state)
 
     def _reload_last_good(self) -> None:
+        distributed.barrier(self.world)  # rank 0's last save is complete
         ckpt, _, _ = read_run_checkpoint(self.out / "last", training=True)
         step, epoch, batch_index = self.step, self.epoch, self.batch_index
         self._restore(ckpt)  # weights, optimiser and schedule of the last good checkpoint
@@ -204,11 +206,9 @@ class Trainer:
         name = self.config.task.name
         what = self.task.describe(self.model).removeprefix(f"{name}: ")
         self.log(f"rnnkit train --task {name}: {what}; run directory {self.out}")
-        if self.step == 0:
-            self.save("last")  # a good checkpoint to fall back on from the first step
-            if t.sample_every:
-                self._print_sample()  # "at first": what an untrained model writes
-        interactive = sys.stderr.isatty()
+        if self.step == 0 and t.sample_every:
+            self._print_sample()  # "at first": what an untrained model writes
+        interactive = sys.stderr.isatty() and self.world.is_main
         bar = tqdm(
             total=total,
             initial=self.step,
@@ -219,11 +219,11 @@ class Trainer:
         )
         self.log = bar.write if interactive else self.log
         start, window_start, window_units = time.perf_counter(), time.perf_counter(), 0
-        stopped = None
-        with _StopSignal() as stop_signal:
+        with StopSignal(abort_on_second=not self.world.enabled) as stop_signal:
+            stopped = self._stop_reason(start, stop_signal)  # a finished run resumed: no step
             while stopped is None:
                 loss, units = self._train_step()
-                window_units += units
+                window_units += units * self.world.size  # chars/s of all ranks together
                 bar.update(1)
                 if self.step % t.log_every == 0 and loss is not None:
                     speed = window_units / max(1e-9, time.perf_counter() - window_start)
@@ -239,7 +239,12 @@ class Trainer:
             self._evaluate_and_save()
         else:
             self.save("last")
-        self._write_figures()
+        agree = distributed.check_ranks_agree(self.world, self.model)
+        if agree:
+            self.log(agree)
+        if self.world.is_main:
+            self._write_figures()
+        distributed.teardown(self.world)
         metric, direction = self.task.selection
         best = self.best_val if direction == "min" else -self.best_val
         what = f"{best:.4f} {self.task.loss_name}" if metric == "loss" else f"{metric} {best:.4f}"
@@ -260,13 +265,13 @@ class Trainer:
             self.task.reset_carried_state()
         batch = self.task.train_batch(self.epoch, self.batch_index)
         self.batch_index += 1
-        self.model.train()
+        self.train_model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-            output = self.task.train_loss(self.model, batch, self.step)  # fp32 master weights
+            output = self.task.train_loss(self.train_model, batch, self.step)  # fp32 weights
         self.info = output.info
         loss = output.loss + t.l1 * l1_penalty(self.model) if t.l1 else output.loss
         self.optimizer.zero_grad(set_to_none=True)
-        value = loss.item()
+        value = distributed.mean_over_ranks(self.world, loss).item()  # the same on every rank
         norm = math.nan
         if math.isfinite(value):
             loss.backward()
@@ -284,7 +289,9 @@ class Trainer:
         if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()
         self.step += 1
-        return (output.loss.item() if t.l1 else value), output.count
+        if t.l1:
+            value = distributed.mean_over_ranks(self.world, output.loss).item()
+        return value, output.count
 
     def _skip_bad_step(self, loss: float, norm: float) -> None:
         """Never let a non-finite loss or gradient reach the weights."""
@@ -315,7 +322,11 @@ class Trainer:
             self.log(f"step {self.step}: reloaded the last good checkpoint; lr now {lr:.3g}")
         return None
 
-    def _stop_reason(self, start: float, stop_signal: _StopSignal) -> str | None:
+    def _stop_reason(self, start: float, stop_signal: StopSignal) -> str | None:
+        """Why to stop after this step (None: go on), the same on every rank."""
+        return distributed.agree_on_stop(self.world, self._local_stop(start, stop_signal))
+
+    def _local_stop(self, start: float, stop_signal: StopSignal) -> str | None:
         t = self.config.train
         if stop_signal.received is not None:
             return "interrupted"
@@ -332,7 +343,10 @@ class Trainer:
     # ---- evaluation, samples, logs ---------------------------------------------------------------
     def _evaluate_and_save(self) -> None:
         t = self.config.train
-        figures = self.task.evaluate(self.model, "val", t.eval_batches)
+        figures = None
+        if self.world.is_main:  # one rank scores the (identical) weights; all get the figures
+            figures = self.task.evaluate(self.model, "val", t.eval_batches)
+        figures = distributed.broadcast(self.world, figures)
         val = figures["loss"]
         metric, direction = self.task.selection
         score = figures[metric] if direction == "min" else -figures[metric]  # lower is better
@@ -358,9 +372,11 @@ class Trainer:
             f"step {self.step}: val {summary(figures, self.task.metric_names)}"
             + (" *best*" if improved else "")
         )
-        self.save("last")
-        if improved:
+        if improved:  # best first: a kill between the two never leaves last ahead of best
             self.save("best")
+        self.save("last")
+        if not self.world.is_main:
+            return
         plot_losses(
             self.out / "metrics.csv",
             self.out / "loss.png",
@@ -382,6 +398,8 @@ class Trainer:
             self.log(f"wrote {path}")
 
     def _print_sample(self) -> None:
+        if not self.world.is_main:
+            return
         self.model.eval()
         text = self.task.progress_sample(self.model)
         if text is not None:

@@ -94,3 +94,10 @@ def plot_losses(
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, png_path)
+
+
+class NullLog:
+    """The metrics log of ranks > 0 under torchrun: rank 0 writes the run's files."""
+
+    def write(self, **row) -> None:
+        pass

@@ -9,23 +9,32 @@
 What is here: finding the checkpoint a path names, refusing to clobber a run, saving the
 trainer's state and rebuilding a model from a checkpoint. The file format itself (atomic
 writes, checksums, safetensors + JSON) is ``checkpoint.py``.
+
+A checkpoint is untrusted input: its config is validated like flags, and the model it describes
+is first built on the ``meta`` device (no memory) and compared, name by name and shape by shape,
+with the tensors of model.safetensors (whose sizes the file bounds). Only a config that fits
+its weights is built for real, so ``hidden = 10**9`` costs an error message, not 16 GB.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from rnnkit.config import RunConfig
+from rnnkit.config import RunConfig, validate
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError
 from rnnkit.models import LanguageModel
 from rnnkit.tasks import Task, get_task
 from rnnkit.training.checkpoint import Checkpoint, is_checkpoint, load_checkpoint, save_checkpoint
+from rnnkit.training.state import short
 
 RUN_MARKERS = ("last", "best", "metrics.csv")
+MAX_MESSAGE = 400  # errors quoting a hostile config are cut to this many characters
 
 
 def holds_run(out: Path) -> bool:
@@ -45,6 +54,8 @@ def check_new_run_dir(out: Path) -> None:
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory itself, or a run directory's ``best`` (else ``last``)."""
     path = Path(path)
+    if not path.exists() and any(path.parent.glob(f".{path.name}.old-*")):
+        return path  # killed between the two renames of a save: load_checkpoint recovers it
     if not path.exists():
         raise UserError(f"no checkpoint or run directory at {path}")
     if is_checkpoint(path):
@@ -74,29 +85,91 @@ def save_run_checkpoint(
 
 
 def read_run_checkpoint(path: str | Path, *, training: bool = False):
-    """Load a checkpoint and check its config: (checkpoint, RunConfig, task meta)."""
+    """Load a checkpoint and check its config against its weights: (checkpoint, RunConfig,
+    task meta). Every problem is a one-line UserError naming config.json or the tensor."""
     ckpt: Checkpoint = load_checkpoint(find_checkpoint(path), training=training)
     source = f"{ckpt.path}/config.json"
     raw = dict(ckpt.config)
     meta = raw.pop("task_meta", None)
     kind = raw.pop("vocab_kind", None)
-    config = RunConfig.from_dict(raw, source=source)
+    with _quoted(ckpt.path):
+        config = RunConfig.from_dict(raw, source=source)
+        validate(config)
     if config.task.name == "lm":
         meta = {"vocab_kind": kind, "symbols": ckpt.vocab}
     elif not isinstance(meta, dict):
         raise UserError(f"{source}: task_meta must be a JSON object, got {type(meta).__name__}")
+    check_weights(ckpt, config, meta)
     return ckpt, config, meta
+
+
+def check_weights(ckpt: Checkpoint, config: RunConfig, meta: dict) -> None:
+    """Refuse a config whose model does not have exactly the tensors of model.safetensors.
+
+    The model is built on the ``meta`` device (shapes, no storage) after one cheap bound (each
+    layer has at least one tensor, so ``layers = 10**6`` never builds a million modules);
+    names, shapes and float-ness must match. Raises UserError naming the first difference.
+    """
+    source, state = f"{ckpt.path}/config.json", ckpt.model_state
+    if config.model.layers > len(state):
+        raise UserError(
+            f"{source}: model.layers is {config.model.layers} but model.safetensors holds "
+            f"{len(state)} tensors"
+        )
+    with _quoted(ckpt.path), torch.device("meta"):
+        try:
+            expected = get_task(config.task.name)(config, meta).build_model().state_dict()
+        except (RuntimeError, ValueError, TypeError, OverflowError) as error:
+            if isinstance(error, UserError):
+                raise
+            m = config.model
+            raise UserError(
+                f"{source}: cannot build the model it describes (model.embed {m.embed}, hidden "
+                f"{m.hidden}, layers {m.layers}: {error})"
+            ) from None
+    for name, want in expected.items():
+        got = state.get(name)
+        if got is None:
+            raise UserError(f"{ckpt.path}: model.safetensors lacks {name}, which {source} needs")
+        if got.shape != want.shape:
+            raise UserError(
+                f"{ckpt.path}: model.safetensors {name} has shape {tuple(got.shape)} but "
+                f"config.json describes {tuple(want.shape)}"
+            )
+        if got.dtype != want.dtype and not (got.is_floating_point() and want.is_floating_point()):
+            raise UserError(
+                f"{ckpt.path}: model.safetensors {name} is {got.dtype}, expected {want.dtype}"
+            )
+    extra = next((name for name in state if name not in expected), None)
+    if extra is not None:
+        raise UserError(
+            f"{ckpt.path}: model.safetensors holds {short(extra)}, which the model in "
+            "config.json does not have"
+        )
+
+
+@contextmanager
+def _quoted(path: Path):
+    """UserErrors inside name the file (once) and are cut to MAX_MESSAGE characters: config
+    and task-meta messages quote the offending value, which a hostile file makes huge. They
+    come from config.json (config, task_meta) unless they say ``vocab.json:``."""
+    try:
+        yield
+    except UserError as error:
+        text = " ".join(str(error).split())
+        if str(path) not in text:
+            text = f"{path}{'' if 'vocab.json:' in text else '/config.json'}: {text}"
+        cut = text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+        raise UserError(cut) from None
 
 
 def load_task(path: str | Path) -> tuple[Task, nn.Module, RunConfig]:
     """Rebuild a run's task (from its saved meta, without the training data) and its trained
     model (eval mode, CPU) from a checkpoint or run directory."""
-    ckpt, config, meta = read_run_checkpoint(path)
-    try:
+    ckpt, config, meta = read_run_checkpoint(path)  # the weights fit the config: built for real
+    with _quoted(ckpt.path):
         task = get_task(config.task.name)(config, meta)
         model = task.build_model()
-    except UserError as error:
-        raise UserError(f"{ckpt.path}: {error}") from None
     try:
         model.load_state_dict(ckpt.model_state)
     except RuntimeError as error:

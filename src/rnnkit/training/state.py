@@ -10,7 +10,9 @@ What is not here: files and atomicity (``checkpoint.py``).
 from __future__ import annotations
 
 import math
+import random
 import re
+import reprlib
 
 import torch
 
@@ -18,6 +20,13 @@ from rnnkit.errors import UserError
 
 _JSON_SAFE_INT = 2**53  # larger ints are written as hex strings: exact for every JSON reader
 _HEX_INT = re.compile(r"-?0x[0-9a-f]+")
+MAX_DEPTH = 64  # a real training state nests ~6 deep; a hostile skeleton must not recurse 1000
+_SHORT = reprlib.Repr()  # keyword arguments need Python 3.12
+_SHORT.maxlevel = 3
+_SHORT.maxstring = 60
+_SHORT.maxother = 60
+_SHORT.maxlist = 6
+_SHORT.maxdict = 4
 
 
 def flatten_state(obj: object) -> tuple[dict[str, torch.Tensor], object]:
@@ -85,34 +94,45 @@ def _add_tensor(path: tuple, tensor: torch.Tensor, tensors: dict[str, torch.Tens
 
 
 def _where(path: tuple) -> str:
-    return ".".join(str(part) for part in path) or "the top level"
+    """The dotted path, cut to ~120 characters (keys from a hostile file can be any size)."""
+    text = ".".join(str(part)[:60] for part in path[:16]) or "the top level"
+    return text if len(text) <= 120 and len(path) <= 16 else text[:120] + "..."
 
 
 def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: object) -> object:
     """Rebuild what ``flatten_state`` split: tuples, int keys, nan/inf and big ints included.
 
     Raises:
-        UserError: the skeleton is malformed or refers to a tensor missing from ``tensors``.
+        UserError: the skeleton is malformed, nests deeper than ``MAX_DEPTH`` or refers to a
+            tensor missing from ``tensors``.
     """
-    return _unflatten(skeleton, tensors, ())
+    try:
+        return _unflatten(skeleton, tensors, (), 0)
+    except RecursionError:  # only when called from deep in the stack; MAX_DEPTH bounds our own
+        raise UserError("state skeleton: nested too deeply") from None
 
 
-def _unflatten(node: object, tensors: dict[str, torch.Tensor], path: tuple) -> object:
+def _unflatten(node: object, tensors: dict[str, torch.Tensor], path: tuple, depth: int) -> object:
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
+    if depth >= MAX_DEPTH:
+        raise UserError(f"state skeleton: {_where(path)} nests deeper than {MAX_DEPTH}")
+    down = depth + 1
     if isinstance(node, list):
-        return [_unflatten(item, tensors, (*path, i)) for i, item in enumerate(node)]
+        return [_unflatten(item, tensors, (*path, i), down) for i, item in enumerate(node)]
     tag, value = next(iter(node.items())) if isinstance(node, dict) and len(node) == 1 else ("", 0)
     if tag == "$tensor" and isinstance(value, str):
         if value not in tensors:
-            raise UserError(f"state skeleton: {_where(path)} refers to missing tensor {value!r}")
+            raise UserError(
+                f"state skeleton: {_where(path)} refers to missing tensor {short(value)}"
+            )
         return tensors[value]
     if tag == "$tuple" and isinstance(value, list):
-        return tuple(_unflatten(item, tensors, (*path, i)) for i, item in enumerate(value))
+        return tuple(_unflatten(item, tensors, (*path, i), down) for i, item in enumerate(value))
     if tag == "$dict" and isinstance(value, dict):
-        return {k: _unflatten(v, tensors, (*path, k)) for k, v in value.items()}
+        return {k: _unflatten(v, tensors, (*path, k), down) for k, v in value.items()}
     if tag == "$items" and isinstance(value, list):
-        return _unflatten_items(value, tensors, path)
+        return _unflatten_items(value, tensors, path, down)
     if tag == "$float" and value in ("nan", "inf", "-inf"):
         return float(value)
     if tag == "$int" and isinstance(value, str) and _HEX_INT.fullmatch(value):
@@ -123,20 +143,37 @@ def _unflatten(node: object, tensors: dict[str, torch.Tensor], path: tuple) -> o
     )
 
 
-def _unflatten_items(pairs: list, tensors: dict[str, torch.Tensor], path: tuple) -> dict:
+def _unflatten_items(pairs: list, tensors: dict[str, torch.Tensor], path: tuple, depth: int):
     out = {}
     for pair in pairs:
         ok = isinstance(pair, list) and len(pair) == 2
-        key = _unflatten(pair[0], tensors, path) if ok else None
+        key = _unflatten(pair[0], tensors, path, depth) if ok else None
         if isinstance(key, bool) or not isinstance(key, (str, int)):
             raise UserError(
                 f"state skeleton: {_where(path)} has {describe(pair)} in $items; "
                 "expected a [str or int key, value] pair"
             )
-        out[key] = _unflatten(pair[1], tensors, (*path, key))
+        out[key] = _unflatten(pair[1], tensors, (*path, key), depth)
     return out
 
 
+def short(value: object) -> str:
+    """``repr(value)`` in at most ~70 characters, whatever ``value`` is (huge, deeply nested)."""
+    text = " ".join(_SHORT.repr(value).split())
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
 def describe(value: object) -> str:
-    text = " ".join(repr(value).split())
+    """``type repr`` in at most ~70 characters, whatever ``value`` is (huge, deeply nested)."""
+    text = " ".join(_SHORT.repr(value).split())
     return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def rng_state() -> dict:
+    """The generators training draws from (dropout masks use torch's; numpy's is unused)."""
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])

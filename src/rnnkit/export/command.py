@@ -1,0 +1,150 @@
+"""``rnnkit export`` and the ONNX half of ``rnnkit sample --runtime onnx``.
+
+    rnnkit export runs/charlm                            # -> runs/charlm/model.onnx
+    rnnkit export runs/charlm --format onnx -o charlm.onnx
+    rnnkit sample runs/charlm --runtime onnx --seed 1    # runs/charlm/model.onnx if current
+    rnnkit sample charlm.onnx --runtime onnx --seed 1    # the file alone: no checkpoint
+
+Where ``rnnkit sample PATH --runtime onnx`` finds its graph (:func:`load_for_sample`): PATH
+itself if it is a file; else ``PATH/model.onnx`` if it was exported from the checkpoint PATH
+names now (the sha256 of its model.safetensors is in the file's metadata); else -- no file, or
+one left from an older checkpoint (a note says so) -- the checkpoint is exported in memory
+first (~0.1 s), and nothing is written.
+
+``rnnkit export`` checks what it wrote: it runs the graph on onnxruntime next to the PyTorch
+model (3 streams, 8 steps, state carried) and refuses to write a file whose logits or state
+differ by more than :data:`TOLERANCE`; the line it prints gives the difference measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from rnnkit.errors import UserError
+
+DEFAULT_NAME = "model.onnx"
+TOLERANCE = 1e-4  # the check at export time; tests hold the graph to 1e-5 over 20 steps
+FORMATS = ("onnx",)
+
+
+def add_parser(commands) -> None:
+    """Add ``export`` to the CLI's subparsers (``commands``)."""
+    export = commands.add_parser(
+        "export", help="write a trained language model as one ONNX file (one step with state)"
+    )
+    export.add_argument("checkpoint", metavar="DIR", help="run directory or checkpoint")
+    export.add_argument("--format", default="onnx", help="file format: onnx (the only one)")
+    export.add_argument(
+        "-o", "--output", metavar="FILE", help=f"where to write (default: DIR/{DEFAULT_NAME})"
+    )
+    export.add_argument(
+        "--exporter",
+        default="torchscript",
+        help="torch's ONNX exporter: torchscript (fast, the default) or dynamo (torch.export)",
+    )
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """``rnnkit export DIR [--format onnx] [-o FILE]``: write, verify, print one line."""
+    from rnnkit.export.onnx import OPSET, to_onnx, write_onnx
+    from rnnkit.export.runtime import OnnxLanguageModel
+    from rnnkit.training.runs import find_checkpoint
+
+    if args.format not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
+    find_checkpoint(args.checkpoint)  # a missing DIR is reported before -o
+    output = Path(args.output) if args.output else Path(args.checkpoint) / DEFAULT_NAME
+    _check_output(output)
+    model, vocab, sha256 = load_checkpoint_model(args.checkpoint)
+    proto = to_onnx(model, vocab, exporter=args.exporter, source_sha256=sha256)
+    data = proto.SerializeToString()
+    runtime = OnnxLanguageModel(data, threads=1, source=str(output))
+    diff = max_difference(model, runtime)
+    if not diff <= TOLERANCE:  # also catches NaN
+        raise UserError(f"the exported graph differs from the PyTorch model by {diff:.2e} "
+                        f"(> {TOLERANCE:g}); nothing written (try --exporter dynamo)")  # fmt: skip
+    path = write_onnx(proto, output)
+    m = model.config
+    print(f"wrote {path} ({len(data) / 1024:,.0f} KiB, ONNX opset {OPSET}, {m.cell} "
+          f"{m.layers}x{m.hidden}, vocab {len(vocab)}; max |difference| from PyTorch over "
+          f"8 steps: {diff:.1e})")  # fmt: skip
+    return 0
+
+
+def load_for_sample(path: str | Path, *, threads: int | None = None):
+    """The exported model ``rnnkit sample PATH --runtime onnx`` runs, and its vocabulary:
+    ``(OnnxLanguageModel, Vocab)``. See the module docstring for where the graph comes from;
+    ``threads``: onnxruntime's intra-op threads (default: torch's thread count)."""
+    from rnnkit.export.onnx import onnx_modules, sha256_file, to_onnx
+    from rnnkit.export.runtime import OnnxLanguageModel
+    from rnnkit.training.runs import find_checkpoint
+
+    onnx_modules()  # the install hint before anything else
+    path = Path(path)
+    if path.is_file():
+        model = OnnxLanguageModel.from_file(path, threads=threads)
+        return model, model.vocab
+    checkpoint = find_checkpoint(path)
+    exported = path / DEFAULT_NAME
+    if exported.is_file():
+        weights = checkpoint / "model.safetensors"
+        current = sha256_file(weights) if weights.is_file() else ""
+        model = OnnxLanguageModel.from_file(exported, threads=threads)
+        if current and model.metadata.get("source_sha256") == current:
+            return model, model.vocab
+        print(f"rnnkit: note: {exported} was exported from other weights than {checkpoint}; "
+              "exporting the checkpoint afresh (in memory)", file=sys.stderr)  # fmt: skip
+    torch_model, vocab, sha256 = load_checkpoint_model(path)
+    data = to_onnx(torch_model, vocab, source_sha256=sha256).SerializeToString()
+    model = OnnxLanguageModel(data, threads=threads, source=f"{checkpoint} (exported)")
+    return model, model.vocab
+
+
+def load_checkpoint_model(path: str | Path):
+    """(LanguageModel in eval mode, Vocab, sha256 of model.safetensors) of a run or
+    checkpoint, or a one-line UserError if it is not a language model we export."""
+    from rnnkit.export.onnx import check_exportable, onnx_modules, sha256_file
+    from rnnkit.training.runs import find_checkpoint, load_task
+
+    onnx_modules()
+    checkpoint = find_checkpoint(path)
+    task, model, config = load_task(checkpoint)
+    check_exportable(config)
+    weights = checkpoint / "model.safetensors"
+    return model, task.vocab, sha256_file(weights) if weights.is_file() else ""
+
+
+def max_difference(model, runtime, *, steps: int = 8, batch: int = 3, seed: int = 0) -> float:
+    """Largest |difference| of logits and state between ``model.step`` (PyTorch, eval) and
+    ``runtime.step`` over ``steps`` steps of ``batch`` streams of random tokens, state
+    carried in each."""
+    generator = torch.Generator().manual_seed(seed)
+    vocab_size = model.head.out_features
+    tokens = torch.randint(vocab_size, (steps, batch), generator=generator)
+    ours = theirs = None
+    worst = 0.0
+    with torch.inference_mode():
+        for token in tokens:
+            logits, ours = model.step(token, ours)
+            other, theirs = runtime.step(token, theirs)
+            pairs = [(logits, other), *zip(_tensors(ours), _tensors(theirs), strict=True)]
+            for a, b in pairs:
+                diff = float((a - b).abs().max())
+                worst = max(worst, diff if diff == diff else math.inf)  # NaN counts as inf
+    return worst
+
+
+def _tensors(state) -> tuple:
+    return tuple(state) if isinstance(state, tuple) else (state,)
+
+
+def _check_output(output: Path) -> None:
+    if output.is_dir():
+        raise UserError(f"-o {output} is a directory; name the .onnx file to write")
+    if not output.parent.is_dir():
+        raise UserError(f"-o {output}: directory {output.parent} does not exist")

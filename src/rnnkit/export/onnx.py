@@ -1,0 +1,277 @@
+"""Export a trained language model as one ONNX file: a single step, (tokens, state) -> (logits,
+state), that onnxruntime (or any ONNX runtime) runs without PyTorch or rnnkit's weights.
+
+    rnnkit export runs/charlm --format onnx -o charlm.onnx
+    proto = to_onnx(model, vocab)                     # an onnx.ModelProto, metadata included
+    write_onnx(proto, Path("charlm.onnx"))            # atomically: temp file + os.replace
+
+The graph (opset :data:`OPSET`, batch axis ``N`` dynamic)::
+
+    tokens int64 (N,)             --+                       +--> logits float32 (N, V)
+    h      float32 (layers, N, H) --+--> embedding -> cells -+--> h_next (layers, N, H)
+    c      float32 (layers, N, H) --+    -> head             +--> c_next (layers, N, H)
+
+``c`` and ``c_next`` exist for the cells with a cell state (lstm, lnlstm) only. The zero state
+is all zeros, as in ``LanguageModel.initial_state``. ``metadata_props`` carry what a sampler
+needs besides the graph (see :func:`metadata`): the vocabulary, the cell and the sizes, so
+``rnnkit sample model.onnx --runtime onnx`` needs nothing else.
+
+The graph is traced from :class:`StepGraph`, the model's eval-mode step written with the
+equations of ``cells.py``, ``layernorm.py`` and ``minimal.py`` over the model's own
+parameters, not from ``LanguageModel.step`` (whose ``_VF.*_cell`` kernels and fused layers are
+not what an exporter should see). Exporter: torch's TorchScript-based one (``dynamo=False``)
+by default -- 0.02-0.8 s here where the ``torch.export``-based one takes 2-7 s, which matters
+because ``rnnkit sample --runtime onnx`` exports a checkpoint that has no current model.onnx
+on the spot; it is deprecated in torch 2.9+, so ``exporter="dynamo"`` is kept working and
+tested (same outputs, to float32 rounding). Both traced the same graph for every cell.
+
+What is not here: running the file (``runtime.py``) and the command line (``command.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import secrets
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.cells import ACTIVATIONS, gru_step, lstm_step, rnn_step
+from rnnkit.errors import UserError
+from rnnkit.layernorm import layernorm_lstm_step
+from rnnkit.minimal import min_gru_step, min_lstm_step
+from rnnkit.models.common import has_cell_state
+
+FORMAT = "rnnkit-onnx-step"
+FORMAT_VERSION = 1
+#: ONNX opset: 17 is the first with LayerNormalization (lnlstm); 18 is the dynamo exporter's.
+OPSET = 18
+EXPORTERS = ("torchscript", "dynamo")
+SUPPORTED_CELLS = ("lstm", "gru", "rnn", "lnlstm", "mingru", "minlstm")
+INPUTS = ("tokens", "h", "c")
+OUTPUTS = ("logits", "h_next", "c_next")
+MAX_BYTES = (2 << 30) - (1 << 20)  # protobuf's 2 GiB limit on one message, with room to spare
+
+
+def onnx_modules():
+    """(onnx, onnxruntime), or a one-line UserError saying how to install them."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as error:
+        raise UserError(
+            f"ONNX export and --runtime onnx need the onnx packages ({error.name} is missing): "
+            "pip install 'rnnkit[export]'"
+        ) from None
+    return onnx, onnxruntime
+
+
+class StepGraph(nn.Module):
+    """``LanguageModel.step`` in eval mode, written with plain torch ops over the model's own
+    parameters (no copies): embedding -> one step of each layer -> head.
+
+    ``forward(tokens (N,), h (layers, N, H), c (layers, N, H) | None) -> (logits (N, V),
+    h_next, c_next)``, c only for lstm/lnlstm. Dropout is off (eval); zoneout is its eval form,
+    ``s = p * s_prev + (1 - p) * s_new`` per state tensor (``rnnkit.unroll.zoneout``).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        cell = model.config.cell
+        if cell not in SUPPORTED_CELLS:
+            raise UserError(f"--cell {cell} cannot be exported to ONNX (supported: "
+                            f"{', '.join(SUPPORTED_CELLS)})")  # fmt: skip
+        self.model = model
+        self.cell, self.layers = cell, model.config.layers
+        rates = tuple(getattr(model.rnn, "zoneout", ()))
+        self.zoneout = rates if any(rates) else ()
+
+    def forward(self, tokens: Tensor, h: Tensor, c: Tensor | None = None):
+        x = self.model.embedding(tokens)  # (N, E)
+        hs, cs = [], []
+        for depth in range(self.layers):
+            old = (h[depth],) if c is None else (h[depth], c[depth])  # (N, H) each
+            new = self._cell(depth, x, old)
+            if self.zoneout:
+                new = tuple(
+                    torch.lerp(n, o, p) for o, n, p in zip(old, new, self.zoneout, strict=True)
+                )
+            hs.append(new[0])
+            cs.extend(new[1:])
+            x = new[0]  # (N, H): the next layer's input
+        logits = self.model.head(x)  # (N, V)
+        if c is None:
+            return logits, torch.stack(hs)  # (layers, N, H)
+        return logits, torch.stack(hs), torch.stack(cs)
+
+    def _cell(self, depth: int, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """One step of layer ``depth``: x (N, H_in), state (h,) or (h, c) -> the new state."""
+        rnn = self.model.rnn
+
+        def w(kind: str) -> Tensor | None:
+            return getattr(rnn, f"{kind}_l{depth}", None)
+
+        w_ih, w_hh, b_ih, b_hh = w("weight_ih"), w("weight_hh"), w("bias_ih"), w("bias_hh")
+        if self.cell == "lstm":
+            return tuple(lstm_step(x, state, w_ih, w_hh, b_ih, b_hh))
+        if self.cell == "lnlstm":
+            gains = (w("ln_gain_ih"), w("ln_gain_hh"), w("ln_gain_c"))
+            args = (w_ih, w_hh, *gains, b_ih, b_hh, w("ln_bias_c"), rnn.eps)
+            return tuple(layernorm_lstm_step(x, state, *args))
+        (h,) = state
+        if self.cell == "gru":
+            return (gru_step(x, h, w_ih, w_hh, b_ih, b_hh),)
+        if self.cell == "rnn":
+            return (rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, ACTIVATIONS[rnn.nonlinearity]),)
+        step = min_gru_step if self.cell == "mingru" else min_lstm_step
+        return (step(x, h, w_ih, b_ih),)
+
+
+def check_exportable(config) -> None:
+    """A one-line UserError unless ``config`` (a RunConfig) is a language model we export."""
+    if config.task.name != "lm":
+        raise UserError(f"ONNX export covers language models (--task lm) only; this is a "
+                        f"--task {config.task.name} run")  # fmt: skip
+    if config.model.cell not in SUPPORTED_CELLS:
+        raise UserError(f"--cell {config.model.cell} cannot be exported to ONNX")
+
+
+def metadata(model: nn.Module, vocab, source_sha256: str = "") -> dict[str, str]:
+    """The ``metadata_props`` of an exported model (all strings, as ONNX wants): format,
+    versions, cell, sizes, the state's tensors, and the vocabulary as rnnkit rebuilds it
+    (``Vocab.from_json(vocab_kind, json.loads(vocab))``). ``source_sha256`` is the sha256 of
+    the checkpoint's model.safetensors ("" if unknown): ``rnnkit sample --runtime onnx``
+    uses a run's model.onnx only while it matches."""
+    from rnnkit import __version__
+
+    m = model.config
+    return {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "rnnkit_version": __version__,
+        "torch_version": torch.__version__,
+        "cell": m.cell,
+        "nonlinearity": getattr(model.rnn, "nonlinearity", ""),
+        "layers": str(m.layers),
+        "hidden": str(m.hidden),
+        "embed": str(m.embed),
+        "vocab_size": str(len(vocab)),
+        "state": "h,c" if has_cell_state(m.cell) else "h",
+        "vocab_kind": vocab.kind,
+        "vocab": json.dumps(vocab.to_json(), ensure_ascii=False),
+        "source_sha256": source_sha256,
+    }
+
+
+def to_onnx(model: nn.Module, vocab, *, exporter: str = "torchscript", source_sha256: str = ""):
+    """Trace ``model``'s step (a ``LanguageModel``; unchanged, training mode restored) into an
+    ``onnx.ModelProto`` with named shapes and :func:`metadata`, checked by onnx's checker."""
+    onnx, _ = onnx_modules()
+    if exporter not in EXPORTERS:
+        raise UserError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    m = model.config
+    stateful = has_cell_state(m.cell)
+    names_in, names_out = list(INPUTS[: 2 + stateful]), list(OUTPUTS[: 2 + stateful])
+    n = 2  # an example batch above 1, so the exporters keep N symbolic
+    weight = model.head.weight
+    states = [torch.zeros(m.layers, n, m.hidden, dtype=weight.dtype) for _ in names_in[1:]]
+    example = (torch.zeros(n, dtype=torch.long), *states)  # distinct tensors: no aliasing
+    was_training = model.training
+    graph = StepGraph(model.eval())
+    try:
+        with torch.no_grad(), _quiet():
+            if exporter == "dynamo":
+                proto = _export_dynamo(graph, example, names_in, names_out)
+            else:
+                proto = _export_torchscript(graph, example, names_in, names_out, onnx)
+    finally:
+        model.train(was_training)
+    shapes = {"tokens": ["N"], "logits": ["N", len(vocab)]}
+    shapes |= dict.fromkeys(names_in[1:] + names_out[1:], [m.layers, "N", m.hidden])
+    _name_shapes(proto, shapes)
+    proto.producer_name, proto.doc_string = "rnnkit", f"rnnkit {m.cell} language model, one step"
+    onnx.helper.set_model_props(proto, metadata(model, vocab, source_sha256))
+    if proto.ByteSize() > MAX_BYTES:
+        raise UserError(f"the model is {proto.ByteSize() / 2**30:.1f} GiB: too large for one "
+                        "ONNX file (protobuf's 2 GiB limit)")  # fmt: skip
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _export_torchscript(graph, example, names_in, names_out, onnx):
+    axes = {name: {0: "N"} for name in ("tokens", "logits")}
+    axes |= {name: {1: "N"} for name in names_in[1:] + names_out[1:]}
+    buffer = io.BytesIO()
+    torch.onnx.export(graph, example, buffer, dynamo=False, opset_version=OPSET,
+                      input_names=names_in, output_names=names_out, dynamic_axes=axes)  # fmt: skip
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _export_dynamo(graph, example, names_in, names_out):
+    batch = torch.export.Dim("N", min=1, max=1 << 30)
+    dynamic = {"tokens": {0: batch}, "h": {1: batch}}
+    if len(names_in) == 3:
+        dynamic["c"] = {1: batch}
+    program = torch.onnx.export(graph, example, dynamo=True, opset_version=OPSET,
+                                input_names=names_in, output_names=names_out,
+                                dynamic_shapes=dynamic, verbose=False)  # fmt: skip
+    return program.model_proto
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporters' deprecation notices and log lines (e.g. "torchvision is not
+    installed"): what ``rnnkit export`` prints is its own one line."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _name_shapes(proto, shapes: dict[str, list]) -> None:
+    """Write the graph's input/output shapes as rnnkit documents them (the exporters leave
+    generated names such as ``Concath_next_dim_2`` on some static sizes)."""
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        for dim, size in zip(dims, shapes[value.name], strict=True):
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = size
+
+
+def write_onnx(proto, output: Path) -> Path:
+    """Serialise ``proto`` as one file at ``output``, atomically: a temp file beside it,
+    fsynced, then ``os.replace`` (a reader sees the old file or the new one, never half)."""
+    output = Path(os.path.abspath(output))
+    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(proto.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, output)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return output
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

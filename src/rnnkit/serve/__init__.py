@@ -1,0 +1,7 @@
+"""Serving a trained language model over HTTP: ``rnnkit serve DIR`` (``pip install
+'rnnkit[serve]'`` for FastAPI and uvicorn).
+
+``app.py`` is the API (``create_app(model, vocab, config, limits)``, ``Limits``), ``command.py``
+the command line (``add_parser``, ``run_serve``). Neither is imported here, so ``import rnnkit``
+and ``rnnkit --help`` never need the optional dependencies.
+"""

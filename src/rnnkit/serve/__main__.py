@@ -1,0 +1,5 @@
+"""``python -m rnnkit.serve DIR [flags]`` is ``rnnkit serve DIR [flags]``."""
+
+from rnnkit.serve.command import main
+
+raise SystemExit(main())

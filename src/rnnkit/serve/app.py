@@ -1,0 +1,400 @@
+"""The HTTP API of a trained language model: a FastAPI app built by :func:`create_app`.
+
+    POST /generate   {"prime": "ROMEO:", "length": 200, "temperature": 0.8, "top_k": 0,
+                      "top_p": 1.0, "seed": 7, "stop": ["\\n\\n"], "unknown": "error",
+                      "stream": false}
+                     -> {"text": "...", "finish_reason": "length" | "stop", "seed": 7,
+                         "chars": 200}
+                     with "stream": true: text/event-stream, events ``text`` ({"text": piece},
+                     pieces join to the text) then ``done`` ({"finish_reason", "seed", "chars"})
+                     or ``error`` ({"error": "..."})
+    GET  /health     -> {"status": "ok", "running": 1, "waiting": 0}
+    GET  /model      -> cell, layers, hidden, embed, vocab size and kind, parameters, run, limits
+
+Every field of a request is optional. Without ``seed`` the server draws one and returns it, so
+any answer can be reproduced: generation uses a private ``torch.Generator`` per request, so a
+seeded request gives the same text alone or among many concurrent ones.
+
+Errors, always JSON ``{"error": "one line"}``: 400 the body is not a JSON object; 404 / 405
+unknown path or method; 413 body larger than ``Limits.max_body`` (refused from its
+Content-Length, or while reading a chunked body, before it is parsed); 422 a field is invalid
+(wrong type, out of range, over a limit, unknown field, prime characters outside the
+vocabulary); 429 every worker busy and the queue full (with ``Retry-After: 1``); 500 the model
+failed (e.g. non-finite logits).
+
+Concurrency: generation is blocking torch code, run in a pool of ``max_concurrent`` worker
+threads; up to ``queue`` more requests wait for a worker (first come, first served), the next
+one is refused at once with 429. A streaming client that disconnects stops its generation at
+the next piece and frees its worker. What is not here: the command line and the socket
+(``command.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
+from dataclasses import asdict, dataclass
+from typing import Annotated, Literal
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.exceptions import HTTPException
+
+from rnnkit import __version__
+from rnnkit.errors import UserError
+from rnnkit.generation import generate
+
+MAX_STOP = 4  # stop strings per request
+MAX_STOP_CHARS = 64  # characters per stop string
+MAX_SEED = 2**63 - 1
+log = logging.getLogger("rnnkit.serve")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for and how many run at once (``rnnkit serve`` flags)."""
+
+    max_length: int = 2000  # characters (tokens) generated per request
+    max_prime: int = 4000  # characters of prime
+    max_concurrent: int = 2  # generations running at once: worker threads
+    queue: int = 16  # requests waiting for a worker before 429
+
+    @property
+    def max_body(self) -> int:
+        """Bytes of request body: the fields plus a prime of ``max_prime`` characters, each
+        possibly JSON-escaped as a surrogate pair (12 bytes)."""
+        return 16384 + 12 * self.max_prime
+
+
+Stop = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+
+
+class GenerateRequest(BaseModel):
+    """The body of POST /generate. Types are strict: ``"5"`` or ``5.0`` is not a length."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prime: str = ""
+    length: Annotated[int, Field(ge=1)] = 200
+    temperature: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.8
+    top_k: Annotated[int, Field(ge=0)] = 0
+    top_p: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 1.0
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
+    stop: Annotated[list[Stop], Field(max_length=MAX_STOP)] = []
+    unknown: Literal["error", "skip"] = "error"
+    stream: bool = False
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value):
+        """``"stop": "\\n"`` is ``"stop": ["\\n"]``."""
+        return [value] if isinstance(value, str) else value
+
+
+class ApiError(Exception):
+    """An answer other than 200: ``status`` and a one-line message."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+class _Disconnected(Exception):
+    """Raised in the worker (from ``on_text``) when the streaming client has gone."""
+
+
+class Workers:
+    """The worker threads and the admission count: at most ``max_concurrent`` generations run
+    and ``queue`` wait; ``submit`` returns None (-> 429) beyond that. A slot is freed when its
+    future is done -- finished, failed, or cancelled before it started."""
+
+    def __init__(self, model, vocab, limits: Limits, threads: int) -> None:
+        self.model, self.vocab, self.limits = model, vocab, limits
+        self.pool = ThreadPoolExecutor(
+            limits.max_concurrent,
+            thread_name_prefix="rnnkit-generate",
+            initializer=torch.set_num_threads,  # in each worker: OpenMP settings may be per thread
+            initargs=(threads,),
+        )
+        self.lock = threading.Lock()
+        self.admitted = 0  # running + waiting
+        self.running = 0
+
+    def submit(self, settings: dict, on_text=None) -> Future | None:
+        with self.lock:
+            if self.admitted >= self.limits.max_concurrent + self.limits.queue:
+                return None
+            self.admitted += 1
+        future = self.pool.submit(self._run, settings, on_text)
+        future.add_done_callback(self._release)
+        return future
+
+    def counts(self) -> dict:
+        with self.lock:
+            return {"running": self.running, "waiting": self.admitted - self.running}
+
+    def _run(self, settings: dict, on_text) -> str:
+        with self.lock:
+            self.running += 1
+        try:
+            return generate(self.model, self.vocab, on_text=on_text, **settings)[0]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def _release(self, _: Future) -> None:
+        with self.lock:
+            self.admitted -= 1
+
+
+def create_app(model, vocab, config, limits: Limits | None = None, *, threads: int = 1,
+               source: str | None = None) -> FastAPI:  # fmt: skip
+    """The app serving ``model`` (a :class:`rnnkit.models.LanguageModel` in eval mode) with
+    ``vocab`` and its ``config`` (a :class:`rnnkit.config.RunConfig`). ``threads``: torch
+    intra-op threads of each worker; ``source``: the checkpoint path shown by GET /model."""
+    limits = limits or Limits()
+    workers = Workers(model, vocab, limits, threads)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        workers.pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="rnnkit", version=__version__, lifespan=lifespan)
+    app.state.workers = workers
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body)
+    _add_error_handlers(app)
+    m = config.model
+    shown_limits = {**asdict(limits), "max_body": limits.max_body, "max_stop": MAX_STOP,
+                    "max_stop_chars": MAX_STOP_CHARS, "threads": threads}  # fmt: skip
+    about = {"cell": m.cell, "layers": m.layers, "hidden": m.hidden, "embed": m.embed,
+             "vocab_size": len(vocab), "vocab_kind": vocab.kind,
+             "parameters": sum(p.numel() for p in model.parameters()), "run": source,
+             "rnnkit": __version__, "limits": shown_limits}  # fmt: skip
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", **workers.counts()}
+
+    @app.get("/model")
+    async def model_info() -> dict:
+        return about
+
+    schema = {"content": {"application/json": {"schema": GenerateRequest.model_json_schema()}}}
+
+    @app.post("/generate", openapi_extra={"requestBody": schema})
+    async def generate_text(http: Request):
+        # The body is JSON whatever its Content-Type says (``curl -d`` sends a form's); empty
+        # means every default.
+        try:
+            request = GenerateRequest.model_validate_json(await http.body() or b"{}")
+        except ValidationError as error:
+            raise ApiError(*_validation_message(error.errors())) from None
+        settings = _settings(request, vocab, limits)
+        if request.stream:
+            return _stream(workers, settings, vocab)
+        future = _submit(workers, settings)
+        try:
+            text = await asyncio.wrap_future(future)
+        except UserError as error:  # the model, not the request: e.g. non-finite logits
+            raise ApiError(500, str(error)) from None
+        return _summary(text, settings, vocab)
+
+    return app
+
+
+def _settings(request: GenerateRequest, vocab, limits: Limits) -> dict:
+    """The keyword arguments of ``generate`` for a valid request; ApiError 422 past a limit."""
+    if request.length > limits.max_length:
+        raise ApiError(422, f"length: at most {limits.max_length} (the server's --max-length), "
+                            f"got {request.length}")  # fmt: skip
+    if len(request.prime) > limits.max_prime:
+        raise ApiError(422, f"prime: at most {limits.max_prime} characters (the server's "
+                            f"--max-prime), got {len(request.prime)}")  # fmt: skip
+    try:
+        vocab.encode(request.prime, unknown=request.unknown)  # cheap: vectorised
+    except UserError as error:
+        message = str(error).replace("--unknown skip", '"unknown": "skip"')
+        raise ApiError(422, f"prime: {message}") from None
+    seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
+    names = ("prime", "length", "temperature", "top_k", "top_p", "unknown")
+    return {**{k: getattr(request, k) for k in names}, "stop": request.stop, "seed": seed}
+
+
+def _submit(workers: Workers, settings: dict, on_text=None) -> Future:
+    future = workers.submit(settings, on_text)
+    if future is None:
+        limits = workers.limits
+        raise ApiError(
+            429,
+            f"busy: {limits.max_concurrent} generations running and {limits.queue} waiting "
+            "(the server's --max-concurrent and --queue); retry later",
+            headers={"Retry-After": "1"},
+        )
+    return future
+
+
+def _summary(text: str, settings: dict, vocab) -> dict:
+    """The final fields of an answer. A generation that stopped early met a stop string
+    (counted in tokens: characters, or UTF-8 bytes for a byte vocabulary)."""
+    tokens = len(vocab.encode(text, unknown="skip"))
+    stopped = bool(settings["stop"]) and tokens < settings["length"]
+    return {"text": text, "finish_reason": "stop" if stopped else "length",
+            "seed": settings["seed"], "chars": len(text)}  # fmt: skip
+
+
+def _event(name: str, data: dict) -> str:
+    """One server-sent event; ``json.dumps`` escapes newlines, so data is one line."""
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+
+
+def _stream(workers: Workers, settings: dict, vocab) -> StreamingResponse:
+    """Server-sent events: the worker's ``on_text`` hands each final piece to the event loop
+    through an asyncio queue; the events coalesce whatever arrived since the last one. When the
+    client goes, Starlette cancels the event generator, whose ``finally`` tells the worker to
+    stop (``on_text`` raises) or cancels it if it has not started."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue = asyncio.Queue()
+    gone = threading.Event()
+    end = object()
+
+    def put(item) -> None:
+        with suppress(RuntimeError):  # the loop closed: the server is shutting down
+            loop.call_soon_threadsafe(pieces.put_nowait, item)
+
+    def on_text(piece: str) -> None:
+        if gone.is_set():
+            raise _Disconnected
+        put(piece)
+
+    future = _submit(workers, settings, on_text)  # 429 before the 200 of the stream
+    future.add_done_callback(lambda _: put(end))  # after every piece: same thread, in order
+
+    async def events():
+        try:
+            finished = False
+            while not finished:
+                batch = [await pieces.get()]
+                while not pieces.empty():
+                    batch.append(pieces.get_nowait())
+                finished = batch[-1] is end
+                text = "".join(batch[:-1] if finished else batch)
+                if text:
+                    yield _event("text", {"text": text})
+            try:
+                summary = _summary(future.result(), settings, vocab)
+                yield _event("done", {k: v for k, v in summary.items() if k != "text"})
+            except UserError as error:
+                yield _event("error", {"error": str(error)})
+            except Exception:
+                log.exception("generation failed")
+                yield _event("error", {"error": "internal server error"})
+        finally:
+            gone.set()
+            future.cancel()
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+# ---- errors: one JSON shape ---------------------------------------------------------------------
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _validation_message(errors: list[dict]) -> tuple[int, str]:
+    """400 when the body is not a JSON object, else 422 naming each bad field (at most 3)."""
+    fields = ", ".join(GenerateRequest.model_fields)
+    parts = []
+    for e in errors[:3]:
+        loc = [str(x) for x in e.get("loc", ())]
+        if e.get("type") == "json_invalid":
+            reason = e.get("ctx", {}).get("error", "")
+            return 400, f"the request body is not valid JSON ({reason})"
+        if not loc:
+            return 400, f"the request body must be a JSON object (fields: {fields})"
+        name = loc[0] if loc[0] in GenerateRequest.model_fields else ".".join(loc)
+        if e.get("type") == "extra_forbidden":
+            parts.append(f"{name}: unknown field (fields: {fields})")
+        elif e.get("type") == "missing":
+            parts.append(f"{name}: missing")
+        else:
+            parts.append(f"{name}: {e.get('msg', 'invalid')}, got {_short(e.get('input'))}")
+    return 422, "; ".join(dict.fromkeys(parts))
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request, error: ApiError):
+        return _error(error.status, error.message, error.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, error: HTTPException):
+        return _error(error.status_code, str(error.detail), getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crash(request, error: Exception):
+        log.exception("unhandled error")
+        return _error(500, f"internal server error ({type(error).__name__})")
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes`` without reading it whole -- refused
+    from its Content-Length, or, for a chunked body, as soon as the chunks pass the limit."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:  # the server enforces it: no more body than it says
+            if not length.isdigit() or int(length) > self.max_bytes:
+                return await self._refuse(scope, send, length.isdigit())
+            return await self.app(scope, receive, send)
+        if b"chunked" not in headers.get(b"transfer-encoding", b""):
+            return await self.app(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return await self._refuse(scope, send)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed():
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+    async def _refuse(self, scope, send, too_large: bool = True) -> None:
+        if too_large:
+            response = _error(413, f"the request body is larger than {self.max_bytes} bytes")
+        else:
+            response = _error(400, "the Content-Length header is not a number")
+        await response(scope, _no_body, send)
+
+
+async def _no_body() -> dict:
+    return {"type": "http.disconnect"}

@@ -1,0 +1,175 @@
+"""``rnnkit serve``: a trained language model over HTTP (FastAPI + uvicorn, ``rnnkit[serve]``).
+
+    rnnkit serve runs/charlm                               # http://127.0.0.1:8000
+    rnnkit serve runs/charlm --host 0.0.0.0 --port 8080 --max-concurrent 8 --queue 32
+    curl -s localhost:8000/generate -d '{"prime": "ROMEO:", "length": 100, "seed": 1}'
+    python -m rnnkit.serve runs/charlm --port 0            # the same command; 0: any free port
+
+Order of work, so that every mistake is a one-line error with exit status 2 before anything
+listens: the flags, the optional dependencies, the checkpoint (a ``--task lm`` run), then the
+socket (bound here, so "address in use" is one line too), then uvicorn serves on it until
+Ctrl-C / SIGTERM, finishing the requests in flight. The API itself is ``app.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from rnnkit.errors import UserError
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def add_parser(commands) -> None:
+    """Add ``serve`` to an argparse subparsers object (``rnnkit.cli.build_parser``)."""
+    serve = commands.add_parser(
+        "serve", help="serve a language model over HTTP (POST /generate, GET /health, GET /model)"
+    )
+    serve.add_argument("checkpoint", metavar="DIR", help="run directory or checkpoint (--task lm)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: all)",
+    )
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port (default 8000; 0: any free one, printed)"
+    )
+    serve.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=2,
+        metavar="N",
+        help="generations running at once, one worker thread each (default 2; the Python of "
+        "each token step holds the GIL, so many more threads mostly contend)",
+    )
+    serve.add_argument(
+        "--queue",
+        type=int,
+        default=16,
+        metavar="N",
+        help="requests waiting for a worker (default 16); one more gets 429",
+    )
+    serve.add_argument(
+        "--max-length",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="most characters a request may generate (default 2000)",
+    )
+    serve.add_argument(
+        "--max-prime",
+        type=int,
+        default=4000,
+        metavar="N",
+        help="most characters of prime a request may send (default 4000)",
+    )
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads per generation (default 1: requests run side by side instead; "
+        "a one-token step gains little from more)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="uvicorn's log level (warning: no line per request)",
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Check everything, bind the socket, serve until interrupted; 0 after a clean shutdown."""
+    _check_flags(args)
+    uvicorn = _require_serve_extra()
+    import torch
+
+    from rnnkit.serve.app import Limits, create_app
+    from rnnkit.training.runs import find_checkpoint, load_model
+
+    limits = Limits(args.max_length, args.max_prime, args.max_concurrent, args.queue)
+    model, vocab, config = load_model(args.checkpoint)
+    source = str(find_checkpoint(args.checkpoint).resolve())
+    torch.set_num_threads(args.threads)
+    sock = _bind(args.host, args.port)
+    app = create_app(model, vocab, config, limits, threads=args.threads, source=source)
+    host, port = sock.getsockname()[:2]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    m = config.model
+    print(
+        f"rnnkit serve: {source} ({m.cell} {m.layers}x{m.hidden}, {len(vocab)} symbols) on {url} "
+        f"(max-concurrent {limits.max_concurrent}, queue {limits.queue}; Ctrl-C stops)",
+        file=sys.stderr,
+        flush=True,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=10)
+    )
+    server.run(sockets=[sock])
+    return 0
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Numbers in range, or a one-line UserError naming the flag."""
+    lowest = {"port": 0, "max_concurrent": 1, "queue": 0, "max_length": 1, "max_prime": 0,
+              "threads": 1}  # fmt: skip
+    for name, low in lowest.items():
+        flag, value = "--" + name.replace("_", "-"), getattr(args, name)
+        if value < low:
+            raise UserError(f"{flag} must be >= {low}, got {value}")
+    if args.port > 65535:
+        raise UserError(f"--port must be <= 65535, got {args.port}")
+
+
+def _require_serve_extra():
+    """uvicorn (and FastAPI), or a one-line error saying how to install them."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as error:
+        raise UserError(
+            f"rnnkit serve needs FastAPI and uvicorn ({error.name or error} is missing): "
+            "pip install 'rnnkit[serve]'"
+        ) from None
+    return uvicorn
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``, or a one-line UserError."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise UserError(f"--host {host}: not an address of this machine ({error})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)  # early connections wait in the backlog until uvicorn serves
+    except OSError as error:
+        sock.close()
+        raise UserError(f"--host {host} --port {port}: cannot listen ({error.strerror})") from None
+    return sock
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, as rnnkit.cli's parser
+        raise UserError(f"{self.prog}: {message}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rnnkit.serve DIR ...``: ``rnnkit serve`` without the rest of the CLI."""
+    parser = _Parser(prog="rnnkit")
+    add_parser(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
+    try:
+        return run_serve(parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)]))
+    except UserError as error:
+        print(f"rnnkit: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,204 @@
+"""Multi-process training on PyTorch's own engine: torchrun + DistributedDataParallel.
+
+    torchrun --nproc-per-node 2 -m rnnkit train --out runs/ddp          # one machine
+    rnnkit train --nproc 2 --out runs/ddp                               # the same, launched for you
+    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 2 \\
+        --rdzv-backend c10d --rdzv-endpoint host0:29500 -m rnnkit train --out /shared/runs/ddp
+
+torchrun starts the processes and sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
+rendezvous; :func:`setup` joins the process group (gloo: these are CPU processes). What each
+rank does (``loop.py`` calls the functions here):
+
+- data: the global batch of B streams is cut into contiguous blocks of B / world streams,
+  rank r reading streams ``[r*B/W, (r+1)*B/W)`` of every batch (no sampler, no padding);
+- gradients: DDP all-reduces (averages) them during ``backward``, so with equal shares every
+  rank applies the gradient of the global batch's mean loss -- what one process with the
+  whole batch computes;
+- decisions: the loss used to skip non-finite steps is averaged over the ranks, validation
+  runs on rank 0 and its figures are broadcast, and the reasons to stop (``--max-time``,
+  SIGINT/SIGTERM) are combined every step, so all ranks take the same branch and stop at the
+  same step;
+- files: only rank 0 writes checkpoints, metrics and pictures and prints. The carried state
+  is gathered into the global batch's order before saving, so a checkpoint looks exactly like
+  a one-process run's: it resumes with any number of processes that divides the batch.
+
+Not here: the training step itself (``loop.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from rnnkit.errors import UserError
+
+#: stop reasons in the order that wins when ranks disagree (a signal beats the clock)
+STOP_CODES = (None, "max_time", "interrupted")
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes (rank 0 of 1 when alone)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def rows(self, batch_size: int) -> slice:
+        """The contiguous block of the global batch's streams this rank reads."""
+        share = batch_size // self.size
+        return slice(self.rank * share, (self.rank + 1) * share)
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(timeout_s: float = 600.0) -> World:
+    """Join the process group torchrun describes (a World of one without torchrun)."""
+    if not launched_by_torchrun():
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def teardown(world: World) -> None:
+    if world.enabled and dist.is_initialized():
+        dist.barrier()  # no rank leaves while another still talks to it
+        dist.destroy_process_group()
+
+
+def check_divisible(world: World, batch_size: int, task: str) -> None:
+    """The two conditions for the global batch to split into equal contiguous shares."""
+    if not world.enabled:
+        return
+    if task != "lm":
+        raise UserError(
+            f"multi-process training supports --task lm (its streams split evenly); got --task "
+            f"{task}: run it in one process"
+        )
+    if batch_size % world.size:
+        raise UserError(
+            f"--batch-size {batch_size} must be divisible by the {world.size} processes (each "
+            "reads an equal block of the streams)"
+        )
+
+
+def mean_over_ranks(world: World, value: torch.Tensor) -> torch.Tensor:
+    """``value`` (a scalar tensor) averaged over the ranks; itself when alone."""
+    if not world.enabled:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / world.size
+
+
+def agree_on_stop(world: World, reason: str | None) -> str | None:
+    """Every rank's stop reason combined: the strongest one (see ``STOP_CODES``) for all."""
+    if not world.enabled:
+        return reason
+    code = torch.tensor([STOP_CODES.index(reason) if reason in STOP_CODES else 0])
+    dist.all_reduce(code, op=dist.ReduceOp.MAX)
+    # reasons outside STOP_CODES (max_steps, epochs, early stopping) are the same on every rank
+    return reason if reason not in STOP_CODES else STOP_CODES[int(code)]
+
+
+def broadcast(world: World, obj):
+    """Rank 0's ``obj`` on every rank (for small Python values: validation figures)."""
+    if not world.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_rows(world: World, tensor: torch.Tensor, dim: int) -> torch.Tensor:
+    """The ranks' blocks of ``tensor`` concatenated along ``dim`` (rank order), on every rank."""
+    if not world.enabled:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world.size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=dim)
+
+
+def barrier(world: World) -> None:
+    if world.enabled:
+        dist.barrier()
+
+
+def parameters_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter's bytes: equal digests mean bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_ranks_agree(world: World, model: torch.nn.Module) -> str | None:
+    """After training: the digests of every rank's weights, compared. Returns a line for the
+    log (rank 0), or raises if any rank's weights differ from rank 0's (a DDP bug)."""
+    if not world.enabled:
+        return None
+    digests = [None] * world.size
+    dist.all_gather_object(digests, parameters_digest(model))
+    if len(set(digests)) != 1:
+        bad = [r for r, d in enumerate(digests) if d != digests[0]]
+        raise RuntimeError(f"the weights of ranks {bad} differ from rank 0's after training")
+    return f"parameters identical on all {world.size} ranks (sha256 {digests[0][:16]})"
+
+
+def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
+    """``rnnkit train --nproc N ARGS`` -> torchrun on this machine running ``rnnkit train ARGS``.
+
+    ``--standalone`` lets torchrun pick a free local rendezvous port; torchrun itself sets
+    OMP_NUM_THREADS=1 per process unless it is set (pass --threads to choose)."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "rnnkit",
+        "train",
+        *argv,
+    ]
+
+
+def strip_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N`` (the workers must not launch again)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (Linux /proc; empty where that cannot be read)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children += [int(p) for p in task.read_text().split()]
+    return children

@@ -1,0 +1,159 @@
+"""Multi-process training (torchrun + DDP on gloo, 2 processes): the same weights on every rank,
+the same weights as one process with the same global batch, resume, stopping together, and the
+flags it refuses. Each test starts real processes through ``rnnkit train --nproc 2``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rnnkit.data.streams import TokenStreams
+from rnnkit.training.checkpoint import load_checkpoint
+from rnnkit.training.distributed import World, strip_nproc
+
+TINY = (
+    "--hidden 16 --embed 8 --seq-len 16 --batch-size 4 --eval-every 3 --eval-batches 1 "
+    "--sample-every 0 --log-every 1 --threads 1 --lr 0.01 --seed 3"
+).split()
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def rnnkit(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rnnkit", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ddp")
+    rng = np.random.default_rng(0)
+    words = ["the", "king", "shall", "speak", "and", "we", "hear", "him", "now", "O"]
+    text = "\n".join(" ".join(rng.choice(words, 8)) for _ in range(600)) + "\n"
+    (folder / "text.txt").write_text(text)
+    return folder
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "last", training=False).model_state
+
+
+def assert_close_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:  # the sum over the batch is reduced in another order: float tolerance
+        torch.testing.assert_close(wa[name], wb[name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_two_processes_equal_one_process_with_the_same_global_batch(corpus):
+    two = rnnkit("train", "text.txt", "--nproc", "2", "--out", "two", *TINY, "--max-steps", "8",
+                 cwd=corpus)  # fmt: skip
+    assert two.returncode == 0, two.stderr
+    assert "parameters identical on all 2 ranks" in two.stdout
+    one = rnnkit("train", "text.txt", "--out", "one", *TINY, "--max-steps", "8", cwd=corpus)
+    assert one.returncode == 0, one.stderr
+    assert_close_weights(corpus / "two", corpus / "one")
+    # rank 0 alone writes: one row per logged step, as a one-process run has
+    rows = (corpus / "two" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == len((corpus / "one" / "metrics.csv").read_text().splitlines())
+    # the carried state is saved for the whole batch, in one process's order
+    s2 = load_checkpoint(corpus / "two" / "last").training["state"]
+    s1 = load_checkpoint(corpus / "one" / "last").training["state"]
+    for a, b in zip(s2, s1, strict=True):
+        assert a.shape == b.shape == (1, 4, 16)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_resume_in_two_processes_continues_exactly(corpus):
+    first = rnnkit("train", "text.txt", "--nproc", "2", "--out", "resumed", *TINY,
+                   "--max-steps", "6", cwd=corpus)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    again = rnnkit("train", "--resume", "resumed", "--nproc", "2", "--max-steps", "12",
+                   cwd=corpus)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "stopped (max_steps) at step 12" in again.stdout
+    whole = rnnkit("train", "text.txt", "--out", "whole", *TINY, "--max-steps", "12", cwd=corpus)
+    assert whole.returncode == 0, whole.stderr
+    assert_close_weights(corpus / "resumed", corpus / "whole")
+
+
+def test_all_ranks_stop_together_on_max_time(corpus):
+    run = rnnkit("train", "text.txt", "--nproc", "2", "--out", "timed", *TINY,
+                 "--max-steps", "1000000", "--max-time", "2", cwd=corpus)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "stopped (max_time)" in run.stdout
+    assert "parameters identical on all 2 ranks" in run.stdout  # no rank ran ahead
+
+
+def test_ctrl_c_stops_every_process_and_saves(corpus):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnkit", "train", "text.txt", "--nproc", "2", "--out", "ctrlc",
+         *TINY, "--max-steps", "1000000", "--eval-every", "1000"],
+        cwd=corpus, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    metrics = corpus / "ctrlc" / "metrics.csv"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+        not metrics.exists() or len(metrics.read_text().splitlines()) < 5
+    ):
+        time.sleep(0.2)  # training is under way
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "stopped (interrupted)" in out
+    assert "Traceback" not in err
+    step = load_checkpoint(corpus / "ctrlc" / "last").training["step"]
+    assert f"stopped (interrupted) at step {step}:" in out  # saved where it stopped
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--batch-size", "3"], "--batch-size 3 must be divisible by the 2 processes"),
+        (["--task", "classify"], "multi-process training supports --task lm"),
+    ],
+)
+def test_refused_before_any_process_starts(corpus, flags, message):
+    run = rnnkit("train", "text.txt", "--nproc", "2", "--out", "refused", *TINY, *flags,
+                 cwd=corpus)  # fmt: skip
+    assert run.returncode == 2
+    assert message in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert not (corpus / "refused").exists()
+
+
+def test_nproc_must_be_positive(corpus):
+    run = rnnkit("train", "text.txt", "--nproc", "0", cwd=corpus)
+    assert run.returncode == 2
+    assert "--nproc" in run.stderr and "positive integer" in run.stderr
+
+
+def test_shards_are_contiguous_blocks_of_the_global_batch():
+    tokens = np.arange(1000) % 37
+    streams = TokenStreams(tokens, 6, 5)
+    for rank in range(3):
+        rows = World(rank, 3).rows(6)
+        part = streams.shard(rows)
+        assert part.batch_size == 2 and len(part) == len(streams)
+        for index in (0, 7, len(streams) - 1):
+            x, y = part.batch(index)
+            gx, gy = streams.batch(index)
+            assert torch.equal(x, gx[rows]) and torch.equal(y, gy[rows])
+
+
+def test_workers_do_not_launch_again():
+    argv = ["text.txt", "--nproc", "2", "--out", "r", "--nproc=3", "--hidden", "8"]
+    assert strip_nproc(argv) == ["text.txt", "--out", "r", "--hidden", "8"]
