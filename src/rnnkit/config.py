@@ -230,20 +230,30 @@ def _coerce(value: Any, annotation: str, name: str, source: str) -> Any:
     return float(value) if kind == "float" else value
 
 
+def _name(key: object) -> str:
+    """A key as an error message shows it: itself if printable (cut to 60 characters), else its
+    short repr, so a hostile key cannot break the message's one line."""
+    if isinstance(key, str) and key.isprintable():
+        return key if len(key) <= 60 else key[:57] + "..."
+    return reprlib.repr(key)
+
+
 def apply_overrides(config: RunConfig, data: Any, source: str) -> None:
     """Set ``config`` fields from ``{"section": {"key": value}}``; unknown keys are errors."""
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a table of sections, got {type(data).__name__}")
     for section, values in data.items():
         if section not in SECTIONS:
-            raise UserError(f"{source}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+            raise UserError(
+                f"{source}: unknown section [{_name(section)}] (known: {', '.join(SECTIONS)})"
+            )
         if not isinstance(values, dict):
-            raise UserError(f"{source}: [{section}] must be a table, got {values!r}")
+            raise UserError(f"{source}: [{section}] must be a table, got {reprlib.repr(values)}")
         target = getattr(config, section)
         known = {f.name: f for f in fields(target)}
         for key, value in values.items():
             if key not in known:
-                raise UserError(f"{source}: unknown key {section}.{key}")
+                raise UserError(f"{source}: unknown key {section}.{_name(key)}")
             value = _coerce(value, str(known[key].type), f"{section}.{key}", source)
             setattr(target, key, value)
 

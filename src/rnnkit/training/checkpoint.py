@@ -61,6 +61,7 @@ _CHUNK = 1 << 20
 MAX_JSON_BYTES = 64 << 20  # config/vocab/training JSON: a real one is KB to a few MB
 MAX_HEADER_BYTES = 16 << 20  # a safetensors header: ~100 bytes per tensor
 MAX_DIMS = 16
+MAX_EMPTY_DIM = 2**31  # a size an empty tensor may have beyond the data region's byte count
 #: bytes per element of the safetensors dtypes we read (no sub-byte floats)
 DTYPE_BYTES = {
     **dict.fromkeys(("BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2"), 1),
@@ -427,9 +428,9 @@ def check_safetensors_header(file: Path) -> None:
     ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__"?: {str: str}}``,
     then the data region, offsets relative to its start. Checked here before the library sees
     the file: ``n`` fits the file and MAX_HEADER_BYTES; no duplicate names; each dtype known;
-    at most MAX_DIMS dims, none beyond the data region's size (so an empty tensor cannot claim
-    2**62 rows); ``0 <= begin <= end <= data size``; ``numel * itemsize == end - begin``; no
-    two tensors overlap.
+    at most MAX_DIMS dims, none beyond the data region's size or MAX_EMPTY_DIM (so an empty
+    tensor cannot claim 2**62 rows); ``0 <= begin <= end <= data size``; ``numel * itemsize ==
+    end - begin``; no two tensors overlap.
 
     Raises:
         ValueError: the first problem found, on one line.
@@ -446,6 +447,7 @@ def check_safetensors_header(file: Path) -> None:
     if not isinstance(header, dict):
         raise ValueError(f"the header is {type(header).__name__}, not a JSON object")
     data = size - 8 - n
+    top = max(data, MAX_EMPTY_DIM)  # an empty tensor's sizes are bounded too: (0, 512) is fine
     spans = []
     for key, info in header.items():
         where = f"tensor {short(key)}"
@@ -458,8 +460,8 @@ def check_safetensors_header(file: Path) -> None:
         dtype, shape, (begin, end) = info["dtype"], info["shape"], _pair(info["data_offsets"])
         if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
             raise ValueError(f"{where}: dtype {short(dtype)} is not supported")
-        if not _ints(shape) or len(shape) > MAX_DIMS or not all(0 <= d <= data for d in shape):
-            raise ValueError(f"{where}: shape must be <= {MAX_DIMS} sizes in [0, {data}]")
+        if not _ints(shape) or len(shape) > MAX_DIMS or not all(0 <= d <= top for d in shape):
+            raise ValueError(f"{where}: shape must be <= {MAX_DIMS} sizes in [0, {top}]")
         if not 0 <= begin <= end <= data:
             raise ValueError(f"{where}: data_offsets outside the data region [0, {data}]")
         if math.prod(shape) * DTYPE_BYTES[dtype] != end - begin:
