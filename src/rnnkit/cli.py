@@ -236,11 +236,6 @@ def _run_config(args: argparse.Namespace):
 def _launch_torchrun(args: argparse.Namespace, config, flags: dict) -> int:
     """``rnnkit train --nproc N ...``: check the flags here (one-line errors before any process
     starts), then run ``torchrun --standalone --nproc-per-node N -m rnnkit train ...``."""
-    import contextlib
-    import os
-    import signal
-    import subprocess
-
     from rnnkit.config import apply_overrides, validate
     from rnnkit.training import distributed
     from rnnkit.training.runs import check_new_run_dir, read_run_checkpoint
@@ -255,37 +250,14 @@ def _launch_torchrun(args: argparse.Namespace, config, flags: dict) -> int:
     validate(config)
     world = distributed.World(0, args.nproc)
     distributed.check_divisible(world, config.train.batch_size, config.task.name)
-    env = dict(os.environ)
-    if not config.train.threads and "OMP_NUM_THREADS" not in env:  # share the cores
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.nproc))
     argv = distributed.strip_nproc(sys.argv[2:] if args.argv is None else args.argv)
-    command = distributed.torchrun_command(args.nproc, argv)
-    # torchrun runs in its own session, so Ctrl-C reaches only this process, which passes it
-    # to the training processes: they stop together, rank 0 saves, and they exit 0, so
-    # torchrun ends quietly. Never kill torchrun mid-save: wait for it.
-    launcher = subprocess.Popen(command, env=env, start_new_session=True)
-    interrupted = []
-
-    def forward(signum, frame) -> None:
-        interrupted.append(signum)
-        for pid in distributed.child_pids(launcher.pid) or [launcher.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        code = launcher.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if interrupted:
-        return 130
-    if code:
+    code = distributed.launch(args.nproc, argv, share_cores=not config.train.threads)
+    if code not in (0, 130):
         raise UserError(
             f"training in {args.nproc} processes failed (torchrun exit status {code}; the "
             "processes' messages are above)"
         )
-    return 0
+    return code
 
 
 def _preset_for(flags: dict, toml: dict) -> str | None:

@@ -31,6 +31,8 @@ import contextlib
 import datetime
 import hashlib
 import os
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,3 +204,32 @@ def child_pids(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             children += [int(p) for p in task.read_text().split()]
     return children
+
+
+def launch(nproc: int, argv: list[str], *, share_cores: bool = True) -> int:
+    """Run ``rnnkit train ARGV`` in ``nproc`` processes under torchrun; its exit status, or 130
+    if Ctrl-C (or SIGTERM) came. ``share_cores``: OMP_NUM_THREADS = cores // nproc, unless the
+    environment sets it.
+
+    torchrun runs in its own session, so Ctrl-C reaches only this process, which passes it to
+    the training processes: they stop together, rank 0 saves, and they exit 0, so torchrun ends
+    quietly. torchrun is never killed mid-save: this waits for it."""
+    env = dict(os.environ)
+    if share_cores and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    launcher = subprocess.Popen(torchrun_command(nproc, argv), env=env, start_new_session=True)
+    interrupted = []
+
+    def forward(signum, frame) -> None:
+        interrupted.append(signum)
+        for pid in child_pids(launcher.pid) or [launcher.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = launcher.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 130 if interrupted else code
