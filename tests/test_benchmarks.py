@@ -14,6 +14,12 @@ import pytest
     [
         ("layers.py", ["--quick", "--repeats", "1"], ["fused/torch", "cells/fused"]),
         ("padding.py", ["--quick", "--threads", "1"], ["packed/padded", "cells/cells-padded"]),
+        (
+            "ddp_speed.py",
+            ["--preset", "tiny", "--steps", "20", "--rounds", "1", "--cores", "2"],
+            ["1 process x 2 threads", "2 processes x 1 thread(s)"],
+        ),
+        ("mingru_quality.py", ["--max-time", "3", "--probe-steps", "12"], ["lstm", "mingru"]),
     ],
 )
 def test_benchmark_runs_and_prints_its_ratios(script, args, prints):

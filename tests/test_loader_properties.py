@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from rnnkit.config import SECTIONS, RunConfig, validate
@@ -165,6 +165,8 @@ CONFIGS = (
 
 @settings(max_examples=150, deadline=None)
 @given(CONFIGS)
+@example({"\n": None})  # found by hypothesis: the newline broke the one-line message
+@example({"model": {"x\ny": 1}})
 def test_run_config_from_any_dict_is_valid_or_a_one_line_error(data):
     try:
         config = RunConfig.from_dict(data, source="config.json")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rnnkit.errors import UserError
@@ -240,6 +240,8 @@ def test_flatten_unflatten_round_trip_through_json_and_safetensors(obj):
 
 @settings(max_examples=15, deadline=None)
 @given(nested)
+@example(torch.zeros((0, 1), dtype=torch.bool))  # found by hypothesis: an empty tensor was refused
+@example({"empty": torch.zeros((0, 512))})
 def test_round_trip_through_a_checkpoint(obj):
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(Path(tmp) / "c", config={}, model_state={}, vocab=[], training=obj)
