@@ -40,6 +40,8 @@ WORDS = (
     "lstm gru rnn char byte word lm classify $tensor $items $tuple $dict $int $float F32 I64 U8 "
     "BOOL F4 shape dtype data_offsets __metadata__ <pad> <unk> <bos> <eos> a"
 ).split() + [""]
+#: names a message may quote: line breaks, NUL, a line separator, a long one
+ODD_NAMES = ["\n", "a\nb", "\r", "\x00", "\u2028", "é", "x" * 5000]
 NUMBERS = [0, 1, -1, 2, 3, 4, 8, 255, 256, 2**31, 2**53, 2**63, 2**64, 10**9, 10**18, 10**400]
 
 
@@ -292,11 +294,15 @@ def child(target: str, runs: int, workdir: Path) -> None:
     def run_config(fdp) -> bool:
         data: object = {}
         for _ in range(fdp.ConsumeIntInRange(0, 4)):
-            section = fdp.PickValueInList([*fields, "bogus"])
-            keys = fields.get(section, ["x"]) + ["bogus"]
+            section = fdp.PickValueInList([*fields, "bogus", None, *ODD_NAMES])
+            if section is None:  # any text as a section name
+                section = fdp.ConsumeUnicode(fdp.ConsumeIntInRange(0, 12))
+            keys = fields.get(section, ["x"]) + ["bogus", None, *ODD_NAMES]
             values = data.setdefault(section, {})
             for _ in range(fdp.ConsumeIntInRange(0, 3)):
-                values[fdp.PickValueInList(keys)] = fuzz_value(fdp)
+                key = fdp.PickValueInList(keys)
+                key = fdp.ConsumeUnicode(fdp.ConsumeIntInRange(0, 12)) if key is None else key
+                values[key] = fuzz_value(fdp)
         if fdp.ConsumeIntInRange(0, 9) == 0:
             data = fuzz_value(fdp)
 
