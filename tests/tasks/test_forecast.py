@@ -22,7 +22,7 @@ from rnnkit.data.series import (
 from rnnkit.errors import UserError
 from rnnkit.models.forecaster import Forecaster
 from rnnkit.tasks import get_task
-from rnnkit.tasks.forecast import ForecastTask, seasonal_naive
+from rnnkit.tasks.forecast import ForecastTask, _check_meta, seasonal_naive
 
 
 def write(tmp_path, name, text, encoding="utf-8"):
@@ -327,3 +327,20 @@ def test_synthetic_sources_and_figure(tmp_path):
         ForecastTask(config).prepare()
     with pytest.raises(UserError, match="--task forecast needs CSV files"):
         ForecastTask(make_config()).prepare()
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"columns": ["a"], "mean": [10**400], "std": [1.0]},  # an int no float holds
+        {"columns": ["a"], "mean": [0.0], "std": [10**400]},
+        {"columns": ["a"], "mean": [0.0], "std": [0.0]},
+        {"columns": ["x" * 100_000], "mean": "m" * 100_000, "std": [1.0]},
+        "x" * 1_000_000,
+    ],
+)
+def test_a_hostile_saved_meta_is_one_short_line(meta):
+    with pytest.raises(UserError) as caught:
+        _check_meta(meta)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 300, message[:500]

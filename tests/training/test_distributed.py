@@ -5,6 +5,7 @@ flags it refuses. Each test starts real processes through ``rnnkit train --nproc
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +82,9 @@ def test_resume_in_two_processes_continues_exactly(corpus):
     first = rnnkit("train", "text.txt", "--nproc", "2", "--out", "resumed", *TINY,
                    "--max-steps", "6", cwd=corpus)  # fmt: skip
     assert first.returncode == 0, first.stderr
+    shutil.copytree(corpus / "resumed", corpus / "resumed-alone")
+    alone = rnnkit("train", "--resume", "resumed-alone", "--max-steps", "12", cwd=corpus)
+    assert alone.returncode == 0, alone.stderr  # a 2-process checkpoint, resumed in one
     again = rnnkit("train", "--resume", "resumed", "--nproc", "2", "--max-steps", "12",
                    cwd=corpus)  # fmt: skip
     assert again.returncode == 0, again.stderr
@@ -88,6 +92,7 @@ def test_resume_in_two_processes_continues_exactly(corpus):
     whole = rnnkit("train", "text.txt", "--out", "whole", *TINY, "--max-steps", "12", cwd=corpus)
     assert whole.returncode == 0, whole.stderr
     assert_close_weights(corpus / "resumed", corpus / "whole")
+    assert_close_weights(corpus / "resumed-alone", corpus / "whole")
 
 
 def test_all_ranks_stop_together_on_max_time(corpus):

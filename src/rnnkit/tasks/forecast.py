@@ -42,6 +42,7 @@ from rnnkit.data.series import (
 from rnnkit.errors import UserError
 from rnnkit.models.forecaster import Forecaster
 from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.training.state import short
 
 _EVAL_BATCH = 256  # windows forecast at once during evaluation
 _PARTS = ("train", "val", "test")
@@ -59,25 +60,31 @@ def seasonal_naive(history: np.ndarray, horizon: int, season: int) -> np.ndarray
     return history[:, W - 1 + back]  # index t + h - s*ceil(h/s), with t = W - 1
 
 
+def _finite(value: int | float) -> bool:
+    """A number a float64 holds finitely (``10**400`` is an int ``math.isfinite`` overflows on)."""
+    return abs(value) < 1e300 if isinstance(value, int) else math.isfinite(value)
+
+
 def _check_meta(meta: Any) -> dict[str, Any]:
     """A saved meta, validated: wrong types raise UserError naming the key."""
     if not isinstance(meta, dict):
-        raise UserError(f"forecast checkpoint meta must be a JSON object, got {meta!r}")
+        raise UserError(f"forecast checkpoint meta must be a JSON object, got {short(meta)}")
     columns = meta.get("columns")
     if not (isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)):
         raise UserError(
-            f"forecast checkpoint meta 'columns' must be a non-empty list of names, got {columns!r}"
+            "forecast checkpoint meta 'columns' must be a non-empty list of names, got "
+            f"{short(columns)}"
         )
     for key in ("mean", "std"):
         value = meta.get(key)
         ok = isinstance(value, list) and len(value) == len(columns)
         ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-        ok = ok and all(math.isfinite(v) and (key == "mean" or v > 0) for v in value)
+        ok = ok and all(_finite(v) and (key == "mean" or v > 0) for v in value)
         if not ok:
             kind = "finite numbers" if key == "mean" else "positive numbers"
             raise UserError(
                 f"forecast checkpoint meta {key!r} must be a list of {len(columns)} {kind} "
-                f"(one per column), got {value!r}"
+                f"(one per column), got {short(value)}"
             )
     return meta
 
