@@ -280,6 +280,10 @@ def load_preset(name: str) -> dict[str, Any]:
     return load_toml(path)
 
 
+MAX_BEAM = 1024  # seq2seq --beam-width: beam search keeps this many hypotheses per input
+MAX_OUTPUT_LEN = 1_000_000  # seq2seq --max-len: output tokens decoded per input
+
+
 def validate(config: RunConfig) -> None:
     """Reject impossible hyper-parameters, naming the flag, the expectation and the value."""
     m, t, d, k = config.model, config.train, config.data, config.task
@@ -313,6 +317,9 @@ def validate(config: RunConfig) -> None:
             "a positive integer",
             getattr(section, name),
         )  # noqa: E501
+    # a beam of 10**9 or outputs of 10**12 steps would allocate before any check downstream
+    need(k.beam_width <= MAX_BEAM, "beam-width", f"at most {MAX_BEAM}", k.beam_width)
+    need(k.max_len <= MAX_OUTPUT_LEN, "max-len", f"at most {MAX_OUTPUT_LEN:,}", k.max_len)
     need(k.frames >= 2, "frames", "an integer >= 2", k.frames)
     need(k.kernel >= 1 and k.kernel % 2 == 1, "kernel", "an odd positive integer", k.kernel)
     for name in ("char_hidden", "min_count", "season"):

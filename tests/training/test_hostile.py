@@ -248,6 +248,8 @@ WRONG_TYPES = [
     ("nonsense", "", {}, "unknown section [nonsense]"),
     ("data", "paths", ["a", 3], "data.paths must be list[str]"),
     ("data", "tokenizer", "x" * 1_000_000, "--tokenizer must be one of"),
+    ("task", "beam_width", 10**9, "--beam-width must be at most 1024"),
+    ("task", "max_len", 10**12, "--max-len must be at most 1,000,000"),
 ]
 
 
