@@ -103,6 +103,16 @@ def test_all_ranks_stop_together_on_max_time(corpus):
     assert "parameters identical on all 2 ranks" in run.stdout  # no rank ran ahead
 
 
+def test_all_ranks_stop_together_on_early_stopping(corpus):
+    """lr 1e-9 moves no float32 weight, so the second evaluation does not improve on the
+    first: --patience 1 stops every rank after it (step 6), none running on."""
+    run = rnnkit("train", "text.txt", "--nproc", "2", "--out", "early", *TINY, "--lr", "1e-9",
+                 "--patience", "1", "--max-steps", "1000", cwd=corpus)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "stopped (early_stopping) at step 6" in run.stdout
+    assert "parameters identical on all 2 ranks" in run.stdout
+
+
 def test_ctrl_c_stops_every_process_and_saves(corpus):
     process = subprocess.Popen(
         [sys.executable, "-m", "rnnkit", "train", "text.txt", "--nproc", "2", "--out", "ctrlc",

@@ -9,8 +9,8 @@ setup -> data -> model -> optimiser -> loop -> save.
 Explicit on purpose: no framework, no callbacks. A step is batch -> task loss -> backward ->
 clip -> optimiser. What differs between tasks (data, model, loss, metrics, pictures) is the
 task's (``rnnkit.tasks.base.Task``); the language model carries its state across chunks and
-detaches it (truncated BPTT). A non-finite
-loss or gradient norm skips the step before the optimiser touches anything; after
+detaches it (truncated BPTT). A non-finite loss or gradient norm skips the step before the
+optimiser touches anything; after
 ``nan_tolerance`` of them in a row the last good checkpoint is reloaded at half the learning
 rate. Ctrl-C or SIGTERM finishes the current step, saves ``last`` and returns ``interrupted``.
 Under torchrun every process runs this loop on its share of the batch, the model wrapped in
@@ -179,7 +179,7 @@ class Trainer:
             "last_val",
             "bad_evals",
             "last_eval_step",
-        ):  # noqa: E501
+        ):
             setattr(self, key, s[key])
         self.task.restore_carried_state(s["state"])
         set_rng_state(s["rng"])
