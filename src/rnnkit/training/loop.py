@@ -10,9 +10,8 @@ Explicit on purpose: no framework, no callbacks. A step is batch -> task loss ->
 clip -> optimiser. What differs between tasks (data, model, loss, metrics, pictures) is the
 task's (``rnnkit.tasks.base.Task``); the language model carries its state across chunks and
 detaches it (truncated BPTT). A non-finite loss or gradient norm skips the step before the
-optimiser touches anything; after
-``nan_tolerance`` of them in a row the last good checkpoint is reloaded at half the learning
-rate. Ctrl-C or SIGTERM finishes the current step, saves ``last`` and returns ``interrupted``.
+optimiser touches anything; after ``nan_tolerance`` of them in a row the last good checkpoint
+is reloaded at half the learning rate. Ctrl-C or SIGTERM finishes the current step, saves ``last`` and returns ``interrupted``.
 Under torchrun every process runs this loop on its share of the batch, the model wrapped in
 DistributedDataParallel; what the ranks must agree on goes through ``distributed.py``.
 """
