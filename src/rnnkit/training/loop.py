@@ -11,9 +11,10 @@ clip -> optimiser. What differs between tasks (data, model, loss, metrics, pictu
 task's (``rnnkit.tasks.base.Task``); the language model carries its state across chunks and
 detaches it (truncated BPTT). A non-finite loss or gradient norm skips the step before the
 optimiser touches anything; after ``nan_tolerance`` of them in a row the last good checkpoint
-is reloaded at half the learning rate. Ctrl-C or SIGTERM finishes the current step, saves ``last`` and returns ``interrupted``.
-Under torchrun every process runs this loop on its share of the batch, the model wrapped in
-DistributedDataParallel; what the ranks must agree on goes through ``distributed.py``.
+is reloaded at half the learning rate. Ctrl-C or SIGTERM finishes the current step, saves
+``last`` and returns ``interrupted``. Under torchrun every process runs this loop on its share
+of the batch, the model wrapped in DistributedDataParallel; what the ranks must agree on goes
+through ``distributed.py``.
 """
 
 from __future__ import annotations
