@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run test lint format bench clean
+.PHONY: install browser run test lint format bench trust clean
 
 install: $(STAMP)
 
@@ -54,6 +54,15 @@ bench: install
 	$(PY) benchmarks/charlm_quality.py
 	$(PY) benchmarks/tasks.py
 	$(PY) benchmarks/memory_tasks.py --plot docs/memory.png
+	$(PY) benchmarks/mingru_quality.py
+
+# The trust-and-scale figures (README "Several processes", "Serve over HTTP", "Crash safety"):
+# SIGKILL tests, 100,000 fuzz inputs per loader, a 500-request load test, 1 vs 2 processes.
+trust: install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/chaos.py --trials 20 --seed 0
+	OMP_NUM_THREADS=1 $(PY) benchmarks/fuzz.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/serve_load.py --requests 500 --concurrency 16 --length 200
+	$(PY) benchmarks/ddp_speed.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
