@@ -274,6 +274,72 @@ def test_bad_input_is_one_line_naming_it(tmp_path, trained_run):
         load_for_sample(tmp_path / "junk.onnx")
 
 
+def hostile(base, *, meta=None, edit=None) -> bytes:
+    """``base`` (a ModelProto) with metadata keys replaced and ``edit`` applied, serialised."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(base)
+    if meta:
+        props = {p.key: p.value for p in proto.metadata_props} | meta
+        del proto.metadata_props[:]
+        onnx.helper.set_model_props(proto, props)
+    if edit:
+        edit(proto.graph)
+    return proto.SerializeToString()
+
+
+def external_constant(graph):  # a Constant node whose tensor lives in another file
+    tensor = onnx.helper.make_tensor("k", onnx.TensorProto.FLOAT, [1], [0.0])
+    tensor.ClearField("float_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value="/etc/hostname")
+    graph.node.insert(0, onnx.helper.make_node("Constant", [], ["k_out"], value=tensor))
+
+
+def sliced_logits(graph):  # declares (N, V) logits but returns (N, 3)
+    next(n for n in graph.node if "logits" in n.output).output[0] = "raw"
+    graph.initializer.extend(onnx.numpy_helper.from_array(np.array([v]), name)
+                             for name, v in (("s0", 0), ("s1", 3), ("ax", 1)))  # fmt: skip
+    graph.node.append(onnx.helper.make_node("Slice", ["raw", "s0", "s1", "ax"], ["logits"]))
+
+
+def huge_state(graph):
+    for value in [*graph.input[1:], *graph.output[1:]]:
+        value.type.tensor_type.shape.dim[0].dim_value = 10**6
+        value.type.tensor_type.shape.dim[2].dim_value = 10**6
+
+
+def test_a_hostile_onnx_file_is_refused_in_one_line_naming_it(tmp_path):
+    base = to_onnx(make_model("gru"), VOCAB)
+    tokens_float = lambda g: setattr(g.input[0].type.tensor_type, "elem_type", 1)  # noqa: E731
+    long_name = lambda g: setattr(g.input[0], "name", "t" * 10_000)  # noqa: E731
+    cases = {
+        "external": (hostile(base, edit=external_constant), "stored in an external file"),
+        "names": (hostile(base, edit=long_name), "expected inputs"),
+        "type": (hostile(base, edit=tokens_float), "tokens holds float, expected int64"),
+        "shape": (hostile(base, edit=sliced_logits), "the graph returned shapes"),
+        "cell": (hostile(base, meta={"cell": "x" * 9999}), "metadata cell must be one of"),
+        "state": (hostile(base, meta={"cell": "lstm"}), "state must be 'h,c' for cell lstm"),
+        "int": (hostile(base, meta={"layers": "²"}), "layers must be a positive integer"),
+        "json": (hostile(base, meta={"vocab": "[" * 10**5}), "vocab is not a JSON list"),
+        "sizes": (
+            hostile(base, meta={"layers": "1000000", "hidden": "1000000"}, edit=huge_state),
+            "more than a .*-byte file holds",
+        ),
+        "huge": (None, "larger than an ONNX file can be"),
+    }
+    for what, (data, message) in cases.items():
+        path = tmp_path / f"{what}.onnx"
+        if data is None:  # sparse: no disk used
+            with open(path, "wb") as f:
+                f.truncate(2 << 30)
+        else:
+            path.write_bytes(data)
+        with pytest.raises(UserError, match=message) as error:
+            OnnxLanguageModel.from_file(path, threads=1).step(torch.zeros(2, dtype=torch.long))
+        text = str(error.value)
+        assert str(path) in text and "\n" not in text and len(text) < 400, (what, text[:500])
+
+
 def test_other_tasks_are_refused(tmp_path):
     from rnnkit.export.onnx import check_exportable
 

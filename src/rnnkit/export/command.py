@@ -80,7 +80,7 @@ def load_for_sample(path: str | Path, *, threads: int | None = None):
     """The exported model ``rnnkit sample PATH --runtime onnx`` runs, and its vocabulary:
     ``(OnnxLanguageModel, Vocab)``. See the module docstring for where the graph comes from;
     ``threads``: onnxruntime's intra-op threads (default: torch's thread count)."""
-    from rnnkit.export.onnx import onnx_modules, sha256_file, to_onnx
+    from rnnkit.export.onnx import onnx_modules, to_onnx
     from rnnkit.export.runtime import OnnxLanguageModel
     from rnnkit.training.runs import find_checkpoint
 
@@ -92,8 +92,7 @@ def load_for_sample(path: str | Path, *, threads: int | None = None):
     checkpoint = find_checkpoint(path)
     exported = path / DEFAULT_NAME
     if exported.is_file():
-        weights = checkpoint / "model.safetensors"
-        current = sha256_file(weights) if weights.is_file() else ""
+        current = _weights_sha256(checkpoint)
         model = OnnxLanguageModel.from_file(exported, threads=threads)
         if current and model.metadata.get("source_sha256") == current:
             return model, model.vocab
@@ -108,15 +107,22 @@ def load_for_sample(path: str | Path, *, threads: int | None = None):
 def load_checkpoint_model(path: str | Path):
     """(LanguageModel in eval mode, Vocab, sha256 of model.safetensors) of a run or
     checkpoint, or a one-line UserError if it is not a language model we export."""
-    from rnnkit.export.onnx import check_exportable, onnx_modules, sha256_file
+    from rnnkit.export.onnx import check_exportable, onnx_modules
     from rnnkit.training.runs import find_checkpoint, load_task
 
     onnx_modules()
     checkpoint = find_checkpoint(path)
     task, model, config = load_task(checkpoint)
     check_exportable(config)
+    return model, task.vocab, _weights_sha256(checkpoint)
+
+
+def _weights_sha256(checkpoint: Path) -> str:
+    """The sha256 of ``checkpoint``'s model.safetensors ("" where there is none)."""
+    from rnnkit.export.onnx import sha256_file
+
     weights = checkpoint / "model.safetensors"
-    return model, task.vocab, sha256_file(weights) if weights.is_file() else ""
+    return sha256_file(weights) if weights.is_file() else ""
 
 
 def max_difference(model, runtime, *, steps: int = 8, batch: int = 3, seed: int = 0) -> float:

@@ -16,8 +16,9 @@ is all zeros, as in ``LanguageModel.initial_state``. ``metadata_props`` carry wh
 needs besides the graph (see :func:`metadata`): the vocabulary, the cell and the sizes, so
 ``rnnkit sample model.onnx --runtime onnx`` needs nothing else.
 
-The graph is traced from :class:`StepGraph`, the model's eval-mode step written with the
-equations of ``cells.py``, ``layernorm.py`` and ``minimal.py`` over the model's own
+The graph is traced from :class:`StepGraph`, the model's eval-mode step calling the step
+equations of ``cells.py``, ``layernorm.py`` and ``minimal.py`` (through
+``rnnkit.unroll.step_function`` and the minimal layers' ``_step``) on the model's own
 parameters, not from ``LanguageModel.step`` (whose ``_VF.*_cell`` kernels and fused layers are
 not what an exporter should see). Exporter: torch's TorchScript-based one (``dynamo=False``)
 by default -- 0.02-0.8 s here where the ``torch.export``-based one takes 2-7 s, which matters
@@ -43,11 +44,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from rnnkit.cells import ACTIVATIONS, gru_step, lstm_step, rnn_step
 from rnnkit.errors import UserError
-from rnnkit.layernorm import layernorm_lstm_step
-from rnnkit.minimal import min_gru_step, min_lstm_step
 from rnnkit.models.common import has_cell_state
+from rnnkit.unroll import step_function, zoneout
 
 FORMAT = "rnnkit-onnx-step"
 FORMAT_VERSION = 1
@@ -74,8 +73,8 @@ def onnx_modules():
 
 
 class StepGraph(nn.Module):
-    """``LanguageModel.step`` in eval mode, written with plain torch ops over the model's own
-    parameters (no copies): embedding -> one step of each layer -> head.
+    """``LanguageModel.step`` in eval mode, by the layers' own step equations over the model's
+    own parameters (no copies): embedding -> one step of each layer -> head.
 
     ``forward(tokens (N,), h (layers, N, H), c (layers, N, H) | None) -> (logits (N, V),
     h_next, c_next)``, c only for lstm/lnlstm. Dropout is off (eval); zoneout is its eval form,
@@ -90,8 +89,8 @@ class StepGraph(nn.Module):
                             f"{', '.join(SUPPORTED_CELLS)})")  # fmt: skip
         self.model = model
         self.cell, self.layers = cell, model.config.layers
-        rates = tuple(getattr(model.rnn, "zoneout", ()))
-        self.zoneout = rates if any(rates) else ()
+        rates = tuple(getattr(model.rnn, "zoneout", ()))  # one per state tensor; none: minimal
+        self.rates = rates if any(rates) else ()
 
     def forward(self, tokens: Tensor, h: Tensor, c: Tensor | None = None):
         x = self.model.embedding(tokens)  # (N, E)
@@ -99,10 +98,8 @@ class StepGraph(nn.Module):
         for depth in range(self.layers):
             old = (h[depth],) if c is None else (h[depth], c[depth])  # (N, H) each
             new = self._cell(depth, x, old)
-            if self.zoneout:
-                new = tuple(
-                    torch.lerp(n, o, p) for o, n, p in zip(old, new, self.zoneout, strict=True)
-                )
+            if self.rates:
+                new = zoneout(old, new, self.rates)
             hs.append(new[0])
             cs.extend(new[1:])
             x = new[0]  # (N, H): the next layer's input
@@ -112,26 +109,12 @@ class StepGraph(nn.Module):
         return logits, torch.stack(hs), torch.stack(cs)
 
     def _cell(self, depth: int, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        """One step of layer ``depth``: x (N, H_in), state (h,) or (h, c) -> the new state."""
+        """One step of layer ``depth``: x (N, H_in), state (h,) or (h, c) -> the new state, by
+        the layer's own step equations bound to its parameters."""
         rnn = self.model.rnn
-
-        def w(kind: str) -> Tensor | None:
-            return getattr(rnn, f"{kind}_l{depth}", None)
-
-        w_ih, w_hh, b_ih, b_hh = w("weight_ih"), w("weight_hh"), w("bias_ih"), w("bias_hh")
-        if self.cell == "lstm":
-            return tuple(lstm_step(x, state, w_ih, w_hh, b_ih, b_hh))
-        if self.cell == "lnlstm":
-            gains = (w("ln_gain_ih"), w("ln_gain_hh"), w("ln_gain_c"))
-            args = (w_ih, w_hh, *gains, b_ih, b_hh, w("ln_bias_c"), rnn.eps)
-            return tuple(layernorm_lstm_step(x, state, *args))
-        (h,) = state
-        if self.cell == "gru":
-            return (gru_step(x, h, w_ih, w_hh, b_ih, b_hh),)
-        if self.cell == "rnn":
-            return (rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, ACTIVATIONS[rnn.nonlinearity]),)
-        step = min_gru_step if self.cell == "mingru" else min_lstm_step
-        return (step(x, h, w_ih, b_ih),)
+        if self.cell in ("mingru", "minlstm"):  # min_gru_step / min_lstm_step
+            return (rnn._step(x, state[0], *rnn._weights(depth, "")),)
+        return tuple(step_function(rnn, depth, "")(x, state))  # lstm/lnlstm/gru/rnn _recur
 
 
 def check_exportable(config) -> None:

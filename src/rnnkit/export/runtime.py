@@ -10,14 +10,18 @@ and metadata against what ``onnx.py`` writes. Tensors at the boundary are torch 
 CPU; the session is onnxruntime's CPUExecutionProvider. What is not here: writing the file
 (``onnx.py``), finding it for ``rnnkit sample`` (``command.py``).
 
-A file is untrusted input: it is read into memory and parsed by onnx first, and one with
-tensors in external files (which a runtime would open beside it) is refused -- rnnkit writes
-one self-contained file. Every problem is a one-line UserError naming the file.
+A file is untrusted input: it is read into memory and parsed by onnx first; one with a tensor
+anywhere (initializer, node attribute, subgraph) in an external file, which a runtime would
+open beside it, is refused -- rnnkit writes one self-contained file. Its metadata, inputs and
+outputs (names, element types, static sizes) must be what ``onnx.py`` writes, its sizes must
+fit the file, and every step's results must have the shapes it declares. Every problem is a
+one-line UserError naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,8 +32,17 @@ from torch import Tensor
 from rnnkit.cells import LSTMState
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError
-from rnnkit.export.onnx import FORMAT, FORMAT_VERSION, INPUTS, MAX_BYTES, OUTPUTS, onnx_modules
+from rnnkit.export.onnx import (
+    FORMAT,
+    FORMAT_VERSION,
+    INPUTS,
+    MAX_BYTES,
+    OUTPUTS,
+    SUPPORTED_CELLS,
+    onnx_modules,
+)
 from rnnkit.models import LMOutput
+from rnnkit.models.common import has_cell_state
 
 State = Tensor | LSTMState
 
@@ -53,11 +66,14 @@ class OnnxLanguageModel:
         self.source = source
         self.metadata = meta
         self.cell, self.layers, self.hidden, self.vocab = _read_metadata(meta, source)
-        self.stateful = meta["state"] == "h,c"
+        if self.layers * self.hidden > len(data):  # a real file holds >= 4 bytes per unit
+            raise UserError(f"{source}: metadata layers x hidden = {self.layers} x "
+                            f"{self.hidden}, more than a {len(data)}-byte file holds")  # fmt: skip
+        self.stateful = has_cell_state(self.cell)
         self._inputs = list(INPUTS[: 2 + self.stateful])
         self._outputs = list(OUTPUTS[: 2 + self.stateful])
         _check_signature(proto, self._inputs, self._outputs, source)
-        _check_shapes(proto, self.layers, self.hidden, len(self.vocab), source)
+        _check_values(onnx, proto, self.layers, self.hidden, len(self.vocab), source)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -65,8 +81,7 @@ class OnnxLanguageModel:
         try:
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            message = " ".join(str(error).split())[:300]
-            raise UserError(f"{source}: onnxruntime cannot load it: {message}") from None
+            raise UserError(f"{source}: onnxruntime cannot load it: {_line(error)}") from None
         self.training = False
         self._anchor = torch.empty(0)  # what parameters() yields: the device (CPU)
 
@@ -76,9 +91,14 @@ class OnnxLanguageModel:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"no ONNX file at {path}")
-        if path.stat().st_size > MAX_BYTES:
-            raise UserError(f"{path}: {path.stat().st_size} bytes, larger than an ONNX file can be")
-        return cls(path.read_bytes(), threads=threads, source=str(path))
+        try:
+            size = path.stat().st_size
+            if size > MAX_BYTES:
+                raise UserError(f"{path}: {size} bytes, larger than an ONNX file can be")
+            data = path.read_bytes()
+        except OSError as error:
+            raise UserError(f"{path}: cannot read it ({error.strerror})") from None
+        return cls(data, threads=threads, source=str(path))
 
     # ---- what generate() uses ----------------------------------------------------------------
     def eval(self) -> OnnxLanguageModel:
@@ -104,7 +124,16 @@ class OnnxLanguageModel:
         tensors = tuple(state) if self.stateful else (state,)
         for name, tensor in zip(self._inputs[1:], tensors, strict=True):
             feed[name] = np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=np.float32)
-        logits, *new = (torch.from_numpy(a) for a in self.session.run(self._outputs, feed))
+        try:
+            results = self.session.run(self._outputs, feed)
+        except Exception as error:  # onnxruntime's own types
+            raise UserError(f"{self.source}: onnxruntime cannot run it: {_line(error)}") from None
+        n = token.size(0)
+        want = [(n, len(self.vocab))] + [(self.layers, n, self.hidden)] * (len(results) - 1)
+        if [a.shape for a in results] != want:
+            raise UserError(f"{self.source}: the graph returned shapes "
+                            f"{[a.shape for a in results]}, not {want}")  # fmt: skip
+        logits, *new = (torch.from_numpy(a) for a in results)
         return logits, (LSTMState(*new) if self.stateful else new[0])  # (N, V), state
 
     def forward(self, idx: Tensor, targets: Tensor | None = None, state: State | None = None):
@@ -117,8 +146,8 @@ class OnnxLanguageModel:
         for t in range(idx.size(1)):
             logits, state = self.step(idx[:, t], state)
             rows.append(logits)
-        if state is None:  # L = 0
-            state = self.initial_state(idx.size(0))
+        if not rows:  # L = 0: no logits, the state as given
+            state = self.initial_state(idx.size(0)) if state is None else state
             return LMOutput(torch.zeros(idx.size(0), 0, len(self.vocab)), None, state)
         return LMOutput(torch.stack(rows, dim=1), None, state)  # (N, L, V)
 
@@ -135,11 +164,20 @@ def _parse(onnx, data: bytes, source: str):
         proto = onnx.load_from_string(data)
     except Exception as error:  # protobuf's DecodeError and friends
         raise UserError(f"{source} is not an ONNX model ({type(error).__name__})") from None
-    for tensor in proto.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise UserError(f"{source}: tensor {tensor.name[:80]!r} is stored in an external "
+    for message in _messages(proto):  # initializers, attributes, subgraphs, functions
+        if isinstance(message, onnx.TensorProto) and message.data_location == message.EXTERNAL:
+            raise UserError(f"{source}: tensor {message.name[:80]!r} is stored in an external "
                             "file; rnnkit reads self-contained ONNX files only")  # fmt: skip
     return proto
+
+
+def _messages(message) -> Iterator:
+    """``message`` and every protobuf message nested in it (protobuf caps the depth at 100)."""
+    yield message
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_MESSAGE:
+            for item in (value,) if hasattr(value, "ListFields") else value:  # one or repeated
+                yield from _messages(item)
 
 
 def _read_metadata(meta: dict[str, str], source: str) -> tuple[str, int, int, Vocab]:
@@ -149,24 +187,29 @@ def _read_metadata(meta: dict[str, str], source: str) -> tuple[str, int, int, Vo
     if meta.get("format_version") != str(FORMAT_VERSION):
         raise UserError(f"{source}: format version {meta.get('format_version')!r:.40} is not "
                         f"supported (this rnnkit reads {FORMAT_VERSION})")  # fmt: skip
+    cell = meta.get("cell", "")
+    if cell not in SUPPORTED_CELLS:
+        raise UserError(f"{source}: metadata cell must be one of {', '.join(SUPPORTED_CELLS)}, "
+                        f"got {cell[:40]!r}")  # fmt: skip
+    state = "h,c" if has_cell_state(cell) else "h"
+    if meta.get("state") != state:
+        raise UserError(f"{source}: metadata state must be {state!r} for cell {cell}")
     sizes = {}
     for key in ("layers", "hidden", "vocab_size"):
         value = meta.get(key, "")
-        if not value.isdigit() or not 0 < int(value) < 1 << 31:
+        if not re.fullmatch(r"[1-9][0-9]{0,9}", value) or int(value) >= 1 << 31:
             raise UserError(f"{source}: metadata {key} must be a positive integer, got "
                             f"{value[:40]!r}")  # fmt: skip
         sizes[key] = int(value)
-    if meta.get("state") not in ("h", "h,c"):
-        raise UserError(f"{source}: metadata state must be 'h' or 'h,c'")
     try:
         symbols = json.loads(meta.get("vocab", ""))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UserError(f"{source}: metadata vocab is not a JSON list") from None
     vocab = Vocab.from_json(meta.get("vocab_kind"), symbols, source=f"{source}: metadata vocab")
     if len(vocab) != sizes["vocab_size"]:
         raise UserError(f"{source}: metadata vocab has {len(vocab)} symbols, vocab_size says "
                         f"{sizes['vocab_size']}")  # fmt: skip
-    return meta.get("cell", "?"), sizes["layers"], sizes["hidden"], vocab
+    return cell, sizes["layers"], sizes["hidden"], vocab
 
 
 def _check_signature(proto, inputs: list[str], outputs: list[str], source: str) -> None:
@@ -175,15 +218,38 @@ def _check_signature(proto, inputs: list[str], outputs: list[str], source: str) 
     got_out = [v.name for v in proto.graph.output]
     if got_in != inputs or got_out != outputs:
         raise UserError(f"{source}: expected inputs {inputs} and outputs {outputs}, got "
-                        f"{got_in[:4]} and {got_out[:4]}")  # fmt: skip
+                        f"{_names(got_in)} and {_names(got_out)}")  # fmt: skip
 
 
-def _check_shapes(proto, layers: int, hidden: int, vocab_size: int, source: str) -> None:
-    """Static sizes of the state tensors and the logits agree with the metadata."""
+def _names(names: list[str]) -> list[str]:
+    """At most 4 names of at most 40 characters, for a message."""
+    return [n[:40] for n in names[:4]] + ["..."] * (len(names) > 4)
+
+
+def _check_values(onnx, proto, layers: int, hidden: int, vocab_size: int, source: str) -> None:
+    """Element types (int64 tokens, float32 the rest) and static sizes of the inputs and
+    outputs agree with what ``onnx.py`` writes for the metadata's sizes."""
     want = {"tokens": ["N"], "logits": ["N", vocab_size]}
     for value in [*proto.graph.input, *proto.graph.output]:
-        dims = [d.dim_value or d.dim_param for d in value.type.tensor_type.shape.dim]
+        tensor = value.type.tensor_type
+        dtype = onnx.TensorProto.INT64 if value.name == "tokens" else onnx.TensorProto.FLOAT
+        if tensor.elem_type != dtype:
+            raise UserError(f"{source}: {value.name} holds {_type_name(onnx, tensor.elem_type)}, "
+                            f"expected {_type_name(onnx, dtype)}")  # fmt: skip
+        dims = [d.dim_value or d.dim_param[:20] for d in tensor.shape.dim]
         expected = want.get(value.name, [layers, "N", hidden])
         if [d if isinstance(d, int) else "N" for d in dims] != expected:
             raise UserError(f"{source}: {value.name} has shape {dims[:4]}, the metadata "
                             f"describes {expected}")  # fmt: skip
+
+
+def _type_name(onnx, elem_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"element type {elem_type}"
+
+
+def _line(error: Exception) -> str:
+    """onnxruntime's message on one line, cut to 300 characters."""
+    return " ".join(str(error).split())[:300]
