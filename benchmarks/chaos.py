@@ -1,8 +1,9 @@
 """Crash safety, measured by killing: SIGKILL ``rnnkit train`` N times, resume, check everything.
 
 Each trial kills a training subprocess (tiny LSTM, one thread, a checkpoint every 2 steps) at a
-random time, a moment after a random step, or the moment a checkpoint write begins, checks that
-every checkpoint on disk loads and that --resume continues from the newest one, and resumes it.
+random time, a moment after a random step, or inside a checkpoint write (once its folder holds a
+chosen number of files, or as the replaced copy is removed), checks that every checkpoint on
+disk loads and that --resume continues from the newest one, and resumes it.
 Each training run (``--kills-per-run`` trials) is then left to finish and compared with one
 uninterrupted run of the same command: final step, weights, optimiser/RNG state, best weights
 and metrics.csv rows must be equal, bit for bit. The logic is ``rnnkit.training.chaos``.
