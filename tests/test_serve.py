@@ -6,6 +6,7 @@ disconnect freeing its worker, startup errors)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -155,6 +156,14 @@ def test_stream_events_join_to_the_text(client):
     assert found[-1][1] == {"finish_reason": "length", "seed": 5, "chars": 120}
 
 
+def test_stream_events_carry_many_tokens_each(client):
+    """One event per STREAM_INTERVAL, not one per token: 300 tokens take a few milliseconds."""
+    response = client.post("/generate", json={"length": 300, "seed": 6, "stream": True})
+    found = events(response.text)
+    assert sum(len(data["text"]) for name, data in found if name == "text") == 300
+    assert len(found) < 300 // 4, len(found)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
@@ -178,6 +187,9 @@ def test_stream_events_join_to_the_text(client):
         ('{"stream": "yes"}', 422, "stream: Input should be a valid boolean"),
         ('{"unknown": "drop"}', 422, "unknown: Input should be 'error' or 'skip'"),
         ('{"lenght": 5}', 422, "lenght: unknown field (fields: prime, length,"),
+        ('{"le\\nngth": 5}', 422, "le\\nngth: unknown field"),  # the newline escaped
+        ('{"\\u00e9t\\u00e9": 5}', 422, "\\u00e9t\\u00e9: unknown field"),
+        ('{"' + "x" * 500 + '": 5}', 422, "xxx...: unknown field"),  # cut short
         ("[1, 2]", 400, "the request body must be a JSON object"),
         ("{bad", 400, "the request body is not valid JSON"),
     ],
@@ -375,6 +387,35 @@ def test_a_disconnected_stream_stops_its_generation(server):
             break
         time.sleep(0.05)
     assert counts == {"status": "ok", "running": 0, "waiting": 0}
+
+
+def _health_until(server: str, running: int, waiting: int) -> dict:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        counts = httpx.get(f"{server}/health").json()
+        if (counts["running"], counts["waiting"]) == (running, waiting):
+            break
+        time.sleep(0.05)
+    return counts
+
+
+def test_disconnected_streams_free_their_slots_running_or_waiting(server):
+    """The server has 2 workers: two long streams run, a third waits; each one's client
+    leaving frees its slot, the waiting one without ever running."""
+    body = {"length": 1_000_000, "seed": 1, "stream": True}
+    lines = []  # kept: a line iterator dropped half-read closes its connection
+    with contextlib.ExitStack() as running:
+        for _ in range(2):
+            response = running.enter_context(
+                httpx.stream("POST", f"{server}/generate", json=body, timeout=30)
+            )
+            lines.append(response.iter_lines())
+            assert next(lines[-1]) == "event: text"
+        with httpx.stream("POST", f"{server}/generate", json=body, timeout=30) as waiting:
+            assert waiting.status_code == 200  # the 200 comes before a worker is free
+            assert _health_until(server, 2, 1) == {"status": "ok", "running": 2, "waiting": 1}
+        assert _health_until(server, 2, 0) == {"status": "ok", "running": 2, "waiting": 0}
+    assert _health_until(server, 0, 0) == {"status": "ok", "running": 0, "waiting": 0}
 
 
 def test_the_load_benchmark_runs(run):

@@ -1,7 +1,8 @@
 """Serving a trained language model over HTTP: ``rnnkit serve DIR`` (``pip install
 'rnnkit[serve]'`` for FastAPI and uvicorn).
 
-``app.py`` is the API (``create_app(model, vocab, config, limits)``, ``Limits``), ``command.py``
-the command line (``add_parser``, ``run_serve``). Neither is imported here, so ``import rnnkit``
-and ``rnnkit --help`` never need the optional dependencies.
+``app.py`` is the API (``create_app(model, vocab, config, limits)``), ``request.py`` what a
+request may ask (``GenerateRequest``, ``Limits``), ``command.py`` the command line
+(``add_parser``, ``run_serve``). None is imported here, so ``import rnnkit`` and
+``rnnkit --help`` never need the optional dependencies.
 """

@@ -24,9 +24,10 @@ failed (e.g. non-finite logits).
 
 Concurrency: generation is blocking torch code, run in a pool of ``max_concurrent`` worker
 threads; up to ``queue`` more requests wait for a worker (first come, first served), the next
-one is refused at once with 429. A streaming client that disconnects stops its generation at
-the next piece and frees its worker. What is not here: the command line and the socket
-(``command.py``).
+one is refused at once with 429. A streamed answer sends what was generated every
+``STREAM_INTERVAL``, not an event per token. A streaming client that disconnects stops its
+generation at the next piece and frees its worker. What is not here: the request body, its
+limits and its 4xx messages (``request.py``); the command line and the socket (``command.py``).
 """
 
 from __future__ import annotations
@@ -34,76 +35,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import asynccontextmanager, suppress
-from dataclasses import asdict, dataclass
-from typing import Annotated, Literal
+from contextlib import asynccontextmanager
+from dataclasses import asdict
 
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException
 
 from rnnkit import __version__
 from rnnkit.errors import UserError
 from rnnkit.generation import generate
+from rnnkit.serve.request import MAX_STOP, MAX_STOP_CHARS, ApiError, GenerateRequest, Limits, parse
 
-MAX_STOP = 4  # stop strings per request
-MAX_STOP_CHARS = 64  # characters per stop string
-MAX_SEED = 2**63 - 1
+__all__ = ["Limits", "create_app"]
+STREAM_INTERVAL = 0.005  # s between streamed events: each carries the text of that time
 log = logging.getLogger("rnnkit.serve")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for and how many run at once (``rnnkit serve`` flags)."""
-
-    max_length: int = 2000  # characters (tokens) generated per request
-    max_prime: int = 4000  # characters of prime
-    max_concurrent: int = 2  # generations running at once: worker threads
-    queue: int = 16  # requests waiting for a worker before 429
-
-    @property
-    def max_body(self) -> int:
-        """Bytes of request body: the fields plus a prime of ``max_prime`` characters, each
-        possibly JSON-escaped as a surrogate pair (12 bytes)."""
-        return 16384 + 12 * self.max_prime
-
-
-Stop = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
-
-
-class GenerateRequest(BaseModel):
-    """The body of POST /generate. Types are strict: ``"5"`` or ``5.0`` is not a length."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    prime: str = ""
-    length: Annotated[int, Field(ge=1)] = 200
-    temperature: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.8
-    top_k: Annotated[int, Field(ge=0)] = 0
-    top_p: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 1.0
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
-    stop: Annotated[list[Stop], Field(max_length=MAX_STOP)] = []
-    unknown: Literal["error", "skip"] = "error"
-    stream: bool = False
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _one_stop(cls, value):
-        """``"stop": "\\n"`` is ``"stop": ["\\n"]``."""
-        return [value] if isinstance(value, str) else value
-
-
-class ApiError(Exception):
-    """An answer other than 200: ``status`` and a one-line message."""
-
-    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
 
 
 class _Disconnected(Exception):
@@ -112,7 +61,7 @@ class _Disconnected(Exception):
 
 class Workers:
     """The worker threads and the admission count: at most ``max_concurrent`` generations run
-    and ``queue`` wait; ``submit`` returns None (-> 429) beyond that. A slot is freed when its
+    and ``queue`` wait; ``submit`` raises the 429 beyond that. A slot is freed when its
     future is done -- finished, failed, or cancelled before it started."""
 
     def __init__(self, model, vocab, limits: Limits, threads: int) -> None:
@@ -127,10 +76,17 @@ class Workers:
         self.admitted = 0  # running + waiting
         self.running = 0
 
-    def submit(self, settings: dict, on_text=None) -> Future | None:
+    def submit(self, settings: dict, on_text=None) -> Future:
+        """Run ``generate(**settings)`` in a worker, or ApiError 429 when all slots are taken."""
         with self.lock:
             if self.admitted >= self.limits.max_concurrent + self.limits.queue:
-                return None
+                raise ApiError(
+                    429,
+                    f"busy: {self.limits.max_concurrent} generations running and "
+                    f"{self.limits.queue} waiting (the server's --max-concurrent and --queue); "
+                    "retry later",
+                    headers={"Retry-After": "1"},
+                )
             self.admitted += 1
         future = self.pool.submit(self._run, settings, on_text)
         future.add_done_callback(self._release)
@@ -168,7 +124,6 @@ def create_app(model, vocab, config, limits: Limits | None = None, *, threads: i
         workers.pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="rnnkit", version=__version__, lifespan=lifespan)
-    app.state.workers = workers
     app.add_middleware(BodyLimit, max_bytes=limits.max_body)
     _add_error_handlers(app)
     m = config.model
@@ -191,16 +146,10 @@ def create_app(model, vocab, config, limits: Limits | None = None, *, threads: i
 
     @app.post("/generate", openapi_extra={"requestBody": schema})
     async def generate_text(http: Request):
-        # The body is JSON whatever its Content-Type says (``curl -d`` sends a form's); empty
-        # means every default.
-        try:
-            request = GenerateRequest.model_validate_json(await http.body() or b"{}")
-        except ValidationError as error:
-            raise ApiError(*_validation_message(error.errors())) from None
-        settings = _settings(request, vocab, limits)
+        request, settings = parse(await http.body(), vocab, limits)
         if request.stream:
             return _stream(workers, settings, vocab)
-        future = _submit(workers, settings)
+        future = workers.submit(settings)
         try:
             text = await asyncio.wrap_future(future)
         except UserError as error:  # the model, not the request: e.g. non-finite logits
@@ -210,42 +159,11 @@ def create_app(model, vocab, config, limits: Limits | None = None, *, threads: i
     return app
 
 
-def _settings(request: GenerateRequest, vocab, limits: Limits) -> dict:
-    """The keyword arguments of ``generate`` for a valid request; ApiError 422 past a limit."""
-    if request.length > limits.max_length:
-        raise ApiError(422, f"length: at most {limits.max_length} (the server's --max-length), "
-                            f"got {request.length}")  # fmt: skip
-    if len(request.prime) > limits.max_prime:
-        raise ApiError(422, f"prime: at most {limits.max_prime} characters (the server's "
-                            f"--max-prime), got {len(request.prime)}")  # fmt: skip
-    try:
-        vocab.encode(request.prime, unknown=request.unknown)  # cheap: vectorised
-    except UserError as error:
-        message = str(error).replace("--unknown skip", '"unknown": "skip"')
-        raise ApiError(422, f"prime: {message}") from None
-    seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
-    names = ("prime", "length", "temperature", "top_k", "top_p", "unknown")
-    return {**{k: getattr(request, k) for k in names}, "stop": request.stop, "seed": seed}
-
-
-def _submit(workers: Workers, settings: dict, on_text=None) -> Future:
-    future = workers.submit(settings, on_text)
-    if future is None:
-        limits = workers.limits
-        raise ApiError(
-            429,
-            f"busy: {limits.max_concurrent} generations running and {limits.queue} waiting "
-            "(the server's --max-concurrent and --queue); retry later",
-            headers={"Retry-After": "1"},
-        )
-    return future
-
-
 def _summary(text: str, settings: dict, vocab) -> dict:
     """The final fields of an answer. A generation that stopped early met a stop string
     (counted in tokens: characters, or UTF-8 bytes for a byte vocabulary)."""
-    tokens = len(vocab.encode(text, unknown="skip"))
-    stopped = bool(settings["stop"]) and tokens < settings["length"]
+    stop, length = settings["stop"], settings["length"]
+    stopped = bool(stop) and len(vocab.encode(text, unknown="skip")) < length
     return {"text": text, "finish_reason": "stop" if stopped else "length",
             "seed": settings["seed"], "chars": len(text)}  # fmt: skip
 
@@ -256,52 +174,62 @@ def _event(name: str, data: dict) -> str:
 
 
 def _stream(workers: Workers, settings: dict, vocab) -> StreamingResponse:
-    """Server-sent events: the worker's ``on_text`` hands each final piece to the event loop
-    through an asyncio queue; the events coalesce whatever arrived since the last one. When the
-    client goes, Starlette cancels the event generator, whose ``finally`` tells the worker to
-    stop (``on_text`` raises) or cancels it if it has not started."""
-    loop = asyncio.get_running_loop()
-    pieces: asyncio.Queue = asyncio.Queue()
+    """Server-sent events. The worker's ``on_text`` appends each final piece to a list (atomic
+    under the GIL: no lock, no wake-up of the event loop per token); every ``STREAM_INTERVAL``
+    the event generator sends what arrived since its last event as one ``text`` event. However
+    the response ends, ``stop`` tells the worker to stop (``on_text`` raises) or cancels it if
+    it has not started."""
+    pieces: list[str] = []
     gone = threading.Event()
-    end = object()
-
-    def put(item) -> None:
-        with suppress(RuntimeError):  # the loop closed: the server is shutting down
-            loop.call_soon_threadsafe(pieces.put_nowait, item)
 
     def on_text(piece: str) -> None:
         if gone.is_set():
             raise _Disconnected
-        put(piece)
+        pieces.append(piece)
 
-    future = _submit(workers, settings, on_text)  # 429 before the 200 of the stream
-    future.add_done_callback(lambda _: put(end))  # after every piece: same thread, in order
+    future = workers.submit(settings, on_text)  # 429 before the 200 of the stream
+
+    def stop() -> None:
+        gone.set()
+        future.cancel()
 
     async def events():
+        sent, finished = 0, False
+        while not finished:
+            finished = future.done()  # before reading: a done future has put every piece
+            now = len(pieces)
+            if now > sent:
+                text, sent = "".join(pieces[sent:now]), now
+                yield _event("text", {"text": text})
+            if not finished:
+                await asyncio.sleep(STREAM_INTERVAL)
         try:
-            finished = False
-            while not finished:
-                batch = [await pieces.get()]
-                while not pieces.empty():
-                    batch.append(pieces.get_nowait())
-                finished = batch[-1] is end
-                text = "".join(batch[:-1] if finished else batch)
-                if text:
-                    yield _event("text", {"text": text})
-            try:
-                summary = _summary(future.result(), settings, vocab)
-                yield _event("done", {k: v for k, v in summary.items() if k != "text"})
-            except UserError as error:
-                yield _event("error", {"error": str(error)})
-            except Exception:
-                log.exception("generation failed")
-                yield _event("error", {"error": "internal server error"})
-        finally:
-            gone.set()
-            future.cancel()
+            summary = _summary(future.result(), settings, vocab)
+            yield _event("done", {k: v for k, v in summary.items() if k != "text"})
+        except UserError as error:
+            yield _event("error", {"error": str(error)})
+        except Exception:
+            log.exception("generation failed")
+            yield _event("error", {"error": "internal server error"})
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return _EventStream(events(), stop)
+
+
+class _EventStream(StreamingResponse):
+    """A text/event-stream response that calls ``stop`` however it ends: sent in full, failed,
+    or cancelled by Starlette when the client goes -- maybe while the event generator waits at
+    a ``yield``, where its own ``finally`` would run only once it is garbage-collected."""
+
+    def __init__(self, events, stop) -> None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(events, media_type="text/event-stream", headers=headers)
+        self.stop = stop
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.stop()
 
 
 # ---- errors: one JSON shape ---------------------------------------------------------------------
@@ -309,32 +237,6 @@ def _stream(workers: Workers, settings: dict, vocab) -> StreamingResponse:
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _validation_message(errors: list[dict]) -> tuple[int, str]:
-    """400 when the body is not a JSON object, else 422 naming each bad field (at most 3)."""
-    fields = ", ".join(GenerateRequest.model_fields)
-    parts = []
-    for e in errors[:3]:
-        loc = [str(x) for x in e.get("loc", ())]
-        if e.get("type") == "json_invalid":
-            reason = e.get("ctx", {}).get("error", "")
-            return 400, f"the request body is not valid JSON ({reason})"
-        if not loc:
-            return 400, f"the request body must be a JSON object (fields: {fields})"
-        name = loc[0] if loc[0] in GenerateRequest.model_fields else ".".join(loc)
-        if e.get("type") == "extra_forbidden":
-            parts.append(f"{name}: unknown field (fields: {fields})")
-        elif e.get("type") == "missing":
-            parts.append(f"{name}: missing")
-        else:
-            parts.append(f"{name}: {e.get('msg', 'invalid')}, got {_short(e.get('input'))}")
-    return 422, "; ".join(dict.fromkeys(parts))
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -85,15 +85,13 @@ def run_serve(args: argparse.Namespace) -> int:
     """Check everything, bind the socket, serve until interrupted; 0 after a clean shutdown."""
     _check_flags(args)
     uvicorn = _require_serve_extra()
-    import torch
-
-    from rnnkit.serve.app import Limits, create_app
+    from rnnkit.serve.app import create_app
+    from rnnkit.serve.request import Limits
     from rnnkit.training.runs import find_checkpoint, load_model
 
     limits = Limits(args.max_length, args.max_prime, args.max_concurrent, args.queue)
     model, vocab, config = load_model(args.checkpoint)
     source = str(find_checkpoint(args.checkpoint).resolve())
-    torch.set_num_threads(args.threads)
     sock = _bind(args.host, args.port)
     app = create_app(model, vocab, config, limits, threads=args.threads, source=source)
     host, port = sock.getsockname()[:2]
