@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,6 +94,28 @@ def test_resume_in_two_processes_continues_exactly(corpus):
     assert whole.returncode == 0, whole.stderr
     assert_close_weights(corpus / "resumed", corpus / "whole")
     assert_close_weights(corpus / "resumed-alone", corpus / "whole")
+
+
+def test_two_launchers_meet_at_a_rendezvous_as_two_machines_would(corpus):
+    """The README's command for several machines, run twice on this one: torchrun --nnodes 2
+    with a c10d rendezvous; rank 0 (either launcher) writes the run, weights agree."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+               "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+               f"127.0.0.1:{port}", "--rdzv-id", "test", "-m", "rnnkit", "train", "text.txt",
+               "--out", "nodes", *TINY, "--max-steps", "6"]  # fmt: skip
+    nodes = [subprocess.Popen(command, cwd=corpus, env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]  # fmt: skip
+    outputs = [node.communicate(timeout=120)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert sum("parameters identical on all 2 ranks" in out for out in outputs) == 1, outputs
+    assert "stopped (max_steps) at step 6" in "".join(outputs)
+    alone = rnnkit("train", "text.txt", "--out", "nodes-alone", *TINY, "--max-steps", "6",
+                   cwd=corpus)  # fmt: skip
+    assert alone.returncode == 0, alone.stderr
+    assert_close_weights(corpus / "nodes", corpus / "nodes-alone")
 
 
 def test_all_ranks_stop_together_on_max_time(corpus):

@@ -2,8 +2,8 @@
 
     torchrun --nproc-per-node 2 -m rnnkit train --out runs/ddp          # one machine
     rnnkit train --nproc 2 --out runs/ddp                               # the same, launched for you
-    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 2 \\
-        --rdzv-backend c10d --rdzv-endpoint host0:29500 -m rnnkit train --out /shared/runs/ddp
+    torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d \\
+        --rdzv-endpoint host0:29500 --rdzv-id ddp -m rnnkit train --out /shared/runs/ddp  # each
 
 torchrun starts the processes and sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
 rendezvous; :func:`setup` joins the process group (gloo: these are CPU processes). What each
