@@ -2,6 +2,7 @@
 
     python benchmarks/mingru_quality.py                      # 900 s each, side by side
     python benchmarks/mingru_quality.py --max-time 120 --cells lstm mingru minlstm
+    python benchmarks/mingru_quality.py --hidden mingru=928     # MinGRU of the LSTM's size
 
 Each cell trains the `quality` preset (2 layers of 384, embedding 64, dropout 0.25, chunks of 64
 x 32 streams, Adam with a cosine schedule) from scratch with ``--cell CELL``, all cells at once,
@@ -73,13 +74,22 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", default=["lstm", "mingru"])
     parser.add_argument("--max-time", type=float, default=900.0, help="seconds per cell")
     parser.add_argument("--probe-steps", type=int, default=60)
+    parser.add_argument(
+        "--hidden",
+        action="append",
+        default=[],
+        metavar="CELL=H",
+        help="another width for one cell (e.g. mingru=928: the LSTM's parameter count)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args()
+    widths = dict(item.split("=") for item in args.hidden)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         probe = ["--max-steps", str(args.probe_steps), "--eval-every", "100000", "--log-every", "5"]
-        probed = train_all(args.cells, workdir, "probe", dict.fromkeys(args.cells, probe))
+        sized = {c: ["--hidden", widths[c]] if c in widths else [] for c in args.cells}
+        probed = train_all(args.cells, workdir, "probe", {c: probe + sized[c] for c in args.cells})
         rates = {}
         for cell in probed:
             with open(workdir / f"probe-{cell}" / "metrics.csv", newline="") as f:
@@ -93,7 +103,7 @@ def main() -> None:
             print(f"--cell {cell}: {rates[cell]:.2f} steps/s in the probe -> {steps} steps")
             every = str(max(50, steps // 5))
             extra[cell] = ["--max-steps", str(steps), "--max-time", str(args.max_time)]
-            extra[cell] += ["--eval-every", every]
+            extra[cell] += ["--eval-every", every, *sized[cell]]
         print(f"training {', '.join(args.cells)} side by side for {args.max_time:.0f} s ...")
         trained = train_all(args.cells, workdir, "run", extra)
         for cell, (wall, stdout) in trained.items():
@@ -108,16 +118,18 @@ def main() -> None:
             results.append(
                 {
                     "cell": cell,
+                    "model": params.split(": ", 1)[1].split(",")[0],  # e.g. "LSTM 2x384"
                     "steps": stopped_step(stdout),
                     "wall_s": round(wall, 1),
                     "parameters": params.split(" parameters")[0].split(", ")[-1],
                     **json.loads(scored.stdout),
                 }
             )
-    print(f"\n{'cell':<9}{'parameters':>12}{'steps':>8}{'wall':>8}{'val nats/char':>15}{'bits':>8}")
+    head = f"{'model':<14}{'parameters':>12}{'steps':>8}{'wall':>8}{'val nats/char':>15}"
+    print(f"\n{head}{'bits':>8}")
     for r in results:
         print(
-            f"{r['cell']:<9}{r['parameters']:>12}{r['steps']:>8}{r['wall_s']:>7.0f}s"
+            f"{r['model']:<14}{r['parameters']:>12}{r['steps']:>8}{r['wall_s']:>7.0f}s"
             f"{r['loss']:>15.4f}{r['bpc']:>8.4f}"
         )
     if args.json:
