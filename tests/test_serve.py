@@ -25,10 +25,10 @@ from torch import nn
 pytest.importorskip("fastapi", reason="rnnkit[serve] is not installed")
 pytest.importorskip("uvicorn", reason="rnnkit[serve] is not installed")
 
+from rnnkit.cli import main as rnnkit_main
 from rnnkit.config import RunConfig, apply_overrides
 from rnnkit.generation import generate
 from rnnkit.serve.app import Limits, create_app
-from rnnkit.serve.command import main
 from rnnkit.training.loop import train
 from rnnkit.training.runs import load_model
 
@@ -300,13 +300,13 @@ def test_startup_errors_are_one_line(run, tmp_path, capsys, monkeypatch):
     ]
     try:
         for argv, words in cases:
-            assert main(argv) == 2, argv
+            assert rnnkit_main(["serve", *argv]) == 2, argv
             err = capsys.readouterr().err
             assert err.startswith("rnnkit: error: ") and words in err and err.count("\n") == 1
     finally:
         busy.close()
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if rnnkit[serve] were not installed
-    assert main([str(run)]) == 2
+    assert rnnkit_main(["serve", str(run)]) == 2
     assert "pip install 'rnnkit[serve]'" in capsys.readouterr().err
 
 

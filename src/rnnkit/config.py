@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import reprlib
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, short
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -226,7 +225,7 @@ def _coerce(value: Any, annotation: str, name: str, source: str) -> Any:
         "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
     }[kind]
     if not ok:
-        raise UserError(f"{source}: {name} must be {kind}, got {reprlib.repr(value)}")
+        raise UserError(f"{source}: {name} must be {kind}, got {short(value)}")
     return float(value) if kind == "float" else value
 
 
@@ -235,7 +234,7 @@ def _name(key: object) -> str:
     short repr, so a hostile key cannot break the message's one line."""
     if isinstance(key, str) and key.isprintable():
         return key if len(key) <= 60 else key[:57] + "..."
-    return reprlib.repr(key)
+    return short(key)
 
 
 def apply_overrides(config: RunConfig, data: Any, source: str) -> None:
@@ -248,7 +247,7 @@ def apply_overrides(config: RunConfig, data: Any, source: str) -> None:
                 f"{source}: unknown section [{_name(section)}] (known: {', '.join(SECTIONS)})"
             )
         if not isinstance(values, dict):
-            raise UserError(f"{source}: [{section}] must be a table, got {reprlib.repr(values)}")
+            raise UserError(f"{source}: [{section}] must be a table, got {short(values)}")
         target = getattr(config, section)
         known = {f.name: f for f in fields(target)}
         for key, value in values.items():

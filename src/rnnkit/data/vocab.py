@@ -12,7 +12,6 @@ Not in this file: reading files (``corpus.py``) and batching (``streams.py``).
 from __future__ import annotations
 
 import codecs
-import reprlib
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -20,18 +19,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, short
 
 KINDS = ("char", "byte")
 UNKNOWN_MODES = ("error", "skip")
 ENCODE_BLOCK = 1 << 16  # characters converted at a time: bounds the temporary arrays
 _MAX_LISTED = 10
-_SHORT = reprlib.Repr()  # keyword arguments need Python 3.12
-_SHORT.maxlevel = 2
-_SHORT.maxstring = 40
-_SHORT.maxother = 40
-_SHORT.maxlist = 4
-_SHORT.maxdict = 4
 
 
 def unknown_message(chars: Iterable[str]) -> str:
@@ -86,7 +79,7 @@ class Vocab:
 
     def __init__(self, kind: str, symbols: list[str]) -> None:
         if kind not in KINDS:
-            raise UserError(f"vocabulary kind must be 'char' or 'byte', got {_SHORT.repr(kind)}")
+            raise UserError(f"vocabulary kind must be 'char' or 'byte', got {short(kind)}")
         self.kind = kind
         self.symbols = list(symbols)
         self._codes = code_points("".join(self.symbols)) if kind == "char" else None
@@ -114,17 +107,15 @@ class Vocab:
         file in error messages."""
         if kind not in KINDS:
             raise UserError(
-                f"{source}: vocabulary kind must be 'char' or 'byte', got {_SHORT.repr(kind)}"
+                f"{source}: vocabulary kind must be 'char' or 'byte', got {short(kind)}"
             )
         if not isinstance(data, list):
             raise UserError(f"{source}: expected a list of symbols, got {type(data).__name__}")
         for i, symbol in enumerate(data):
             if not isinstance(symbol, str):
-                raise UserError(f"{source}: symbol {i} is not a string: {_SHORT.repr(symbol)}")
+                raise UserError(f"{source}: symbol {i} is not a string: {short(symbol)}")
             if kind == "char" and len(symbol) != 1:
-                raise UserError(
-                    f"{source}: symbol {i} must be one character, got {_SHORT.repr(symbol)}"
-                )
+                raise UserError(f"{source}: symbol {i} must be one character, got {short(symbol)}")
             if kind == "char" and "\ud800" <= symbol <= "\udfff":  # not text: cannot be printed
                 raise UserError(f"{source}: symbol {i} is a lone surrogate U+{ord(symbol):04X}")
         if kind == "byte":

@@ -1,5 +1,7 @@
 """``python -m rnnkit.serve DIR [flags]`` is ``rnnkit serve DIR [flags]``."""
 
-from rnnkit.serve.command import main
+import sys
 
-raise SystemExit(main())
+from rnnkit.cli import main
+
+raise SystemExit(main(["serve", *sys.argv[1:]]))

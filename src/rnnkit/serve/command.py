@@ -152,22 +152,3 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise UserError(f"--host {host} --port {port}: cannot listen ({error.strerror})") from None
     return sock
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, as rnnkit.cli's parser
-        raise UserError(f"{self.prog}: {message}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m rnnkit.serve DIR ...``: ``rnnkit serve`` without the rest of the CLI."""
-    parser = _Parser(prog="rnnkit")
-    add_parser(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    try:
-        return run_serve(parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)]))
-    except UserError as error:
-        print(f"rnnkit: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("rnnkit: interrupted", file=sys.stderr)
-        return 130

@@ -39,10 +39,9 @@ from rnnkit.data.series import (
     read_series,
     split_series,
 )
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, short
 from rnnkit.models.forecaster import Forecaster
 from rnnkit.tasks.base import StepOutput, Task
-from rnnkit.training.state import short
 
 _EVAL_BATCH = 256  # windows forecast at once during evaluation
 _PARTS = ("train", "val", "test")

@@ -43,9 +43,9 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, describe, short
 from rnnkit.training.safetensors_header import check_safetensors_header
-from rnnkit.training.state import describe, flatten_state, short, unflatten_state
+from rnnkit.training.state import flatten_state, unflatten_state
 
 FORMAT = "rnnkit-checkpoint"
 FORMAT_VERSION = 1

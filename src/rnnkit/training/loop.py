@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from rnnkit.config import RunConfig, apply_overrides, validate
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, short
 from rnnkit.tasks import get_task
 from rnnkit.tasks.base import summary
 from rnnkit.training import distributed
@@ -46,7 +46,7 @@ from rnnkit.training.optim import (
     scale_learning_rate,
 )
 from rnnkit.training.runs import check_new_run_dir, read_run_checkpoint, save_run_checkpoint
-from rnnkit.training.state import rng_state, set_rng_state, short
+from rnnkit.training.state import rng_state, set_rng_state
 from rnnkit.training.stopping import StopSignal
 
 

@@ -27,11 +27,10 @@ from torch import nn
 
 from rnnkit.config import RunConfig, validate
 from rnnkit.data.vocab import Vocab
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, short
 from rnnkit.models import LanguageModel
 from rnnkit.tasks import Task, get_task
 from rnnkit.training.checkpoint import Checkpoint, is_checkpoint, load_checkpoint, save_checkpoint
-from rnnkit.training.state import short
 
 RUN_MARKERS = ("last", "best", "metrics.csv")
 MAX_MESSAGE = 400  # errors quoting a hostile config are cut to this many characters

@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from rnnkit.training.state import short
+from rnnkit.errors import short
 
 MAX_HEADER_BYTES = 16 << 20  # a safetensors header: ~100 bytes per tensor
 MAX_DIMS = 16

@@ -12,21 +12,14 @@ from __future__ import annotations
 import math
 import random
 import re
-import reprlib
 
 import torch
 
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, describe, short
 
 _JSON_SAFE_INT = 2**53  # larger ints are written as hex strings: exact for every JSON reader
 _HEX_INT = re.compile(r"-?0x[0-9a-f]+")
 MAX_DEPTH = 64  # a real training state nests ~6 deep; a hostile skeleton must not recurse 1000
-_SHORT = reprlib.Repr()  # keyword arguments need Python 3.12
-_SHORT.maxlevel = 3
-_SHORT.maxstring = 60
-_SHORT.maxother = 60
-_SHORT.maxlist = 6
-_SHORT.maxdict = 4
 
 
 def flatten_state(obj: object) -> tuple[dict[str, torch.Tensor], object]:
@@ -155,18 +148,6 @@ def _unflatten_items(pairs: list, tensors: dict[str, torch.Tensor], path: tuple,
             )
         out[key] = _unflatten(pair[1], tensors, (*path, key), depth)
     return out
-
-
-def short(value: object) -> str:
-    """``repr(value)`` in at most ~70 characters, whatever ``value`` is (huge, deeply nested)."""
-    text = " ".join(_SHORT.repr(value).split())
-    return text if len(text) <= 70 else text[:67] + "..."
-
-
-def describe(value: object) -> str:
-    """``type repr`` in at most ~70 characters, whatever ``value`` is (huge, deeply nested)."""
-    text = " ".join(_SHORT.repr(value).split())
-    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
 def rng_state() -> dict:
