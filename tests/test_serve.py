@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -335,8 +336,8 @@ def server(run):
         except httpx.TransportError:
             time.sleep(0.05)
     yield url
-    process.terminate()  # SIGTERM: uvicorn finishes what is in flight, then stops
-    process.wait(timeout=60)
+    process.send_signal(signal.SIGINT)  # Ctrl-C: uvicorn finishes what is in flight, then stops
+    assert process.wait(timeout=60) == 130  # as every rnnkit command interrupted by Ctrl-C
     drain.join(timeout=10)
     assert "Traceback" not in "".join(lines), "".join(lines)
 

@@ -82,7 +82,9 @@ def add_parser(commands) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Check everything, bind the socket, serve until interrupted; 0 after a clean shutdown."""
+    """Check everything, bind the socket, serve until Ctrl-C (or SIGTERM): uvicorn finishes the
+    requests in flight and shuts down, then the interrupt reaches ``rnnkit.cli.main``, which
+    prints ``rnnkit: interrupted`` and exits 130, as every rnnkit command does."""
     _check_flags(args)
     uvicorn = _require_serve_extra()
     from rnnkit.serve.app import create_app
