@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 pytest.importorskip("fastapi", reason="rnnkit[serve] is not installed")
@@ -201,6 +203,49 @@ def test_bad_requests_are_one_line_json_errors(client, body, status, words):
     assert list(response.json()) == ["error"]
     message = response.json()["error"]
     assert words in message and "\n" not in message
+
+
+FIELDS = [
+    *("prime", "length", "temperature", "top_k", "top_p", "seed", "stop", "unknown", "stream"),
+    *("bogus", "le\nngth"),
+]
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+BODIES = (
+    st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=5).map(json.dumps)
+    | VALUES.map(json.dumps)
+    | st.binary(max_size=60).map(lambda b: b.decode("latin-1"))
+)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=BODIES)
+def test_any_body_gets_an_answer_or_a_one_line_json_error(client, body):
+    """Whatever a client sends: 200 with text, or 400/413/422 with {"error": one line}. A
+    valid request generates (at most the fixture's 300 characters), so this is the server's
+    whole path, not only its parser."""
+    response = client.post("/generate", content=body.encode("utf-8", "surrogatepass"))
+    assert response.status_code in (200, 400, 413, 422), response.text
+    data = response.json() if "json" in response.headers["content-type"] else None
+    if response.status_code == 200:
+        assert data is None or isinstance(data["text"], str)
+    else:
+        assert list(data) == ["error"] and "\n" not in data["error"], data
+        assert 0 < len(data["error"]) < 1000
 
 
 def test_unknown_characters_can_be_skipped(client, loaded):
