@@ -68,10 +68,13 @@ def run_bench(args: argparse.Namespace) -> int:
     say = (lambda *_: None) if args.json else print
     rounds = 3 if args.quick else 9
     if "machine" in sections or "training" in sections:
-        from rnnkit.benchmark.machine import copy_gbps, gemm_gflops
+        from rnnkit.benchmark.machine import copy_gbps, gemm_gflops, gemm_libraries
 
         say("measuring the machine: fp32 and bf16 GEMM, memory copy ...")
-        figures["gemm_fp32_gflops"] = gemm_gflops(torch.float32, rounds=rounds)
+        libraries = gemm_libraries(torch.float32, rounds=rounds)
+        figures["gemm_fp32_gflops"] = max(libraries.values())
+        figures["gemm_fp32_mkl_gflops"] = libraries["mkl"]
+        figures["gemm_fp32_onednn_gflops"] = libraries.get("onednn")
         figures["gemm_bf16_gflops"] = gemm_gflops(torch.bfloat16, n=512, rounds=2)
         figures["copy_gbps"] = copy_gbps(rounds=rounds)
     if "training" in sections:
@@ -142,6 +145,8 @@ def _cells(say, **size) -> dict:
 
 ROWS = (
     ("fp32 GEMM", "gemm_fp32_gflops", "{:.1f} GFLOP/s", None),
+    ("fp32 GEMM: MKL (torch.mm)", "gemm_fp32_mkl_gflops", "{:.1f} GFLOP/s", None),
+    ("fp32 GEMM: oneDNN", "gemm_fp32_onednn_gflops", "{:.1f} GFLOP/s", None),
     ("bf16 GEMM", "gemm_bf16_gflops", "{:.2f} GFLOP/s", None),
     ("memory copy", "copy_gbps", "{:.1f} GB/s", None),
     ("train: rnnkit", "train_chars_per_s", "{:,.0f} chars/s", None),

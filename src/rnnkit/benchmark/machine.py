@@ -21,8 +21,14 @@ from rnnkit.benchmark.timing import interleaved
 
 def gemm_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, rounds: int = 5) -> float:
     """GFLOP/s of an ``n`` x ``n`` matrix product in ``dtype`` (median of ``rounds``), through
-    the faster of PyTorch's two CPU GEMM libraries: MKL (``torch.mm``) and oneDNN (``F.linear``
-    on mkldnn tensors, the library of the fused LSTM kernel). MKL keeps AMD CPUs on a narrower
+    the faster of PyTorch's two CPU GEMM libraries (see :func:`gemm_libraries`)."""
+    return max(gemm_libraries(dtype, n, rounds).values())
+
+
+def gemm_libraries(dtype: torch.dtype = torch.float32, n: int = 2048, rounds: int = 5) -> dict:
+    """GFLOP/s of an ``n`` x ``n`` matrix product in ``dtype`` through MKL (``torch.mm``, what
+    ``F.linear`` and the cells path call) and oneDNN (``F.linear`` on mkldnn tensors, the
+    library of the fused LSTM kernel), measured interleaved. MKL keeps AMD CPUs on a narrower
     code path: on a Zen 5 EPYC oneDNN runs twice as fast, and the fused LSTM beats MKL's GEMM."""
     a = torch.randn(n, n).to(dtype)
     b = torch.randn(n, n).to(dtype)
@@ -32,7 +38,7 @@ def gemm_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, rounds: int =
         a_dnn, b_dnn = a.to_mkldnn(), b.t().contiguous().to_mkldnn()  # linear: a @ (b^T)^T
         contenders["onednn"] = lambda: F.linear(a_dnn, b_dnn)
     seconds = interleaved(contenders, rounds=rounds)
-    return 2 * n**3 / min(seconds.values()) / 1e9
+    return {name: 2 * n**3 / s / 1e9 for name, s in seconds.items()}
 
 
 def copy_gbps(megabytes: int = 256, rounds: int = 5) -> float:
