@@ -28,6 +28,13 @@ TINY = (
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+def trained(*args: str, cwd: Path) -> str:
+    """``rnnkit train ARGS``, which must succeed: its stdout."""
+    run = rnnkit("train", *args, cwd=cwd)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
 def rnnkit(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "rnnkit", *args],
@@ -61,12 +68,9 @@ def assert_close_weights(a: Path, b: Path) -> None:
 
 
 def test_two_processes_equal_one_process_with_the_same_global_batch(corpus):
-    two = rnnkit("train", "text.txt", "--nproc", "2", "--out", "two", *TINY, "--max-steps", "8",
-                 cwd=corpus)  # fmt: skip
-    assert two.returncode == 0, two.stderr
-    assert "parameters identical on all 2 ranks" in two.stdout
-    one = rnnkit("train", "text.txt", "--out", "one", *TINY, "--max-steps", "8", cwd=corpus)
-    assert one.returncode == 0, one.stderr
+    two = trained("text.txt", "--nproc", "2", "--out", "two", *TINY, "--max-steps", "8", cwd=corpus)
+    assert "parameters identical on all 2 ranks" in two
+    trained("text.txt", "--out", "one", *TINY, "--max-steps", "8", cwd=corpus)
     assert_close_weights(corpus / "two", corpus / "one")
     # rank 0 alone writes: one row per logged step, as a one-process run has
     rows = (corpus / "two" / "metrics.csv").read_text().splitlines()
@@ -80,18 +84,12 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(corpus):
 
 
 def test_resume_in_two_processes_continues_exactly(corpus):
-    first = rnnkit("train", "text.txt", "--nproc", "2", "--out", "resumed", *TINY,
-                   "--max-steps", "6", cwd=corpus)  # fmt: skip
-    assert first.returncode == 0, first.stderr
+    trained("text.txt", "--nproc", "2", "--out", "resumed", *TINY, "--max-steps", "6", cwd=corpus)
     shutil.copytree(corpus / "resumed", corpus / "resumed-alone")
-    alone = rnnkit("train", "--resume", "resumed-alone", "--max-steps", "12", cwd=corpus)
-    assert alone.returncode == 0, alone.stderr  # a 2-process checkpoint, resumed in one
-    again = rnnkit("train", "--resume", "resumed", "--nproc", "2", "--max-steps", "12",
-                   cwd=corpus)  # fmt: skip
-    assert again.returncode == 0, again.stderr
-    assert "stopped (max_steps) at step 12" in again.stdout
-    whole = rnnkit("train", "text.txt", "--out", "whole", *TINY, "--max-steps", "12", cwd=corpus)
-    assert whole.returncode == 0, whole.stderr
+    trained("--resume", "resumed-alone", "--max-steps", "12", cwd=corpus)  # 2 processes' ckpt, in 1
+    again = trained("--resume", "resumed", "--nproc", "2", "--max-steps", "12", cwd=corpus)
+    assert "stopped (max_steps) at step 12" in again
+    trained("text.txt", "--out", "whole", *TINY, "--max-steps", "12", cwd=corpus)
     assert_close_weights(corpus / "resumed", corpus / "whole")
     assert_close_weights(corpus / "resumed-alone", corpus / "whole")
 
@@ -112,28 +110,24 @@ def test_two_launchers_meet_at_a_rendezvous_as_two_machines_would(corpus):
     assert [node.returncode for node in nodes] == [0, 0], outputs
     assert sum("parameters identical on all 2 ranks" in out for out in outputs) == 1, outputs
     assert "stopped (max_steps) at step 6" in "".join(outputs)
-    alone = rnnkit("train", "text.txt", "--out", "nodes-alone", *TINY, "--max-steps", "6",
-                   cwd=corpus)  # fmt: skip
-    assert alone.returncode == 0, alone.stderr
+    trained("text.txt", "--out", "nodes-alone", *TINY, "--max-steps", "6", cwd=corpus)
     assert_close_weights(corpus / "nodes", corpus / "nodes-alone")
 
 
 def test_all_ranks_stop_together_on_max_time(corpus):
-    run = rnnkit("train", "text.txt", "--nproc", "2", "--out", "timed", *TINY,
-                 "--max-steps", "1000000", "--max-time", "2", cwd=corpus)  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert "stopped (max_time)" in run.stdout
-    assert "parameters identical on all 2 ranks" in run.stdout  # no rank ran ahead
+    run = trained("text.txt", "--nproc", "2", "--out", "timed", *TINY, "--max-steps", "1000000",
+                  "--max-time", "2", cwd=corpus)  # fmt: skip
+    assert "stopped (max_time)" in run
+    assert "parameters identical on all 2 ranks" in run  # no rank ran ahead
 
 
 def test_all_ranks_stop_together_on_early_stopping(corpus):
     """lr 1e-9 moves no float32 weight, so the second evaluation does not improve on the
     first: --patience 1 stops every rank after it (step 6), none running on."""
-    run = rnnkit("train", "text.txt", "--nproc", "2", "--out", "early", *TINY, "--lr", "1e-9",
-                 "--patience", "1", "--max-steps", "1000", cwd=corpus)  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert "stopped (early_stopping) at step 6" in run.stdout
-    assert "parameters identical on all 2 ranks" in run.stdout
+    run = trained("text.txt", "--nproc", "2", "--out", "early", *TINY, "--lr", "1e-9",
+                  "--patience", "1", "--max-steps", "1000", cwd=corpus)  # fmt: skip
+    assert "stopped (early_stopping) at step 6" in run
+    assert "parameters identical on all 2 ranks" in run
 
 
 def test_ctrl_c_stops_every_process_and_saves(corpus):
