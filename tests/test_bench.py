@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnkit.benchmark import command
+from rnnkit.benchmark import command, machine
 from rnnkit.benchmark import generation as gen
 from rnnkit.benchmark.layers import forward_backward, layer_contenders, measure_cells
 from rnnkit.benchmark.machine import copy_gbps, gemm_gflops
@@ -41,8 +41,54 @@ def test_interleaved_rotates_and_counts_every_round():
 
 def test_machine_figures_are_positive():
     assert gemm_gflops(torch.float32, n=128, rounds=1) > 0
-    assert gemm_gflops(torch.bfloat16, n=64, rounds=1) > 0
+    assert gemm_gflops(torch.bfloat16, n=64, rounds=1) > 0  # on any CPU: MKL's (emulated) bf16
     assert copy_gbps(megabytes=8, rounds=1) > 0
+
+
+def test_onednn_bf16_is_measured_only_where_the_cpu_supports_it(monkeypatch):
+    support = machine.cpu_support()
+    assert set(support) == {"capability", "avx512", "bf16"}
+    libraries = machine.gemm_libraries(torch.bfloat16, n=32, rounds=1)
+    assert ("onednn" in libraries) == support["bf16"]  # never the RuntimeError of an AVX2 CPU
+    monkeypatch.setattr(machine, "_bf16_native", lambda: False)  # an AVX2 CPU, simulated
+    assert set(machine.gemm_libraries(torch.bfloat16, n=32, rounds=1)) == {"mkl"}
+    assert machine.cpu_support()["bf16"] is False
+
+
+def test_bench_on_a_cpu_without_bf16_says_not_supported(monkeypatch, capsys):
+    from rnnkit.cli import main
+
+    monkeypatch.setattr(machine, "_bf16_native", lambda: False)
+    monkeypatch.setattr(machine, "copy_gbps", lambda rounds: 1.0)
+    run = ["bench", "--only", "machine", "--quick", "--threads", "1"]
+    assert main([*run, "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["cpu_bf16"] is False and figures["gemm_bf16_onednn_gflops"] is None
+    assert figures["gemm_bf16_mkl_gflops"] > 0 and figures["gemm_fp32_gflops"] > 0
+    assert main(run) == 0
+    table = capsys.readouterr().out
+    assert "no native bf16" in table
+    assert any(
+        "bf16 GEMM: oneDNN" in line and "not supported" in line for line in table.split("\n")
+    )
+
+
+def test_a_failing_section_keeps_the_others_figures(monkeypatch, capsys):
+    from rnnkit.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("mkldnn_linear: bf16 path needs the cpu support avx512bw")
+
+    monkeypatch.setattr(machine, "gemm_libraries", broken)
+    monkeypatch.setattr(command, "SIZES", {k: {"quick": v} for k, v in TINY.items()})
+    run = ["bench", "--only", "machine", "training", "minimal", "--quick", "--json"]
+    assert main(run) == 1
+    out, err = capsys.readouterr()
+    figures = json.loads(out)  # the object is printed all the same
+    assert figures["mingru_over_gru"] > 0
+    assert set(figures["failed"]) == {"machine", "training"}  # training divides by the GEMM rate
+    assert "avx512bw" in figures["failed"]["machine"]
+    assert "section machine failed" in err and "Traceback" not in err
 
 
 def test_training_speed_on_a_small_model():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import torch
 
@@ -56,6 +57,9 @@ def add_parser(commands) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """Measure the chosen sections; a section that fails is named on stderr and in the JSON
+    (``failed``), the others' figures are still printed, and the exit status is then 1."""
+    from rnnkit.benchmark.machine import cpu_support
     from rnnkit.errors import UserError
 
     if args.threads < 0:
@@ -65,62 +69,86 @@ def run_bench(args: argparse.Namespace) -> int:
     sections = args.only or SECTIONS
     figures: dict[str, object] = dict.fromkeys(KEYS)
     figures |= {"threads": torch.get_num_threads(), "cpu": cpu_model(), "torch": torch.__version__}
+    figures |= {f"cpu_{key}": value for key, value in cpu_support().items()}
     say = (lambda *_: None) if args.json else print
-    rounds = 3 if args.quick else 9
-    if "machine" in sections or "training" in sections:
-        from rnnkit.benchmark.machine import copy_gbps, gemm_gflops, gemm_libraries
-
-        say("measuring the machine: fp32 and bf16 GEMM, memory copy ...")
-        libraries = gemm_libraries(torch.float32, rounds=rounds)
-        figures["gemm_fp32_gflops"] = max(libraries.values())
-        figures["gemm_fp32_mkl_gflops"] = libraries["mkl"]
-        figures["gemm_fp32_onednn_gflops"] = libraries.get("onednn")
-        figures["gemm_bf16_gflops"] = gemm_gflops(torch.bfloat16, n=512, rounds=2)
-        figures["copy_gbps"] = copy_gbps(rounds=rounds)
-    if "training" in sections:
-        from rnnkit.benchmark.training import measure_training
-
-        say("training the canonical model: rnnkit vs a hand-written torch.nn.LSTM loop ...")
-        speed = measure_training(rounds=rounds, steps_per_round=1 if args.quick else 2)
-        figures["train_chars_per_s"] = speed.rnnkit_chars_per_s
-        figures["torch_train_chars_per_s"] = speed.torch_chars_per_s
-        figures["train_ratio_vs_torch"] = speed.ratio
-        figures["train_gemm_fraction"] = speed.gemm_fraction(figures["gemm_fp32_gflops"])
-    if "bf16" in sections:
-        from rnnkit.benchmark.precision import SMALL, bf16_speedup, bf16_val_delta
-
-        say("bf16 autocast vs fp32: a canonical training step; val loss at equal steps ...")
-        figures["bf16_speedup"] = bf16_speedup(rounds=1, shape=SMALL if args.quick else None)
-        delta = bf16_val_delta(steps=20 if args.quick else 100)
-        figures |= {"bf16_val_delta": delta["delta"], "bf16_val": delta["bf16"],
-                    "fp32_val": delta["fp32"]}  # fmt: skip
-    if "rss" in sections:
-        from rnnkit.benchmark.rss import peak_rss_mb
-
-        megabytes = 20 if args.quick else 200
-        say(f"peak memory of rnnkit train on a {megabytes} MB corpus ...")
-        figures["peak_rss_mb_2mb"] = peak_rss_mb(2)
-        figures[f"peak_rss_mb_{megabytes}mb"] = peak_rss_mb(megabytes)
     size = "quick" if args.quick else "full"
-    for section, measure in (("generation", _generation), ("minimal", _minimal),
-                             ("cells", _cells)):  # fmt: skip
-        if section in sections:
-            figures |= measure(say, **SIZES[section][size])
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        print(table(figures))
-    return 0
+    failed = {}
+    for name, measure in MEASURES:
+        wanted = name in sections or (name == "machine" and "training" in sections)
+        if not wanted:
+            continue
+        try:
+            figures |= measure(say, figures, args.quick, **SIZES.get(name, {}).get(size, {}))
+        except Exception as error:  # one section's failure never loses the others' figures
+            failed[name] = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+            print(f"rnnkit bench: section {name} failed: {failed[name]}", file=sys.stderr)
+    if failed:
+        figures["failed"] = failed
+    print(json.dumps(figures) if args.json else table(figures))
+    return 1 if failed else 0
 
 
-def _generation(say, **size) -> dict:
+def _machine(say, figures: dict, quick: bool) -> dict:
+    from rnnkit.benchmark.machine import copy_gbps, gemm_libraries
+
+    rounds = 3 if quick else 9
+    say("measuring the machine: fp32 and bf16 GEMM, memory copy ...")
+    fp32 = gemm_libraries(torch.float32, rounds=rounds)
+    bf16 = gemm_libraries(torch.bfloat16, n=512, rounds=2)  # oneDNN only with native bf16
+    return {
+        "gemm_fp32_gflops": max(fp32.values()),
+        "gemm_fp32_mkl_gflops": fp32["mkl"],
+        "gemm_fp32_onednn_gflops": fp32.get("onednn"),
+        "gemm_bf16_gflops": max(bf16.values()),
+        "gemm_bf16_mkl_gflops": bf16["mkl"],
+        "gemm_bf16_onednn_gflops": bf16.get("onednn"),
+        "copy_gbps": copy_gbps(rounds=rounds),
+    }
+
+
+def _training(say, figures: dict, quick: bool) -> dict:
+    from rnnkit.benchmark.training import measure_training
+
+    if figures.get("gemm_fp32_gflops") is None:
+        raise RuntimeError("needs the fp32 GEMM rate, and the machine section failed")
+    say("training the canonical model: rnnkit vs a hand-written torch.nn.LSTM loop ...")
+    speed = measure_training(rounds=3 if quick else 9, steps_per_round=1 if quick else 2)
+    return {
+        "train_chars_per_s": speed.rnnkit_chars_per_s,
+        "torch_train_chars_per_s": speed.torch_chars_per_s,
+        "train_ratio_vs_torch": speed.ratio,
+        "train_gemm_fraction": speed.gemm_fraction(figures["gemm_fp32_gflops"]),
+    }
+
+
+def _bf16(say, figures: dict, quick: bool) -> dict:
+    """``--precision bf16`` runs on any CPU (emulated without native bf16: slow, but what a
+    user of the flag gets), so it is measured everywhere; the table says when it is emulated."""
+    from rnnkit.benchmark.precision import SMALL, bf16_speedup, bf16_val_delta
+
+    say("bf16 autocast vs fp32: a canonical training step; val loss at equal steps ...")
+    speedup = bf16_speedup(rounds=1, shape=SMALL if quick else None)
+    delta = bf16_val_delta(steps=20 if quick else 100)
+    return {"bf16_speedup": speedup, "bf16_val_delta": delta["delta"], "bf16_val": delta["bf16"],
+            "fp32_val": delta["fp32"]}  # fmt: skip
+
+
+def _rss(say, figures: dict, quick: bool) -> dict:
+    from rnnkit.benchmark.rss import peak_rss_mb
+
+    megabytes = 20 if quick else 200
+    say(f"peak memory of rnnkit train on a {megabytes} MB corpus ...")
+    return {"peak_rss_mb_2mb": peak_rss_mb(2), f"peak_rss_mb_{megabytes}mb": peak_rss_mb(megabytes)}
+
+
+def _generation(say, figures: dict, quick: bool, **size) -> dict:
     from rnnkit.benchmark.generation import measure_generation
 
     say("generating with the canonical model: rnnkit generate() vs hand-written loops ...")
     return measure_generation(**size).figures()
 
 
-def _minimal(say, **size) -> dict:
+def _minimal(say, figures: dict, quick: bool, **size) -> dict:
     from rnnkit.benchmark.minimal import SHAPE, measure_minimal
 
     say("forward + backward: MinGRU vs torch.nn.GRU, MinLSTM vs torch.nn.LSTM ...")
@@ -133,7 +161,7 @@ def _minimal(say, **size) -> dict:
     }
 
 
-def _cells(say, **size) -> dict:
+def _cells(say, figures: dict, quick: bool, **size) -> dict:
     from rnnkit.benchmark.layers import measure_cells
 
     say("forward + backward: rnnkit.LSTM cells path vs fused path vs torch.nn.LSTM ...")
@@ -143,11 +171,18 @@ def _cells(say, **size) -> dict:
             "fused_over_torch": speed.fused_over_torch}  # fmt: skip
 
 
+#: each section's measurement, in the order they run (machine first: training divides by it)
+MEASURES = (("machine", _machine), ("training", _training), ("bf16", _bf16), ("rss", _rss),
+            ("generation", _generation), ("minimal", _minimal), ("cells", _cells))  # fmt: skip
+
+
 ROWS = (
     ("fp32 GEMM", "gemm_fp32_gflops", "{:.1f} GFLOP/s", None),
     ("fp32 GEMM: MKL (torch.mm)", "gemm_fp32_mkl_gflops", "{:.1f} GFLOP/s", None),
     ("fp32 GEMM: oneDNN", "gemm_fp32_onednn_gflops", "{:.1f} GFLOP/s", None),
     ("bf16 GEMM", "gemm_bf16_gflops", "{:.2f} GFLOP/s", None),
+    ("bf16 GEMM: MKL (torch.mm)", "gemm_bf16_mkl_gflops", "{:.2f} GFLOP/s", None),
+    ("bf16 GEMM: oneDNN", "gemm_bf16_onednn_gflops", "{:.2f} GFLOP/s", None),
     ("memory copy", "copy_gbps", "{:.1f} GB/s", None),
     ("train: rnnkit", "train_chars_per_s", "{:,.0f} chars/s", None),
     ("train: hand-written torch.nn", "torch_train_chars_per_s", "{:,.0f} chars/s", None),
@@ -190,11 +225,28 @@ ROWS = (
 
 
 def table(figures: dict) -> str:
+    support = "native bf16" if figures.get("cpu_bf16") else "no native bf16"
     lines = [
-        f"rnnkit bench: {figures['cpu']}, {figures['threads']} threads, torch {figures['torch']}"
+        f"rnnkit bench: {figures['cpu']} ({figures.get('cpu_capability')}, {support}), "
+        f"{figures['threads']} threads, torch {figures['torch']}"
     ]
     lines.append(f"{'figure':34s} {'measured':>18s}  target")
     for label, key, fmt, target in ROWS:
         if figures.get(key) is not None:
-            lines.append(f"{label:34s} {fmt.format(figures[key]):>18s}  {target or ''}")
+            value = fmt.format(figures[key])
+            if key == "bf16_speedup" and not figures.get("cpu_bf16"):
+                target = f"{target} (bf16 emulated: no native bf16 on this CPU)"
+            lines.append(f"{label:34s} {value:>18s}  {target or ''}")
+        elif key in UNSUPPORTED and UNSUPPORTED[key](figures):
+            lines.append(f"{label:34s} {'not supported':>18s}  on this CPU")
+    for name, reason in figures.get("failed", {}).items():
+        lines.append(f"section {name} FAILED: {reason}")
     return "\n".join(lines)
+
+
+#: figures that are null because the CPU cannot run them (not because a section was skipped)
+UNSUPPORTED = {
+    "gemm_bf16_onednn_gflops": lambda f: (
+        f.get("gemm_bf16_gflops") is not None and not f.get("cpu_bf16")
+    ),
+}

@@ -3,10 +3,13 @@
 * ``gemm_gflops(dtype)``: a large square matrix product (``n`` x ``n`` @ ``n`` x ``n``, 2 n^3
   floating-point operations) in float32 or bfloat16 -- what the CPU's vector units sustain
   through PyTorch's faster GEMM library, MKL or oneDNN (on a CPU without native bf16
-  instructions bf16 is emulated and slow);
+  instructions bf16 is emulated and slow, and oneDNN refuses bf16 altogether);
 * ``copy_gbps()``: ``dst.copy_(src)`` of a tensor far larger than the caches, bytes read +
   written per second -- the memory bandwidth a weight-bound workload (one-token generation)
-  cannot beat.
+  cannot beat;
+* ``cpu_support()``: what this CPU offers the kernels above (PyTorch's vector capability,
+  AVX-512, oneDNN's native bf16), so a section measures only what can run here and says
+  "not supported on this CPU" for the rest.
 """
 
 from __future__ import annotations
@@ -34,11 +37,39 @@ def gemm_libraries(dtype: torch.dtype = torch.float32, n: int = 2048, rounds: in
     b = torch.randn(n, n).to(dtype)
     out = torch.empty(n, n, dtype=dtype)
     contenders = {"mkl": lambda: torch.mm(a, b, out=out)}
-    if torch.backends.mkldnn.is_available():
+    if onednn_supports(dtype):
         a_dnn, b_dnn = a.to_mkldnn(), b.t().contiguous().to_mkldnn()  # linear: a @ (b^T)^T
         contenders["onednn"] = lambda: F.linear(a_dnn, b_dnn)
     seconds = interleaved(contenders, rounds=rounds)
     return {name: 2 * n**3 / s / 1e9 for name, s in seconds.items()}
+
+
+def onednn_supports(dtype: torch.dtype) -> bool:
+    """Whether oneDNN runs ``dtype`` products on this CPU. bf16 needs AVX512-BW/VL/DQ or
+    AVX-NE-CONVERT: elsewhere (an AVX2-only CPU) ``F.linear`` on mkldnn bf16 tensors raises."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    if dtype == torch.bfloat16:
+        return _bf16_native()
+    return dtype == torch.float32
+
+
+def _bf16_native() -> bool:
+    try:  # PyTorch's own probe of the CPU (private, hence the fallback)
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_support() -> dict:
+    """``capability`` (PyTorch's vector level: "AVX2", "AVX512", ...), ``avx512`` and
+    ``bf16`` (oneDNN's native bfloat16 products) for this CPU."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return {
+        "capability": capability,
+        "avx512": capability.startswith("AVX512"),
+        "bf16": onednn_supports(torch.bfloat16),
+    }
 
 
 def copy_gbps(megabytes: int = 256, rounds: int = 5) -> float:
