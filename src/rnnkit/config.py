@@ -281,6 +281,10 @@ def load_preset(name: str) -> dict[str, Any]:
 
 MAX_BEAM = 1024  # seq2seq --beam-width: beam search keeps this many hypotheses per input
 MAX_OUTPUT_LEN = 1_000_000  # seq2seq --max-len: output tokens decoded per input
+# sizes and loop counts no real run meets; the task-specific ones are in rnnkit.tasks.meta
+MAX_SYNTHETIC = 1_000_000  # --synthetic-size: the presets use 5,000 (lorenz: a Python loop)
+MAX_THREADS = 1024  # --threads: torch's intra-op threads
+MAX_FORGET_BIAS = 100.0  # --forget-bias: sigmoid(+-100) is 0 or 1 in float32 already
 
 
 def validate(config: RunConfig) -> None:
@@ -319,6 +323,9 @@ def validate(config: RunConfig) -> None:
     # a beam of 10**9 or outputs of 10**12 steps would allocate before any check downstream
     need(k.beam_width <= MAX_BEAM, "beam-width", f"at most {MAX_BEAM}", k.beam_width)
     need(k.max_len <= MAX_OUTPUT_LEN, "max-len", f"at most {MAX_OUTPUT_LEN:,}", k.max_len)
+    need(t.sample_length <= MAX_OUTPUT_LEN, "sample-length", "at most 1,000,000", t.sample_length)
+    need(d.synthetic_size <= MAX_SYNTHETIC, "synthetic-size", "at most 1,000,000", d.synthetic_size)
+    need(t.threads <= MAX_THREADS, "threads", f"at most {MAX_THREADS}", t.threads)
     need(k.frames >= 2, "frames", "an integer >= 2", k.frames)
     need(k.kernel >= 1 and k.kernel % 2 == 1, "kernel", "an odd positive integer", k.kernel)
     for name in ("char_hidden", "min_count", "season"):
@@ -370,6 +377,13 @@ def validate(config: RunConfig) -> None:
         raise UserError("--cell lnlstm has no fused kernel; use --impl auto or cells")
     if m.nonlinearity != "tanh" and m.cell != "rnn":
         raise UserError(f"--nonlinearity applies to --cell rnn only, got --cell {m.cell}")
+    for section in (m, t, d, k):  # JSON cannot hold nan or inf: such a run could not be saved
+        for f in fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, float):
+                need(math.isfinite(value), flag_name(f), "a finite number", value)
+    bound = MAX_FORGET_BIAS
+    need(abs(m.forget_bias) <= bound, "forget-bias", f"in [-{bound:g}, {bound:g}]", m.forget_bias)
 
 
 def flag_name(f: dataclasses.Field | str) -> str:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from rnnkit.config import RunConfig
 from rnnkit.errors import UserError
+from rnnkit.tasks.meta import check_task_values
 from rnnkit.training.distributed import World
 
 
@@ -59,9 +60,12 @@ class Task:
     world: World = World()
 
     def __init__(self, config: RunConfig, meta: dict[str, Any] | None = None) -> None:
-        """``meta`` is what ``meta()`` returned when the run was saved (None: a fresh run)."""
+        """``meta`` is what ``meta()`` returned when the run was saved (None: a fresh run).
+        The values that set a size or a loop count are bounded here (``rnnkit.tasks.meta``);
+        ``meta_values`` holds the meta's checked integers."""
         self.config = config
         self.saved_meta = meta
+        self.meta_values = check_task_values(self.name, config, meta)
 
     # ---- data ----------------------------------------------------------------------------
     def prepare(self) -> None:

@@ -42,6 +42,7 @@ from rnnkit.data.series import (
 from rnnkit.errors import UserError, short
 from rnnkit.models.forecaster import Forecaster
 from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.meta import CONFIG, check_int
 
 _EVAL_BATCH = 256  # windows forecast at once during evaluation
 _PARTS = ("train", "val", "test")
@@ -278,7 +279,8 @@ class ForecastTask(Task):
         """The ``horizon`` steps after the last ``window`` rows of each CSV file, as CSV with
         the column names as header (several files: a first column ``input`` names the file)."""
         assert self.normaliser is not None
-        horizon = int(options.get("horizon") or self.horizon)
+        bound = CONFIG["forecast"]["horizon"]
+        horizon = check_int(options.get("horizon") or self.horizon, bound, "--horizon")
         model.eval()
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from rnnkit.data.batching import EpochOrder
 from rnnkit.data.shapes import moving_shapes
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, short
 from rnnkit.models.frames import FramePredictor
 from rnnkit.tasks.base import StepOutput, Task
 
@@ -37,6 +37,7 @@ NO_FILES = (
 )
 SPLITS = ("train", "val", "test")
 FIGURE_ROWS = 4  # sequences in frames.png
+MAX_PREDICT_ROWS = 64  # predict's count: rows of one figure
 
 
 def baseline_errors(frames: Tensor) -> Tensor:
@@ -53,8 +54,11 @@ class FramesTask(Task):
     def __init__(self, config, meta: dict[str, Any] | None = None) -> None:
         super().__init__(config, meta)
         self.loss_name = config.task.loss.upper()
-        if meta is not None:
-            self.frame_size, self.frames = _check_meta(meta)
+        if meta is not None:  # bounded by Task.__init__ (rnnkit.tasks.meta)
+            self.frame_size, self.frames = (
+                self.meta_values["frame_size"],
+                self.meta_values["frames"],
+            )
         else:
             self.frame_size, self.frames = config.task.frame_size, config.task.frames
         self.data: dict[str, np.ndarray] = {}
@@ -160,7 +164,7 @@ class FramesTask(Task):
                 f"inputs (got {inputs[:3]}); {NO_FILES}"
             )
         seed = _option(options, "seed", self.config.train.seed + 1000, minimum=0)
-        count = _option(options, "count", FIGURE_ROWS, minimum=1)
+        count = _option(options, "count", FIGURE_ROWS, minimum=1, maximum=MAX_PREDICT_ROWS)
         frames = moving_shapes(count, self.frames, self.frame_size, seed=[seed, 3])
         path = plot_frames(model, frames, Path(options.get("out") or "frames.png"), f"seed {seed}")
         return str(path)
@@ -173,7 +177,7 @@ class FramesTask(Task):
         return self.data[split]
 
 
-def _option(options: dict, key: str, default: int, minimum: int) -> int:
+def _option(options: dict, key: str, default: int, minimum: int, maximum: int = 2**63 - 1) -> int:
     """An integer option of ``predict`` (int or digits, as a CLI may pass it)."""
     value = options.get(key)
     if value is None:
@@ -181,20 +185,10 @@ def _option(options: dict, key: str, default: int, minimum: int) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"predict option {key} must be an integer >= {minimum}, got {value!r}")
+        raise UserError(f"predict option {key} must be an integer >= {minimum}, got {short(value)}")
+    if value > maximum:
+        raise UserError(f"predict option {key} must be at most {maximum}, got {short(value)}")
     return value
-
-
-def _check_meta(meta: dict[str, Any]) -> tuple[int, int]:
-    """(frame_size, frames) from a checkpoint's meta; UserError naming a missing or bad key."""
-    minimum = {"frame_size": 4, "frames": 2, "channels": 1}
-    for key, low in minimum.items():
-        value = meta.get(key) if isinstance(meta, dict) else None
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UserError(f"checkpoint meta: {key} must be an integer >= {low}, got {value!r}")
-    if meta["channels"] != 1:
-        raise UserError(f"checkpoint meta: channels must be 1, got {meta['channels']!r}")
-    return meta["frame_size"], meta["frames"]
 
 
 @torch.no_grad()
