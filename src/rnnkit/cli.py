@@ -23,7 +23,9 @@ training saves the run and exits 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -35,6 +37,7 @@ from rnnkit.benchmark.command import run_bench
 from rnnkit.errors import UserError
 from rnnkit.export.command import add_parser as add_export
 from rnnkit.export.command import run_export
+from rnnkit.io_errors import os_error_line
 from rnnkit.serve.command import add_parser as add_serve
 from rnnkit.serve.command import run_serve
 
@@ -238,15 +241,17 @@ def _launch_torchrun(args: argparse.Namespace, config, flags: dict) -> int:
     starts), then run ``torchrun --standalone --nproc-per-node N -m rnnkit train ...``."""
     from rnnkit.config import apply_overrides, validate
     from rnnkit.training import distributed
+    from rnnkit.training.lock import check_unlocked
     from rnnkit.training.runs import check_new_run_dir, read_run_checkpoint
 
     if distributed.launched_by_torchrun():
         raise UserError("--nproc cannot be used inside torchrun (torchrun starts the processes)")
     if args.resume:
         _, config, _ = read_run_checkpoint(Path(args.resume) / "last")
-    else:
-        check_new_run_dir(Path(config.train.out))
     apply_overrides(config, flags, "command line")
+    if not args.resume:
+        check_new_run_dir(Path(config.train.out))  # --out is among the flags just applied
+    check_unlocked(config.train.out)  # rank 0 locks it; refused here, before any process starts
     validate(config)
     world = distributed.World(0, args.nproc)
     distributed.check_divisible(world, config.train.batch_size, config.task.name)
@@ -425,6 +430,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(signal, "SIGXFSZ"):  # past ulimit -f, write() fails with EFBIG (one line) ...
+        with contextlib.suppress(ValueError):  # ... not a kill; ValueError: not the main thread
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         args = build_parser().parse_args(argv)
         if args.command == "train":  # what follows the subcommand, for --nproc to pass on
@@ -438,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `rnnkit sample ... | head`
         return 0
+    except OSError as error:  # disk full, read-only, permissions...: see rnnkit.io_errors
+        print(f"rnnkit: error: {os_error_line(error)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

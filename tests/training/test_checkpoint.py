@@ -349,7 +349,7 @@ def fail_after(monkeypatch, calls_allowed):
 def test_crash_between_the_two_renames_is_recovered_on_load(tmp_path, monkeypatch):
     small(tmp_path, 1)
     fail_after(monkeypatch, 1)  # the old copy moves aside, then the process "dies"
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(UserError, match="cannot write .*run: simulated crash"):
         small(tmp_path, 2)
     monkeypatch.undo()
     assert not (tmp_path / "run").exists()
@@ -373,7 +373,7 @@ def test_failed_second_rename_puts_the_old_copy_back(tmp_path, monkeypatch):
         return real(src, dst)
 
     monkeypatch.setattr(os, "replace", second_fails)
-    with pytest.raises(OSError, match="simulated failure"):
+    with pytest.raises(UserError, match="cannot write .*run: simulated failure"):
         small(tmp_path, 2)
     assert load_checkpoint(tmp_path / "run").config == {"v": 1}
     assert leftovers(tmp_path) == []
@@ -386,8 +386,8 @@ def test_crash_while_writing_files_leaves_the_target_untouched(tmp_path, monkeyp
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", boom)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(ckpt, "_write_bytes", boom)
+    with pytest.raises(UserError, match="cannot write .*run: disk full"):
         small(tmp_path, 2)
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
     assert load_checkpoint(tmp_path / "run").config == {"v": 1}

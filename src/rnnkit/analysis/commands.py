@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 from rnnkit.errors import UserError
+from rnnkit.io_errors import writing
 
 
 def add_commands(commands) -> dict:
@@ -149,8 +151,9 @@ def run_experiment(args: argparse.Namespace) -> int:
         )
         payload = result.to_json()
         if out is not None:
-            experiment_plots.plot_memory(result, out / "memory.png")
-            (out / "memory.json").write_text(json.dumps(payload, indent=1))
+            with writing(out / "memory.png"):
+                experiment_plots.plot_memory(result, out / "memory.png")
+            _write_json(out / "memory.json", payload)
         print(json.dumps(payload) if args.json else format_table(result))
         return 0
     from rnnkit.analysis.exploding import exploding_experiment, summarize
@@ -159,8 +162,9 @@ def run_experiment(args: argparse.Namespace) -> int:
     runs = exploding_experiment(**kwargs)
     payload = summarize(runs)
     if out is not None:
-        experiment_plots.plot_exploding(runs, out / "exploding.png")
-        (out / "exploding.json").write_text(json.dumps(payload, indent=1))
+        with writing(out / "exploding.png"):
+            experiment_plots.plot_exploding(runs, out / "exploding.png")
+        _write_json(out / "exploding.json", payload)
     if args.json:
         print(json.dumps(payload))
     else:
@@ -209,6 +213,17 @@ def make_dir(path: str | Path, flag: str) -> Path:
     except OSError as error:
         raise UserError(f"{flag} {path}: cannot create the directory ({error.strerror})") from None
     return target
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Atomically (a temp file, then rename): a failed write leaves no half JSON behind."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with writing(path):
+        try:
+            tmp.write_text(json.dumps(payload, indent=1))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _check_writable(path: str, flag: str) -> None:

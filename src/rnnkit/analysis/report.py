@@ -26,6 +26,7 @@ from string import Template
 import numpy as np
 
 from rnnkit.errors import UserError
+from rnnkit.io_errors import writing
 from rnnkit.training.runs import find_checkpoint, read_run_checkpoint
 
 TEMPERATURES = (0.5, 0.8, 1.0)
@@ -366,17 +367,18 @@ def _atomic_write(path: Path, content: bytes) -> Path:
         raise UserError(f"-o {path} is a directory; give the .html file to write")
     if not path.parent.is_dir():
         raise UserError(f"-o {path}: the directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):  # full disk, file-size limit, read-only: one line naming the file
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path

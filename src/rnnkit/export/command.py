@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from rnnkit.errors import UserError
+from rnnkit.io_errors import writing
 
 DEFAULT_NAME = "model.onnx"
 TOLERANCE = 1e-4  # the check at export time; tests hold the graph to 1e-5 over 20 steps
@@ -68,7 +69,8 @@ def run_export(args: argparse.Namespace) -> int:
     if not diff <= TOLERANCE:  # also catches NaN
         raise UserError(f"the exported graph differs from the PyTorch model by {diff:.2e} "
                         f"(> {TOLERANCE:g}); nothing written (try --exporter dynamo)")  # fmt: skip
-    path = write_onnx(proto, output)
+    with writing(output):  # full disk, file-size limit, read-only: one line, nothing half-written
+        path = write_onnx(proto, output)
     m = model.config
     print(f"wrote {path} ({len(data) / 1024:,.0f} KiB, ONNX opset {OPSET}, {m.cell} "
           f"{m.layers}x{m.hidden}, vocab {len(vocab)}; max |difference| from PyTorch over "

@@ -44,6 +44,7 @@ import safetensors.torch
 import torch
 
 from rnnkit.errors import UserError, describe, short
+from rnnkit.io_errors import writing
 from rnnkit.training.safetensors_header import check_safetensors_header
 from rnnkit.training.state import flatten_state, unflatten_state
 
@@ -95,24 +96,27 @@ def save_checkpoint(
         TypeError: config not a dict, model_state not str -> Tensor, vocab not a list of str,
             or a training value ``flatten_state`` does not accept.
         ValueError: config holds something JSON cannot write exactly (nan, inf).
-        UserError: ``directory`` holds something that is not a checkpoint.
+        UserError: ``directory`` holds something that is not a checkpoint, or writing failed
+            (``cannot write DIR: No space left on device``; the checkpoint that was there, if
+            any, is left as it was).
     """
     target = Path(os.path.abspath(directory))
     _check_save_args(config, model_state, vocab)
     if not target.name:
         raise UserError(f"{target}: a checkpoint needs a directory name, not a file system root")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _refuse_foreign(target)
-    cleanup_stale(target)
-    tmp = _sibling(target, "tmp")
-    tmp.mkdir()
-    try:
-        _write_files(tmp, config, model_state, vocab, training)
-        _swap_in(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    cleanup_stale(target)
+    with writing(directory):  # ENOSPC, EFBIG, EROFS, EACCES...: one line naming the checkpoint
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _refuse_foreign(target)
+        cleanup_stale(target)
+        tmp = _sibling(target, "tmp")
+        tmp.mkdir()
+        try:
+            _write_files(tmp, config, model_state, vocab, training)
+            _swap_in(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        cleanup_stale(target)
     return target
 
 
@@ -183,15 +187,19 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
                 f"{path.name}: tensor {key!r} has layout {tensor.layout}; expected dense"
             )
         copies[key] = tensor.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
-    safetensors.torch.save_file(copies, str(path), metadata={"format": "pt"})
-    with open(path, "r+b") as f:
-        os.fsync(f.fileno())
-    return _sha256(path)
+    # serialised here and written by us: a failed write is an OSError (ENOSPC, EFBIG), which
+    # save_file would turn into a SafetensorError with the errno in its text
+    return _write_bytes(path, safetensors.torch.save(copies, metadata={"format": "pt"}))
 
 
 def _write_json(path: Path, obj: object, *, ascii_only: bool = True) -> str:
     """Insertion order is kept (the caller's config reads as written; state dicts round-trip)."""
     data = (json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=ascii_only) + "\n").encode()
+    return _write_bytes(path, data)
+
+
+def _write_bytes(path: Path, data: bytes) -> str:
+    """Write and fsync ``data``; return its sha256."""
     with open(path, "wb") as f:
         f.write(data)
         f.flush()

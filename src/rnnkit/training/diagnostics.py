@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rnnkit.io_errors import writing
+
 COLUMNS = ["step", "parameter", "grad_to_data", "update_to_data"]
 
 
@@ -70,7 +72,7 @@ class ParameterRatios:
                 }
             )
         self._before = {}
-        with open(self.path, "a", newline="") as f:
+        with writing(self.path), open(self.path, "a", newline="") as f:
             writer = csv.DictWriter(f, COLUMNS)
             writer.writerows({k: _fmt(v) for k, v in row.items()} for row in rows)
         return rows
@@ -87,11 +89,12 @@ def _fmt(value) -> str:
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    with writing(path):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
 
 
 def plot_ratios(csv_path: Path, png_path: Path, title: str = "") -> None:
@@ -126,6 +129,10 @@ def plot_ratios(csv_path: Path, png_path: Path, title: str = "") -> None:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 0.81, 1))
     tmp = png_path.with_name(png_path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    try:
+        with writing(png_path):
+            fig.savefig(tmp)
+            os.replace(tmp, png_path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)

@@ -37,6 +37,7 @@ from rnnkit.tasks import get_task
 from rnnkit.tasks.base import summary
 from rnnkit.training import distributed
 from rnnkit.training.diagnostics import ParameterRatios, plot_ratios
+from rnnkit.training.lock import lock_run_dir
 from rnnkit.training.metrics import MetricsLog, NullLog, plot_losses
 from rnnkit.training.optim import (
     build_optimizer,
@@ -70,11 +71,23 @@ class Trainer:
         self, config: RunConfig, *, resume: bool = False, overrides: dict | None = None, log=print
     ) -> None:
         """``config`` for a fresh run; with ``resume``, the run in ``config.train.out`` is
-        continued with its saved config, updated by ``overrides`` ({"train": {...}} only)."""
-        # ---- setup -------------------------------------------------------------------------
+        continued with its saved config, updated by ``overrides`` ({"train": {...}} only).
+        The run directory is locked (``lock.py``) until ``run()`` ends; a run that fails
+        before its first save leaves no directory behind."""
         self.world = world = distributed.setup()
         self.log = log if world.is_main else _silent
         out = Path(config.train.out)
+        self.lock = lock_run_dir(out, create=not resume) if world.is_main else None
+        try:
+            self._setup(config, out, resume, overrides)
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release(abandon=True)  # removes the directory it made, if empty
+            raise
+
+    def _setup(self, config: RunConfig, out: Path, resume: bool, overrides: dict | None) -> None:
+        # ---- setup -------------------------------------------------------------------------
+        world = self.world
         ckpt = meta = None
         if resume:
             ckpt, config, meta = read_run_checkpoint(out / "last", training=True)
@@ -200,6 +213,14 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        """Train until a stop reason; the run directory stays locked until then."""
+        try:
+            return self._loop()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _loop(self) -> TrainResult:
         t = self.config.train
         steps_per_epoch = self.steps_per_epoch
         total = t.max_steps or (math.ceil(t.max_epochs * steps_per_epoch) if t.max_epochs else None)

@@ -4,6 +4,7 @@
 most the row being written; on resume, rows past the checkpoint's step are dropped (those steps
 are about to be trained again). ``plot_losses`` draws train and validation loss against the
 step with matplotlib (imported here, lazily, with the Agg backend) and writes the PNG atomically.
+A failed write (full disk, file-size limit, read-only) is a UserError naming the file.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import csv
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
+
+from rnnkit.io_errors import writing
 
 BASE_COLUMNS = ["step", "epoch", "kind", "loss", "lr", "grad_norm"]
 
@@ -41,7 +45,7 @@ class MetricsLog:
 
     def write(self, **row) -> None:
         """Append one row; keys outside the columns are ignored."""
-        with open(self.path, "a", newline="") as f:
+        with writing(self.path), open(self.path, "a", newline="") as f:
             writer = csv.DictWriter(f, self.columns)
             writer.writerow({k: _fmt(row.get(k, "")) for k in self.columns})
 
@@ -54,11 +58,12 @@ def _fmt(value) -> str:
 
 def _write_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    with writing(path), _removed_on_failure(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
@@ -91,9 +96,22 @@ def plot_losses(
     ax.legend()
     fig.tight_layout()
     tmp = png_path.with_name(png_path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    try:
+        with writing(png_path), _removed_on_failure(tmp):
+            fig.savefig(tmp)
+            os.replace(tmp, png_path)
+    finally:
+        plt.close(fig)
+
+
+@contextmanager
+def _removed_on_failure(tmp: Path):
+    """A temp file a failed write leaves (half a CSV, a truncated PNG) is removed."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class NullLog:

@@ -18,6 +18,7 @@ its weights is built for real, so ``hidden = 10**9`` costs an error message, not
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from rnnkit.tasks import Task, get_task
 from rnnkit.training.checkpoint import Checkpoint, is_checkpoint, load_checkpoint, save_checkpoint
 
 RUN_MARKERS = ("last", "best", "metrics.csv")
+_LEFTOVER = re.compile(r"\.lock|\.(last|best)\.tmp-.*")  # nothing of a run (lock.py, checkpoint.py)
 MAX_MESSAGE = 400  # errors quoting a hostile config are cut to this many characters
 
 
@@ -41,13 +43,28 @@ def holds_run(out: Path) -> bool:
 
 
 def check_new_run_dir(out: Path) -> None:
-    """Refuse to start a fresh run where one already is (never clobber)."""
+    """A fresh run goes into a new or empty directory: never clobber a run, never write into
+    someone's folder (its loss.png ...) or a file system root. Empty means nothing but our
+    lock file and what a first save killed half-way left (``.last.tmp-*``)."""
+    out = Path(out)
+    if out.resolve().parent == out.resolve():
+        raise UserError(f"--out {out} is a file system root; name a new directory for the run")
+    if out.is_symlink() and not out.exists():
+        raise UserError(f"--out {out} is a symbolic link to a path that does not exist")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     if holds_run(out):
         raise UserError(
             f"--out {out} already holds a run; pass --resume to continue it or choose another --out"
         )
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if not _LEFTOVER.fullmatch(p.name))
+        if other:
+            raise UserError(
+                f"--out {out} is not empty and holds no rnnkit run (it has {short(other[0])}"
+                f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}); choose a new or "
+                "empty directory"
+            )
 
 
 def find_checkpoint(path: str | Path) -> Path:
