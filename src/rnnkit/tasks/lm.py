@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from torch import Tensor
+
 from rnnkit.cells import LSTMState
 from rnnkit.data import TokenStreams, Vocab, load_corpus, split
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, short
 from rnnkit.generation import generate
 from rnnkit.models import LanguageModel
 from rnnkit.models.common import has_cell_state
@@ -137,6 +139,22 @@ class LanguageModelTask(Task):
         if carried is None:
             self.state = None
             return
+        m, batch = self.config.model, self.config.train.batch_size
+        count, shape = (2 if has_cell_state(m.cell) else 1), (m.layers, batch, m.hidden)
+        if not (
+            isinstance(carried, tuple)
+            and len(carried) == count
+            and all(isinstance(s, Tensor) and s.is_floating_point() for s in carried)
+            and all(tuple(s.shape) == shape for s in carried)
+        ):
+            got = [
+                tuple(s.shape) if isinstance(s, Tensor) else s
+                for s in (carried if isinstance(carried, tuple | list) else [carried])
+            ]
+            raise UserError(
+                f"state must be {count} float tensor(s) of shape {shape} (layers, "
+                f"--batch-size, hidden), got {short(got)}"
+            )
         if self.world.enabled:  # this process's block of the streams
             rows = self.world.rows(self.config.train.batch_size)
             carried = tuple(s[:, rows] for s in carried)

@@ -47,7 +47,13 @@ from rnnkit.training.optim import (
     scale_learning_rate,
 )
 from rnnkit.training.runs import check_new_run_dir, read_run_checkpoint, save_run_checkpoint
-from rnnkit.training.state import rng_state, set_rng_state
+from rnnkit.training.state import (
+    check_like,
+    check_optimizer_state,
+    check_progress,
+    rng_state,
+    set_rng_state,
+)
 from rnnkit.training.stopping import StopSignal
 
 
@@ -171,18 +177,22 @@ class Trainer:
         s = ckpt.training
         if not isinstance(s, dict) or "step" not in s:
             raise UserError(f"{ckpt.path}: no training state to resume from")
-        try:
+        try:  # every field by type and range before any of it is used (state.py)
+            check_progress(s)
             self._restore_state(s)
+        except UserError as error:
+            raise UserError(f"{ckpt.path}/training.json: {error}") from None
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
-            if isinstance(error, UserError):
-                raise
             raise UserError(
                 f"{ckpt.path}: training.json does not fit this run ({short(error)})"
             ) from None
         self.model.load_state_dict(ckpt.model_state)
 
     def _restore_state(self, s: dict) -> None:
+        check_like(self.optimizer.state_dict(), s["optimizer"], "optimizer")
+        check_like(self.scheduler.state_dict(), s["scheduler"], "scheduler", strict_keys=True)
         self.optimizer.load_state_dict(s["optimizer"])
+        check_optimizer_state(self.optimizer)
         self.scheduler.load_state_dict(s["scheduler"])
         for key in (
             "step",

@@ -158,3 +158,86 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
+
+
+# --- a resumed state, checked before anything trains or saves ------------------------------
+
+#: training.json's counters and the lowest value each may take
+COUNTERS = {"step": 0, "epoch": 0, "batch_index": 0, "bad_evals": 0, "last_eval_step": -1}
+
+
+def check_progress(state: dict) -> None:
+    """The loop's counters and scores in a saved training state, by type and range.
+
+    Raises:
+        UserError: naming the field, what it must be and what it holds (a tampered
+            ``batch_index`` -5, a ``step`` "abc" or 1.5, a ``best_val`` "x").
+    """
+    for key, low in COUNTERS.items():
+        value = state.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"{key} must be an integer >= {low}, got {short(value)}")
+        if value >= _JSON_SAFE_INT:
+            raise UserError(f"{key} must be below 2**53, got {short(value)}")
+    if state["last_eval_step"] > state["step"]:
+        raise UserError(
+            f"last_eval_step must be at most step ({state['step']}), got {state['last_eval_step']}"
+        )
+    for key in ("best_val", "last_val"):  # scores, lower is better: +inf before any evaluation
+        value = state.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"{key} must be a number, got {short(value)}")
+        if key == "best_val" and math.isnan(value):  # last_val is nan after a nan evaluation
+            raise UserError(f"{key} must be a number or inf, got nan")
+
+
+def check_like(want: object, got: object, where: str, *, strict_keys: bool = False) -> None:
+    """``got`` (read from training.json) has the structure of ``want`` (the state a fresh
+    optimiser or scheduler has): the same kind of scalar (no nan), sequences of the same
+    length, dicts whose shared keys match; with ``strict_keys`` no key ``want`` lacks (a
+    scheduler's state becomes its attributes). ``None`` and tensors in ``want`` are not checked.
+
+    Raises:
+        UserError: naming ``where`` and the key.
+    """
+    if want is None or isinstance(want, torch.Tensor):
+        return
+    if isinstance(want, bool):
+        ok, kind = isinstance(got, bool), "true or false"
+    elif isinstance(want, int | float):
+        number = isinstance(got, int | float) and not isinstance(got, bool)
+        ok = number and not math.isnan(got) and (isinstance(got, int) or isinstance(want, float))
+        kind = "an integer" if isinstance(want, int) else "a number"
+    elif isinstance(want, str):
+        ok, kind = isinstance(got, str), "a string"
+    elif isinstance(want, list | tuple):
+        ok = isinstance(got, type(want)) and len(got) == len(want)
+        kind = f"a {type(want).__name__} of {len(want)}"
+    elif isinstance(want, dict):
+        ok, kind = isinstance(got, dict), "an object"
+    else:
+        return
+    if not ok:
+        raise UserError(f"{where} must be {kind}, got {short(got)}")
+    if isinstance(want, dict):
+        assert isinstance(got, dict)
+        extra = next((k for k in got if k not in want), None)
+        if strict_keys and extra is not None:
+            raise UserError(f"{where} has an unknown key {short(extra)}")
+        for key in want.keys() & got.keys():
+            check_like(want[key], got[key], f"{where}.{key}")
+    elif isinstance(want, list | tuple):
+        for i, (a, b) in enumerate(zip(want, got, strict=True)):
+            check_like(a, b, f"{where}[{i}]")
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Every tensor of a loaded optimiser state is a scalar or has its parameter's shape."""
+    for g, group in enumerate(optimizer.param_groups):
+        for i, param in enumerate(group["params"]):
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                    raise UserError(
+                        f"optimizer state {name} of parameter {i} (group {g}) has shape "
+                        f"{tuple(value.shape)}, the parameter {tuple(param.shape)}"
+                    )
