@@ -27,6 +27,9 @@ from rnnkit.errors import UserError
 
 # --------------------------------------------------------------------------- CSV
 
+#: the largest magnitude a cell may have: the normaliser squares the values (1e308**2 is inf)
+MAX_ABS_VALUE = 1e100
+
 
 def read_series(paths: Sequence[str], columns: Sequence[str] = ()) -> tuple[list[str], np.ndarray]:
     """The columns ``names`` and their values ``(T, C)`` float64 from CSV files.
@@ -63,23 +66,51 @@ def _number(text: str) -> float | None:
         return None
 
 
+def _csv_rows(path: Path, text: str):
+    """``(line, cells)`` per CSV record of ``text`` (``line``: where the record ends); a
+    quote that never closes or a field past ``csv.field_size_limit()`` is a UserError naming
+    the line where the record begins, not csv's traceback."""
+    reader = csv.reader(text.splitlines(), strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            if "field limit" in str(error):
+                raise UserError(
+                    f"{path}:{start}: a field longer than {csv.field_size_limit():,} characters "
+                    f"(an unbalanced quote at line {start}?)"
+                ) from None
+            if "unexpected end of data" in str(error):
+                raise UserError(
+                    f"{path}:{start}: unbalanced quote at line {start} (a quoted field that "
+                    "never closes)"
+                ) from None
+            raise UserError(f"{path}:{reader.line_num}: malformed CSV ({error})") from None
+        yield reader.line_num, row
+
+
 def _read_csv(path: Path, columns: list[str] | None) -> tuple[list[str], np.ndarray]:
     text = read_text(path, empty_hint="expected a CSV header row and data rows")
-    reader = csv.reader(text.splitlines())
-    header = [name.strip() for name in next(reader)]
+    records = _csv_rows(path, text)
+    first = next(records, None)
+    if first is None:
+        raise UserError(f"{path}: no header row (expected a CSV header row and data rows)")
+    header = [name.strip() for name in first[1]]
     duplicates = sorted({n for n in header if header.count(n) > 1})
     if duplicates:
         raise UserError(f"{path}:1: header repeats column name(s) {duplicates}")
     rows: list[tuple[int, list[str]]] = []
-    for row in reader:
+    for line, row in records:
         if not row or all(not cell.strip() for cell in row):
             continue  # blank line
         if len(row) != len(header):
             raise UserError(
-                f"{path}:{reader.line_num}: {len(row)} cells, but the header has "
-                f"{len(header)} columns"
+                f"{path}:{line}: {len(row)} cells, but the header has {len(header)} columns"
             )
-        rows.append((reader.line_num, [cell.strip() for cell in row]))
+        rows.append((line, [cell.strip() for cell in row]))
     if not rows:
         raise UserError(f"{path}: no data rows after the header (one time step per row)")
     if columns is None:
@@ -105,6 +136,11 @@ def _read_csv(path: Path, columns: list[str] | None) -> tuple[list[str], np.ndar
             if not math.isfinite(value):
                 raise UserError(
                     f"{path}:{line}: column {header[j]!r}: {cells[j]!r} is not a finite number"
+                )
+            if abs(value) > MAX_ABS_VALUE:
+                raise UserError(
+                    f"{path}:{line}: column {header[j]!r}: {cells[j]!r} is too large to "
+                    f"normalise (|value| must be at most {MAX_ABS_VALUE:g})"
                 )
             values[i, k] = value
     return [header[j] for j in used], values
