@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--decode", choices=("greedy", "sample", "beam"), help="(seq2seq)")
     evaluate.add_argument("--beam-width", type=_positive, help="(seq2seq --decode beam)")
+    evaluate.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where encoded text is cached (default: $RNNKIT_CACHE, else $XDG_CACHE_HOME/rnnkit "
+        "or ~/.cache/rnnkit; never the checkpoint's data.cache_dir)",
+    )
 
     predict = commands.add_parser("predict", help="apply a trained task model to inputs")
     predict.add_argument("checkpoint", metavar="DIR", help="run directory or checkpoint")
@@ -371,10 +377,11 @@ def _sample_conditioned(task, model, args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.base import summary
+    from rnnkit.tasks.base import own_data, summary
     from rnnkit.training.runs import load_task
 
     task, model, config = load_task(args.checkpoint)
+    config.data.cache_dir = args.cache_dir  # never the checkpoint's: it would choose our writes
     if args.decode is not None:  # the task reads its decoding options from the run's config
         config.task.decode = args.decode
     if args.beam_width is not None:
@@ -382,6 +389,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.paths:
         figures = task.evaluate_paths(model, args.paths)
     else:
+        print(f"rnnkit eval: scoring {own_data(config, args.split)}", file=sys.stderr)
         task.prepare()  # the run's own data, split as in training
         figures = task.evaluate(model, args.split)
         if args.figures:

@@ -60,7 +60,7 @@ class DataConfig:
     )
     synthetic_size: int = opt(5000, "examples (or time steps) the synthetic generator makes")
     cache_dir: str | None = opt(
-        None, "where encoded corpora are cached (default: $RNNKIT_CACHE or ~/.cache/rnnkit)"
+        None, "where encoded corpora are cached (default: $RNNKIT_CACHE, else ~/.cache/rnnkit)"
     )  # noqa: E501
 
 

@@ -262,3 +262,26 @@ def test_every_saved_optimiser_and_schedule_passes_the_checks(optimizer, schedul
     check_like(fresh_sched.state_dict(), saved["s"], "scheduler", strict_keys=True)
     fresh_opt.load_state_dict(saved["o"])
     check_optimizer_state(fresh_opt)
+
+
+# --- what a checkpoint may choose for rnnkit eval ------------------------------------------
+
+
+def test_eval_never_writes_where_the_checkpoint_says(tmp_path, monkeypatch, capsys):
+    """data.cache_dir of a checkpoint is ignored (the user's cache, or --cache-dir); its
+    data.paths are read for the run's own validation split only, and named."""
+    text = "the moon is bright. the rose is red!\n" * 250
+    (tmp_path / "own.txt").write_text(text)
+    (tmp_path / "other.txt").write_text(text[::-1])
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    set_config(ckpt, "data", "cache_dir", str(tmp_path / "planted"))
+    set_config(ckpt, "data", "paths", [str(tmp_path / "own.txt")])
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "user-cache"))
+    assert main(["eval", str(ckpt), str(tmp_path / "other.txt")]) == 0
+    assert main(["eval", str(ckpt)]) == 0
+    err = capsys.readouterr().err
+    assert f"the val split of {tmp_path / 'own.txt'} (data.paths from the checkpoint)" in err
+    assert main(["eval", str(ckpt), "--cache-dir", str(tmp_path / "mine")]) == 0
+    assert not (tmp_path / "planted").exists()
+    assert len(list((tmp_path / "user-cache").glob("*.tokens"))) == 2  # own.txt, other.txt
+    assert len(list((tmp_path / "mine").glob("*.tokens"))) == 1

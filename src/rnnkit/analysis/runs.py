@@ -33,6 +33,7 @@ def validation_text(path: str | Path, chars: int) -> str:
     task, _, config = load_task(path)
     if config.task.name != "lm":
         raise UserError(f"{path} holds a --task {config.task.name} model, not a language model")
+    config.data.cache_dir = None  # the user's cache, never one a checkpoint names
     try:
         task.prepare()
     except UserError as error:

@@ -197,7 +197,10 @@ def _digest(tokenizer: str, records: list[str]) -> str:
 
 
 def _cache_root(cache_dir: str | Path | None) -> Path:
-    default = os.environ.get("RNNKIT_CACHE") or Path.home() / ".cache" / "rnnkit"
+    """``cache_dir``, else $RNNKIT_CACHE, else $XDG_CACHE_HOME/rnnkit, else ~/.cache/rnnkit."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    user = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"  # XDG: absolute
+    default = os.environ.get("RNNKIT_CACHE") or user / "rnnkit"
     root = Path(cache_dir if cache_dir else default).expanduser()
     try:
         root.mkdir(parents=True, exist_ok=True)

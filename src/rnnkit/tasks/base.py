@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from rnnkit.config import RunConfig
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, short
 from rnnkit.tasks.meta import check_task_values
 from rnnkit.training.distributed import World
 
@@ -148,3 +148,21 @@ def _number(value: float) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.4g}"
+
+
+def own_data(config: RunConfig, split: str = "val") -> str:
+    """What ``rnnkit eval DIR`` (no PATH) scores, as its checkpoint names it: the one use of a
+    checkpoint's ``data.paths`` / ``data.val``, said out loud (they name files on this machine)."""
+    d = config.data
+
+    def names(paths: list[str]) -> str:
+        shown = [p if p.isprintable() and len(p) <= 200 else short(p) for p in paths[:3]]
+        return ", ".join(shown) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+    if d.synthetic and not d.paths:
+        return f"the {split} split of the synthetic {d.synthetic!r} data (from the checkpoint)"
+    if config.task.name == "lm" and d.val:
+        return f"the validation text {names([d.val])} (data.val from the checkpoint)"
+    if not d.paths:
+        return f"the {split} split of the bundled Tiny Shakespeare"
+    return f"the {split} split of {names(d.paths)} (data.paths from the checkpoint)"
