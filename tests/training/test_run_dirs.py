@@ -117,6 +117,9 @@ def test_a_non_empty_directory_that_holds_no_run_is_refused(here, capsys):
 def test_a_file_system_root_is_refused():
     with pytest.raises(UserError, match="file system root"):
         check_new_run_dir(Path("/"))
+    with pytest.raises(UserError, match="file system root"):  # --resume / : not even a lock file
+        lock_run_dir(Path("/"), create=False)
+    assert not os.path.lexists(Path("/") / LOCK_NAME)
 
 
 def test_an_empty_directory_is_a_fine_out(here):

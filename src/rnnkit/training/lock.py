@@ -67,6 +67,8 @@ def lock_run_dir(directory: str | Path, *, create: bool) -> RunLock:
     when it cannot be created or locked. Without ``create`` a missing directory is not locked
     (the caller reports it: there is no run to resume there)."""
     directory = Path(directory)
+    if directory.resolve().parent == directory.resolve():
+        raise UserError(f"--out {directory} is a file system root; name a directory for the run")
     created = _make_dirs(directory) if create else []
     if not directory.is_dir():
         return RunLock(directory, None, [])

@@ -33,11 +33,12 @@ from tqdm import tqdm
 
 from rnnkit.config import RunConfig, apply_overrides, validate
 from rnnkit.errors import UserError, short
+from rnnkit.io_errors import writing
 from rnnkit.tasks import get_task
 from rnnkit.tasks.base import summary
 from rnnkit.training import distributed
 from rnnkit.training.diagnostics import ParameterRatios, plot_ratios
-from rnnkit.training.lock import lock_run_dir
+from rnnkit.training.lock import check_unlocked, lock_run_dir
 from rnnkit.training.metrics import MetricsLog, NullLog, plot_losses
 from rnnkit.training.optim import (
     build_optimizer,
@@ -83,6 +84,9 @@ class Trainer:
         self.world = world = distributed.setup()
         self.log = log if world.is_main else _silent
         out = Path(config.train.out)
+        if world.is_main and not resume:  # before anything is created; again under the lock
+            check_unlocked(out)  # a live trainer there is named first ...
+            check_new_run_dir(out)  # ... then what the directory holds
         self.lock = lock_run_dir(out, create=not resume) if world.is_main else None
         try:
             self._setup(config, out, resume, overrides)
@@ -425,7 +429,9 @@ class Trainer:
         from rnnkit.training.runs import load_task
 
         _, best, _ = load_task(self.out / "best")
-        for path in self.task.write_figures(best, self.out, "val"):
+        with writing(self.out, "write the figures in"):  # a full disk: one line naming the run
+            paths = self.task.write_figures(best, self.out, "val")
+        for path in paths:
             self.log(f"wrote {path}")
 
     def _print_sample(self) -> None:
