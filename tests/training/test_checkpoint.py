@@ -568,13 +568,18 @@ def test_pickle_files_beside_the_checkpoint_are_never_opened(tmp_path, monkeypat
         opened.append(str(self))
         return real_path_open(self, *args, **kwargs)
 
-    real_load = safetensors.torch.load_file
+    real_load, real_os_open = safetensors.torch.load_file, os.open
 
     def load_spy(filename, *args, **kwargs):
         opened.append(str(filename))
         return real_load(filename, *args, **kwargs)
 
+    def os_spy(file, *args, **kwargs):  # the loaders open with O_NONBLOCK (jsonfile.py)
+        opened.append(str(file))
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr("builtins.open", spy)
+    monkeypatch.setattr(os, "open", os_spy)
     monkeypatch.setattr(Path, "open", path_spy)
     monkeypatch.setattr(safetensors.torch, "load_file", load_spy)
     loaded = load_checkpoint(path)

@@ -29,6 +29,7 @@ from rnnkit.models import LanguageModel
 from rnnkit.tasks.lm import LanguageModelTask
 from rnnkit.training import checkpoint as ckpt_module
 from rnnkit.training.checkpoint import load_checkpoint
+from rnnkit.training.jsonfile import Limits
 from rnnkit.training.runs import load_task, read_run_checkpoint, save_run_checkpoint
 
 VOCAB = list("\n !.abcdefghijklmnopqrstuvwxyz")
@@ -239,9 +240,14 @@ WRONG_TYPES = [
     ("model", "hidden", 0, "--hidden must be a positive integer"),
     ("model", "hidden", -8, "--hidden must be a positive integer"),
     ("model", "dropout", 7.0, "--dropout must be in [0, 1)"),
-    ("train", "lr", float("inf"), "--lr must be a positive number"),
-    ("train", "warmup", 10**400, "train.warmup must be int"),
-    ("train", "lr", 10**400, "train.lr must be float"),
+    ("train", "lr", float("inf"), "holds Infinity (JSON has no such number) at config.train.lr"),
+    ("train", "warmup", 10**400, "holds an integer of 401 digits (integers must be below 2**64)"),
+    (
+        "train",
+        "lr",
+        10**400,
+        "integer of 401 digits (integers must be below 2**64) at config.train.lr",
+    ),
     ("model", "bogus", 1, "unknown key model.bogus"),
     ("model", "x" * 100_000, 1, "unknown key model.xxx"),
     ("model", "", [1] * 100_000, "[model] must be a table"),
@@ -265,7 +271,11 @@ HUGE = [
     ("embed", 10**9, "model.safetensors embedding.weight has shape"),
     ("layers", 10**6, "model.layers is 1000000 but model.safetensors holds"),
     ("vocab_size", 10**9, "model.vocab_size is 1000000000 but vocab.json has 30 symbols"),
-    ("hidden", 2**70, "model.hidden must be int"),
+    (
+        "hidden",
+        2**70,
+        "holds an integer of 22 digits (integers must be below 2**64) at config.model.hidden",
+    ),
 ]
 
 
@@ -298,7 +308,7 @@ def test_files_listing_with_odd_names_is_refused(ckpt):
 
 
 def test_json_files_over_the_size_limit_are_refused_unread(ckpt, monkeypatch):
-    monkeypatch.setattr(ckpt_module, "MAX_JSON_BYTES", 4000)
+    monkeypatch.setitem(ckpt_module.JSON_LIMITS, "vocab.json", Limits(4000, 4000, 1))
     plant(ckpt, "vocab.json", b" " * 4001)
     refused(lambda: load_checkpoint(ckpt), "vocab.json is 4001 bytes; the limit is 4000")
 
@@ -315,7 +325,7 @@ HOSTILE_VOCABS = {
     "empty": ([], "the vocabulary is empty"),
     "lone surrogate": (["a", "\ud800"], "vocab.json holds a lone surrogate"),
     "two characters": (["ab"], "symbol 0 must be one character, got 'ab'"),
-    "deeply nested": (None, "vocab.json is not valid JSON"),  # 5000 levels: written raw
+    "deeply nested": (None, "vocab.json nests deeper than 64 levels"),  # 5000: written raw
 }
 
 

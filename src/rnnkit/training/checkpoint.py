@@ -17,8 +17,10 @@ else in the directory (``*.bin``, ``*.pt``, ``*.pkl`` ...) is ignored, and there
 no ``torch.load`` anywhere.
 
 Loading trusts nothing: whoever forges a file can forge its sha256 in config.json too, so each
-parser is safe on its own. JSON files are capped at ``MAX_JSON_BYTES`` and may not hold lone
-surrogates; a safetensors header is checked before the library reads it
+parser is safe on its own. Every file must be a regular file (a FIFO or a device is never
+opened); JSON is read once, hashed and parsed from the same bytes, within ``JSON_LIMITS``
+(``jsonfile.py``: bytes, values, nesting, no repeated keys, no integer of 2**64 or more, no
+NaN, no lone surrogate); a safetensors header is checked before the library reads it
 (``safetensors_header.py``: it fits the file, every tensor's bytes lie inside the data region,
 match its shape and dtype and overlap no other), so what is allocated is bounded by the file's
 size.
@@ -45,6 +47,17 @@ import torch
 
 from rnnkit.errors import UserError, describe, short
 from rnnkit.io_errors import writing
+from rnnkit.training.jsonfile import (
+    CONFIG,
+    TRAINING,
+    VOCAB,
+    Refused,
+    check_shape,
+    loads,
+    open_regular,
+    read_regular,
+    regular_stat,
+)
 from rnnkit.training.safetensors_header import check_safetensors_header
 from rnnkit.training.state import flatten_state, unflatten_state
 
@@ -59,8 +72,8 @@ TRAINING_SKELETON = "training.json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,255}")  # a plain file name: no "/", NUL, or 10 MB
 _CHUNK = 1 << 20
-MAX_JSON_BYTES = 64 << 20  # config/vocab/training JSON: a real one is KB to a few MB
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+#: what each JSON file may hold (``jsonfile.py``: bytes, values, containers, nesting)
+JSON_LIMITS = {CONFIG_FILE: CONFIG, VOCAB_FILE: VOCAB, TRAINING_SKELETON: TRAINING}
 
 
 @dataclass
@@ -195,7 +208,22 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
 def _write_json(path: Path, obj: object, *, ascii_only: bool = True) -> str:
     """Insertion order is kept (the caller's config reads as written; state dicts round-trip)."""
     data = (json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=ascii_only) + "\n").encode()
+    _check_loadable(path.name, data)
     return _write_bytes(path, data)
+
+
+def _check_loadable(name: str, data: bytes) -> None:
+    """Refuse to write JSON that ``load_checkpoint`` would refuse (over ``JSON_LIMITS``): the
+    save fails with one line and the checkpoint already there stays as it was."""
+    if (limits := JSON_LIMITS.get(name)) is None:
+        return
+    try:
+        check_shape(data, limits)
+    except Refused as err:
+        raise UserError(
+            f"cannot save {name}: it {err}, so it could not be loaded back (a vocabulary this "
+            "large? raise --min-count)"
+        ) from None
 
 
 def _write_bytes(path: Path, data: bytes) -> str:
@@ -253,15 +281,21 @@ def _sha256(path: Path) -> str:
 
 
 def is_checkpoint(directory: str | Path) -> bool:
-    """True if ``directory/config.json`` is a JSON object saying format ``rnnkit-checkpoint``."""
-    file = Path(directory) / CONFIG_FILE
+    """True if ``directory/config.json`` is a regular file holding a JSON object that says
+    format ``rnnkit-checkpoint`` (a FIFO or a device there is never opened)."""
     try:
-        if file.stat().st_size > MAX_JSON_BYTES:
-            return False
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = read_regular(Path(directory) / CONFIG_FILE, JSON_LIMITS[CONFIG_FILE].max_bytes)
+        meta = loads(data, JSON_LIMITS[CONFIG_FILE])
+    except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def names_checkpoint(directory: str | Path) -> bool:
+    """True if ``directory`` holds a ``config.json`` of any kind (a dangling link included):
+    it is meant as a checkpoint, and ``load_checkpoint`` says what is wrong with it. Reads
+    nothing, so a load parses config.json once."""
+    return os.path.lexists(Path(directory) / CONFIG_FILE)
 
 
 def load_checkpoint(
@@ -269,24 +303,25 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Read a checkpoint written by ``save_checkpoint``, checking every file before parsing it.
 
-    Each file read is verified against its sha256 in config.json first; tensors are loaded onto
-    ``map_location``. ``training=False`` skips (and does not verify) the training state. If
-    ``directory`` is missing because a save crashed between its two renames, the old copy
-    beside it is read instead, with a warning; ``Checkpoint.path`` says which was read.
+    Each file read must be a regular file (after links; a FIFO or device is never opened) and
+    match its sha256 in config.json; JSON is read once, within ``JSON_LIMITS``; tensors are
+    loaded onto ``map_location``. ``training=False`` skips (and does not verify) the training
+    state. If ``directory`` is missing because a save crashed between its two renames, the old
+    copy beside it is read instead, with a warning; ``Checkpoint.path`` says which was read.
 
     Raises:
-        UserError: one line naming the path and the problem: missing, not a checkpoint,
-            unsupported format version, a listed file missing or failing its checksum, a file
-            that does not parse, a vocab that is not a list of strings.
+        UserError: one line naming the path and the problem: missing, not a checkpoint, not a
+            regular file, unsupported format version, a listed file missing or failing its
+            checksum, a file that does not parse or is over its limits, a vocab that is not a
+            list of strings.
     """
-    path = _locate(Path(os.path.abspath(directory)))
-    meta = _read_meta(path)
+    path, meta = _locate(Path(os.path.abspath(directory)))
     files = meta["files"]
     has_training = training and (TRAINING_SKELETON in files or TRAINING_TENSORS in files)
     extra = [TRAINING_TENSORS, TRAINING_SKELETON] if has_training else []
-    _verify(path, files, [MODEL_FILE, VOCAB_FILE, *extra])
+    blobs = _verify(path, files, [MODEL_FILE, VOCAB_FILE, *extra])
     model_state = _read_tensors(path, MODEL_FILE, map_location)
-    vocab = _read_json(path, VOCAB_FILE)
+    vocab = _parse_json(path, VOCAB_FILE, blobs[VOCAB_FILE])
     bad = [t for t in vocab if not isinstance(t, str)] if isinstance(vocab, list) else [vocab]
     if bad:
         raise UserError(
@@ -295,55 +330,71 @@ def load_checkpoint(
     state = None
     if has_training:
         tensors = _read_tensors(path, TRAINING_TENSORS, map_location)
+        skeleton = _parse_json(path, TRAINING_SKELETON, blobs[TRAINING_SKELETON])
         try:
-            state = unflatten_state(tensors, _read_json(path, TRAINING_SKELETON))
+            state = unflatten_state(tensors, skeleton)
         except UserError as err:
             raise UserError(f"{path}: {TRAINING_SKELETON}: {err}") from None
     return Checkpoint(path, meta["config"], model_state, vocab, state)
 
 
-def _verify(path: Path, files: dict[str, str], wanted: list[str]) -> None:
-    """Every listed file exists; each file about to be read matches its sha256."""
+def _verify(path: Path, files: dict[str, str], wanted: list[str]) -> dict[str, bytes]:
+    """Every listed file is a regular file; each about to be read matches its sha256. Returns
+    the bytes of the JSON files among ``wanted``, read once: what was hashed is what is parsed."""
     for name in files:
-        if not (path / name).is_file():
-            raise UserError(f"{path}: {name} is missing")
+        _regular(path, name)
+    blobs = {}
     for name in wanted:
         if name not in files:
             raise UserError(f'{path}: config.json does not list {name} under "files"')
-        if _sha256(path / name) != files[name]:
+        if name in JSON_LIMITS:
+            blobs[name] = _read_bytes(path, name)
+            digest = hashlib.sha256(blobs[name]).hexdigest()
+        else:
+            digest = _sha256_regular(path, name)
+        if digest != files[name]:
             raise UserError(f"{path}: {name} is corrupted or truncated (checksum mismatch)")
+    return blobs
 
 
-def _locate(target: Path) -> Path:
-    """``target``, or the old copy an interrupted save left beside it."""
+def _locate(target: Path) -> tuple[Path, dict]:
+    """``target`` and its config.json, or the old copy an interrupted save left beside it."""
     if target.is_dir():
-        return target
+        return target, _read_meta(target)
     if target.exists():
         raise UserError(f"{target} is not an rnnkit checkpoint (no config.json)")
     olds = _siblings(target, "old") if target.parent.is_dir() else []
     for old in sorted(olds, key=lambda p: p.stat().st_mtime, reverse=True):
-        if old.is_dir() and _is_complete(old):
+        meta = _complete_meta(old) if old.is_dir() else None
+        if meta is not None:
             warnings.warn(
                 f"{target} is missing after an interrupted save; loading the previous copy {old}",
                 stacklevel=3,
             )
-            return old
+            return old, meta
     raise UserError(f"no checkpoint at {target}")
 
 
-def _is_complete(folder: Path) -> bool:
+def _complete_meta(folder: Path) -> dict | None:
+    """``folder``'s config.json if it and every file it lists are there, else None."""
     try:
-        files = _read_meta(folder)["files"]
+        meta = _read_meta(folder)
+        for name in meta["files"]:
+            _regular(folder, name)
     except UserError:
-        return False
-    return all((folder / name).is_file() for name in files)
+        return None
+    return meta
 
 
 def _read_meta(path: Path) -> dict:
     """config.json, checked: format, version, a config object, ``files`` of name -> sha256."""
-    if not (path / CONFIG_FILE).is_file():
-        raise UserError(f"{path} is not an rnnkit checkpoint (no config.json)")
-    meta = _read_json(path, CONFIG_FILE)
+    try:
+        data = read_regular(path / CONFIG_FILE, JSON_LIMITS[CONFIG_FILE].max_bytes)
+    except FileNotFoundError:
+        raise UserError(f"{path} is not an rnnkit checkpoint (no config.json)") from None
+    except Refused as err:
+        raise UserError(f"{path}: {CONFIG_FILE} {err}") from None
+    meta = _parse_json(path, CONFIG_FILE, data)
     if not isinstance(meta, dict):
         raise UserError(f"{path}: config.json must hold a JSON object, found {describe(meta)}")
     if meta.get("format") != FORMAT:
@@ -373,40 +424,48 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-def _read_json(path: Path, name: str) -> object:
-    """Parse ``path/name``: at most MAX_JSON_BYTES, UTF-8, no lone surrogate (``"\\ud800"``
-    parses, but cannot be printed or written back)."""
+def _regular(path: Path, name: str) -> None:
+    """``path/name`` is a regular file (links followed), else a one-line UserError."""
     try:
-        if (size := (path / name).stat().st_size) > MAX_JSON_BYTES:
-            raise UserError(f"{path}: {name} is {size} bytes; the limit is {MAX_JSON_BYTES}")
-        data = (path / name).read_bytes()
+        regular_stat(path / name)
+    except FileNotFoundError:
+        raise UserError(f"{path}: {name} is missing") from None
+    except Refused as err:
+        raise UserError(f"{path}: {name} {err}") from None
+
+
+def _read_bytes(path: Path, name: str) -> bytes:
+    try:
+        return read_regular(path / name, JSON_LIMITS[name].max_bytes)
+    except FileNotFoundError:
+        raise UserError(f"{path}: {name} is missing") from None
+    except Refused as err:
+        raise UserError(f"{path}: {name} {err}") from None
     except OSError as err:
         raise UserError(f"{path}: cannot read {name} ({_one_line(err)})") from None
+
+
+def _parse_json(path: Path, name: str, data: bytes) -> object:
+    """``data`` as JSON within ``JSON_LIMITS[name]`` (see ``jsonfile.loads``)."""
     try:
-        obj = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError) as err:
-        raise UserError(f"{path}: {name} is not valid JSON ({_one_line(err)[:300]})") from None
-    if _SURROGATE_ESCAPE.search(data) and not _encodable(obj):
-        raise UserError(f"{path}: {name} holds a lone surrogate (\\ud800-\\udfff), not text")
-    return obj
+        return loads(data, JSON_LIMITS[name])
+    except Refused as err:
+        raise UserError(f"{path}: {name} {err}") from None
 
 
-def _encodable(obj: object) -> bool:
-    """Every string (key or value) in parsed JSON is valid Unicode; iterative, any depth."""
-    stack = [obj]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            try:
-                node.encode("utf-8")
-            except UnicodeEncodeError:
-                return False
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, dict):
-            stack.extend(node)
-            stack.extend(node.values())
-    return True
+def _sha256_regular(path: Path, name: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open_regular(path / name) as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise UserError(f"{path}: {name} is missing") from None
+    except Refused as err:
+        raise UserError(f"{path}: {name} {err}") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read {name} ({_one_line(err)})") from None
+    return digest.hexdigest()
 
 
 def _read_tensors(path: Path, name: str, map_location: str) -> dict[str, torch.Tensor]:

@@ -31,7 +31,12 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError, short
 from rnnkit.models import LanguageModel
 from rnnkit.tasks import Task, get_task
-from rnnkit.training.checkpoint import Checkpoint, is_checkpoint, load_checkpoint, save_checkpoint
+from rnnkit.training.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    names_checkpoint,
+    save_checkpoint,
+)
 
 RUN_MARKERS = ("last", "best", "metrics.csv")
 _LEFTOVER = re.compile(r"\.lock|\.(last|best)\.tmp-.*")  # nothing of a run (lock.py, checkpoint.py)
@@ -74,7 +79,7 @@ def find_checkpoint(path: str | Path) -> Path:
         return path  # killed between the two renames of a save: load_checkpoint recovers it
     if not path.exists():
         raise UserError(f"no checkpoint or run directory at {path}")
-    if is_checkpoint(path):
+    if names_checkpoint(path):  # load_checkpoint parses config.json, once
         return path
     for name in ("best", "last"):
         if (path / name).exists() or any(path.glob(f".{name}.old-*")):

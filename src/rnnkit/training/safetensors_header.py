@@ -3,7 +3,8 @@
 A forged header can claim a 2**62-row tensor, offsets past the end of the file or two tensors
 over the same bytes; whoever forges the file can forge its sha256 in config.json too, so the
 header itself must be safe to act on. :func:`check_safetensors_header` reads only the 8-byte
-length and the JSON header (bounded by ``MAX_HEADER_BYTES`` and the file's size) and refuses
+length and the JSON header (bounded by ``MAX_HEADER_BYTES`` and the file's size; a regular file
+only, see ``jsonfile.open_regular``) and refuses
 anything that would make a reader allocate or read beyond the file. ``checkpoint.py`` calls it
 for every ``*.safetensors`` it loads.
 """
@@ -11,11 +12,12 @@ for every ``*.safetensors`` it loads.
 from __future__ import annotations
 
 import itertools
-import json
 import math
+import os
 from pathlib import Path
 
 from rnnkit.errors import short
+from rnnkit.training.jsonfile import Limits, Refused, loads, open_regular
 
 MAX_HEADER_BYTES = 16 << 20  # a safetensors header: ~100 bytes per tensor
 MAX_DIMS = 16
@@ -35,23 +37,31 @@ def check_safetensors_header(file: Path) -> None:
     The format: 8 bytes little-endian header length ``n``, ``n`` bytes of JSON
     ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__"?: {str: str}}``,
     then the data region, offsets relative to its start. Checked here before the library sees
-    the file: ``n`` fits the file and MAX_HEADER_BYTES; no duplicate names; each dtype known;
+    the file: ``n`` fits the file and MAX_HEADER_BYTES; the JSON's size of structure bounded
+    by ``n`` before it is parsed (``jsonfile.loads``); no duplicate names; each dtype known;
     at most MAX_DIMS dims, none beyond the data region's size or MAX_EMPTY_DIM (so an empty
     tensor cannot claim 2**62 rows); ``0 <= begin <= end <= data size``; ``numel * itemsize ==
     end - begin``; no two tensors overlap.
 
     Raises:
         ValueError: the first problem found, on one line.
+        FileNotFoundError: ``file`` is missing.
     """
-    size = file.stat().st_size
-    with open(file, "rb") as f:
+    with open_regular(file) as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) < 8:
             raise ValueError(f"{size} bytes, shorter than the 8-byte header length")
         n = int.from_bytes(head, "little")
         if n > min(size - 8, MAX_HEADER_BYTES):
             raise ValueError(f"header length {n} exceeds the file ({size} bytes) or the limit")
-        header = json.loads(f.read(n).decode("utf-8"), object_pairs_hook=_unique_keys)
+        raw = f.read(n)
+    # an entry is >= 16 bytes a container ({"dtype":..,"shape":[..],"data_offsets":[..]})
+    limits = Limits(max_bytes=n, max_values=n // 2 + 8, max_containers=n // 16 + 8)
+    try:
+        header = loads(raw, limits)
+    except Refused as err:
+        raise ValueError(f"the header {err}") from None
     if not isinstance(header, dict):
         raise ValueError(f"the header is {type(header).__name__}, not a JSON object")
     data = size - 8 - n
@@ -79,14 +89,6 @@ def check_safetensors_header(file: Path) -> None:
     for (_, end, first), (begin, _, second) in itertools.pairwise(spans):
         if begin < end:
             raise ValueError(f"tensors {short(first)} and {short(second)} overlap")
-
-
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    """A JSON object without repeated keys (json keeps the last; another reader the first)."""
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise ValueError("the header repeats a key (a tensor named twice?)")
-    return out
 
 
 def _ints(value: object) -> bool:
