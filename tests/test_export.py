@@ -201,9 +201,15 @@ def test_the_file_is_one_checked_model_with_its_metadata(tmp_path):
     assert Vocab.from_json(meta["vocab_kind"], json.loads(meta["vocab"])).symbols == VOCAB.symbols
 
 
-def test_the_torch_export_based_exporter_gives_the_same_graph(tmp_path):
+@pytest.fixture(scope="module")
+def gru_dynamo():
+    """``make_model("gru")`` through the torch.export-based exporter (2-4 s: made once)."""
+    return to_onnx(make_model("gru"), VOCAB, exporter="dynamo")
+
+
+def test_the_torch_export_based_exporter_gives_the_same_graph(tmp_path, gru_dynamo):
     model = make_model("gru")
-    path = write_onnx(to_onnx(model, VOCAB, exporter="dynamo"), tmp_path / "model.onnx")
+    path = write_onnx(gru_dynamo, tmp_path / "model.onnx")
     tokens = tokens_for(3, steps=8)
     assert gap(torch_run(model, tokens), onnx_run(path, tokens)) <= TOLERANCE
 
@@ -316,7 +322,7 @@ def test_a_hostile_onnx_file_is_refused_in_one_line_naming_it(tmp_path):
         "external": (hostile(base, edit=external_constant), "stored in an external file"),
         "names": (hostile(base, edit=long_name), "expected inputs"),
         "type": (hostile(base, edit=tokens_float), "tokens holds float, expected int64"),
-        "shape": (hostile(base, edit=sliced_logits), "the graph returned shapes"),
+        "shape": (hostile(base, edit=sliced_logits), "shapes do not check: .* differ"),
         "cell": (hostile(base, meta={"cell": "x" * 9999}), "metadata cell must be one of"),
         "state": (hostile(base, meta={"cell": "lstm"}), "state must be 'h,c' for cell lstm"),
         "int": (hostile(base, meta={"layers": "²"}), "layers must be a positive integer"),
@@ -392,3 +398,102 @@ def test_a_checkpoint_names_no_device_and_loads_on_the_cpu_even_beside_a_gpu(tmp
     assert generate(model, task.vocab, length=10, seed=0)
     runtime, vocab = load_for_sample(run)
     assert generate(runtime, vocab, length=10, seed=0) == generate(model, vocab, length=10, seed=0)
+
+
+# ---- operators: only what the exporters write ---------------------------------------------------
+
+
+def test_the_allowed_operators_are_exactly_what_the_exporters_write(gru_dynamo):
+    """Every cell with the default exporter, and gru with dynamo, whose graphs hold the one
+    operator dynamo adds (Split; the rest it shares with torchscript, checked for every cell
+    when OPERATORS was written): their union is ``OPERATORS``, so the list neither misses an
+    operator (our own files refused) nor keeps a stale one."""
+    from rnnkit.export.onnx import OPERATORS
+
+    written = set()
+    protos = [(case, to_onnx(make_model(*case), VOCAB)) for case in CASES]
+    for case, proto in [*protos, (("gru", "tanh", 0.0), gru_dynamo)]:
+        cell, exporter = case[0], "torchscript" if proto is not gru_dynamo else "dynamo"
+        ops = {(n.domain, n.op_type) for n in proto.graph.node}
+        assert {domain for domain, _ in ops} == {""} and not proto.functions, (cell, exporter)
+        written |= {op for _, op in ops}
+        OnnxLanguageModel(proto.SerializeToString(), threads=1)  # every check passes it
+    assert written == OPERATORS
+
+
+def constant_of_shape_bomb(graph):  # logits + mean(zeros(16384, 16384)): 1 GiB from 43 KB
+    shape = onnx.numpy_helper.from_array(np.array([16384, 16384]), "bomb_shape")
+    graph.initializer.append(shape)
+    next(n for n in graph.node if "logits" in n.output).output[0] = "raw"
+    zero = onnx.helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1], [0.0])
+    graph.node.extend([
+        onnx.helper.make_node("ConstantOfShape", ["bomb_shape"], ["bomb"], value=zero),
+        onnx.helper.make_node("ReduceMean", ["bomb"], ["bomb_mean"], keepdims=0),
+        onnx.helper.make_node("Add", ["raw", "bomb_mean"], ["logits"]),
+    ])  # fmt: skip
+
+
+def matmul_bomb(graph):  # allowed operators only: (16384, 1) @ (1, 16384)
+    for name, shape in (("col", (16384, 1)), ("row", (1, 16384))):
+        graph.initializer.append(onnx.numpy_helper.from_array(np.ones(shape, np.float32), name))
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array(0), "i0"))
+    next(n for n in graph.node if "logits" in n.output).output[0] = "raw"
+    graph.node.extend([
+        onnx.helper.make_node("MatMul", ["col", "row"], ["big"]),
+        onnx.helper.make_node("Gather", ["big", "i0"], ["row0"]),
+        onnx.helper.make_node("Gather", ["row0", "i0"], ["one"]),
+        onnx.helper.make_node("Add", ["raw", "one"], ["logits"]),
+    ])  # fmt: skip
+
+
+def foreign_domain(graph):
+    next(n for n in graph.node if n.op_type == "Gemm").domain = "com.microsoft"
+
+
+def subgraph(graph):
+    node = next(n for n in graph.node if n.op_type == "Add")
+    node.attribute.append(
+        onnx.helper.make_attribute("body", onnx.helper.make_graph([], "g", [], []))
+    )
+
+
+def test_an_onnx_bomb_or_a_foreign_operator_is_refused_before_it_runs(tmp_path):
+    base = to_onnx(make_model("gru"), VOCAB)
+    cases = {
+        "bomb": (constant_of_shape_bomb, "operator 'ConstantOfShape' is not one rnnkit's"),
+        "matmul": (matmul_bomb, "MatMul node makes a tensor of 268,435,456 elements"),
+        "domain": (foreign_domain, "operator 'com.microsoft.Gemm' is not one"),
+        "subgraph": (subgraph, "a Add node holds a subgraph"),
+    }
+    for what, (edit, message) in cases.items():
+        path = tmp_path / f"{what}.onnx"
+        path.write_bytes(hostile(base, edit=edit))
+        with pytest.raises(UserError, match=message) as error:
+            OnnxLanguageModel.from_file(path, threads=1)
+        assert str(error.value).startswith(str(path)) and "\n" not in str(error.value), what
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mkfifo and /dev/zero")
+def test_a_fifo_or_device_named_onnx_is_refused_unopened(tmp_path):
+    os.mkfifo(tmp_path / "fifo.onnx")
+    (tmp_path / "zero.onnx").symlink_to("/dev/zero")
+    for name, kind in (("fifo.onnx", "a FIFO"), ("zero.onnx", "a character device")):
+        with pytest.raises(UserError, match=f"is not a regular file \\({kind}\\)"):
+            load_for_sample(tmp_path / name)
+
+
+def small_embedding(graph):  # loads, then fails at run time: token ids beyond the one row
+    gather = next(n for n in graph.node if n.op_type == "Gather" and "tokens" in n.input)
+    table = next(t for t in graph.initializer if t.name == gather.input[0])
+    table.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(table)[:1], table.name))
+
+
+def test_cli_prints_only_its_own_line_when_onnxruntime_fails(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(
+        hostile(to_onnx(make_model("gru"), VOCAB), edit=small_embedding)
+    )
+    result = rnnkit("sample", "m.onnx", "--runtime", "onnx", "--prime", "the", "--length", 5,
+                    cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr  # onnxruntime's own log line silenced
+    assert result.stderr.startswith("rnnkit: error: ") and "cannot run it" in result.stderr

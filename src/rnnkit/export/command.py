@@ -88,7 +88,7 @@ def load_for_sample(path: str | Path, *, threads: int | None = None):
 
     onnx_modules()  # the install hint before anything else
     path = Path(path)
-    if path.is_file():
+    if path.exists() and not path.is_dir():  # a FIFO or device: from_file refuses it unopened
         model = OnnxLanguageModel.from_file(path, threads=threads)
         return model, model.vocab
     checkpoint = find_checkpoint(path)

@@ -57,6 +57,15 @@ SUPPORTED_CELLS = ("lstm", "gru", "rnn", "lnlstm", "mingru", "minlstm")
 INPUTS = ("tokens", "h", "c")
 OUTPUTS = ("logits", "h_next", "c_next")
 MAX_BYTES = (2 << 30) - (1 << 20)  # protobuf's 2 GiB limit on one message, with room to spare
+#: every operator (default domain) the two exporters write for any supported cell; a file with
+#: another is refused before onnxruntime sees it (``runtime.py``), and
+#: ``tests/test_export.py::test_the_allowed_operators_are_exactly_what_the_exporters_write``
+#: exports each cell to keep this list exact
+OPERATORS = frozenset(
+    ("Add", "Concat", "Constant", "Div", "Gather", "Gemm", "GreaterOrEqual", "LayerNormalization")
+    + ("MatMul", "Mul", "Relu", "Shape", "Sigmoid", "Slice", "Split", "Sub", "Tanh", "Unsqueeze")
+    + ("Where",)
+)
 
 
 def onnx_modules():

@@ -10,17 +10,23 @@ and metadata against what ``onnx.py`` writes. Tensors at the boundary are torch 
 CPU; the session is onnxruntime's CPUExecutionProvider. What is not here: writing the file
 (``onnx.py``), finding it for ``rnnkit sample`` (``command.py``).
 
-A file is untrusted input: it is read into memory and parsed by onnx first; one with a tensor
-anywhere (initializer, node attribute, subgraph) in an external file, which a runtime would
-open beside it, is refused -- rnnkit writes one self-contained file. Its metadata, inputs and
-outputs (names, element types, static sizes) must be what ``onnx.py`` writes, its sizes must
-fit the file, and every step's results must have the shapes it declares. Every problem is a
-one-line UserError naming the file.
+A file is untrusted input: it must be a regular file (``jsonfile.read_regular``), is read into
+memory and parsed by onnx first; one with a tensor anywhere (initializer, node attribute,
+subgraph) in an external file, which a runtime would open beside it, is refused -- rnnkit
+writes one self-contained file. Only the operators ``onnx.py`` writes (``OPERATORS``, default
+domain, no subgraphs or functions) are accepted, and onnx's shape inference must give every
+node's output whose static size it infers no more elements than the largest of the file's own
+tensors and the declared state and logits hold (per row of the batch), so a 43 KB file cannot
+ask for a 16384 x 16384 product of its constants.
+Its metadata, inputs and outputs (names, element types, static sizes) must be what ``onnx.py``
+writes, its sizes must fit the file, and every step's results must have the shapes it
+declares. Every problem is a one-line UserError naming the file; onnxruntime's own log lines
+are silenced (severity FATAL only), so that line is all a user sees.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,14 +43,17 @@ from rnnkit.export.onnx import (
     FORMAT_VERSION,
     INPUTS,
     MAX_BYTES,
+    OPERATORS,
     OUTPUTS,
     SUPPORTED_CELLS,
     onnx_modules,
 )
 from rnnkit.models import LMOutput
 from rnnkit.models.common import has_cell_state
+from rnnkit.training.jsonfile import VOCAB, Refused, loads, read_regular, regular_stat
 
 State = Tensor | LSTMState
+_FATAL = 4  # onnxruntime's log severity: 0 verbose ... 3 error, 4 fatal
 
 
 class OnnxLanguageModel:
@@ -62,6 +71,7 @@ class OnnxLanguageModel:
     def __init__(self, data: bytes, *, threads: int | None = None, source: str = "model") -> None:
         onnx, ort = onnx_modules()
         proto = _parse(onnx, data, source)
+        _check_operators(onnx, proto, source)
         meta = {p.key: p.value for p in proto.metadata_props}
         self.source = source
         self.metadata = meta
@@ -74,10 +84,14 @@ class OnnxLanguageModel:
         self._outputs = list(OUTPUTS[: 2 + self.stateful])
         _check_signature(proto, self._inputs, self._outputs, source)
         _check_values(onnx, proto, self.layers, self.hidden, len(self.vocab), source)
+        _check_sizes(onnx, proto, max(self.layers * self.hidden, len(self.vocab)), source)
+        ort.set_default_logger_severity(_FATAL)  # its errors become our one line instead
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only
+        options.log_severity_level = _FATAL
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = _FATAL
         try:
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
@@ -89,13 +103,14 @@ class OnnxLanguageModel:
     def from_file(cls, path: str | Path, *, threads: int | None = None) -> OnnxLanguageModel:
         """Load ``path`` (one .onnx file written by ``rnnkit export``)."""
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"no ONNX file at {path}")
         try:
-            size = path.stat().st_size
-            if size > MAX_BYTES:
+            if (size := regular_stat(path).st_size) > MAX_BYTES:
                 raise UserError(f"{path}: {size} bytes, larger than an ONNX file can be")
-            data = path.read_bytes()
+            data = read_regular(path, MAX_BYTES)
+        except FileNotFoundError:
+            raise UserError(f"no ONNX file at {path}") from None
+        except Refused as error:
+            raise UserError(f"{path} {error}") from None
         except OSError as error:
             raise UserError(f"{path}: cannot read it ({error.strerror})") from None
         return cls(data, threads=threads, source=str(path))
@@ -125,7 +140,7 @@ class OnnxLanguageModel:
         for name, tensor in zip(self._inputs[1:], tensors, strict=True):
             feed[name] = np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=np.float32)
         try:
-            results = self.session.run(self._outputs, feed)
+            results = self.session.run(self._outputs, feed, self._run_options)
         except Exception as error:  # onnxruntime's own types
             raise UserError(f"{self.source}: onnxruntime cannot run it: {_line(error)}") from None
         n = token.size(0)
@@ -202,14 +217,55 @@ def _read_metadata(meta: dict[str, str], source: str) -> tuple[str, int, int, Vo
                             f"{value[:40]!r}")  # fmt: skip
         sizes[key] = int(value)
     try:
-        symbols = json.loads(meta.get("vocab", ""))
-    except (ValueError, RecursionError):
-        raise UserError(f"{source}: metadata vocab is not a JSON list") from None
+        symbols = loads(meta.get("vocab", "").encode("utf-8", "surrogatepass"), VOCAB)
+    except Refused as error:
+        raise UserError(f"{source}: metadata vocab is not a JSON list ({error})") from None
     vocab = Vocab.from_json(meta.get("vocab_kind"), symbols, source=f"{source}: metadata vocab")
     if len(vocab) != sizes["vocab_size"]:
         raise UserError(f"{source}: metadata vocab has {len(vocab)} symbols, vocab_size says "
                         f"{sizes['vocab_size']}")  # fmt: skip
     return cell, sizes["layers"], sizes["hidden"], vocab
+
+
+def _check_operators(onnx, proto, source: str) -> None:
+    """Only ``OPERATORS`` of the default domain, without subgraphs; no model-local functions."""
+    if proto.functions:
+        raise UserError(f"{source}: it defines functions ({proto.functions[0].name[:40]!r}); "
+                        "rnnkit's exporter writes none")  # fmt: skip
+    graphs = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    for node in proto.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in OPERATORS:
+            name = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
+            raise UserError(f"{source}: operator {name[:60]!r} is not one rnnkit's exporter "
+                            "writes; refusing to run it")  # fmt: skip
+        if any(attribute.type in graphs for attribute in node.attribute):
+            raise UserError(f"{source}: a {node.op_type} node holds a subgraph; rnnkit's "
+                            "exporter writes none")  # fmt: skip
+
+
+def _check_sizes(onnx, proto, declared: int, source: str) -> None:
+    """No node output's static sizes (onnx's shape inference; a symbolic or data-dependent
+    axis counts 1) multiply to more than the largest of the file's own tensors (initializers,
+    Constant values) and ``declared`` (the state's and the logits' sizes): ``MatMul`` of a
+    (16384, 1) and a (1, 16384) constant is refused. A size onnx cannot infer (torchscript's
+    ``Slice`` after ``Shape`` in every graph we write) is not bounded here."""
+    tensors = [*proto.graph.initializer]
+    tensors += [a.t for n in proto.graph.node for a in n.attribute if a.HasField("t")]
+    bound = max([declared, *(math.prod(t.dims) for t in tensors)])
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    except Exception as error:  # onnx's InferenceError and friends
+        raise UserError(f"{source}: its shapes do not check: {_line(error)}") from None
+    shapes = {v.name: v.type.tensor_type for v in [*inferred.graph.value_info,
+                                                   *inferred.graph.output]}  # fmt: skip
+    for node in inferred.graph.node:
+        for name in filter(None, node.output):
+            tensor = shapes.get(name)
+            dims = tensor.shape.dim if tensor is not None and tensor.HasField("shape") else []
+            if (size := math.prod(d.dim_value or 1 for d in dims)) > bound:
+                raise UserError(f"{source}: its {node.op_type} node makes a tensor of "
+                                f"{size:,} elements, more than the model's own tensors hold "
+                                f"({bound:,})")  # fmt: skip
 
 
 def _check_signature(proto, inputs: list[str], outputs: list[str], source: str) -> None:
