@@ -60,9 +60,10 @@ class Limits:
 # 30 bytes a symbol on disk ('    "a word",\n') is generous.
 VOCAB = Limits(max_bytes=MAX_SYMBOLS * 30, max_values=MAX_SYMBOLS + 1, max_containers=64)
 # config.json: the run's config (~60 values) and its task_meta, which holds at most two
-# vocabularies (seq2seq source + target, tag words + chars, classify vocab + labels). The
-# largest real runs' are ~2 MB (two word vocabularies of 100k symbols); 16 MiB holds two of
-# ~600k words, and a run whose vocabularies would not fit is refused when it saves.
+# vocabularies (seq2seq source + target, tag words + chars, classify vocab + labels). A word
+# takes ~24 bytes there (indented), so a 100k-word vocabulary is ~2.4 MB and 16 MiB holds two
+# of ~350k words; a run whose vocabularies would not fit is refused when it saves
+# (``checkpoint._check_loadable``), never written unloadable.
 CONFIG = Limits(max_bytes=16 << 20, max_values=2 * MAX_SYMBOLS + 65536, max_containers=65536)
 # training.json: the optimiser's state (~8 containers a parameter tensor), scheduler, RNG
 # states and counters; a 1,000-tensor model writes ~300 KB.
