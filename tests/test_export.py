@@ -38,6 +38,9 @@ CASES = [  # (cell, nonlinearity, zoneout)
     ("gru", "tanh", 0.0),
     ("rnn", "tanh", 0.0),
     ("rnn", "relu", 0.0),
+    ("rnn", "leaky_relu", 0.0),  # every nonlinearity: each is its own ONNX operator
+    ("rnn", "hardtanh", 0.0),
+    ("rnn", "softplus", 0.0),
     ("lnlstm", "tanh", 0.0),
     ("mingru", "tanh", 0.0),
     ("minlstm", "tanh", 0.0),
@@ -404,16 +407,20 @@ def test_a_checkpoint_names_no_device_and_loads_on_the_cpu_even_beside_a_gpu(tmp
 
 
 def test_the_allowed_operators_are_exactly_what_the_exporters_write(gru_dynamo):
-    """Every cell with the default exporter, and gru with dynamo, whose graphs hold the one
-    operator dynamo adds (Split; the rest it shares with torchscript, checked for every cell
-    when OPERATORS was written): their union is ``OPERATORS``, so the list neither misses an
-    operator (our own files refused) nor keeps a stale one."""
+    """Every case (each cell, each rnn nonlinearity, zoneout) with the default exporter, and
+    with dynamo gru and the rnn's nonlinearities, whose graphs hold the operators dynamo adds
+    (Split for gru, Greater for softplus; the other cells' dynamo graphs share torchscript's):
+    their union is ``OPERATORS``, so the list neither misses an operator (our own files
+    refused) nor keeps a stale one."""
     from rnnkit.export.onnx import OPERATORS
 
     written = set()
-    protos = [(case, to_onnx(make_model(*case), VOCAB)) for case in CASES]
-    for case, proto in [*protos, (("gru", "tanh", 0.0), gru_dynamo)]:
-        cell, exporter = case[0], "torchscript" if proto is not gru_dynamo else "dynamo"
+    protos = [(case, "torchscript", to_onnx(make_model(*case), VOCAB)) for case in CASES]
+    protos.append((("gru", "tanh", 0.0), "dynamo", gru_dynamo))
+    protos += [(case, "dynamo", to_onnx(make_model(*case), VOCAB, exporter="dynamo"))
+               for case in CASES if case[0] == "rnn"]  # fmt: skip
+    for case, exporter, proto in protos:
+        cell = case[0]
         ops = {(n.domain, n.op_type) for n in proto.graph.node}
         assert {domain for domain, _ in ops} == {""} and not proto.functions, (cell, exporter)
         written |= {op for _, op in ops}

@@ -62,9 +62,9 @@ MAX_BYTES = (2 << 30) - (1 << 20)  # protobuf's 2 GiB limit on one message, with
 #: ``tests/test_export.py::test_the_allowed_operators_are_exactly_what_the_exporters_write``
 #: exports each cell to keep this list exact
 OPERATORS = frozenset(
-    ("Add", "Concat", "Constant", "Div", "Gather", "Gemm", "GreaterOrEqual", "LayerNormalization")
-    + ("MatMul", "Mul", "Relu", "Shape", "Sigmoid", "Slice", "Split", "Sub", "Tanh", "Unsqueeze")
-    + ("Where",)
+    ("Add", "Clip", "Concat", "Constant", "Div", "Gather", "Gemm", "Greater", "GreaterOrEqual")
+    + ("LayerNormalization", "LeakyRelu", "MatMul", "Mul", "Relu", "Shape", "Sigmoid", "Slice")
+    + ("Softplus", "Split", "Sub", "Tanh", "Unsqueeze", "Where")
 )
 
 
