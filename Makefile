@@ -22,9 +22,9 @@ RUN_DIR := runs/shakespeare-$(shell date +%Y%m%d-%H%M%S)
 run: install
 	$(VENV)/bin/rnnkit train --preset default --out $(RUN_DIR)
 	@echo "---- sample, temperature 0.5 ----"
-	$(VENV)/bin/rnnkit sample $(RUN_DIR) --temperature 0.5 --length 400 --seed 1 --prime "ROMEO:"
+	@$(VENV)/bin/rnnkit sample $(RUN_DIR) --temperature 0.5 --length 400 --seed 1 --prime "ROMEO:"
 	@echo "---- sample, temperature 1.0 ----"
-	$(VENV)/bin/rnnkit sample $(RUN_DIR) --temperature 1.0 --length 400 --seed 1 --prime "ROMEO:"
+	@$(VENV)/bin/rnnkit sample $(RUN_DIR) --temperature 1.0 --length 400 --seed 1 --prime "ROMEO:"
 
 # The HTML report's tests drive a real browser: Debian's chromium and chromedriver, installed
 # here when missing (needs root and apt-get; where that fails the browser tests skip and say why).

@@ -43,7 +43,6 @@ def test_version_and_console_script_entry_point():
 @pytest.mark.parametrize(
     "args,message",
     [
-        ([], "the following arguments are required: command"),
         (["fly"], "invalid choice: 'fly'"),
         (["demo", "--batch", "0"], "argument --batch: expected a positive integer, got 0"),
         (["demo", "--hidden-size", "many"], "expected a positive integer, got 'many'"),

@@ -7,7 +7,7 @@ training saves the run and exits 130.
     rnnkit sample runs/charlm --prime "ROMEO:" --temperature 0.8 --length 500
     rnnkit eval runs/charlm [PATH ...] [--split val|test] [--json]
     rnnkit train --task classify data/names/ --out runs/names
-    rnnkit predict runs/names Rossi Nakamura --top 3
+    rnnkit predict runs/names Rossi Nakamura --top 3               (rnnkit.sample_command)
     rnnkit sample runs/names-gen --condition Italian --num-samples 5
     rnnkit demo --cell gru --hidden-size 64 --bidirectional
     rnnkit analyze gradients runs/charlm -o gradient_flow.png      (rnnkit.analysis.commands)
@@ -38,13 +38,14 @@ from rnnkit.errors import UserError
 from rnnkit.export.command import add_parser as add_export
 from rnnkit.export.command import run_export
 from rnnkit.io_errors import os_error_line
+from rnnkit.sample_command import run_predict, run_sample
 from rnnkit.serve.command import add_parser as add_serve
 from rnnkit.serve.command import run_serve
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
-        raise UserError(f"{self.prog}: {message}")
+    def error(self, message: str):  # one line, no usage dump; "rnnkit: error: rnnkit:" once
+        raise UserError(message if self.prog == "rnnkit" else f"{self.prog}: {message}")
 
 
 def _positive(text: str) -> int:
@@ -96,7 +97,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rnnkit", description="Recurrent neural networks on PyTorch.")
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, title="commands", metavar="COMMAND"
+    )
 
     train = commands.add_parser(
         "train", help="train a model (default: a character-level language model)"
@@ -184,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--temperature", type=float, help="(seq2seq, generate-from)")
     predict.add_argument("--num-samples", type=_positive, help="(generate-from)")
     predict.add_argument("--seed", type=int, help="random seed")
-    predict.add_argument("--out", help="where to write a picture (frames)")
+    predict.add_argument(
+        "-o", "--out", help="the picture to write (frames; default: RUN/frames_predict.png)"
+    )
 
     demo = commands.add_parser("demo", help="build a layer, print its shapes, check it vs torch.nn")
     demo.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
@@ -301,81 +306,6 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_sample(args: argparse.Namespace) -> int:
-    from rnnkit.generation import generate
-    from rnnkit.training.runs import load_task
-
-    runtime = args.runtime or ("onnx" if str(args.checkpoint).endswith(".onnx") else "torch")
-    if runtime == "onnx":
-        from rnnkit.export.command import load_for_sample
-
-        if args.condition is not None:
-            raise UserError("--condition needs --runtime torch (ONNX export is for lm runs)")
-        model, vocab = load_for_sample(args.checkpoint)
-    else:
-        task, model, config = load_task(args.checkpoint)
-        if config.task.name == "generate-from":
-            return _sample_conditioned(task, model, args)
-        if config.task.name != "lm":
-            raise UserError(
-                f"{args.checkpoint} holds a --task {config.task.name} model; rnnkit sample "
-                "reads lm and generate-from runs (try rnnkit predict)"
-            )
-        if args.condition is not None:
-            raise UserError(
-                "--condition needs a --task generate-from run; this is a language model"
-            )
-        vocab = task.vocab
-    streaming = args.num_samples == 1
-
-    def emit(text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-
-    if streaming:
-        emit(args.prime)  # the continuation follows the prime, as the model read it
-
-    texts = generate(
-        model,
-        vocab,
-        prime=args.prime,
-        length=args.length,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        stop=args.stop,
-        seed=args.seed,
-        unknown=args.unknown,
-        on_text=emit if streaming else None,
-        num_samples=args.num_samples,
-    )
-    if streaming:
-        print()
-    else:
-        for i, text in enumerate(texts):
-            print(f"---- sample {i + 1} ----\n{args.prime}{text}")
-    return 0
-
-
-def _sample_conditioned(task, model, args: argparse.Namespace) -> int:
-    if args.condition is None:
-        raise UserError("this run generates from a condition: pass --condition CLASS or VECTOR")
-    texts = task.sample(
-        model,
-        args.condition,
-        num_samples=args.num_samples,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-        max_len=args.length,
-        prime=args.prime,
-    )
-    for text in texts:
-        print(text)
-    return 0
-
-
 def _run_eval(args: argparse.Namespace) -> int:
     from rnnkit.tasks.base import own_data, summary
     from rnnkit.training.runs import load_task
@@ -386,6 +316,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         config.task.decode = args.decode
     if args.beam_width is not None:
         config.task.beam_width = args.beam_width
+    task.show_progress = True  # a whole corpus takes minutes: never silent
     if args.paths:
         figures = task.evaluate_paths(model, args.paths)
     else:
@@ -406,19 +337,6 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_predict(args: argparse.Namespace) -> int:
-    import torch
-
-    from rnnkit.training.runs import load_task
-
-    task, model, _ = load_task(args.checkpoint)
-    names = ("top", "decode", "beam_width", "temperature", "num_samples", "seed", "out")
-    options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    with torch.inference_mode():
-        print(task.predict(model, args.inputs, options))
-    return 0
-
-
 def _run_demo(args: argparse.Namespace) -> int:
     from rnnkit.demo import demo
 
@@ -430,9 +348,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": _run_train,
-    "sample": _run_sample,
+    "sample": run_sample,
     "eval": _run_eval,
-    "predict": _run_predict,
+    "predict": run_predict,
     "demo": _run_demo,
 }
 
@@ -442,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(ValueError):  # ... not a kill; ValueError: not the main thread
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if not (sys.argv[1:] if argv is None else argv):  # plain `rnnkit`: what it can do
+            parser.print_help(sys.stderr)
+            raise UserError("no command given: pick one above (rnnkit COMMAND --help for more)")
+        args = parser.parse_args(argv)
         if args.command == "train":  # what follows the subcommand, for --nproc to pass on
             args.argv = None if argv is None else list(argv[1:])
         return COMMANDS[args.command](args)

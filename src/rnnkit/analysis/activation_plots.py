@@ -95,7 +95,7 @@ def plot_gate_saturation(
         ax.set_title(f"{name} gate")
         ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"{cell.upper()} gate saturation per unit over the traced text")
-    fig.tight_layout()
+    fig.set_layout_engine("constrained")  # square panels: tight_layout cut the x labels off
     return _save(plt, fig, path)
 
 
@@ -188,6 +188,6 @@ def _figure(size: tuple[float, float], *, panels: int = 1, column: bool = False)
 def _save(plt, fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # every label inside the picture
     plt.close(fig)
     return path

@@ -3,7 +3,7 @@
 ``rnnkit.cli`` registers them with :func:`add_commands`.
 
     rnnkit analyze gradients RUN [RUN...] [-o gradient_flow.png] [--json]
-    rnnkit analyze gradients --fresh rnn lstm gru          # untrained models, no run needed
+    rnnkit analyze gradients --fresh rnn lstm gru          # -o gradient_flow_fresh.png
     rnnkit experiment memory [--tasks adding copy] [--lengths 10 25 50 100 200 400] [--out DIR]
     rnnkit experiment exploding [--out DIR]
     rnnkit report RUN -o report.html                        # or --format png -o DIR
@@ -42,7 +42,11 @@ def add_commands(commands) -> dict:
     grads.add_argument("--batch", type=_positive, default=16, help="windows averaged over")
     grads.add_argument("--loss", choices=("last", "sum"), default="last", help="loss position(s)")
     grads.add_argument("--seed", type=int, default=0, help="windows and fresh weights")
-    grads.add_argument("-o", "--out", default="gradient_flow.png", help="the plot to write")
+    grads.add_argument(
+        "-o",
+        "--out",
+        help="the plot to write (default: gradient_flow.png, with --fresh gradient_flow_fresh.png)",
+    )
     grads.add_argument("--jacobian", metavar="PNG", help="also plot the step-Jacobian spectra")
     grads.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -87,7 +91,11 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     if bool(args.runs) == bool(args.fresh):
         raise UserError("give run directories, or --fresh CELL... for untrained models (not both)")
+    args.out = args.out or ("gradient_flow_fresh.png" if args.fresh else "gradient_flow.png")
     _check_writable(args.out, "-o")
+    if args.jacobian:
+        _check_writable(args.jacobian, "--jacobian")
+    replaced = [p for p in (args.out, args.jacobian) if p and Path(p).exists()]
     if args.fresh and args.text:
         raise UserError("--text is for runs; --fresh models read random token sequences")
     text = None
@@ -101,7 +109,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         name = _run_name(run)
         flows[name] = gf.run_gradient_flow(run, text=text, **options)
     for cell in args.fresh or ():
-        flows[cell.upper()] = {
+        bias = f" (forget-gate bias {args.forget_bias:g})" if cell == "lstm" else ""
+        flows[cell.upper() + bias] = {
             "fresh": gf.fresh_gradient_flow(
                 cell,
                 hidden=args.hidden,
@@ -111,7 +120,6 @@ def run_analyze(args: argparse.Namespace) -> int:
         }
     gradient_plots.plot_gradient_flow(flows, Path(args.out))
     if args.jacobian:
-        _check_writable(args.jacobian, "--jacobian")
         gradient_plots.plot_jacobian_spectrum(flows, Path(args.jacobian))
     summary = {
         name: {when: gf.summary(flow) for when, flow in pair.items()}
@@ -126,6 +134,8 @@ def run_analyze(args: argparse.Namespace) -> int:
                     f"{name} ({when}): " + ", ".join(f"{k} {_fmt(v)}" for k, v in numbers.items())
                 )
         print(f"wrote {args.out}" + (f" and {args.jacobian}" if args.jacobian else ""))
+    if replaced:  # never silently: the trained model's figure may have been one of them
+        print(f"replaced the previous {' and '.join(replaced)}", file=sys.stderr)
     return 0
 
 

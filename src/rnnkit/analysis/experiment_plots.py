@@ -16,6 +16,7 @@ import numpy as np
 
 from rnnkit.analysis.exploding import ExplodingRun
 from rnnkit.analysis.memory import MemoryResult
+from rnnkit.wording import plural
 
 _COLORS = {
     "rnn": "tab:red",
@@ -71,7 +72,8 @@ def plot_memory(result: MemoryResult, path: str | Path) -> Path:
     s = result.settings
     fig.suptitle(
         f"Long-range memory at an equal budget of {s.get('budget')} parameters\n"
-        f"success: test loss < {s.get('margin')} x trivial baseline; {s.get('seeds')} seeds, "
+        f"success: test loss < {s.get('margin')} x trivial baseline; "
+        f"{plural(s.get('seeds'), 'seed')}, "
         f"<= {s.get('steps')} Adam steps, batch {s.get('batch')}, lr {s.get('lr')}",
         fontsize=10,
     )

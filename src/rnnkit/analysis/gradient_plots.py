@@ -35,7 +35,11 @@ def _panel_title(name: str, flows: dict[str, GradientFlow]) -> str:
     flow = next(iter(flows.values()))
     layer = f", layer {flow.layer + 1}/{flow.layers}" if flow.layers > 1 else ""
     what = f"{flow.cell.upper()} H={flow.hidden}{layer}, loss={flow.loss}"
-    return what if name.upper() == flow.cell.upper() else f"{name}\n{what}"
+    if name.upper() == flow.cell.upper():
+        return what
+    if name.upper().startswith(flow.cell.upper() + " ("):  # "LSTM (forget-gate bias 1)"
+        return f"{what}, {name[len(flow.cell) + 2 : -1]}"
+    return f"{name}\n{what}"
 
 
 def plot_gradient_flow(flows: Flows, path: str | Path) -> Path:
@@ -88,7 +92,8 @@ def plot_jacobian_spectrum(flows: Flows, path: str | Path) -> Path:
         ax.set_xlabel("step t")
         ax.set_ylabel("singular value")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        # under the panel: inside, it covered the bands
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.24), ncol=2)
     fig.tight_layout()
     return _save(plt, fig, path)
 
@@ -96,6 +101,6 @@ def plot_jacobian_spectrum(flows: Flows, path: str | Path) -> Path:
 def _save(plt, fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # legends under the panels included
     plt.close(fig)
     return path

@@ -28,6 +28,7 @@ import numpy as np
 from rnnkit.errors import UserError
 from rnnkit.io_errors import writing
 from rnnkit.training.runs import find_checkpoint, read_run_checkpoint
+from rnnkit.wording import plural
 
 TEMPERATURES = (0.5, 0.8, 1.0)
 
@@ -78,14 +79,14 @@ def collect(
     run = Path(path)
     ckpt_dir = find_checkpoint(run)
     run_dir = ckpt_dir.parent if ckpt_dir.name in ("best", "last") else ckpt_dir
-    _, config, _ = read_run_checkpoint(ckpt_dir)
+    _, config, meta = read_run_checkpoint(ckpt_dir)
     m = config.model
     data = ReportData(
         title=f"rnnkit report: {run_dir.name}",
         subtitle=f"--task {config.task.name}, {m.cell.upper()} {m.layers}x{m.hidden}, "
         f"checkpoint {ckpt_dir}",
     )
-    data.sections["training"] = _training_figures(run_dir, config)
+    data.sections["training"] = _training_figures(run_dir, config, meta)
     if config.task.name != "lm":
         data.notes["activations"] = (
             "Gradient flow, activations, gates and samples are drawn for language-model runs "
@@ -98,9 +99,9 @@ def collect(
     model, vocab, _ = language_model_run(ckpt_dir)
     long_text = text if text is not None else validation_text(ckpt_dir, max(chars, 20000))
     if m.cell in ("rnn", "lstm", "gru"):
-        log(f"report: gradient flow over {gradient_length} steps")
+        log(f"report: gradient flow over {plural(gradient_length, 'step')}")
         data.sections["gradients"] = _gradient_figures(ckpt_dir, long_text, gradient_length, seed)
-        log(f"report: tracing {min(chars, len(long_text))} characters")
+        log(f"report: tracing {plural(min(chars, len(long_text)), 'character')}")
         _activation_sections(data, model, vocab, long_text[:chars])
     else:
         data.notes["gradients"] = (
@@ -116,14 +117,17 @@ def collect(
     return data
 
 
-def _training_figures(run_dir: Path, config) -> list[Figure]:
+def _training_figures(run_dir: Path, config, meta: dict | None = None) -> list[Figure]:
+    from rnnkit.tasks import get_task
     from rnnkit.training.diagnostics import plot_ratios
     from rnnkit.training.metrics import plot_losses
 
     figures = []
     metrics = run_dir / "metrics.csv"
     if metrics.exists():
-        png = _draw(plot_losses, metrics, title=f"{run_dir.name}: training curves")
+        unit = get_task(config.task.name)(config, meta).loss_name  # nats/char, MSE...
+        ylabel = unit if unit.startswith("loss") else f"loss ({unit})"
+        png = _draw(plot_losses, metrics, title=f"{run_dir.name}: training curves", ylabel=ylabel)
         caption = "Training loss at every logged step and validation loss at every evaluation."
         figures.append(Figure("loss", "Training curves", caption, png))
     ratios = run_dir / "diagnostics.csv"
@@ -138,12 +142,16 @@ def _training_figures(run_dir: Path, config) -> list[Figure]:
 
 
 def _task_figures(run_dir: Path) -> list[Figure]:
+    from rnnkit.analysis.captions import TASK_FIGURES
+
     skip = {"loss.png", "diagnostics.png"}
-    return [
-        Figure(p.stem, p.stem.replace("_", " "), f"{p.name} written by the task", p.read_bytes())
-        for p in sorted(run_dir.glob("*.png"))
-        if p.name not in skip
-    ]
+    figures = []
+    for p in sorted(run_dir.glob("*.png")):
+        if p.name in skip:
+            continue
+        title, caption = TASK_FIGURES.get(p.name, (p.stem.replace("_", " "), p.name))
+        figures.append(Figure(p.stem, title, caption, p.read_bytes()))
+    return figures
 
 
 def _gradient_figures(ckpt_dir: Path, text: str, length: int, seed: int) -> list[Figure]:

@@ -25,6 +25,7 @@ import sys
 import torch
 
 from rnnkit.benchmark.machine import cpu_model
+from rnnkit.wording import plural
 
 SECTIONS = ("machine", "training", "bf16", "rss", "generation", "minimal", "cells")
 #: keyword arguments of the generation / minimal / cells measurements, full and --quick
@@ -228,7 +229,7 @@ def table(figures: dict) -> str:
     support = "native bf16" if figures.get("cpu_bf16") else "no native bf16"
     lines = [
         f"rnnkit bench: {figures['cpu']} ({figures.get('cpu_capability')}, {support}), "
-        f"{figures['threads']} threads, torch {figures['torch']}"
+        f"{plural(figures['threads'], 'thread')}, torch {figures['torch']}"
     ]
     lines.append(f"{'figure':34s} {'measured':>18s}  target")
     for label, key, fmt, target in ROWS:

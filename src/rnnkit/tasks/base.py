@@ -52,6 +52,7 @@ class Task:
     name: ClassVar[str] = ""
     unit: ClassVar[str] = "example"  # what ``count`` counts, for the log ("char", "token"...)
     loss_name: ClassVar[str] = "loss"  # how the log names the loss ("nats/char", "MSE"...)
+    sample_note: ClassVar[str] = ""  # said in the banner of progress_sample's text
     metric_names: ClassVar[tuple[str, ...]] = ()  # evaluate() keys besides "loss", in order
     info_names: ClassVar[tuple[str, ...]] = ()  # StepOutput.info keys
     #: the evaluate() key that picks ``best/`` and drives early stopping, and its direction

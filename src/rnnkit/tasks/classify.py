@@ -28,6 +28,7 @@ from rnnkit.errors import UserError
 from rnnkit.models.classifier import SequenceClassifier
 from rnnkit.tasks import metrics
 from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.wording import plural
 
 TOKENIZERS = ("char", "word")
 Batch = tuple[Tensor, Tensor, Tensor]  # tokens (N, L), lengths (N,), targets (N,)
@@ -121,7 +122,7 @@ class ClassifyTask(Task):
         )
 
     def describe(self, model: nn.Module) -> str:
-        sizes = "/".join(str(len(self.splits.get(s, ()))) for s in ("train", "val", "test"))
+        sizes = "/".join(f"{len(self.splits.get(s, ())):,}" for s in ("train", "val", "test"))
         params = sum(p.numel() for p in model.parameters())
         return (
             f"classify: {params:,} parameters, {len(self.labels)} classes, "
@@ -153,7 +154,8 @@ class ClassifyTask(Task):
         if len(self.splits.get(split, ())) == 0:
             return []
         _, matrix = self._score(model, self._split(split))
-        title = f"{split}: accuracy {metrics.accuracy(matrix):.3f} ({int(matrix.sum())} examples)"
+        examples = plural(int(matrix.sum()), "example")
+        title = f"{split}: accuracy {metrics.accuracy(matrix):.3f} ({examples})"
         return [metrics.plot_confusion(matrix, self.labels, Path(out) / "confusion.png", title)]
 
     def predict(self, model: nn.Module, inputs: list[str], options: dict) -> str:

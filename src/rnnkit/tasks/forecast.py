@@ -43,6 +43,7 @@ from rnnkit.errors import UserError, short
 from rnnkit.models.forecaster import Forecaster
 from rnnkit.tasks.base import StepOutput, Task
 from rnnkit.tasks.meta import CONFIG, check_int
+from rnnkit.wording import plural
 
 _EVAL_BATCH = 256  # windows forecast at once during evaluation
 _PARTS = ("train", "val", "test")
@@ -180,10 +181,11 @@ class ForecastTask(Task):
         return Forecaster(self.config.model, len(self.columns))
 
     def describe(self, model: nn.Module) -> str:
-        sizes = "/".join(str(len(self.starts.get(p, ()))) for p in _PARTS)
+        sizes = "/".join(f"{len(self.starts.get(p, ())):,}" for p in _PARTS)
         return (
             f"forecast: {sum(p.numel() for p in model.parameters()):,} parameters; "
-            f"{len(self.columns)} channel(s) {', '.join(self.columns)}; train/val/test windows "
+            f"{plural(len(self.columns), 'channel')} {', '.join(self.columns)}; "
+            "train/val/test windows "
             f"{sizes} of {self.window} + {self.horizon} steps"
         )
 
@@ -325,7 +327,7 @@ def _plot_forecasts(run: dict, columns: list[str], path: Path, split: str, seaso
             if i == 0:
                 ax.set_title(columns[c])
     axes[0, 0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{split}: {H}-step forecasts after {W} steps")
+    fig.suptitle(f"{split}: {H}-step forecasts after {plural(W, 'step')}")
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp)

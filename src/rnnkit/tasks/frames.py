@@ -107,7 +107,7 @@ class FramesTask(Task):
             f"frames: ConvLSTM {m.layers}x{m.hidden} channels, kernel {self.config.task.kernel}, "
             f"{sum(p.numel() for p in model.parameters()):,} parameters; sequences of "
             f"{self.frames} frames {self.frame_size}x{self.frame_size}, "
-            f"train/val/test {sizes.get('train', 0)}/{sizes.get('val', 0)}/{sizes.get('test', 0)}"
+            f"train/val/test {'/'.join(f'{sizes.get(s, 0):,}' for s in ('train', 'val', 'test'))}"
         )
 
     # ---- training and evaluation ---------------------------------------------------------

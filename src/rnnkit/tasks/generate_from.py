@@ -230,7 +230,7 @@ class GenerateFromTask(Task):
         if self.kind == "class":
             step = max(1, math.ceil(len(self.labels) / 4))
             shown = self.labels[::step][:4]
-            return " | ".join(f"{c}: {self.sample(model, c, seed=seed)[0]}" for c in shown)
+            return "\n".join(f"{c}: {self.sample(model, c, seed=seed)[0]}" for c in shown)
         data = self.splits.get("val") or self.splits.get("train")
         if not data:
             return None
@@ -239,7 +239,7 @@ class GenerateFromTask(Task):
             truth = self.vocab.decode(data.seqs[i])
             text = self._generate(model, data.cond[i : i + 1], 1, 0.8, 0, 1.0, seed, "")[0]
             pieces.append(f"{''.join(truth)!r} -> {text!r}")
-        return " | ".join(pieces)
+        return "\n".join(pieces)
 
     # ---- generation ----------------------------------------------------------------------
     def sample(

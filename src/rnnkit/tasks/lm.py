@@ -30,6 +30,7 @@ class LanguageModelTask(Task):
     name = "lm"
     unit = "char"
     loss_name = "nats/char"
+    sample_note = "temperature 0.8"
     metric_names = ("bpc", "chars")
     info_names = ("bpc",)
 
@@ -89,7 +90,7 @@ class LanguageModelTask(Task):
         return (
             f"{m.cell.upper()} {m.layers}x{m.hidden}, embed {m.embed}, "
             f"{model.num_parameters():,} parameters, vocab {len(self.vocab)} ({self.vocab.kind});"
-            f" {self.steps_per_epoch()} steps/epoch of {t.batch_size}x{t.seq_len} chars"
+            f" {self.steps_per_epoch():,} steps/epoch of {t.batch_size}x{t.seq_len} chars"
         )
 
     # ---- training and evaluation ---------------------------------------------------------
@@ -120,7 +121,7 @@ class LanguageModelTask(Task):
             temperature=0.8,
             seed=self.config.train.seed,
         )[0]
-        return f"(temperature 0.8) ----\n{text}"
+        return text
 
     def write_figures(self, model, out: Path, split: str = "val") -> list[Path]:
         return []

@@ -32,6 +32,7 @@ from rnnkit.errors import UserError
 from rnnkit.models.tagger import SequenceTagger
 from rnnkit.tasks import metrics
 from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.wording import plural
 
 IGNORE = -100  # target at padded positions (cross_entropy's ignore_index)
 MAX_WORD_CHARS = 20  # longer words keep their first and last MAX_WORD_CHARS // 2 characters
@@ -145,10 +146,11 @@ class TagTask(Task):
         )
 
     def describe(self, model: nn.Module) -> str:
-        sizes = ", ".join(f"{len(s)} {name}" for name, s in self.splits.items())
+        sizes = ", ".join(f"{len(s):,} {name}" for name, s in self.splits.items())
         return (
             f"tag: {sum(p.numel() for p in model.parameters()):,} parameters, "
-            f"{len(self.words)} words, {len(self.chars)} chars, {len(self.tags)} tags; "
+            f"{plural(len(self.words), 'word')}, {plural(len(self.chars), 'char')}, "
+            f"{plural(len(self.tags), 'tag')}; "
             f"sentences: {sizes}"
         )
 

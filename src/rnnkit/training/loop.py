@@ -56,6 +56,7 @@ from rnnkit.training.state import (
     set_rng_state,
 )
 from rnnkit.training.stopping import StopSignal
+from rnnkit.wording import sample_banner
 
 
 @dataclass
@@ -126,6 +127,7 @@ class Trainer:
         self.step = self.epoch = self.batch_index = self.bad_steps = self.bad_evals = 0
         self.best_val = self.last_val = math.inf
         self.last_eval_step = -1
+        self.trained_s, self.session_start = 0.0, time.perf_counter()  # elapsed_s: all sessions
         if ckpt is not None:
             self._restore(ckpt)
         # what backward runs through: the model itself, or DDP around it (same parameters)
@@ -171,6 +173,7 @@ class Trainer:
             "last_val": self.last_val,
             "bad_evals": self.bad_evals,
             "last_eval_step": self.last_eval_step,
+            "elapsed_s": self.elapsed(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
@@ -208,6 +211,10 @@ class Trainer:
             "last_eval_step",
         ):
             setattr(self, key, s[key])
+        elapsed = s.get("elapsed_s", 0.0)  # absent from checkpoints written before it was kept
+        if isinstance(elapsed, bool) or not isinstance(elapsed, int | float) or not elapsed >= 0:
+            raise UserError(f"elapsed_s must be a number of seconds >= 0, got {short(elapsed)}")
+        self.trained_s = min(float(elapsed), 1e12)
         self.task.restore_carried_state(s["state"])
         set_rng_state(s["rng"])
 
@@ -219,9 +226,10 @@ class Trainer:
     def _reload_last_good(self) -> None:
         distributed.barrier(self.world)  # rank 0's last save is complete
         ckpt, _, _ = read_run_checkpoint(self.out / "last", training=True)
-        step, epoch, batch_index = self.step, self.epoch, self.batch_index
+        step, epoch, batch_index, trained = self.step, self.epoch, self.batch_index, self.trained_s
         self._restore(ckpt)  # weights, optimiser and schedule of the last good checkpoint
         self.step, self.epoch, self.batch_index = step, epoch, batch_index  # data moves on
+        self.trained_s = trained  # and so does the clock
         self.task.reset_carried_state()
         scale_learning_rate(self.optimizer, self.scheduler, 0.5)
 
@@ -254,6 +262,7 @@ class Trainer:
         )
         self.log = bar.write if interactive else self.log
         start, window_start, window_units = time.perf_counter(), time.perf_counter(), 0
+        self.session_start = start  # elapsed_s counts from here, after earlier sessions' time
         with StopSignal(abort_on_second=not self.world.enabled) as stop_signal:
             stopped = self._stop_reason(start, stop_signal)  # a finished run resumed: no step
             while stopped is None:
@@ -262,7 +271,7 @@ class Trainer:
                 bar.update(1)
                 if self.step % t.log_every == 0 and loss is not None:
                     speed = window_units / max(1e-9, time.perf_counter() - window_start)
-                    self._log_train(loss, speed, time.perf_counter() - start, bar, interactive)
+                    self._log_train(loss, speed, self.elapsed(), bar, interactive)
                     window_start, window_units = time.perf_counter(), 0
                 if self.step % t.eval_every == 0:
                     self._evaluate_and_save()
@@ -434,13 +443,18 @@ class Trainer:
         for path in paths:
             self.log(f"wrote {path}")
 
+    def elapsed(self) -> float:
+        """Seconds trained so far, earlier sessions of a resumed run included."""
+        return self.trained_s + time.perf_counter() - self.session_start
+
     def _print_sample(self) -> None:
         if not self.world.is_main:
             return
         self.model.eval()
         text = self.task.progress_sample(self.model)
         if text is not None:
-            self.log(f"---- sample at step {self.step} {text}\n----")
+            note = self.task.sample_note
+            self.log(sample_banner(f"sample at step {self.step}", text, note))
 
     def _log_train(self, loss: float, speed: float, elapsed: float, bar, interactive) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
