@@ -16,18 +16,20 @@ any answer can be reproduced: generation uses a private ``torch.Generator`` per 
 seeded request gives the same text alone or among many concurrent ones.
 
 Errors, always JSON ``{"error": "one line"}``: 400 the body is not a JSON object; 404 / 405
-unknown path or method; 413 body larger than ``Limits.max_body`` (refused from its
-Content-Length, or while reading a chunked body, before it is parsed); 422 a field is invalid
-(wrong type, out of range, over a limit, unknown field, prime characters outside the
-vocabulary); 429 every worker busy and the queue full (with ``Retry-After: 1``); 500 the model
-failed (e.g. non-finite logits).
+unknown path or method (FastAPI's /docs, /redoc and /openapi.json too, unless ``docs``); 413
+body larger than ``Limits.max_body`` (``body.py``: refused from its Content-Length, or while
+reading, before it is parsed; 400 for a body framed by both Content-Length and
+Transfer-Encoding); 422 a field is invalid (wrong type, out of range, over a limit, unknown
+field, prime characters outside the vocabulary); 429 every worker busy and the queue full (with
+``Retry-After: 1``); 500 the model failed (e.g. non-finite logits).
 
 Concurrency: generation is blocking torch code, run in a pool of ``max_concurrent`` worker
 threads; up to ``queue`` more requests wait for a worker (first come, first served), the next
 one is refused at once with 429. A streamed answer sends what was generated every
 ``STREAM_INTERVAL``, not an event per token. A streaming client that disconnects stops its
 generation at the next piece and frees its worker. What is not here: the request body, its
-limits and its 4xx messages (``request.py``); the command line and the socket (``command.py``).
+limits and its 4xx messages (``request.py``); the body limit (``body.py``); connections and
+their limits (``connections.py``); the command line and the socket (``command.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from starlette.exceptions import HTTPException
 from rnnkit import __version__
 from rnnkit.errors import UserError
 from rnnkit.generation import generate
+from rnnkit.serve.body import BodyLimit
 from rnnkit.serve.request import MAX_STOP, MAX_STOP_CHARS, ApiError, GenerateRequest, Limits, parse
 
 __all__ = ["Limits", "create_app"]
@@ -111,10 +114,11 @@ class Workers:
 
 
 def create_app(model, vocab, config, limits: Limits | None = None, *, threads: int = 1,
-               source: str | None = None) -> FastAPI:  # fmt: skip
+               source: str | None = None, docs: bool = False) -> FastAPI:  # fmt: skip
     """The app serving ``model`` (a :class:`rnnkit.models.LanguageModel` in eval mode) with
     ``vocab`` and its ``config`` (a :class:`rnnkit.config.RunConfig`). ``threads``: torch
-    intra-op threads of each worker; ``source``: the checkpoint path shown by GET /model."""
+    intra-op threads of each worker; ``source``: the checkpoint path shown by GET /model;
+    ``docs``: serve FastAPI's /docs, /redoc and /openapi.json (else they are 404 too)."""
     limits = limits or Limits()
     workers = Workers(model, vocab, limits, threads)
 
@@ -123,7 +127,9 @@ def create_app(model, vocab, config, limits: Limits | None = None, *, threads: i
         yield
         workers.pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="rnnkit", version=__version__, lifespan=lifespan)
+    paths = {"docs_url": "/docs", "redoc_url": "/redoc", "openapi_url": "/openapi.json"}
+    app = FastAPI(title="rnnkit", version=__version__, lifespan=lifespan,
+                  **{name: path if docs else None for name, path in paths.items()})  # fmt: skip
     app.add_middleware(BodyLimit, max_bytes=limits.max_body)
     _add_error_handlers(app)
     m = config.model
@@ -252,51 +258,3 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def crash(request, error: Exception):
         log.exception("unhandled error")
         return _error(500, f"internal server error ({type(error).__name__})")
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for a body over ``max_bytes`` without reading it whole -- refused
-    from its Content-Length, or, for a chunked body, as soon as the chunks pass the limit."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None:  # the server enforces it: no more body than it says
-            if not length.isdigit() or int(length) > self.max_bytes:
-                return await self._refuse(scope, send, length.isdigit())
-            return await self.app(scope, receive, send)
-        if b"chunked" not in headers.get(b"transfer-encoding", b""):
-            return await self.app(scope, receive, send)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                return await self._refuse(scope, send)
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-
-        async def replayed():
-            return replay.pop() if replay else await receive()
-
-        await self.app(scope, replayed, send)
-
-    async def _refuse(self, scope, send, too_large: bool = True) -> None:
-        if too_large:
-            response = _error(413, f"the request body is larger than {self.max_bytes} bytes")
-        else:
-            response = _error(400, "the Content-Length header is not a number")
-        await response(scope, _no_body, send)
-
-
-async def _no_body() -> dict:
-    return {"type": "http.disconnect"}

@@ -2,13 +2,15 @@
 
     rnnkit serve runs/charlm                               # http://127.0.0.1:8000
     rnnkit serve runs/charlm --host 0.0.0.0 --port 8080 --max-concurrent 8 --queue 32
+    rnnkit serve runs/charlm --max-connections 200 --request-timeout 5 --keep-alive 5
     curl -s localhost:8000/generate -d '{"prime": "ROMEO:", "length": 100, "seed": 1}'
     python -m rnnkit.serve runs/charlm --port 0            # the same command; 0: any free port
 
 Order of work, so that every mistake is a one-line error with exit status 2 before anything
-listens: the flags, the optional dependencies, the checkpoint (a ``--task lm`` run), then the
-socket (bound here, so "address in use" is one line too), then uvicorn serves on it until
-Ctrl-C / SIGTERM, finishing the requests in flight. The API itself is ``app.py``.
+listens: the flags, the optional dependencies, the file descriptors ``--max-connections``
+needs, the checkpoint (a ``--task lm`` run), then the socket (bound here, so "address in use"
+is one line too), then uvicorn serves on it until Ctrl-C / SIGTERM, finishing the requests in
+flight. The API itself is ``app.py``; the bounds on connections are ``connections.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import socket
 import sys
 
 from rnnkit.errors import UserError
+from rnnkit.serve.connections import BACKLOG, check_seconds
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -74,6 +77,35 @@ def add_parser(commands) -> None:
         "a one-token step gains little from more)",
     )
     serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="open connections at most (default 1000); one more closes the one that has waited "
+        "longest for its request, or gets 503 if every one has a request in flight",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send a whole request, headers and body, from connecting "
+        "or from its previous answer; slower ones are closed (default 10)",
+    )
+    serve.add_argument(
+        "--keep-alive",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds an idle connection stays open between requests (default 5)",
+    )
+    serve.add_argument(
+        "--docs",
+        action="store_true",
+        help="serve FastAPI's /docs, /redoc and /openapi.json (off: 404; /docs loads its "
+        "scripts from a CDN)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
         default="info",
@@ -87,15 +119,19 @@ def run_serve(args: argparse.Namespace) -> int:
     prints ``rnnkit: interrupted`` and exits 130, as every rnnkit command does."""
     _check_flags(args)
     uvicorn = _require_serve_extra()
+    from rnnkit.serve import connections
     from rnnkit.serve.app import create_app
     from rnnkit.serve.request import Limits
     from rnnkit.training.runs import find_checkpoint, load_model
 
-    limits = Limits(args.max_length, args.max_prime, args.max_concurrent, args.queue)
+    limits = Limits(args.max_length, args.max_prime, args.max_concurrent, args.queue,
+                    args.max_connections, args.request_timeout, args.keep_alive)  # fmt: skip
+    connections.raise_fd_limit(limits.max_connections)
     model, vocab, config = load_model(args.checkpoint)
     source = str(find_checkpoint(args.checkpoint).resolve())
     sock = _bind(args.host, args.port)
-    app = create_app(model, vocab, config, limits, threads=args.threads, source=source)
+    app = create_app(model, vocab, config, limits, threads=args.threads, source=source,
+                     docs=args.docs)  # fmt: skip
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     m = config.model
@@ -105,23 +141,25 @@ def run_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=10)
-    )
-    server.run(sockets=[sock])
+    bounds = connections.uvicorn_settings(limits)
+    settings = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=10, **bounds)
+    connections.quiet_floods()  # after uvicorn.Config: it configures the loggers
+    uvicorn.Server(settings).run(sockets=[sock])
     return 0
 
 
 def _check_flags(args: argparse.Namespace) -> None:
     """Numbers in range, or a one-line UserError naming the flag."""
     lowest = {"port": 0, "max_concurrent": 1, "queue": 0, "max_length": 1, "max_prime": 0,
-              "threads": 1}  # fmt: skip
+              "threads": 1, "max_connections": 1}  # fmt: skip
     for name, low in lowest.items():
         flag, value = "--" + name.replace("_", "-"), getattr(args, name)
         if value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
     if args.port > 65535:
         raise UserError(f"--port must be <= 65535, got {args.port}")
+    check_seconds("--request-timeout", args.request_timeout)
+    check_seconds("--keep-alive", args.keep_alive)
 
 
 def _require_serve_extra():
@@ -149,7 +187,7 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
-        sock.listen(2048)  # early connections wait in the backlog until uvicorn serves
+        sock.listen(BACKLOG)  # early connections wait in the backlog until uvicorn serves
     except OSError as error:
         sock.close()
         raise UserError(f"--host {host} --port {port}: cannot listen ({error.strerror})") from None

@@ -25,12 +25,16 @@ MAX_SEED = 2**63 - 1
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for and how many run at once (``rnnkit serve`` flags)."""
+    """What one request may ask for, how many run at once and how many connections are open,
+    for how long (``rnnkit serve`` flags)."""
 
     max_length: int = 2000  # characters (tokens) generated per request
     max_prime: int = 4000  # characters of prime
     max_concurrent: int = 2  # generations running at once: worker threads
     queue: int = 16  # requests waiting for a worker before 429
+    max_connections: int = 1000  # open connections (connections.py)
+    request_timeout: float = 10.0  # seconds to send a whole request (head and body)
+    keep_alive: float = 5.0  # seconds an idle connection stays open between requests
 
     @property
     def max_body(self) -> int:
