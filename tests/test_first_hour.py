@@ -134,7 +134,7 @@ def test_fresh_gradients_leave_the_runs_figure_alone(tmp_path, monkeypatch, caps
     assert Path("gradient_flow.png").read_bytes() == b"the trained model's figure"
     assert Path("gradient_flow_fresh.png").is_file()
     assert "wrote gradient_flow_fresh.png" in captured.out and "replaced" not in captured.err
-    assert "LSTM (forget-gate bias 1) (fresh)" in captured.out  # which bias, said
+    assert "forget_bias 1\n" in captured.out  # which bias, said
     assert main(fresh) == 0
     assert "replaced the previous gradient_flow_fresh.png" in capsys.readouterr().err
 

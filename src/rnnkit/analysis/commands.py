@@ -109,8 +109,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         name = _run_name(run)
         flows[name] = gf.run_gradient_flow(run, text=text, **options)
     for cell in args.fresh or ():
-        bias = f" (forget-gate bias {args.forget_bias:g})" if cell == "lstm" else ""
-        flows[cell.upper() + bias] = {
+        flows[cell.upper()] = {
             "fresh": gf.fresh_gradient_flow(
                 cell,
                 hidden=args.hidden,
@@ -118,21 +117,25 @@ def run_analyze(args: argparse.Namespace) -> int:
                 **options,
             )
         }
-    gradient_plots.plot_gradient_flow(flows, Path(args.out))
+    # the pictures and the lines name the forget-gate bias the fresh LSTM had
+    bias = f" (forget-gate bias {args.forget_bias:g})" if "lstm" in (args.fresh or ()) else ""
+    shown = {name + (bias if name == "LSTM" else ""): pair for name, pair in flows.items()}
+    gradient_plots.plot_gradient_flow(shown, Path(args.out))
     if args.jacobian:
-        gradient_plots.plot_jacobian_spectrum(flows, Path(args.jacobian))
+        gradient_plots.plot_jacobian_spectrum(shown, Path(args.jacobian))
     summary = {
         name: {when: gf.summary(flow) for when, flow in pair.items()}
         for name, pair in flows.items()
     }
+    if bias:
+        summary["LSTM"]["fresh"]["forget_bias"] = args.forget_bias
     if args.json:
         print(json.dumps(summary))
     else:
         for name, pair in summary.items():
             for when, numbers in pair.items():
-                print(
-                    f"{name} ({when}): " + ", ".join(f"{k} {_fmt(v)}" for k, v in numbers.items())
-                )
+                figures = ", ".join(f"{k} {_fmt(v)}" for k, v in numbers.items())
+                print(f"{name} ({when}): {figures}")
         print(f"wrote {args.out}" + (f" and {args.jacobian}" if args.jacobian else ""))
     if replaced:  # never silently: the trained model's figure may have been one of them
         print(f"replaced the previous {' and '.join(replaced)}", file=sys.stderr)
