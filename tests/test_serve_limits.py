@@ -6,6 +6,7 @@ accept errors into one line; the connection flags' one-line errors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -30,7 +31,7 @@ from rnnkit.training.loop import train
 
 TEXT = "".join(f"{who} saw the {what}.\n" for who in ("anna", "bruno") for what in ("moon", "sea"))
 TIMEOUT = 2.0  # the server's --request-timeout in these tests
-MAX_CONNECTIONS = 40
+MAX_CONNECTIONS = 3
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ class Server:
         self.drain.start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            with __import__("contextlib").suppress(OSError):
+            with contextlib.suppress(OSError):
                 if self.request(b"GET /health HTTP/1.1\r\nHost: x\r\n")[0] == 200:
                     return
             time.sleep(0.05)
@@ -112,8 +113,9 @@ def parse(response: bytes) -> tuple[int, dict, dict]:
 
 @pytest.fixture(scope="module")
 def server(run):
-    """max_body = 16384 + 12 * 10 bytes; 40 connections; 2 s to send a request."""
-    server = Server(run, "--max-prime", "10", "--max-connections", str(MAX_CONNECTIONS),
+    """max_body = 16384 + 12 * 10 bytes; 3 connections; 2 s to send a request."""
+    server = Server(run, "--max-prime", "10", "--max-length", "1000000",
+                    "--max-connections", str(MAX_CONNECTIONS),
                     "--request-timeout", str(TIMEOUT), "--keep-alive", "1")  # fmt: skip
     yield server
     log = server.stop()
@@ -159,10 +161,42 @@ def test_an_oversized_chunked_body_closes_its_connection(server):
     assert headers.get("connection") == "close"
 
 
+def test_a_head_over_16_kib_is_refused(server):
+    status, headers, _ = server.request(b"GET /health HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n")
+    assert status == 400 and headers.get("connection") == "close"
+
+
+def test_when_every_connection_is_busy_one_more_gets_503(server):
+    """--max-connections 3, each with a generation in flight (two running, one queued): a
+    fourth connection gets a JSON 503 at once; once they go, /health answers again."""
+    body = b'{"length": 1000000, "stream": true}'
+    streams = []
+    for _ in range(MAX_CONNECTIONS):
+        sock = socket.create_connection(server.address, timeout=10)
+        streams.append(sock)
+        sock.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))  # fmt: skip
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+    status, headers, answer = server.request(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    for sock in streams:
+        sock.close()
+    assert status == 503 and headers["retry-after"] == "1", answer
+    assert "--max-connections" in answer["error"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            status, _, answer = server.request(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            if status == 200 and answer["running"] == 0:
+                break
+        time.sleep(0.05)
+    assert status == 200 and answer == {"status": "ok", "running": 0, "waiting": 0}
+
+
 def test_half_open_connections_are_bounded_and_closed(server):
     """200 connections that send half a header and stop, and one that stops half-way through
-    its body, against --max-connections 40 --request-timeout 2: /health still answers at
-    once, and the server closes every one of them within the timeout."""
+    its body, against --max-connections 3 --request-timeout 2: /health still answers at
+    once (it closes the longest waiting), and the server closes every one of them within the
+    timeout."""
     stalled = []
     for _ in range(200):
         sock = socket.create_connection(server.address, timeout=10)
