@@ -161,9 +161,14 @@ def test_an_oversized_chunked_body_closes_its_connection(server):
     assert headers.get("connection") == "close"
 
 
-def test_a_head_over_16_kib_is_refused(server):
-    status, headers, _ = server.request(b"GET /health HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n")
+def test_malformed_heads_are_one_line_json_errors(server):
+    """A head over 16 KiB (h11's limit, set explicitly) and a malformed header: 400, closed."""
+    long_header = b"X: " + b"a" * 20_000 + b"\r\n"
+    status, headers, answer = server.request(b"GET /health HTTP/1.1\r\n" + long_header)
     assert status == 400 and headers.get("connection") == "close"
+    assert answer == {"error": "not a valid HTTP/1.1 request, or its head is over 16384 bytes"}
+    status, _, answer = server.request(b"GET /health HTTP/1.1\r\nBad Header\r\n")
+    assert status == 400 and "not a valid HTTP/1.1 request" in answer["error"]
 
 
 def test_when_every_connection_is_busy_one_more_gets_503(server):

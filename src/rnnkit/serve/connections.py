@@ -33,6 +33,7 @@ BACKLOG = 256  # the listening queue: also how many connections asyncio may acce
 MAX_HEAD = 16384  # bytes of request line + headers (h11's max_incomplete_event_size)
 RESERVED_FDS = 64  # the process's own files: the model, the log, pipes, the selector
 FLOOD_LOGGERS = ("asyncio", "uvicorn.error")
+_BAD_REQUEST = b'{"error": "not a valid HTTP/1.1 request, or its head is over %d bytes"}' % MAX_HEAD
 _BUSY_HEAD = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
               b"content-length: %d\r\nretry-after: 1\r\nconnection: close\r\n\r\n")  # fmt: skip
 _BUSY = b'{"error": "busy: every connection has a request in flight (the server\'s --max-connections); retry later"}'  # noqa: E501
@@ -107,6 +108,15 @@ def protocol_class(max_connections: int, request_timeout: float) -> type:
             waiting.pop(self, None)
             if not self.transport.is_closing():
                 self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            """uvicorn's answer to a request h11 cannot parse, as one-line JSON."""
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                       (b"content-length", b"%d" % len(_BAD_REQUEST))]  # fmt: skip
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                          h11.Data(data=_BAD_REQUEST), h11.EndOfMessage()):  # fmt: skip
+                self.transport.write(self.conn.send(event))
+            self._close()
 
         def _make_room(self) -> None:
             oldest = next(iter(waiting))  # self is among them, the newest
