@@ -7,6 +7,16 @@
 ((4, 10, 16), (2, 4, 16))
 """
 
+import os as _os
+import sys as _sys
+
+# Idle OpenMP threads sleep at once rather than spin (libgomp spins 300,000 times first): on a
+# machine doing anything else, spinning threads took the time the training needed, 17 steps in
+# 30 s against 150 (benchmarks/threads.py). Read when torch loads libgomp, so set before torch
+# is imported, and only where the environment does not choose.
+if "torch" not in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ):
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
 from rnnkit.cells import (
     ACTIVATIONS,
     GRUCell,

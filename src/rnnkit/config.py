@@ -133,6 +133,11 @@ class TrainConfig:
     sample_every: int = opt(500, "print a sample every N steps (0: never)")
     sample_length: int = opt(200, "characters per printed sample")
     log_every: int = opt(10, "write metrics.csv every N steps")
+    progress_every: float = opt(
+        10.0,
+        "when the output is not a terminal (a pipe, a log file), a progress line at least every "
+        "this many seconds, besides every 10 x --log-every steps (0: by steps only)",
+    )
     nan_tolerance: int = opt(
         3, "non-finite steps in a row before reloading the last good checkpoint"
     )  # noqa: E501
@@ -351,6 +356,7 @@ def validate(config: RunConfig) -> None:
         "weight_decay",
         "l1",
         "max_time",
+        "progress_every",
         "max_epochs",
         "momentum",
         "warmup",

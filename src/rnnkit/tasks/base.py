@@ -57,6 +57,8 @@ class Task:
     info_names: ClassVar[tuple[str, ...]] = ()  # StepOutput.info keys
     #: the evaluate() key that picks ``best/`` and drives early stopping, and its direction
     selection: ClassVar[tuple[str, str]] = ("loss", "min")
+    #: progress on stderr while evaluating (set by ``rnnkit eval``; tasks whose scoring is slow)
+    show_progress: bool = False
     #: the training processes (set by the trainer before ``prepare``; one process by default)
     world: World = World()
 

@@ -92,13 +92,15 @@ def _check_meta(meta: Any) -> dict[str, Any]:
 
 class ForecastTask(Task):
     name = "forecast"
-    unit = "step"
-    loss_name = "loss (normalised)"
+    unit = "timestep"  # of the series, per window (not an optimiser step)
+    loss_name = "normalised MSE"
     metric_names = ("mae", "rmse", "baseline_mae", "baseline_rmse", "mae_vs_baseline")
+    selection = ("mae", "min")  # the autoregressive forecast's error it reports, not the loss
 
     def __init__(self, config: RunConfig, meta: dict[str, Any] | None = None) -> None:
         super().__init__(config, meta)
         k = config.task
+        self.loss_name = f"normalised {k.loss.upper()}"  # teacher-forced, next step
         self.window, self.horizon, self.season = k.window, k.horizon, k.season
         if self.season > self.window:
             raise UserError(f"--season {self.season} needs --window >= {self.season}")

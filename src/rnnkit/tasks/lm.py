@@ -103,7 +103,7 @@ class LanguageModelTask(Task):
     def evaluate(self, model, split: str = "val", max_batches: int = 0) -> dict:
         if split != "val":
             raise UserError(f"--task lm has a validation split only, not {split!r}")
-        return _figures(*evaluate(model, self.val_streams, max_batches))
+        return _figures(*evaluate(model, self.val_streams, max_batches, show=self.show_progress))
 
     def evaluate_paths(self, model, paths: list[str]) -> dict:
         d, t = self.config.data, self.config.train
@@ -111,7 +111,7 @@ class LanguageModelTask(Task):
         streams = TokenStreams.for_evaluation(
             tokens, t.batch_size, t.seq_len, name="evaluation text"
         )
-        return _figures(*evaluate(model, streams))
+        return _figures(*evaluate(model, streams, show=self.show_progress))
 
     def progress_sample(self, model) -> str:
         text = generate(

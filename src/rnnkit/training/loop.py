@@ -12,7 +12,9 @@ task's (``rnnkit.tasks.base.Task``); the language model carries its state across
 detaches it (truncated BPTT). A non-finite loss or gradient norm skips the step before the
 optimiser touches anything; after ``nan_tolerance`` of them in a row the last good checkpoint
 is reloaded at half the learning rate. Ctrl-C or SIGTERM finishes the current step, saves
-``last`` and returns ``interrupted``. Under torchrun every process runs this loop on its share
+``last`` and returns ``interrupted``. What the run shows while it runs (bar or lines, the time
+left, the notes) is ``progress.py``'s; with ``--max-time`` the cosine schedule follows the clock
+(``optim.TimeBudget``). Under torchrun every process runs this loop on its share
 of the batch, the model wrapped in DistributedDataParallel; what the ranks must agree on goes
 through ``distributed.py``.
 """
@@ -29,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from rnnkit.config import RunConfig, apply_overrides, validate
 from rnnkit.errors import UserError, short
@@ -46,7 +47,9 @@ from rnnkit.training.optim import (
     clip_gradients,
     l1_penalty,
     scale_learning_rate,
+    time_budget,
 )
+from rnnkit.training.progress import Progress, figure, small_data_hint, time_limit_note
 from rnnkit.training.runs import check_new_run_dir, read_run_checkpoint, save_run_checkpoint
 from rnnkit.training.state import (
     check_like,
@@ -123,7 +126,8 @@ class Trainer:
         self.model = self.task.build_model()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, t)
-        self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch)
+        self.budget = time_budget(t)  # with --max-time the cosine schedule follows the clock
+        self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch, self.budget)
         self.step = self.epoch = self.batch_index = self.bad_steps = self.bad_evals = 0
         self.best_val = self.last_val = math.inf
         self.last_eval_step = -1
@@ -176,6 +180,7 @@ class Trainer:
             "elapsed_s": self.elapsed(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "time_used": self.budget.fraction if self.budget is not None else 0.0,
             "rng": rng_state(),
             "state": self.task.carried_state(),
         }
@@ -217,6 +222,11 @@ class Trainer:
         self.trained_s = min(float(elapsed), 1e12)
         self.task.restore_carried_state(s["state"])
         set_rng_state(s["rng"])
+        used = s.get("time_used", 0.0)  # absent before the schedule followed the clock
+        if isinstance(used, bool) or not isinstance(used, int | float) or not 0 <= used <= 1:
+            raise UserError(f"time_used must be a number in [0, 1], got {short(used)}")
+        if self.budget is not None:
+            self.budget.done = self.budget.fraction = float(used)
 
     def save(self, name: str) -> None:
         state = self._training_state()  # on every rank: the carried state is gathered
@@ -249,36 +259,41 @@ class Trainer:
         name = self.config.task.name
         what = self.task.describe(self.model).removeprefix(f"{name}: ")
         self.log(f"rnnkit train --task {name}: {what}; run directory {self.out}")
+        self._hint_small_data(total)
         if self.step == 0 and t.sample_every:
             self._print_sample()  # "at first": what an untrained model writes
-        interactive = sys.stderr.isatty() and self.world.is_main
-        bar = tqdm(
-            total=total,
-            initial=self.step,
-            unit="step",
-            dynamic_ncols=True,
-            disable=not interactive,
-            file=sys.stderr,
-        )
-        self.log = bar.write if interactive else self.log
-        start, window_start, window_units = time.perf_counter(), time.perf_counter(), 0
+        first = self.step
+        self.loop_start = start = time.perf_counter()
         self.session_start = start  # elapsed_s counts from here, after earlier sessions' time
+        progress = Progress(
+            total=total,
+            first=first,
+            max_time=t.max_time,
+            unit=self.task.unit,
+            log_every=t.log_every,
+            interactive=sys.stderr.isatty() and self.world.is_main,
+            log=self.log,
+            seconds=t.progress_every,
+        )
+        self.log = progress.log
+        window_start, window_units = time.perf_counter(), 0
         with StopSignal(abort_on_second=not self.world.enabled) as stop_signal:
             stopped = self._stop_reason(start, stop_signal)  # a finished run resumed: no step
             while stopped is None:
                 loss, units = self._train_step()
                 window_units += units * self.world.size  # chars/s of all ranks together
-                bar.update(1)
+                lr = self.optimizer.param_groups[0]["lr"]
+                progress.update(self.step, self.epoch, loss, lr, units * self.world.size)
                 if self.step % t.log_every == 0 and loss is not None:
                     speed = window_units / max(1e-9, time.perf_counter() - window_start)
-                    self._log_train(loss, speed, self.elapsed(), bar, interactive)
+                    self._log_train(loss, speed, self.elapsed())
                     window_start, window_units = time.perf_counter(), 0
                 if self.step % t.eval_every == 0:
                     self._evaluate_and_save()
                 if t.sample_every and self.step % t.sample_every == 0:
                     self._print_sample()
                 stopped = self._stop_reason(start, stop_signal)
-        bar.close()
+        progress.close()
         if self.last_eval_step != self.step:
             self._evaluate_and_save()
         else:
@@ -291,9 +306,14 @@ class Trainer:
         distributed.teardown(self.world)
         metric, direction = self.task.selection
         best = self.best_val if direction == "min" else -self.best_val
-        what = f"{best:.4f} {self.task.loss_name}" if metric == "loss" else f"{metric} {best:.4f}"
+        what = f"{metric} {figure(best)}"
+        if metric == "loss":
+            what = f"{figure(best)} {self.task.loss_name}"
         if self.task.loss_name == "nats/char" and metric == "loss":
             what += f" ({best / math.log(2):.4f} bits/char)"
+        if stopped == "max_time":
+            elapsed, followed = time.perf_counter() - start, self.budget is not None
+            self.log(time_limit_note(self.step, total, first, elapsed, followed=followed))
         self.log(
             f"stopped ({stopped}) at step {self.step}: best val {what}; run saved in {self.out}"
         )
@@ -330,6 +350,9 @@ class Trainer:
         self.optimizer.step()
         if watch:
             self.ratios.after_update(self.model, self.step + 1)
+        if self.budget is not None:  # the ranks' mean clock: one learning rate for all
+            elapsed = torch.tensor(time.perf_counter() - self.loop_start, dtype=torch.float64)
+            self.budget.advance(distributed.mean_over_ranks(self.world, elapsed).item())
         if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()
         self.step += 1
@@ -456,7 +479,8 @@ class Trainer:
             note = self.task.sample_note
             self.log(sample_banner(f"sample at step {self.step}", text, note))
 
-    def _log_train(self, loss: float, speed: float, elapsed: float, bar, interactive) -> None:
+    def _log_train(self, loss: float, speed: float, elapsed: float) -> None:
+        """metrics.csv and TensorBoard; what the console shows is ``progress.py``'s."""
         lr = self.optimizer.param_groups[0]["lr"]
         self.metrics.write(
             step=self.step,
@@ -470,15 +494,25 @@ class Trainer:
             **self.info,
         )
         self._tensorboard("train/loss", loss)
-        if interactive:
-            bar.set_postfix(
-                loss=f"{loss:.3f}", **{f"{self.task.unit}s_s": f"{speed:,.0f}"}, refresh=False
-            )
-        elif self.step % (self.config.train.log_every * 10) == 0:
-            self.log(
-                f"step {self.step} | epoch {self.epoch} | loss {loss:.4f} | lr {lr:.3g} | "
-                f"{speed:,.0f} {self.task.unit}s/s | {elapsed:.0f}s"
-            )
+
+    def _hint_small_data(self, planned: int | None) -> None:
+        """A training set the run will memorise gets a hint before the first step."""
+        if self.step:
+            return
+        t = self.config.train
+        chars = None
+        if self.config.task.name == "lm":  # streams of seq_len characters: the training text
+            chars = self.steps_per_epoch * t.batch_size * t.seq_len
+        hint = small_data_hint(
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            steps_per_epoch=self.steps_per_epoch,
+            planned=planned,
+            eval_every=t.eval_every,
+            train_units=chars,
+            unit=self.task.unit,
+        )
+        if hint:
+            self.log(hint)
 
     def _title(self) -> str:
         m, name = self.config.model, self.config.task.name

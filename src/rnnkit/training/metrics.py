@@ -3,7 +3,8 @@
 ``MetricsLog`` appends one row per logged step or evaluation and flushes it, so a crash loses at
 most the row being written; on resume, rows past the checkpoint's step are dropped (those steps
 are about to be trained again). ``plot_losses`` draws train and validation loss against the
-step with matplotlib (imported here, lazily, with the Agg backend) and writes the PNG atomically.
+step with matplotlib (imported here, lazily, with the Agg backend; a log axis when the loss spans
+more than two decades) and writes the PNG atomically.
 A failed write (full disk, file-size limit, read-only) is a UserError naming the file.
 """
 
@@ -90,6 +91,8 @@ def plot_losses(
     ax.plot(*curves["train"], label="train", color="#4c72b0", linewidth=1, alpha=0.8)
     ax.plot(*curves["val"], label="validation", color="#dd8452", marker="o", markersize=3)
     ax.set_xlabel("step")
+    if log_scale(curves["train"][1] + curves["val"][1]):
+        ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -102,6 +105,13 @@ def plot_losses(
             os.replace(tmp, png_path)
     finally:
         plt.close(fig)
+
+
+def log_scale(values: list[float]) -> bool:
+    """Whether a loss curve needs a log axis: positive values over more than two decades (a
+    normalised MSE from 1 to 1e-5 is a flat line at zero on a linear axis)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 100
 
 
 @contextmanager

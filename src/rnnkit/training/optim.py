@@ -2,7 +2,11 @@
 
 Everything here is torch's own (``torch.optim``, ``torch.optim.lr_scheduler``,
 ``torch.nn.utils``): this file only maps the config's names onto them, so their state dicts go
-into checkpoints unchanged. What is not here: the loop that calls them (``loop.py``).
+into checkpoints unchanged. With ``--max-time`` the cosine schedule also follows the clock
+(``TimeBudget``): its progress is the larger of steps done / planned and time used / the time
+limit, so a slower or busier machine gets a whole schedule over fewer steps rather than one cut
+off at a high learning rate. Without ``--max-time`` it is a function of the step alone (a
+resumed run is bit-exact). What is not here: the loop that calls them (``loop.py``).
 """
 
 from __future__ import annotations
@@ -45,12 +49,40 @@ def schedule_horizon(config: TrainConfig, steps_per_epoch: int) -> int:
     raise UserError("--schedule cosine needs --max-steps or --max-epochs to know its length")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+class TimeBudget:
+    """The share of ``--max-time`` a run has used, for the cosine schedule to follow.
+
+    ``done`` is what earlier sessions used (saved in training.json; a resumed session spreads
+    the rest over its own ``--max-time``); the loop calls ``advance`` before each scheduler
+    step with the seconds this session has run, the same value on every rank."""
+
+    def __init__(self, max_time: float, done: float = 0.0) -> None:
+        self.max_time, self.done, self.fraction = max_time, done, done
+
+    def advance(self, elapsed: float) -> float:
+        """The fraction used after ``elapsed`` seconds of this session (at most 1)."""
+        self.fraction = min(1.0, self.done + (1 - self.done) * elapsed / self.max_time)
+        return self.fraction
+
+
+def time_budget(config: TrainConfig) -> TimeBudget | None:
+    """A budget for the schedule to follow: with --max-time and --schedule cosine only."""
+    return TimeBudget(config.max_time) if config.max_time and config.schedule == "cosine" else None
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    steps_per_epoch: int,
+    budget: TimeBudget | None = None,
+):
     """The schedule, stepped once per optimiser step (``plateau``: once per evaluation).
 
     constant: lr (after an optional linear warm-up); cosine: linear warm-up then cosine decay
-    to ``min_lr_ratio * lr`` at the horizon; step: multiply by ``gamma`` every ``step_size``
-    steps; plateau: multiply by ``gamma`` when the validation loss stops improving.
+    to ``min_lr_ratio * lr`` at the horizon (with a ``budget``: at the horizon or the time
+    limit, whichever comes first, the warm-up taking its share of either); step: multiply by
+    ``gamma`` every ``step_size`` steps; plateau: multiply by ``gamma`` when the validation
+    loss stops improving.
     """
     warmup = config.warmup
     if config.schedule == "step":
@@ -63,6 +95,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
         horizon, floor = schedule_horizon(config, steps_per_epoch), config.min_lr_ratio
 
         def factor(step: int) -> float:
+            if budget is not None:
+                return _timed_cosine(step, warmup, horizon, floor, budget.fraction)
             if step < warmup:
                 return (step + 1) / warmup
             progress = min(1.0, (step - warmup) / max(1, horizon - warmup))
@@ -73,6 +107,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
             return (step + 1) / warmup if step < warmup else 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _timed_cosine(step: int, warmup: int, horizon: int, floor: float, used: float) -> float:
+    """The cosine factor at the larger of the step's and the clock's progress: the warm-up is
+    its ``warmup / horizon`` share of the time as of the steps, the decay the rest."""
+    share = min(0.5, warmup / horizon)  # of the time limit, for the warm-up
+    if step < warmup:
+        warm = max((step + 1) / warmup, used / share if share else 1.0)
+        if warm < 1:
+            return warm
+    by_steps = (step - warmup) / max(1, horizon - warmup)
+    by_time = (used - share) / (1 - share)
+    progress = min(1.0, max(0.0, by_steps, by_time))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def scale_learning_rate(optimizer: torch.optim.Optimizer, scheduler, factor: float) -> None:

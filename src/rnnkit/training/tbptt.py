@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.data.streams import TokenStreams
+from rnnkit.training.progress import counted
 
 
 def detach_state(state):
@@ -34,14 +35,18 @@ def detach_state(state):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, streams: TokenStreams, max_batches: int = 0) -> tuple[float, int]:
+def evaluate(
+    model: nn.Module, streams: TokenStreams, max_batches: int = 0, *, show: bool = False
+) -> tuple[float, int]:
     """Mean loss in nats per token over ``streams`` (state carried across chunks) and the
-    number of tokens scored. ``max_batches`` > 0 scores only the first chunks."""
+    number of tokens scored. ``max_batches`` > 0 scores only the first chunks; ``show``:
+    progress on stderr (``rnnkit eval`` of a whole corpus takes minutes)."""
     was_training = model.training
     model.eval()
     total, count, state = 0.0, 0, None
+    batches = range(len(streams) if max_batches <= 0 else min(max_batches, len(streams)))
     try:
-        for index in range(len(streams) if max_batches <= 0 else min(max_batches, len(streams))):
+        for index in counted(batches, "rnnkit eval", show=show):
             x, y = streams.batch(index)
             output = model(x, y, state)
             state = output.state
