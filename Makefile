@@ -57,8 +57,10 @@ bench: install
 	$(PY) benchmarks/mingru_quality.py
 
 # The trust-and-scale figures (README "Several processes", "Serve over HTTP", "Crash safety"):
-# SIGKILL tests, 100,000 fuzz inputs per loader, a 500-request load test, 1 vs 2 processes.
+# SIGKILL tests, 100,000 fuzz inputs per loader, a 500-request load test, 1 vs 2 processes,
+# and the outside audit's attacks (server, hostile files, ONNX bomb, two trainers on one run).
 trust: install
+	$(PY) benchmarks/attack.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/chaos.py --trials 20 --seed 0
 	OMP_NUM_THREADS=1 $(PY) benchmarks/fuzz.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/serve_load.py --requests 500 --concurrency 16 --length 200
