@@ -170,10 +170,22 @@ def _equal_tensors(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+#: fields of the training state that read the wall clock, which no two runs share
+CLOCK_FIELDS = ("elapsed_s", "time_used")
+
+
 def _equal_state(a: object, b: object) -> bool:
-    """The same nesting and plain values, and bit-equal tensors (optimiser, RNG, hidden)."""
+    """The same nesting and plain values, and bit-equal tensors (optimiser, RNG, hidden); the
+    clock's fields aside."""
+    a, b = (_without_clock(state) for state in (a, b))
     (tensors_a, skeleton_a), (tensors_b, skeleton_b) = flatten_state(a), flatten_state(b)
     return skeleton_a == skeleton_b and _equal_tensors(tensors_a, tensors_b)
+
+
+def _without_clock(state: object) -> object:
+    if not isinstance(state, dict):
+        return state
+    return {key: value for key, value in state.items() if key not in CLOCK_FIELDS}
 
 
 def compare_runs(run: Path, reference: Path, steps: int) -> tuple[dict, list[str]]:
