@@ -424,47 +424,42 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-def _regular(path: Path, name: str) -> None:
-    """``path/name`` is a regular file (links followed), else a one-line UserError."""
+@contextlib.contextmanager
+def _reading(path: Path, name: str):
+    """Problems reading ``path/name`` as one-line UserErrors: missing, not a regular file (a
+    FIFO, a device, a directory), over its cap, or the operating system's reason."""
     try:
-        regular_stat(path / name)
-    except FileNotFoundError:
-        raise UserError(f"{path}: {name} is missing") from None
-    except Refused as err:
-        raise UserError(f"{path}: {name} {err}") from None
-
-
-def _read_bytes(path: Path, name: str) -> bytes:
-    try:
-        return read_regular(path / name, JSON_LIMITS[name].max_bytes)
+        yield
     except FileNotFoundError:
         raise UserError(f"{path}: {name} is missing") from None
     except Refused as err:
         raise UserError(f"{path}: {name} {err}") from None
     except OSError as err:
         raise UserError(f"{path}: cannot read {name} ({_one_line(err)})") from None
+
+
+def _regular(path: Path, name: str) -> None:
+    """``path/name`` is a regular file (links followed), else a one-line UserError."""
+    with _reading(path, name):
+        regular_stat(path / name)
+
+
+def _read_bytes(path: Path, name: str) -> bytes:
+    with _reading(path, name):
+        return read_regular(path / name, JSON_LIMITS[name].max_bytes)
 
 
 def _parse_json(path: Path, name: str, data: bytes) -> object:
     """``data`` as JSON within ``JSON_LIMITS[name]`` (see ``jsonfile.loads``)."""
-    try:
+    with _reading(path, name):
         return loads(data, JSON_LIMITS[name])
-    except Refused as err:
-        raise UserError(f"{path}: {name} {err}") from None
 
 
 def _sha256_regular(path: Path, name: str) -> str:
     digest = hashlib.sha256()
-    try:
-        with open_regular(path / name) as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-    except FileNotFoundError:
-        raise UserError(f"{path}: {name} is missing") from None
-    except Refused as err:
-        raise UserError(f"{path}: {name} {err}") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read {name} ({_one_line(err)})") from None
+    with _reading(path, name), open_regular(path / name) as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
