@@ -167,6 +167,23 @@ def test_refused_before_any_process_starts(corpus, flags, message):
     assert not (corpus / "refused").exists()
 
 
+def test_nproc_checks_the_out_it_is_given_not_the_default(tmp_path):
+    """Both directions, before any process starts: a run at the default ``runs/charlm`` does
+    not block ``--nproc 2 --out other``; a run at ``--out X`` refuses ``--nproc 2 --out X`` in
+    one line (it used to be checked against the default, then fail inside each rank)."""
+    text = "\n".join(f"the king shall speak {i % 7} and we hear" for i in range(600)) + "\n"
+    (tmp_path / "text.txt").write_text(text)
+    (tmp_path / "runs" / "charlm" / "last").mkdir(parents=True)  # a plain `rnnkit train` ran
+    (tmp_path / "runs" / "charlm" / "metrics.csv").write_text("step\n")
+    trained("text.txt", "--nproc", "2", "--out", "other", *TINY, "--max-steps", "2",
+            cwd=tmp_path)  # fmt: skip
+    assert (tmp_path / "other" / "last").is_dir()
+    again = rnnkit("train", "text.txt", "--nproc", "2", "--out", "other", *TINY, cwd=tmp_path)
+    assert again.returncode == 2, again.stderr
+    assert again.stderr.strip().splitlines() == [again.stderr.strip()]  # one line
+    assert "other already holds a run" in again.stderr and "charlm" not in again.stderr
+
+
 def test_nproc_must_be_positive(corpus):
     run = rnnkit("train", "text.txt", "--nproc", "0", cwd=corpus)
     assert run.returncode == 2
