@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # `make run`: train the default preset (about 2 minutes) on the bundled Tiny Shakespeare, then
-# print samples at two temperatures. Each run gets its own directory under runs/.
+# print samples at two temperatures. Each run gets its own directory under runs/. More flags for
+# the training: `make run TRAIN_FLAGS="--max-time 60 --threads 1"`.
 RUN_DIR := runs/shakespeare-$(shell date +%Y%m%d-%H%M%S)
+TRAIN_FLAGS ?=
 
 run: install
-	$(VENV)/bin/rnnkit train --preset default --out $(RUN_DIR)
+	$(VENV)/bin/rnnkit train --preset default --out $(RUN_DIR) $(TRAIN_FLAGS)
 	@echo "---- sample, temperature 0.5 ----"
 	@$(VENV)/bin/rnnkit sample $(RUN_DIR) --temperature 0.5 --length 400 --seed 1 --prime "ROMEO:"
 	@echo "---- sample, temperature 1.0 ----"
