@@ -70,7 +70,7 @@ BUDGET = [
         ["--lengths", "10", "--seeds", "1", "--steps", "3", "--workers", "1"],
     ),
     ("experiment exploding", "", ["--steps", "5"]),
-    ("report", "", ["--chars", "300", "--length", "20", "--sample-length", "20"]),
+    ("report", "", ["--chars", "80", "--length", "20", "--sample-length", "20"]),
     ("analyze gradients", "", ["--length", "20", "--batch", "2"]),
 ]
 EXPECTED_STATUS: dict[str, int] = {}  # regular expression on a line -> its documented status
