@@ -12,13 +12,16 @@ Three targets, each fuzzed in its own child process (coverage-guided, rnnkit ins
                 what is accepted must round-trip its own symbols through encode/decode.
     config      ``RunConfig.from_dict`` + ``validate`` on fuzzed dicts of known sections/keys.
 
-Any other exception, or a message with a newline, is a crash: atheris prints it, writes the input
-beside the work directory and the run fails. Printed per target: inputs, refused, accepted,
-seconds, inputs per second.
+Any other exception, or a message with a newline, is a crash: atheris prints it, the input is
+kept under ``runs/fuzz/`` (ignored by git) and the run fails. Printed per target: inputs,
+refused, accepted, seconds, inputs per second. ``--replay FILE...`` runs kept inputs once each
+through one target, without fuzzing (``tests/fuzz_regressions/`` holds those that once crashed,
+replayed by the test suite).
 
     python benchmarks/fuzz.py                          # 100,000 inputs per target
     python benchmarks/fuzz.py --runs 2000              # a smoke run
     python benchmarks/fuzz.py --target checkpoint --runs 300000
+    python benchmarks/fuzz.py --target config --replay runs/fuzz/config-crash-*
 """
 
 from __future__ import annotations
@@ -218,7 +221,7 @@ def mutate_json_bytes(fdp, data: bytes) -> bytes:
 # --- the child: one target under atheris ------------------------------------------------------
 
 
-def child(target: str, runs: int, workdir: Path) -> None:
+def child(target: str, runs: int, workdir: Path, replay: list[str] | None = None) -> None:
     import atheris
     import torch  # imported before instrumentation: only rnnkit is instrumented
 
@@ -326,6 +329,15 @@ def child(target: str, runs: int, workdir: Path) -> None:
             sys.stdout.flush()
             os._exit(0)
 
+    if replay:  # each kept input once, through the same target: a crash propagates
+        for name in replay:
+            counts["inputs"] += 1
+            counts["accepted" if body(atheris.FuzzedDataProvider(Path(name).read_bytes())) else
+                   "refused"] += 1  # fmt: skip
+        seconds = round(time.perf_counter() - start, 3)
+        print(json.dumps({"target": target, **counts, "seconds": seconds}))
+        sys.stdout.flush()
+        os._exit(0)
     args = [sys.argv[0], f"-runs={runs + 100}", "-max_len=4096", "-timeout=60", "-seed=1"]
     args += [f"-artifact_prefix={workdir}/", "-print_final_stats=0"]
     atheris.Setup(args, test_one_input)
@@ -341,15 +353,19 @@ def main() -> int:
     parser.add_argument("--target", nargs="+", choices=TARGETS, default=list(TARGETS))
     parser.add_argument("--child", choices=TARGETS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--replay", nargs="+", metavar="FILE", help="run these inputs once each")
     args = parser.parse_args()
+    if args.replay and not args.child and len(args.target) != 1:
+        parser.error("--replay needs exactly one --target")
     if args.child:
-        child(args.child, args.runs, Path(args.workdir))
+        child(args.child, args.runs, Path(args.workdir), args.replay)
         return 1  # not reached: the child exits after --runs inputs
     failed = 0
     print(f"{'target':<12}{'inputs':>9}{'refused':>9}{'accepted':>10}{'seconds':>9}{'per s':>8}")
     for target in args.target:
         with tempfile.TemporaryDirectory(prefix=f"rnnkit-fuzz-{target}-") as workdir:
             command = [sys.executable, __file__, "--child", target, "--runs", str(args.runs)]
+            command += ["--replay", *map(os.path.abspath, args.replay)] if args.replay else []
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
             result = subprocess.run(
                 [*command, "--workdir", workdir], capture_output=True, text=True, env=env
@@ -358,9 +374,12 @@ def main() -> int:
             if result.returncode != 0 or not lines:
                 failed += 1
                 crashes = sorted(Path(workdir).glob("crash-*"))
-                for crash in crashes:  # keep the input that crashed
-                    shutil.copy(crash, Path.cwd() / f"fuzz-{target}-{crash.name}")
-                print(f"{target:<12}CRASH (exit {result.returncode}); kept {len(crashes)} input(s)")
+                kept = Path("runs") / "fuzz"
+                kept.mkdir(parents=True, exist_ok=True)
+                for crash in crashes:  # keep the input that crashed, out of the source tree
+                    shutil.copy(crash, kept / f"{target}-{crash.name}")
+                found = f"{len(crashes)} input(s) in {kept}/"
+                print(f"{target:<12}CRASH (exit {result.returncode}); {found}")
                 print(result.stderr[-4000:], file=sys.stderr)
                 continue
             r = json.loads(lines[-1])

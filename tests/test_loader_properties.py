@@ -288,3 +288,21 @@ def test_the_fuzzer_runs_a_few_hundred_inputs_per_target_without_a_crash():
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     for target in ("checkpoint", "vocab", "config"):
         assert f"{target:<12}{300:>9,}" in result.stdout, result.stdout
+
+
+def test_inputs_that_once_crashed_the_fuzzer_are_refused_or_accepted():
+    """``tests/fuzz_regressions/TARGET-crash-*``: inputs atheris once found (the config one: a
+    key holding a newline broke the one-line message), replayed through their target."""
+    script = Path(__file__).parents[1] / "benchmarks" / "fuzz.py"
+    kept = sorted((Path(__file__).parent / "fuzz_regressions").glob("*-crash-*"))
+    assert kept
+    for target in sorted({path.name.split("-crash-")[0] for path in kept}):
+        files = [str(path) for path in kept if path.name.startswith(f"{target}-crash-")]
+        result = subprocess.run(
+            [sys.executable, str(script), "--target", target, "--replay", *files],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+        assert f"{target:<12}{len(files):>9,}" in result.stdout, result.stdout
