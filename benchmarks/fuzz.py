@@ -383,10 +383,10 @@ def main() -> int:
                 print(result.stderr[-4000:], file=sys.stderr)
                 continue
             r = json.loads(lines[-1])
-            rate = r["inputs"] / max(r["seconds"], 1e-9)
+            rate = f"{r['inputs'] / r['seconds']:>8.0f}" if r["seconds"] >= 0.1 else f"{'-':>8}"
             print(
                 f"{target:<12}{r['inputs']:>9,}{r['refused']:>9,}{r['accepted']:>10,}"
-                f"{r['seconds']:>9.1f}{rate:>8.0f}"
+                f"{r['seconds']:>9.1f}{rate}"
             )
     return 1 if failed else 0
 
