@@ -54,7 +54,7 @@ def measure(preset: str, seconds: float, threads: int, workdir: Path) -> dict:
     if scored.returncode != 0:
         raise SystemExit(f"eval failed: {scored.stderr.strip()}")
     last_line = [line for line in trained.stdout.splitlines() if line.startswith("stopped")][-1]
-    step = int(last_line.split("at step ")[1].split(":")[0])
+    step = int(last_line.split("at step ")[1].split(":")[0].replace(",", ""))
     return {
         "preset": preset,
         "seconds": seconds,

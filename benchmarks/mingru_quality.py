@@ -66,7 +66,7 @@ def train_all(cells: list[str], workdir: Path, tag: str, extra: dict[str, list[s
 
 def stopped_step(stdout: str) -> int:
     line = [line for line in stdout.splitlines() if line.startswith("stopped")][-1]
-    return int(line.split("at step ")[1].split(":")[0])
+    return int(line.split("at step ")[1].split(":")[0].replace(",", ""))
 
 
 def main() -> None:

@@ -315,7 +315,7 @@ class Trainer:
             elapsed, followed = time.perf_counter() - start, self.budget is not None
             self.log(time_limit_note(self.step, total, first, elapsed, followed=followed))
         self.log(
-            f"stopped ({stopped}) at step {self.step}: best val {what}; run saved in {self.out}"
+            f"stopped ({stopped}) at step {self.step:,}: best val {what}; run saved in {self.out}"
         )
         last = self.last_val if direction == "min" else -self.last_val
         return TrainResult(self.out, self.step, best, last, stopped)
@@ -436,7 +436,7 @@ class Trainer:
         )
         self._tensorboard("val/loss", val)
         self.log(
-            f"step {self.step}: val {summary(figures, self.task.metric_names)}"
+            f"step {self.step:,}: val {summary(figures, self.task.metric_names)}"
             + (" *best*" if improved else "")
         )
         if improved:  # best first: a kill between the two never leaves last ahead of best
@@ -477,7 +477,7 @@ class Trainer:
         text = self.task.progress_sample(self.model)
         if text is not None:
             note = self.task.sample_note
-            self.log(sample_banner(f"sample at step {self.step}", text, note))
+            self.log(sample_banner(f"sample at step {self.step:,}", text, note))
 
     def _log_train(self, loss: float, speed: float, elapsed: float) -> None:
         """metrics.csv and TensorBoard; what the console shows is ``progress.py``'s."""
