@@ -6,7 +6,7 @@ chosen number of files, or as the replaced copy is removed), checks that every c
 disk loads and that --resume continues from the newest one, and resumes it.
 Each training run (``--kills-per-run`` trials) is then left to finish and compared with one
 uninterrupted run of the same command: final step, weights, optimiser/RNG state, best weights
-and metrics.csv rows must be equal, bit for bit. The logic is ``rnnkit.training.chaos``.
+and metrics.csv rows must be equal, bit for bit. The logic is ``killtest/`` beside it.
 
     python benchmarks/chaos.py --trials 20 --seed 0
     python benchmarks/chaos.py --trials 3 --steps 10 --json     # a smoke run
@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from rnnkit.training.chaos import ChaosReport, ChaosSettings, run_chaos
+from killtest.episodes import ChaosReport, ChaosSettings, run_chaos
 
 
 def figures(report: ChaosReport) -> dict:

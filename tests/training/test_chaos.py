@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import torch
 
+from killtest.checks import kill_phase, resume_step, verify_checkpoints
+from killtest.episodes import ChaosSettings, KillPlan, draw_plan, run_chaos, save_reached
 from rnnkit.config import RunConfig
 from rnnkit.models import LanguageModel
-from rnnkit.training.chaos import ChaosSettings, KillPlan, draw_plan, run_chaos, save_reached
-from rnnkit.training.chaos_checks import kill_phase, resume_step, verify_checkpoints
 from rnnkit.training.checkpoint import save_checkpoint
 
 SETTINGS = ChaosSettings(steps=10, eval_every=2)  # 8 steps an epoch: the run crosses one

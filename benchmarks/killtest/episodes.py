@@ -21,7 +21,7 @@ At the end of the episode (``compare_runs``), against the same command run once 
 carried hidden state), ``best`` has equal weights, and metrics.csv has equal rows (timings
 aside), each step once. Everything is bit-exact: CPU, one thread, same seed.
 
-This file runs, kills and resumes the processes; the checks are ``chaos_checks.py``. Not here:
+This file runs, kills and resumes the processes; the checks are ``checks.py``. Not here:
 torchrun runs, and power loss (a SIGKILL keeps what the process wrote; a dead machine keeps only
 what was fsynced).
 """
@@ -40,8 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rnnkit.errors import UserError
-from rnnkit.training.chaos_checks import (
+from killtest.checks import (
     KillRecord,
     check_continued,
     compare_runs,
@@ -50,6 +49,7 @@ from rnnkit.training.chaos_checks import (
     listdir,
     read_rows,
 )
+from rnnkit.errors import UserError
 from rnnkit.training.runs import holds_run
 
 WORDS = "the cat sat on a mat and saw the dog run to his red hat while birds sang".split()
