@@ -48,6 +48,7 @@ from rnnkit.export.onnx import (
     SUPPORTED_CELLS,
     onnx_modules,
 )
+from rnnkit.io_errors import reason
 from rnnkit.models import LMOutput
 from rnnkit.models.common import has_cell_state
 from rnnkit.training.jsonfile import VOCAB, Refused, loads, read_regular, regular_stat
@@ -112,7 +113,7 @@ class OnnxLanguageModel:
         except Refused as error:
             raise UserError(f"{path} {error}") from None
         except OSError as error:
-            raise UserError(f"{path}: cannot read it ({error.strerror})") from None
+            raise UserError(f"{path}: cannot read it ({reason(error)})") from None
         return cls(data, threads=threads, source=str(path))
 
     # ---- what generate() uses ----------------------------------------------------------------

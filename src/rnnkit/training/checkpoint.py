@@ -46,7 +46,7 @@ import safetensors.torch
 import torch
 
 from rnnkit.errors import UserError, describe, short
-from rnnkit.io_errors import writing
+from rnnkit.io_errors import reason, writing
 from rnnkit.training.jsonfile import (
     CONFIG,
     TRAINING,
@@ -435,7 +435,7 @@ def _reading(path: Path, name: str):
     except Refused as err:
         raise UserError(f"{path}: {name} {err}") from None
     except OSError as err:
-        raise UserError(f"{path}: cannot read {name} ({_one_line(err)})") from None
+        raise UserError(f"{path}: cannot read {name} ({reason(err)})") from None
 
 
 def _regular(path: Path, name: str) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from rnnkit.errors import short
+from rnnkit.io_errors import reason
 
 MAX_DEPTH = 64  # a checkpoint's JSON nests <= 8 deep; json's C parser recurses per level
 MAX_INT = 2**64  # integers at or beyond this are refused before int() sees their digits
@@ -97,7 +98,7 @@ def regular_stat(path: Path) -> os.stat_result:
     except FileNotFoundError:
         raise
     except OSError as err:
-        raise Refused(f"cannot be read ({err.strerror or type(err).__name__})") from None
+        raise Refused(f"cannot be read ({reason(err)})") from None
     _check_regular(info)
     return info
 
@@ -117,7 +118,7 @@ def open_regular(path: Path) -> Iterator[BinaryIO]:
     except FileNotFoundError:
         raise
     except OSError as err:
-        raise Refused(f"cannot be read ({err.strerror or type(err).__name__})") from None
+        raise Refused(f"cannot be read ({reason(err)})") from None
     try:
         _check_regular(os.fstat(fd))
         if hasattr(os, "set_blocking"):

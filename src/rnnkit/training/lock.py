@@ -67,8 +67,7 @@ def lock_run_dir(directory: str | Path, *, create: bool) -> RunLock:
     when it cannot be created or locked. Without ``create`` a missing directory is not locked
     (the caller reports it: there is no run to resume there)."""
     directory = Path(directory)
-    if directory.resolve().parent == directory.resolve():
-        raise UserError(f"--out {directory} is a file system root; name a directory for the run")
+    refuse_root(directory)
     created = _make_dirs(directory) if create else []
     if not directory.is_dir():
         return RunLock(directory, None, [])
@@ -78,6 +77,12 @@ def lock_run_dir(directory: str | Path, *, create: bool) -> RunLock:
         RunLock(directory, None, created).release(abandon=True)
         raise
     return RunLock(directory, fd, created)
+
+
+def refuse_root(directory: Path) -> None:
+    """A run never goes into a file system root (``--out /``)."""
+    if directory.resolve().parent == directory.resolve():
+        raise UserError(f"--out {directory} is a file system root; name a directory for the run")
 
 
 def check_unlocked(directory: str | Path) -> None:

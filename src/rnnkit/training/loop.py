@@ -216,17 +216,11 @@ class Trainer:
             "last_eval_step",
         ):
             setattr(self, key, s[key])
-        elapsed = s.get("elapsed_s", 0.0)  # absent from checkpoints written before it was kept
-        if isinstance(elapsed, bool) or not isinstance(elapsed, int | float) or not elapsed >= 0:
-            raise UserError(f"elapsed_s must be a number of seconds >= 0, got {short(elapsed)}")
-        self.trained_s = min(float(elapsed), 1e12)
+        self.trained_s = min(float(s.get("elapsed_s", 0.0)), 1e12)  # checked by check_progress
         self.task.restore_carried_state(s["state"])
         set_rng_state(s["rng"])
-        used = s.get("time_used", 0.0)  # absent before the schedule followed the clock
-        if isinstance(used, bool) or not isinstance(used, int | float) or not 0 <= used <= 1:
-            raise UserError(f"time_used must be a number in [0, 1], got {short(used)}")
         if self.budget is not None:
-            self.budget.done = self.budget.fraction = float(used)
+            self.budget.done = self.budget.fraction = float(s.get("time_used", 0.0))
 
     def save(self, name: str) -> None:
         state = self._training_state()  # on every rank: the carried state is gathered

@@ -37,6 +37,7 @@ from rnnkit.training.checkpoint import (
     names_checkpoint,
     save_checkpoint,
 )
+from rnnkit.training.lock import refuse_root
 
 RUN_MARKERS = ("last", "best", "metrics.csv")
 _LEFTOVER = re.compile(r"\.lock|\.(last|best)\.tmp-.*")  # nothing of a run (lock.py, checkpoint.py)
@@ -52,8 +53,7 @@ def check_new_run_dir(out: Path) -> None:
     someone's folder (its loss.png ...) or a file system root. Empty means nothing but our
     lock file and what a first save killed half-way left (``.last.tmp-*``)."""
     out = Path(out)
-    if out.resolve().parent == out.resolve():
-        raise UserError(f"--out {out} is a file system root; name a new directory for the run")
+    refuse_root(out)
     if out.is_symlink() and not out.exists():
         raise UserError(f"--out {out} is a symbolic link to a path that does not exist")
     if out.exists() and not out.is_dir():

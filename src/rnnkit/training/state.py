@@ -167,7 +167,7 @@ COUNTERS = {"step": 0, "epoch": 0, "batch_index": 0, "bad_evals": 0, "last_eval_
 
 
 def check_progress(state: dict) -> None:
-    """The loop's counters and scores in a saved training state, by type and range.
+    """The loop's counters, scores and clock in a saved training state, by type and range.
 
     Raises:
         UserError: naming the field, what it must be and what it holds (a tampered
@@ -189,6 +189,12 @@ def check_progress(state: dict) -> None:
             raise UserError(f"{key} must be a number, got {short(value)}")
         if key == "best_val" and math.isnan(value):  # last_val is nan after a nan evaluation
             raise UserError(f"{key} must be a number or inf, got nan")
+    # the clock: absent from checkpoints written before it was kept (then 0)
+    elapsed, used = state.get("elapsed_s", 0.0), state.get("time_used", 0.0)
+    if isinstance(elapsed, bool) or not isinstance(elapsed, int | float) or not elapsed >= 0:
+        raise UserError(f"elapsed_s must be a number of seconds >= 0, got {short(elapsed)}")
+    if isinstance(used, bool) or not isinstance(used, int | float) or not 0 <= used <= 1:
+        raise UserError(f"time_used must be a number in [0, 1], got {short(used)}")
 
 
 def check_like(want: object, got: object, where: str, *, strict_keys: bool = False) -> None:
