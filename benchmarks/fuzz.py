@@ -357,6 +357,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.replay and not args.child and len(args.target) != 1:
         parser.error("--replay needs exactly one --target")
+    missing = [name for name in args.replay or [] if not Path(name).is_file()]
+    if missing:
+        parser.error(f"--replay: no such file: {missing[0]}")
     if args.child:
         child(args.child, args.runs, Path(args.workdir), args.replay)
         return 1  # not reached: the child exits after --runs inputs
