@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnkit.cells import LSTMCell, LSTMState
-from rnnkit.convlstm import ConvLSTM, ConvLSTMCell, convlstm_step
+from rnnkit.nn.cells import LSTMCell, LSTMState
+from rnnkit.nn.convlstm import ConvLSTM, ConvLSTMCell, convlstm_step
 
 # odd prime sizes, so a transposition of channels, height or width cannot hide
 N, C_IN, C_H, HEIGHT, WIDTH = 3, 2, 5, 7, 11

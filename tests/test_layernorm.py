@@ -16,7 +16,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
-from rnnkit.layernorm import (
+from rnnkit.nn.layernorm import (
     LayerNormLSTM,
     layernorm_lstm_project,
     layernorm_lstm_recur,

@@ -1,4 +1,4 @@
-"""MinGRU / MinLSTM (rnnkit.minimal): the scan and fused paths against the step equations
+"""MinGRU / MinLSTM (rnnkit.nn.minimal): the scan and fused paths against the step equations
 (outputs, final states, every gradient), a NumPy oracle, state carried across chunks with a
 negative h0, gradcheck, lengths / PackedSequence against each sequence run alone, step(),
 argument errors, and every task model built and trained with ``--cell mingru|minlstm``."""
@@ -13,12 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnkit import MinGRU, MinLSTM, minimal
+from rnnkit import MinGRU, MinLSTM
 from rnnkit.config import ModelConfig, RunConfig, validate
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError
 from rnnkit.generation import generate
-from rnnkit.minimal import SCAN_CHUNK, fused_recurrence, log_space_scan
 from rnnkit.models import LanguageModel
 from rnnkit.models.classifier import SequenceClassifier
 from rnnkit.models.common import recurrent
@@ -27,6 +26,8 @@ from rnnkit.models.decoding import beam_search, greedy
 from rnnkit.models.forecaster import Forecaster
 from rnnkit.models.seq2seq import Seq2Seq
 from rnnkit.models.tagger import SequenceTagger
+from rnnkit.nn import minimal
+from rnnkit.nn.minimal import SCAN_CHUNK, fused_recurrence, log_space_scan
 
 D64 = torch.float64
 CLASSES = [pytest.param(MinGRU, id="mingru"), pytest.param(MinLSTM, id="minlstm")]

@@ -15,8 +15,8 @@ import torch
 from torch.func import functional_call
 
 import rnnkit
-from rnnkit.layernorm import LayerNormLSTM
-from rnnkit.unroll import zoneout
+from rnnkit.nn.layernorm import LayerNormLSTM
+from rnnkit.nn.unroll import zoneout
 
 DT = torch.float64
 CLASSES = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "ln_lstm": LayerNormLSTM}

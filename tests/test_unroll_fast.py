@@ -3,7 +3,7 @@
 ``*_step(x, ...)`` must equal ``*_recur(W_ih x + b_ih, ...)`` bit for bit; the layer (one input
 projection per layer and direction, then the recurrence) must agree with stepping the per-step
 form through time on outputs, final states and every gradient, with and without lengths; and
-:func:`rnnkit.unroll.scan` must hand a tuple of per-step inputs to the step row-aligned when it
+:func:`rnnkit.nn.unroll.scan` must hand a tuple of per-step inputs to the step row-aligned when it
 sorts the batch by length. float64, odd prime sizes.
 """
 
@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 import rnnkit
-import rnnkit.unroll
-from rnnkit.cells import gru_recur, gru_step, lstm_recur, lstm_step, rnn_recur, rnn_step
-from rnnkit.unroll import recurrence, scan, step_function
+import rnnkit.nn.unroll
+from rnnkit.nn.cells import gru_recur, gru_step, lstm_recur, lstm_step, rnn_recur, rnn_step
+from rnnkit.nn.unroll import recurrence, scan, step_function
 
 IN, H, N, L, P = 7, 11, 3, 13, 5
 DT = torch.float64
@@ -94,7 +94,7 @@ LAYERS = {
 @pytest.mark.parametrize("lengths", [None, LENGTHS])
 @pytest.mark.parametrize("kind", list(LAYERS))
 def test_layer_agrees_with_stepping_the_per_step_form(kind, lengths, block, monkeypatch):
-    monkeypatch.setattr(rnnkit.unroll, "PROJECT_BLOCK", block)  # steps per input projection
+    monkeypatch.setattr(rnnkit.nn.unroll, "PROJECT_BLOCK", block)  # steps per input projection
     torch.manual_seed(0)
     layer = LAYERS[kind]()
     x = _randn(L, N, IN, seed=1).requires_grad_()
@@ -134,7 +134,7 @@ def test_blocks_keep_the_regularisers_masks_in_step(kind, monkeypatch):
     x = _randn(L, N, IN, seed=1)
     runs = []
     for block in (3, 100):
-        monkeypatch.setattr(rnnkit.unroll, "PROJECT_BLOCK", block)
+        monkeypatch.setattr(rnnkit.nn.unroll, "PROJECT_BLOCK", block)
         torch.manual_seed(1)
         runs.append(layer(x, lengths=LENGTHS)[0])
     torch.testing.assert_close(runs[0], runs[1], atol=1e-13, rtol=0)

@@ -18,18 +18,24 @@ import sys as _sys
 if "torch" not in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ):
     _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
-from rnnkit.cells import (
+from rnnkit.nn import (
     ACTIVATIONS,
+    GRU,
+    LSTM,
+    RNN,
+    ConvLSTM,
+    ConvLSTMCell,
     GRUCell,
+    LayerNormLSTM,
     LSTMCell,
     LSTMState,
+    MinGRU,
+    MinLSTM,
     RNNCell,
     gru_step,
     lstm_step,
     rnn_step,
 )
-from rnnkit.layers import GRU, LSTM, RNN, ConvLSTM, ConvLSTMCell, LayerNormLSTM
-from rnnkit.minimal import MinGRU, MinLSTM
 
 __version__ = "0.1.0"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.nn.layers import GRU, LSTM, RNN
 
 LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 

@@ -8,12 +8,12 @@ import torch
 
 from rnnkit.analysis.activation_plots import plot_activation_heatmap
 from rnnkit.analysis.activations import UnitKey, trace, unit_matrix, units, values
-from rnnkit.cells import LSTMState
 from rnnkit.config import ModelConfig
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError
-from rnnkit.layers import LSTM
 from rnnkit.models.language_model import LanguageModel
+from rnnkit.nn.cells import LSTMState
+from rnnkit.nn.layers import LSTM
 
 TEXT = 'def f(x):\n    # say "hi"\n    return (x + 1) * 2\n'
 VOCAB = Vocab.from_text_chars(TEXT)

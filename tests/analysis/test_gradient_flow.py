@@ -24,11 +24,11 @@ from rnnkit.analysis.gradient_flow import (
     to_json,
 )
 from rnnkit.analysis.gradient_plots import plot_gradient_flow, plot_jacobian_spectrum
-from rnnkit.cells import gru_step
 from rnnkit.config import ModelConfig, RunConfig, apply_overrides
 from rnnkit.errors import UserError
-from rnnkit.layers import GRU, LSTM, RNN
 from rnnkit.models.language_model import LanguageModel
+from rnnkit.nn.cells import gru_step
+from rnnkit.nn.layers import GRU, LSTM, RNN
 
 D = torch.float64
 

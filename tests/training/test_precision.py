@@ -8,7 +8,7 @@ import torch
 from test_loop import config_for, make_corpus
 
 import rnnkit
-from rnnkit import fused
+from rnnkit.nn import fused
 from rnnkit.training.loop import Trainer, train
 
 

@@ -2,7 +2,7 @@
 
 What is here: :func:`trace` runs a :class:`~rnnkit.models.language_model.LanguageModel` over one
 text, one character at a time, computing every layer's gates explicitly from the layer's own
-weights (``weight_ih_l{k}``, ``weight_hh_l{k}``, ...) with the equations of :mod:`rnnkit.cells`,
+weights (``weight_ih_l{k}``, ``weight_hh_l{k}``, ...) with the equations of :mod:`rnnkit.nn.cells`,
 and returns a :class:`Trace` of plain NumPy arrays: h (and the LSTM's c) after every character,
 the gate values, the top-k next-character predictions and the loss at every position.
 :func:`units`, :func:`values` and :func:`unit_matrix` name and read the units.
@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.cells import ACTIVATIONS
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError
 from rnnkit.models.language_model import LanguageModel, State
+from rnnkit.nn.cells import ACTIVATIONS
 
 MAX_CHARS = 20_000
 #: Gate names per cell, in the order of the weight chunks (torch's i, f, g, o and r, z, n).

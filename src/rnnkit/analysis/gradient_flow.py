@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.errors import UserError
-from rnnkit.unroll import State, scan, step_function
+from rnnkit.nn.unroll import State, scan, step_function
 
 Step = Callable[[Tensor, State], State]
 LOSSES = ("last", "sum")
@@ -172,7 +172,7 @@ def layer_gradient_flow(
     """Gradient flow of a bare rnnkit or torch.nn RNN/LSTM/GRU (unidirectional, no projection).
 
     ``x`` is (L, N, H_in), or (N, L, H_in) for a ``batch_first`` layer; the stack runs from zero
-    states through :func:`rnnkit.unroll.step_function`. The loss is a fixed random unit vector
+    states through :func:`rnnkit.nn.unroll.step_function`. The loss is a fixed random unit vector
     ``u`` (seeded by ``seed``) dotted with the top layer's output at the last step
     (``loss="last"``) or summed over steps (``"sum"``), summed over the batch. The gradients are
     with respect to the states of layer ``layer_index`` (default the top one).

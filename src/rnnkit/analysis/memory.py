@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.errors import UserError
-from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.nn.layers import GRU, LSTM, RNN
 
 TASKS = ("adding", "copy")
 CELLS = ("rnn", "lstm", "gru")

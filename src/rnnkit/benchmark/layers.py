@@ -1,6 +1,6 @@
 """The cost of the readable path: ``rnnkit.LSTM(impl="cells")`` -- the equations of
-``rnnkit.cells`` stepped in Python -- against ``impl="fused"`` (torch's fused kernel over the same
-parameters), with ``torch.nn.LSTM`` alongside, forward + backward, interleaved.
+``rnnkit.nn.cells`` stepped in Python -- against ``impl="fused"`` (torch's fused kernel over the
+same parameters), with ``torch.nn.LSTM`` alongside, forward + backward, interleaved.
 
 Shape (the canonical model's recurrent layer): input 64, hidden 512, sequences of 100, batches
 of 64, float32, sequence-first, one layer. One contender call is a forward pass plus the backward

@@ -46,7 +46,7 @@ class MinimalSpeed(NamedTuple):
 
 def minimal_contenders(input_size: int, hidden: int, impl: str = "auto") -> dict[str, nn.Module]:
     """MinGRU, torch.nn.GRU, MinLSTM, torch.nn.LSTM of one layer, sequence-first."""
-    from rnnkit.minimal import MinGRU, MinLSTM
+    from rnnkit.nn.minimal import MinGRU, MinLSTM
 
     return {
         "mingru": MinGRU(input_size, hidden, impl=impl),

@@ -18,7 +18,7 @@ needs besides the graph (see :func:`metadata`): the vocabulary, the cell and the
 
 The graph is traced from :class:`StepGraph`, the model's eval-mode step calling the step
 equations of ``cells.py``, ``layernorm.py`` and ``minimal.py`` (through
-``rnnkit.unroll.step_function`` and the minimal layers' ``_step``) on the model's own
+``rnnkit.nn.unroll.step_function`` and the minimal layers' ``_step``) on the model's own
 parameters, not from ``LanguageModel.step`` (whose ``_VF.*_cell`` kernels and fused layers are
 not what an exporter should see). Exporter: torch's TorchScript-based one (``dynamo=False``)
 by default -- 0.02-0.8 s here where the ``torch.export``-based one takes 2-7 s, which matters
@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from rnnkit.errors import UserError
 from rnnkit.models.common import has_cell_state
-from rnnkit.unroll import step_function, zoneout
+from rnnkit.nn.unroll import step_function, zoneout
 
 FORMAT = "rnnkit-onnx-step"
 FORMAT_VERSION = 1
@@ -87,7 +87,7 @@ class StepGraph(nn.Module):
 
     ``forward(tokens (N,), h (layers, N, H), c (layers, N, H) | None) -> (logits (N, V),
     h_next, c_next)``, c only for lstm/lnlstm. Dropout is off (eval); zoneout is its eval form,
-    ``s = p * s_prev + (1 - p) * s_new`` per state tensor (``rnnkit.unroll.zoneout``).
+    ``s = p * s_prev + (1 - p) * s_new`` per state tensor (``rnnkit.nn.unroll.zoneout``).
     """
 
     def __init__(self, model: nn.Module) -> None:

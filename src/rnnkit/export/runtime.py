@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.cells import LSTMState
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError
 from rnnkit.export.onnx import (
@@ -51,6 +50,7 @@ from rnnkit.export.onnx import (
 from rnnkit.io_errors import reason
 from rnnkit.models import LMOutput
 from rnnkit.models.common import has_cell_state
+from rnnkit.nn.cells import LSTMState
 from rnnkit.training.jsonfile import VOCAB, Refused, loads, read_regular, regular_stat
 
 State = Tensor | LSTMState

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.config import ModelConfig
-from rnnkit.layers import GRU, LSTM, RNN, LayerNormLSTM
-from rnnkit.minimal import MinGRU, MinLSTM
+from rnnkit.nn import GRU, LSTM, RNN, LayerNormLSTM
+from rnnkit.nn.minimal import MinGRU, MinLSTM
 
 LAYERS = {
     "lstm": LSTM,

@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rnnkit.cells import LSTMState
 from rnnkit.config import ModelConfig
 from rnnkit.errors import UserError
 from rnnkit.models.common import has_cell_state, recurrent
+from rnnkit.nn.cells import LSTMState
 
 #: h (layers, N, H) for RNN/GRU, LSTMState(h, c) for LSTM.
 State = Tensor | LSTMState

@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rnnkit.cells import LSTMState
 from rnnkit.config import ModelConfig
 from rnnkit.errors import UserError
 from rnnkit.models.common import recurrent
+from rnnkit.nn.cells import LSTMState
 
 #: The recurrent state between calls: h (layers, N, H) for RNN/GRU, LSTMState(h, c) for LSTM.
 State = Tensor | LSTMState

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.config import ModelConfig
-from rnnkit.convlstm import ConvLSTM
 from rnnkit.errors import UserError
+from rnnkit.nn.convlstm import ConvLSTM
 
 
 def check_config(config: ModelConfig) -> None:

@@ -14,16 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import _VF, Tensor, nn
 
-from rnnkit.cells import LSTMState
 from rnnkit.config import ModelConfig
 from rnnkit.errors import UserError
 from rnnkit.models.common import LAYERS, has_cell_state, recurrent
+from rnnkit.nn.cells import LSTMState
 
 #: The recurrent state between calls: h (layers, N, H) for RNN/GRU/minGRU/minLSTM,
 #: LSTMState(h, c) for LSTM.
 State = Tensor | LSTMState
 
-_LAYERS = LAYERS  # cell name -> layer class (rnnkit.layers and rnnkit.minimal)
+_LAYERS = LAYERS  # cell name -> layer class (rnnkit.nn.layers and rnnkit.nn.minimal)
 #: blocks of each weight_* matrix (gates), for the orthogonal init
 _GATES = {"lstm": 4, "lnlstm": 4, "gru": 3, "rnn": 1, "mingru": 2, "minlstm": 3}
 

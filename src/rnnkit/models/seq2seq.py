@@ -22,9 +22,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from rnnkit.cells import LSTMState
 from rnnkit.config import ModelConfig
 from rnnkit.models.common import has_cell_state, recurrent
+from rnnkit.nn.cells import LSTMState
 
 #: Decoder state: h (layers, N, H) for RNN/GRU, LSTMState(h, c) for LSTM.
 State = Tensor | LSTMState

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from torch import Tensor
 
-from rnnkit.cells import LSTMState
 from rnnkit.data import TokenStreams, Vocab, load_corpus, split
 from rnnkit.errors import UserError, short
 from rnnkit.generation import generate
 from rnnkit.models import LanguageModel
 from rnnkit.models.common import has_cell_state
+from rnnkit.nn.cells import LSTMState
 from rnnkit.tasks.base import StepOutput, Task
 from rnnkit.training import distributed
 from rnnkit.training.tbptt import detach_state, evaluate

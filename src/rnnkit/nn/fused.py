@@ -2,8 +2,8 @@
 
 What is here: which (cell, activation) pairs torch has a fused kernel for, and one function that
 calls it on either a padded batch or packed data. The kernels read the very parameter tensors that
-:mod:`rnnkit.layers` registers (``weight_ih_l0``, ...), in torch.nn's flat order, so the fused and
-the cells paths share one set of weights and agree to rounding.
+:mod:`rnnkit.nn.layers` registers (``weight_ih_l0``, ...), in torch.nn's flat order, so the fused
+and the cells paths share one set of weights and agree to rounding.
 
 What is not here: the equations (``cells.py``), shape checks, masks and the packing of padded
 batches with lengths (``layers.py``).

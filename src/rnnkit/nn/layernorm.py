@@ -3,7 +3,7 @@
 What is here: the equations -- :func:`layernorm_lstm_step`, split like the cells of ``cells.py``
 into an input projection :func:`layernorm_lstm_project` (computed for all steps at once) and a
 recurrence :func:`layernorm_lstm_recur` -- and :class:`LayerNormLSTM`, a multi-layer,
-optionally bidirectional module with the contract of :class:`rnnkit.layers.LSTM` (``hx``,
+optionally bidirectional module with the contract of :class:`rnnkit.nn.layers.LSTM` (``hx``,
 ``lengths``, PackedSequence, ``batch_first``, ``dropout``, zoneout and variational dropout).
 
 What is not here: a fused kernel (torch has none: this layer runs on the cells path only), a
@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.cells import LSTMState
-from rnnkit.layers import _arguments, _RecurrentLayer
-from rnnkit.unroll import Recurrence, State, mask_hidden
+from rnnkit.nn.cells import LSTMState
+from rnnkit.nn.layers import _arguments, _RecurrentLayer
+from rnnkit.nn.unroll import Recurrence, State, mask_hidden
 
 
 def layernorm_lstm_step(
@@ -114,10 +114,10 @@ def layernorm_recurrence(layer: nn.Module, depth: int, suffix: str) -> Recurrenc
 
 class LayerNormLSTM(_RecurrentLayer):
     r"""Multi-layer layer-normalised LSTM (equations: :func:`layernorm_lstm_step`), with the
-    contract of :class:`rnnkit.layers.LSTM`: ``forward(input, hx=None, lengths=None) ->
+    contract of :class:`rnnkit.nn.layers.LSTM`: ``forward(input, hx=None, lengths=None) ->
     (output, LSTMState(h_n, c_n))``, ``batch_first``, ``dropout`` between layers,
     ``bidirectional``, PackedSequence, and the keyword-only ``zoneout``, ``recurrent_dropout``
-    and ``input_dropout`` of :mod:`rnnkit.layers`. Cells path only (``impl`` is ``"cells"``).
+    and ``input_dropout`` of :mod:`rnnkit.nn.layers`. Cells path only (``impl`` is ``"cells"``).
 
     Parameters per layer ``k`` (and ``_reverse``): torch.nn.LSTM's ``weight_ih_l{k}``
     (4H, H_in), ``weight_hh_l{k}`` (4H, H), ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (4H) -- here

@@ -30,7 +30,7 @@ can be evaluated at once. Three paths over the same parameters (a test checks th
   in a Python loop; the reference. ``impl="auto"``: sequential for one step (generation,
   O(1) per token), fused on a CPU, scan elsewhere.
 
-The layers follow the ``rnnkit.layers.GRU`` contract: ``forward(input, hx=None, lengths=None)
+The layers follow the ``rnnkit.nn.layers.GRU`` contract: ``forward(input, hx=None, lengths=None)
 -> (output, h_n)``, h_n (D*num_layers, N, H) whatever ``batch_first`` says (one state tensor;
 minLSTM has no cell state), unbatched input, PackedSequence in -> out, padded steps (past
 ``lengths``) keep the state and output zeros, dropout between layers, bidirectional.
@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.cells import check_size, torch_default_init
+from rnnkit.nn.cells import check_size, torch_default_init
 
 IMPLS = ("auto", "scan", "fused", "sequential")
 SCAN_CHUNK = 64  # steps per log-space block: accuracy ~ block length, sequential work ~ L / block

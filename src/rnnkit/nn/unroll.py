@@ -1,10 +1,10 @@
 """The cells path: the equations of ``cells.py`` unrolled through time, layer by layer.
 
 What is here: ``unroll`` runs a stacked, optionally bidirectional RNN/LSTM/GRU over a padded,
-time-major batch with the weights of an :mod:`rnnkit.layers` module. Each (layer, direction) is a
+time-major batch with the weights of an :mod:`rnnkit.nn.layers` module. Each (layer, direction) is a
 :class:`Recurrence`: its input projection ``W_ih x_t + b_ih`` is computed for a block of steps
 in one matrix product (:data:`PROJECT_BLOCK`), and only the recurrence
-(:func:`rnnkit.cells.lstm_recur`, ...) is stepped one step at a time. Variable lengths are
+(:func:`rnnkit.nn.cells.lstm_recur`, ...) is stepped one step at a time. Variable lengths are
 handled the way the lecture's "variable depth" puts it: at step t only the sequences still
 running are computed (the batch sorted longest first, the step applied to its first
 ``active[t]`` rows, as a PackedSequence's ``batch_sizes`` say); past a sequence's end its state
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.cells import ACTIVATIONS, gru_recur, lstm_recur, rnn_recur
+from rnnkit.nn.cells import ACTIVATIONS, gru_recur, lstm_recur, rnn_recur
 
 State = tuple[Tensor, ...]  # (h,) or (h, c)
 Inputs = Tensor | tuple[Tensor, ...]  # what a step reads at time t: x_t, or (x_t, masks_t...)
@@ -71,7 +71,7 @@ def recurrence(layer: nn.Module, depth: int, suffix: str) -> Recurrence:
 
 def mask_hidden(state: State, h_mask: Tensor | None) -> State:
     """The state with h multiplied by the recurrent-dropout mask (for cells whose h meets only
-    W_hh: RNN and LSTM; the GRU masks inside :func:`rnnkit.cells.gru_recur`)."""
+    W_hh: RNN and LSTM; the GRU masks inside :func:`rnnkit.nn.cells.gru_recur`)."""
     return state if h_mask is None else (state[0] * h_mask, *state[1:])
 
 

@@ -5,7 +5,7 @@ an input, a state and the weights, one line per equation -- each split into its 
 ``x_proj = W_ih x + b_ih`` and a recurrence ``*_recur(x_proj, state, W_hh, b_hh)``, so that
 ``lstm_step(x, s, W_ih, W_hh, b_ih, b_hh) == lstm_recur(F.linear(x, W_ih, b_ih), s, W_hh, b_hh)``;
 and the ``torch.nn``-compatible modules ``RNNCell``, ``LSTMCell`` and ``GRUCell`` that own the
-weights and call them. The "cells" path of :mod:`rnnkit.layers` projects the inputs of several
+weights and call them. The "cells" path of :mod:`rnnkit.nn.layers` projects the inputs of several
 steps in one matrix product and steps the very same recurrences through time, so each equation is
 stated once.
 

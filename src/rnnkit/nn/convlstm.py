@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.cells import LSTMState, check_size
+from rnnkit.nn.cells import LSTMState, check_size
 
 
 def convlstm_step(

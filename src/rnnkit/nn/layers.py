@@ -11,7 +11,7 @@ batches with ``lengths`` and PackedSequence in -> PackedSequence out; and the ch
 
 Regularisers inside the recurrence, keyword-only and 0 by default, exist on the cells path only
 (a non-zero one makes ``impl="auto"`` pick cells and ``impl="fused"`` an error; the equations are
-in :func:`rnnkit.unroll.regularised`):
+in :func:`rnnkit.nn.unroll.regularised`):
 
 * ``zoneout`` -- float, or ``(p_h, p_c)`` for an LSTM: each state unit keeps its previous value,
   ``s_t = k * s_{t-1} + (1 - k) * s_new`` with ``k ~ Bernoulli(p)`` per unit, step and sequence
@@ -39,9 +39,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.cells import LSTMState, check_nonlinearity, check_size, torch_default_init
-from rnnkit.fused import has_fused_kernel, run_fused
-from rnnkit.unroll import recurrence, unroll
+from rnnkit.nn.cells import LSTMState, check_nonlinearity, check_size, torch_default_init
+from rnnkit.nn.fused import has_fused_kernel, run_fused
+from rnnkit.nn.unroll import recurrence, unroll
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 IMPLS = ("auto", "fused", "cells")
@@ -353,7 +353,7 @@ class RNN(_RecurrentLayer):
     r"""Multi-layer Elman RNN, a drop-in for ``torch.nn.RNN``:
     :math:`h_t = \phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})`.
 
-    ``nonlinearity`` is any of :data:`rnnkit.cells.ACTIVATIONS` (torch offers tanh and relu;
+    ``nonlinearity`` is any of :data:`rnnkit.nn.cells.ACTIVATIONS` (torch offers tanh and relu;
     the others run on the cells path). ``forward(input, hx=None, lengths=None) -> (output, h_n)``.
     ``zoneout``, ``recurrent_dropout`` and ``input_dropout``: see the module docstring.
     """
@@ -369,7 +369,7 @@ class RNN(_RecurrentLayer):
 
 class LSTM(_RecurrentLayer):
     """Multi-layer LSTM, a drop-in for ``torch.nn.LSTM`` (gate order i, f, g, o; optional
-    projection ``proj_size``); the equations are :func:`rnnkit.cells.lstm_step`.
+    projection ``proj_size``); the equations are :func:`rnnkit.nn.cells.lstm_step`.
 
     ``forward(input, hx=None, lengths=None) -> (output, LSTMState(h_n, c_n))`` with
     ``hx = (h_0, c_0)``: h (D*num_layers, N, H_out), c (D*num_layers, N, H_cell).
@@ -387,7 +387,7 @@ class LSTM(_RecurrentLayer):
 
 class GRU(_RecurrentLayer):
     """Multi-layer GRU, a drop-in for ``torch.nn.GRU`` (gate order r, z, n, torch's candidate);
-    the equations are :func:`rnnkit.cells.gru_step`.
+    the equations are :func:`rnnkit.nn.cells.gru_step`.
 
     ``forward(input, hx=None, lengths=None) -> (output, h_n)``. ``zoneout``,
     ``recurrent_dropout`` and ``input_dropout``: see the module docstring.
@@ -402,9 +402,4 @@ class GRU(_RecurrentLayer):
         super().__init__("gru", **_arguments(locals()), nonlinearity="tanh")
 
 
-# Convolutional recurrence ("RNN-ify convolutional layers") and the layer-normalised LSTM live in
-# their own modules; they are layers too, so they are importable from here.
-from rnnkit.convlstm import ConvLSTM, ConvLSTMCell  # noqa: E402
-from rnnkit.layernorm import LayerNormLSTM  # noqa: E402
-
-__all__ = ["GRU", "LSTM", "RNN", "ConvLSTM", "ConvLSTMCell", "LayerNormLSTM"]
+__all__ = ["GRU", "LSTM", "RNN"]
