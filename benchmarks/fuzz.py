@@ -135,7 +135,7 @@ def build_seeds(root: Path) -> list[dict[str, bytes]]:
     from rnnkit.config import RunConfig, validate
     from rnnkit.data.tokens import SPECIALS
     from rnnkit.tasks import get_task
-    from rnnkit.training.runs import load_task, save_run_checkpoint
+    from rnnkit.tasks.saved import load_task, save_run_checkpoint
 
     tokens = [*SPECIALS, "a", "b", "c", " "]
     metas = {
@@ -230,7 +230,7 @@ def child(target: str, runs: int, workdir: Path, replay: list[str] | None = None
         from rnnkit.data.tokens import SPECIALS, TokenVocab
         from rnnkit.data.vocab import Vocab
         from rnnkit.errors import UserError
-        from rnnkit.training.runs import load_task, read_run_checkpoint
+        from rnnkit.tasks.saved import load_task, read_run_checkpoint
 
     torch.set_num_threads(1)
     fields = {name: list(cls.__dataclass_fields__) for name, cls in SECTIONS.items()}

@@ -21,6 +21,7 @@ import torch
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from rnnkit.checkpoint.files import save_checkpoint  # noqa: E402
 from rnnkit.config import RunConfig, apply_overrides  # noqa: E402
 from rnnkit.data.vocab import Vocab  # noqa: E402
 from rnnkit.errors import UserError  # noqa: E402
@@ -28,8 +29,7 @@ from rnnkit.export import OnnxLanguageModel, to_onnx, write_onnx  # noqa: E402
 from rnnkit.export.command import load_for_sample, run_export  # noqa: E402
 from rnnkit.generation import generate  # noqa: E402
 from rnnkit.models import LanguageModel  # noqa: E402
-from rnnkit.training.checkpoint import save_checkpoint  # noqa: E402
-from rnnkit.training.runs import load_task  # noqa: E402
+from rnnkit.tasks.saved import load_task  # noqa: E402
 
 TEXT = "the rose is red, the night is dark.\nso the moon shall be.\n" * 8
 VOCAB = Vocab.from_text_chars(TEXT)  # 19 symbols

@@ -92,11 +92,11 @@ class _Task:
 
 
 def _fake_run(monkeypatch, name: str, task: _Task) -> None:
-    import rnnkit.training.runs
+    import rnnkit.tasks.saved
 
     config = RunConfig()
     config.task.name = name
-    monkeypatch.setattr(rnnkit.training.runs, "load_task", lambda path: (task, None, config))
+    monkeypatch.setattr(rnnkit.tasks.saved, "load_task", lambda path: (task, None, config))
 
 
 def test_predict_without_inputs_is_one_line_exit_2(monkeypatch, capsys):

@@ -26,7 +26,7 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError
 from rnnkit.models import LanguageModel
 from rnnkit.tasks.lm import LanguageModelTask
-from rnnkit.training.runs import load_task, read_run_checkpoint, save_run_checkpoint
+from rnnkit.tasks.saved import load_task, read_run_checkpoint, save_run_checkpoint
 
 FAST = settings(max_examples=60, deadline=None)
 JSON = st.recursive(

@@ -32,8 +32,8 @@ from rnnkit.cli import main as rnnkit_main
 from rnnkit.config import RunConfig, apply_overrides
 from rnnkit.generation import generate
 from rnnkit.serve.app import Limits, create_app
+from rnnkit.tasks.saved import load_model
 from rnnkit.training.loop import train
-from rnnkit.training.runs import load_model
 
 TEXT = "".join(
     f"{who} saw the {what} by {when}.\n"

@@ -236,7 +236,7 @@ def test_the_documentation_is_served_with_docs(run):
     import httpx
 
     from rnnkit.serve.app import create_app
-    from rnnkit.training.runs import load_model
+    from rnnkit.tasks.saved import load_model
 
     async def get(app, path: str) -> httpx.Response:
         transport = httpx.ASGITransport(app=app)

@@ -7,7 +7,8 @@ kill landed in (``kill_phase``) and counts the logged steps that will be trained
 resume, ``check_continued`` compares metrics.csv with what it held; at the end, ``compare_runs``
 compares weights, training state (via ``flatten_state``) and metrics.csv, bit for bit.
 
-Not here: processes, timing and killing (``chaos.py``); the checkpoint format (``checkpoint.py``).
+Not here: processes, timing and killing (``chaos.py``); the checkpoint format
+(``rnnkit.checkpoint.files``).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import torch
 
+from rnnkit.checkpoint.files import load_checkpoint
+from rnnkit.checkpoint.state import flatten_state
 from rnnkit.errors import UserError
-from rnnkit.training.checkpoint import load_checkpoint
-from rnnkit.training.runs import read_run_checkpoint
-from rnnkit.training.state import flatten_state
+from rnnkit.tasks.saved import read_run_checkpoint
 
 COMPARED = ("step", "epoch", "kind", "loss", "lr", "grad_norm", "bpc", "chars", "note")
 

@@ -49,8 +49,8 @@ from killtest.checks import (
     listdir,
     read_rows,
 )
+from rnnkit.checkpoint.runs import holds_run
 from rnnkit.errors import UserError
-from rnnkit.training.runs import holds_run
 
 WORDS = "the cat sat on a mat and saw the dog run to his red hat while birds sang".split()
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

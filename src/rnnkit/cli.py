@@ -250,10 +250,11 @@ def _run_config(args: argparse.Namespace):
 def _launch_torchrun(args: argparse.Namespace, config, flags: dict) -> int:
     """``rnnkit train --nproc N ...``: check the flags here (one-line errors before any process
     starts), then run ``torchrun --standalone --nproc-per-node N -m rnnkit train ...``."""
+    from rnnkit.checkpoint.lock import check_unlocked
+    from rnnkit.checkpoint.runs import check_new_run_dir
     from rnnkit.config import apply_overrides, validate
+    from rnnkit.tasks.saved import read_run_checkpoint
     from rnnkit.training import distributed
-    from rnnkit.training.lock import check_unlocked
-    from rnnkit.training.runs import check_new_run_dir, read_run_checkpoint
 
     if distributed.launched_by_torchrun():
         raise UserError("--nproc cannot be used inside torchrun (torchrun starts the processes)")
@@ -308,7 +309,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from rnnkit.tasks.base import own_data, summary
-    from rnnkit.training.runs import load_task
+    from rnnkit.tasks.saved import load_task
 
     task, model, config = load_task(args.checkpoint)
     config.data.cache_dir = args.cache_dir  # never the checkpoint's: it would choose our writes

@@ -6,7 +6,7 @@ a regular file (ENOTDIR), a dangling link or a missing permission is the user's 
 bug: ``writing(path)`` turns the OSError raised while writing ``path`` into a UserError naming
 it, and ``cli.main`` prints any other OSError that reaches it with ``os_error_line`` (the file
 the error names, and the cause), exit status 2. Whoever writes leaves what was there before
-intact (atomic writes: see ``training/checkpoint.py``); this module only words the failure.
+intact (atomic writes: see ``rnnkit/checkpoint/files.py``); this module only words the failure.
 """
 
 from __future__ import annotations

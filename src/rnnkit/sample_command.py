@@ -22,7 +22,7 @@ from rnnkit.wording import sample_banner
 
 def run_sample(args: argparse.Namespace) -> int:
     from rnnkit.generation import generate
-    from rnnkit.training.runs import load_task
+    from rnnkit.tasks.saved import load_task
 
     runtime = args.runtime or ("onnx" if str(args.checkpoint).endswith(".onnx") else "torch")
     if runtime == "onnx":
@@ -98,7 +98,7 @@ def _sample_conditioned(task, model, args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from rnnkit.training.runs import load_task
+    from rnnkit.tasks.saved import load_task
 
     task, model, config = load_task(args.checkpoint)
     names = ("top", "decode", "beam_width", "temperature", "num_samples", "seed", "out")

@@ -10,9 +10,9 @@ import torch
 
 from killtest.checks import kill_phase, resume_step, verify_checkpoints
 from killtest.episodes import ChaosSettings, KillPlan, draw_plan, run_chaos, save_reached
+from rnnkit.checkpoint.files import save_checkpoint
 from rnnkit.config import RunConfig
 from rnnkit.models import LanguageModel
-from rnnkit.training.checkpoint import save_checkpoint
 
 SETTINGS = ChaosSettings(steps=10, eval_every=2)  # 8 steps an epoch: the run crosses one
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from rnnkit.checkpoint.files import load_checkpoint
 from rnnkit.data.streams import TokenStreams
-from rnnkit.training.checkpoint import load_checkpoint
 from rnnkit.training.distributed import World, strip_nproc
 
 TINY = (

@@ -25,9 +25,10 @@ from string import Template
 
 import numpy as np
 
+from rnnkit.checkpoint.runs import find_checkpoint
 from rnnkit.errors import UserError
 from rnnkit.io_errors import writing
-from rnnkit.training.runs import find_checkpoint, read_run_checkpoint
+from rnnkit.tasks.saved import read_run_checkpoint
 from rnnkit.wording import plural
 
 TEMPERATURES = (0.5, 0.8, 1.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rnnkit.data.textfile import read_text
 from rnnkit.errors import UserError
-from rnnkit.training.runs import load_model, load_task
+from rnnkit.tasks.saved import load_model, load_task
 
 
 def language_model_run(path: str | Path):

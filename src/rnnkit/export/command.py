@@ -52,9 +52,9 @@ def add_parser(commands) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """``rnnkit export DIR [--format onnx] [-o FILE]``: write, verify, print one line."""
+    from rnnkit.checkpoint.runs import find_checkpoint
     from rnnkit.export.onnx import OPSET, to_onnx, write_onnx
     from rnnkit.export.runtime import OnnxLanguageModel
-    from rnnkit.training.runs import find_checkpoint
 
     if args.format not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
@@ -82,9 +82,9 @@ def load_for_sample(path: str | Path, *, threads: int | None = None):
     """The exported model ``rnnkit sample PATH --runtime onnx`` runs, and its vocabulary:
     ``(OnnxLanguageModel, Vocab)``. See the module docstring for where the graph comes from;
     ``threads``: onnxruntime's intra-op threads (default: torch's thread count)."""
+    from rnnkit.checkpoint.runs import find_checkpoint
     from rnnkit.export.onnx import onnx_modules, to_onnx
     from rnnkit.export.runtime import OnnxLanguageModel
-    from rnnkit.training.runs import find_checkpoint
 
     onnx_modules()  # the install hint before anything else
     path = Path(path)
@@ -109,8 +109,9 @@ def load_for_sample(path: str | Path, *, threads: int | None = None):
 def load_checkpoint_model(path: str | Path):
     """(LanguageModel in eval mode, Vocab, sha256 of model.safetensors) of a run or
     checkpoint, or a one-line UserError if it is not a language model we export."""
+    from rnnkit.checkpoint.runs import find_checkpoint
     from rnnkit.export.onnx import check_exportable, onnx_modules
-    from rnnkit.training.runs import find_checkpoint, load_task
+    from rnnkit.tasks.saved import load_task
 
     onnx_modules()
     checkpoint = find_checkpoint(path)

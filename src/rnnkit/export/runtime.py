@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rnnkit.checkpoint.jsonfile import VOCAB, Refused, loads, read_regular, regular_stat
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError
 from rnnkit.export.onnx import (
@@ -51,7 +52,6 @@ from rnnkit.io_errors import reason
 from rnnkit.models import LMOutput
 from rnnkit.models.common import has_cell_state
 from rnnkit.nn.cells import LSTMState
-from rnnkit.training.jsonfile import VOCAB, Refused, loads, read_regular, regular_stat
 
 State = Tensor | LSTMState
 _FATAL = 4  # onnxruntime's log severity: 0 verbose ... 3 error, 4 fatal

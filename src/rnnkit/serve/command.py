@@ -119,10 +119,11 @@ def run_serve(args: argparse.Namespace) -> int:
     prints ``rnnkit: interrupted`` and exits 130, as every rnnkit command does."""
     _check_flags(args)
     uvicorn = _require_serve_extra()
+    from rnnkit.checkpoint.runs import find_checkpoint
     from rnnkit.serve import connections
     from rnnkit.serve.app import create_app
     from rnnkit.serve.request import Limits
-    from rnnkit.training.runs import find_checkpoint, load_model
+    from rnnkit.tasks.saved import load_model
 
     limits = Limits(args.max_length, args.max_prime, args.max_concurrent, args.queue,
                     args.max_connections, args.request_timeout, args.keep_alive)  # fmt: skip

@@ -2,7 +2,7 @@
 checked in one place (``Task.__init__``) for a fresh run (flags, TOML) and a checkpoint alike.
 
 A checkpoint is untrusted input, and what the weights fix is checked against model.safetensors
-(``rnnkit.training.runs.check_weights``); these are the values the weights do not fix: how big
+(``rnnkit.tasks.saved.check_weights``); these are the values the weights do not fix: how big
 a frame is (a ConvLSTM is convolutional, any size fits its kernels), how many frames, how far
 a forecast runs. Each limit is one a real run never meets, so ``frame_size`` 450 or
 ``horizon`` 10**9 cost an error message, not a minute and gigabytes or a loop that never ends.

@@ -32,14 +32,23 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from rnnkit.checkpoint.lock import check_unlocked, lock_run_dir
+from rnnkit.checkpoint.runs import check_new_run_dir
+from rnnkit.checkpoint.state import (
+    check_like,
+    check_optimizer_state,
+    check_progress,
+    rng_state,
+    set_rng_state,
+)
 from rnnkit.config import RunConfig, apply_overrides, validate
 from rnnkit.errors import UserError, short
 from rnnkit.io_errors import writing
 from rnnkit.tasks import get_task
 from rnnkit.tasks.base import summary
+from rnnkit.tasks.saved import read_run_checkpoint, save_run_checkpoint
 from rnnkit.training import distributed
 from rnnkit.training.diagnostics import ParameterRatios, plot_ratios
-from rnnkit.training.lock import check_unlocked, lock_run_dir
 from rnnkit.training.metrics import MetricsLog, NullLog, plot_losses
 from rnnkit.training.optim import (
     build_optimizer,
@@ -50,14 +59,6 @@ from rnnkit.training.optim import (
     time_budget,
 )
 from rnnkit.training.progress import Progress, figure, small_data_hint, time_limit_note
-from rnnkit.training.runs import check_new_run_dir, read_run_checkpoint, save_run_checkpoint
-from rnnkit.training.state import (
-    check_like,
-    check_optimizer_state,
-    check_progress,
-    rng_state,
-    set_rng_state,
-)
 from rnnkit.training.stopping import StopSignal
 from rnnkit.wording import sample_banner
 
@@ -83,8 +84,8 @@ class Trainer:
     ) -> None:
         """``config`` for a fresh run; with ``resume``, the run in ``config.train.out`` is
         continued with its saved config, updated by ``overrides`` ({"train": {...}} only).
-        The run directory is locked (``lock.py``) until ``run()`` ends; a run that fails
-        before its first save leaves no directory behind."""
+        The run directory is locked (``rnnkit.checkpoint.lock``) until ``run()`` ends; a run that
+        fails before its first save leaves no directory behind."""
         self.world = world = distributed.setup()
         self.log = log if world.is_main else _silent
         out = Path(config.train.out)
@@ -452,7 +453,7 @@ class Trainer:
         forecast, frames), beside loss.png."""
         if not (self.out / "best").exists():
             return
-        from rnnkit.training.runs import load_task
+        from rnnkit.tasks.saved import load_task
 
         _, best, _ = load_task(self.out / "best")
         with writing(self.out, "write the figures in"):  # a full disk: one line naming the run

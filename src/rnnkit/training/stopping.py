@@ -1,7 +1,8 @@
 """Stopping a run cleanly: Ctrl-C (SIGINT) and SIGTERM become a flag the loop reads between steps.
 
 The loop finishes the step it is in, saves ``last`` and returns ``"interrupted"``; the command
-exits with status 130. Nothing is lost: the checkpoint is written atomically (``checkpoint.py``).
+exits with status 130. Nothing is lost: the checkpoint is written atomically
+(``rnnkit.checkpoint.files``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""A run directory belongs to one trainer at a time (``training/lock.py``), and ``--out`` is new,
-empty, or the run being resumed (``runs.check_new_run_dir``); a run that fails before its first
-save leaves no directory behind."""
+"""A run directory belongs to one trainer at a time (``rnnkit.checkpoint.lock``), and ``--out``
+is new, empty, or the run being resumed (``runs.check_new_run_dir``); a run that fails before
+its first save leaves no directory behind."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from rnnkit.checkpoint import files as checkpoint
+from rnnkit.checkpoint.lock import LOCK_NAME, check_unlocked, lock_run_dir
+from rnnkit.checkpoint.runs import check_new_run_dir
 from rnnkit.cli import main
 from rnnkit.errors import UserError
-from rnnkit.training import checkpoint
-from rnnkit.training.lock import LOCK_NAME, check_unlocked, lock_run_dir
-from rnnkit.training.runs import check_new_run_dir, read_run_checkpoint
+from rnnkit.tasks.saved import read_run_checkpoint
 
 TEXT = "".join(f"{w}: the {x} is {y}.\n" for w in "ABCD" for x in "mnop" for y in "qrst") * 40
 TINY = ["--preset", "tiny", "--threads", "1", "--eval-batches", "1", "--log-every", "1"]

@@ -4,7 +4,7 @@
 (nan/inf included), bools, None, strings and tensors into a dict of tensors (for safetensors)
 plus a JSON-serialisable skeleton; ``unflatten_state`` is its exact inverse. Optimiser and
 scheduler state dicts, RNG states and the carried hidden state all round-trip through it.
-What is not here: files and atomicity (``checkpoint.py``).
+What is not here: files and atomicity (``files.py``).
 """
 
 from __future__ import annotations

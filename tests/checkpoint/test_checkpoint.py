@@ -1,4 +1,4 @@
-"""rnnkit.training.checkpoint: round trips, flatten/unflatten, atomic writes, every load error."""
+"""rnnkit.checkpoint.files: round trips, flatten/unflatten, atomic writes, every load error."""
 
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from rnnkit.errors import UserError
-from rnnkit.training import checkpoint as ckpt
-from rnnkit.training.checkpoint import (
+from rnnkit.checkpoint import files as ckpt
+from rnnkit.checkpoint.files import (
     FORMAT_VERSION,
     Checkpoint,
     flatten_state,
@@ -29,6 +28,7 @@ from rnnkit.training.checkpoint import (
     save_checkpoint,
     unflatten_state,
 )
+from rnnkit.errors import UserError
 
 VOCAB = ["a", "b", "é", "\n", " "]
 CONFIG = {"model": {"hidden_size": 7, "num_layers": 2}, "lr": 0.01, "name": "tiny"}

@@ -5,7 +5,7 @@ over the same bytes; whoever forges the file can forge its sha256 in config.json
 header itself must be safe to act on. :func:`check_safetensors_header` reads only the 8-byte
 length and the JSON header (bounded by ``MAX_HEADER_BYTES`` and the file's size; a regular file
 only, see ``jsonfile.open_regular``) and refuses
-anything that would make a reader allocate or read beyond the file. ``checkpoint.py`` calls it
+anything that would make a reader allocate or read beyond the file. ``files.py`` calls it
 for every ``*.safetensors`` it loads.
 """
 
@@ -16,8 +16,8 @@ import math
 import os
 from pathlib import Path
 
+from rnnkit.checkpoint.jsonfile import Limits, Refused, loads, open_regular
 from rnnkit.errors import short
-from rnnkit.training.jsonfile import Limits, Refused, loads, open_regular
 
 MAX_HEADER_BYTES = 16 << 20  # a safetensors header: ~100 bytes per tensor
 MAX_DIMS = 16

@@ -1,14 +1,9 @@
-"""A run directory and the checkpoints in it, as the trainer and the CLI see them.
+"""A task saved in a checkpoint, and rebuilt from one.
 
-    runs/charlm/
-      last/          newest checkpoint (config.json, model.safetensors, vocab.json, training.*)
-      best/          checkpoint with the lowest validation loss so far
-      metrics.csv    one row per logged step and per evaluation
-      loss.png       train and validation loss against the step
-
-What is here: finding the checkpoint a path names, refusing to clobber a run, saving the
-trainer's state and rebuilding a model from a checkpoint. The file format itself (atomic
-writes, checksums, safetensors + JSON) is ``checkpoint.py``.
+What is here: saving a task's model, vocabulary and meta (with the trainer's state) into a
+checkpoint, and rebuilding the task and its trained model from a checkpoint or run directory.
+What is not: the file format (atomic writes, checksums, safetensors + JSON, in
+``rnnkit.checkpoint.files``) and the run directory itself (``rnnkit.checkpoint.runs``).
 
 A checkpoint is untrusted input: its config is validated like flags, and the model it describes
 is first built on the ``meta`` device (no memory) and compared, name by name and shape by shape,
@@ -18,7 +13,6 @@ its weights is built for real, so ``hidden = 10**9`` costs an error message, not
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,65 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnkit.checkpoint.files import Checkpoint, load_checkpoint, save_checkpoint
+from rnnkit.checkpoint.runs import find_checkpoint
 from rnnkit.config import RunConfig, validate
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError, short
 from rnnkit.models import LanguageModel
 from rnnkit.tasks import Task, get_task
-from rnnkit.training.checkpoint import (
-    Checkpoint,
-    load_checkpoint,
-    names_checkpoint,
-    save_checkpoint,
-)
-from rnnkit.training.lock import refuse_root
 
-RUN_MARKERS = ("last", "best", "metrics.csv")
-_LEFTOVER = re.compile(r"\.lock|\.(last|best)\.tmp-.*")  # nothing of a run (lock.py, checkpoint.py)
 MAX_MESSAGE = 400  # errors quoting a hostile config are cut to this many characters
-
-
-def holds_run(out: Path) -> bool:
-    return any((out / name).exists() for name in RUN_MARKERS)
-
-
-def check_new_run_dir(out: Path) -> None:
-    """A fresh run goes into a new or empty directory: never clobber a run, never write into
-    someone's folder (its loss.png ...) or a file system root. Empty means nothing but our
-    lock file and what a first save killed half-way left (``.last.tmp-*``)."""
-    out = Path(out)
-    refuse_root(out)
-    if out.is_symlink() and not out.exists():
-        raise UserError(f"--out {out} is a symbolic link to a path that does not exist")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    if holds_run(out):
-        raise UserError(
-            f"--out {out} already holds a run; pass --resume to continue it or choose another --out"
-        )
-    if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if not _LEFTOVER.fullmatch(p.name))
-        if other:
-            raise UserError(
-                f"--out {out} is not empty and holds no rnnkit run (it has {short(other[0])}"
-                f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}); choose a new or "
-                "empty directory"
-            )
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory itself, or a run directory's ``best`` (else ``last``)."""
-    path = Path(path)
-    if not path.exists() and any(path.parent.glob(f".{path.name}.old-*")):
-        return path  # killed between the two renames of a save: load_checkpoint recovers it
-    if not path.exists():
-        raise UserError(f"no checkpoint or run directory at {path}")
-    if names_checkpoint(path):  # load_checkpoint parses config.json, once
-        return path
-    for name in ("best", "last"):
-        if (path / name).exists() or any(path.glob(f".{name}.old-*")):
-            return path / name
-    raise UserError(f"{path} holds no checkpoint (expected config.json, or best/ or last/ in it)")
 
 
 def save_run_checkpoint(

@@ -45,9 +45,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from rnnkit.errors import UserError, describe, short
-from rnnkit.io_errors import reason, writing
-from rnnkit.training.jsonfile import (
+from rnnkit.checkpoint.jsonfile import (
     CONFIG,
     TRAINING,
     VOCAB,
@@ -58,8 +56,10 @@ from rnnkit.training.jsonfile import (
     read_regular,
     regular_stat,
 )
-from rnnkit.training.safetensors_header import check_safetensors_header
-from rnnkit.training.state import flatten_state, unflatten_state
+from rnnkit.checkpoint.safetensors_header import check_safetensors_header
+from rnnkit.checkpoint.state import flatten_state, unflatten_state
+from rnnkit.errors import UserError, describe, short
+from rnnkit.io_errors import reason, writing
 
 FORMAT = "rnnkit-checkpoint"
 FORMAT_VERSION = 1

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from rnnkit.checkpoint import files as ckpt_module
+from rnnkit.checkpoint.files import load_checkpoint
+from rnnkit.checkpoint.jsonfile import Limits
 from rnnkit.errors import UserError
-from rnnkit.training import checkpoint as ckpt_module
-from rnnkit.training.checkpoint import load_checkpoint
-from rnnkit.training.jsonfile import Limits
-from rnnkit.training.runs import load_task, read_run_checkpoint
+from rnnkit.tasks.saved import load_task, read_run_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_hostile import make_checkpoint, plant, refused  # noqa: E402
@@ -60,7 +60,7 @@ LOAD_ALL = (
     r"""
 import json, sys
 from rnnkit.errors import UserError
-from rnnkit.training.runs import read_run_checkpoint
+from rnnkit.tasks.saved import read_run_checkpoint
 PATHS = sys.argv[1:]
 """
     + LOAD_EACH
@@ -123,7 +123,7 @@ CHILD = (
     r"""
 import json, resource, sys
 from rnnkit.errors import UserError
-from rnnkit.training.runs import read_run_checkpoint
+from rnnkit.tasks.saved import read_run_checkpoint
 read_run_checkpoint(sys.argv[1], training=True)  # warm up: imports, first builds
 vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize:"))
 limit = vm * 1024 + int(sys.argv[2])

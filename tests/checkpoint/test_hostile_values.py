@@ -23,17 +23,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_hostile import make_checkpoint, refused, set_config
 
-from rnnkit.cli import main
-from rnnkit.config import RunConfig, apply_overrides, validate
-from rnnkit.tasks import get_task
-from rnnkit.training.optim import build_optimizer, build_scheduler
-from rnnkit.training.runs import load_task, save_run_checkpoint
-from rnnkit.training.state import (
+from rnnkit.checkpoint.state import (
     check_like,
     check_optimizer_state,
     flatten_state,
     unflatten_state,
 )
+from rnnkit.cli import main
+from rnnkit.config import RunConfig, apply_overrides, validate
+from rnnkit.tasks import get_task
+from rnnkit.tasks.saved import load_task, save_run_checkpoint
+from rnnkit.training.optim import build_optimizer, build_scheduler
 
 # --- sizes the weights do not fix ------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from test_run_dirs import TEXT, TINY, refused
 
 from rnnkit.analysis import report
 from rnnkit.cli import main
-from rnnkit.training.runs import read_run_checkpoint
+from rnnkit.tasks.saved import read_run_checkpoint
 
 LIMIT = 25_000  # bytes: more than metrics.csv or config.json, less than model.safetensors
 

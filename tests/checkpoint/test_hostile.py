@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from rnnkit.checkpoint import files as ckpt_module
+from rnnkit.checkpoint.files import load_checkpoint
+from rnnkit.checkpoint.jsonfile import Limits
 from rnnkit.config import RunConfig, apply_overrides, validate
 from rnnkit.errors import UserError
 from rnnkit.models import LanguageModel
 from rnnkit.tasks.lm import LanguageModelTask
-from rnnkit.training import checkpoint as ckpt_module
-from rnnkit.training.checkpoint import load_checkpoint
-from rnnkit.training.jsonfile import Limits
-from rnnkit.training.runs import load_task, read_run_checkpoint, save_run_checkpoint
+from rnnkit.tasks.saved import load_task, read_run_checkpoint, save_run_checkpoint
 
 VOCAB = list("\n !.abcdefghijklmnopqrstuvwxyz")
 
@@ -372,7 +372,7 @@ def test_hostile_training_skeleton_is_refused_with_one_line(ckpt, case):
 CHILD = r"""
 import json, resource, sys
 from rnnkit.errors import UserError
-from rnnkit.training.runs import load_task
+from rnnkit.tasks.saved import load_task
 load_task(sys.argv[1])  # warm up: imports, first builds
 vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize:"))
 limit = vm * 1024 + int(sys.argv[2])
