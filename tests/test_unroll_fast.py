@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import rnnkit
 import rnnkit.nn.unroll
 from rnnkit.nn.cells import gru_recur, gru_step, lstm_recur, lstm_step, rnn_recur, rnn_step
-from rnnkit.nn.unroll import recurrence, scan, step_function
+from rnnkit.nn.unroll import scan
 
 IN, H, N, L, P = 7, 11, 3, 13, 5
 DT = torch.float64
@@ -103,7 +103,7 @@ def test_layer_agrees_with_stepping_the_per_step_form(kind, lengths, block, monk
         for k, size in enumerate([layer.proj_size or H] + ([H] if layer.mode == "lstm" else []))
     )
     out, state = layer(x, tuple(s[None] for s in hx) if len(hx) == 2 else hx[0][None], lengths)
-    out_ref, state_ref = scan(step_function(layer, 0, ""), x, hx, lengths)  # W_ih x_t per step
+    out_ref, state_ref = scan(layer.step_function(0), x, hx, lengths)  # W_ih x_t per step
     torch.testing.assert_close(out, out_ref, atol=1e-12, rtol=0)
     for a, b in zip(_as_tuple(state), state_ref, strict=True):
         torch.testing.assert_close(a[0], b, atol=1e-12, rtol=0)
@@ -119,7 +119,7 @@ def test_layer_agrees_with_stepping_the_per_step_form(kind, lengths, block, monk
 
 def test_projection_of_many_steps_is_the_per_step_projection():
     layer = rnnkit.GRU(IN, H, dtype=DT, impl="cells")
-    project, _ = recurrence(layer, 0, "")
+    project, _ = layer.recurrence(0)
     x = _randn(L, N, IN, seed=0)
     expected = torch.stack([F.linear(x[t], layer.weight_ih_l0, layer.bias_ih_l0) for t in range(L)])
     torch.testing.assert_close(project(x), expected, atol=1e-13, rtol=0)

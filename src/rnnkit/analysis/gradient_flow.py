@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.errors import UserError
-from rnnkit.nn.unroll import State, scan, step_function
+from rnnkit.nn.base import RecurrentLayer, State, torch_recurrence
+from rnnkit.nn.unroll import scan
 
 Step = Callable[[Tensor, State], State]
 LOSSES = ("last", "sum")
@@ -62,10 +62,10 @@ class GradientFlow(NamedTuple):
 
     distance: np.ndarray  # (L,) L-1-k
     h_norm: np.ndarray  # (L,) ||dL/dh_k||
-    c_norm: np.ndarray | None  # (L,) ||dL/dc_k|| for an LSTM, else None
+    c_norm: np.ndarray | None  # (L,) ||dL/dc_k|| for a cell with a cell state, else None
     jacobian_steps: np.ndarray  # (J,) the steps t whose Jacobian was taken
     jacobian_sv: np.ndarray  # (J, S) singular values, S = H (RNN/GRU) or 2H (LSTM)
-    cell: str  # "rnn", "lstm" or "gru"
+    cell: str  # the cell's registry name: "rnn", "lstm", "gru", "lnlstm", ...
     hidden: int  # H
     layer: int  # which layer (0 = the bottom one) the states belong to
     layers: int  # layers in the stack
@@ -172,12 +172,13 @@ def layer_gradient_flow(
     """Gradient flow of a bare rnnkit or torch.nn RNN/LSTM/GRU (unidirectional, no projection).
 
     ``x`` is (L, N, H_in), or (N, L, H_in) for a ``batch_first`` layer; the stack runs from zero
-    states through :func:`rnnkit.nn.unroll.step_function`. The loss is a fixed random unit vector
+    states through the layer's step functions
+    (:meth:`rnnkit.nn.base.RecurrentLayer.step_function`). The loss is a fixed random unit vector
     ``u`` (seeded by ``seed``) dotted with the top layer's output at the last step
     (``loss="last"``) or summed over steps (``"sum"``), summed over the batch. The gradients are
     with respect to the states of layer ``layer_index`` (default the top one).
     """
-    steps, cell = _layer_steps(layer)
+    steps, cell, sizes = _layer_steps(layer)
     _check_loss(loss)
     if x.dim() != 3 or x.size(-1) != layer.input_size:
         shape = tuple(x.shape)
@@ -193,7 +194,7 @@ def layer_gradient_flow(
         projected = y @ u  # (L, N)
         return projected[-1].sum() if loss == "last" else projected.sum()
 
-    return _stack_flow(steps, xs, cell, layer.hidden_size, layer_index, loss, readout,
+    return _stack_flow(steps, xs, cell, sizes, layer_index, loss, readout,
                        jacobian_steps)  # fmt: skip
 
 
@@ -220,7 +221,7 @@ def lm_gradient_flow(
     if idx.min() < 0 or idx.max() >= vocab_size:
         got = f"{idx.min().item()}..{idx.max().item()}"
         raise UserError(f"token ids must lie in [0, {vocab_size - 1}], got {got}")
-    steps, cell = _layer_steps(model.rnn)
+    steps, cell, sizes = _layer_steps(model.rnn)
     inputs, targets = idx[:, :-1].t(), idx[:, 1:].t()  # (L, N) each
     with torch.no_grad():
         xs = model.embedding(inputs.to(model.head.weight.device))  # (L, N, E)
@@ -232,19 +233,19 @@ def lm_gradient_flow(
             return F.cross_entropy(logits[-1], targets[-1], reduction="sum")
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
 
-    return _stack_flow(steps, xs, cell, model.rnn.hidden_size, layer_index, loss, readout,
+    return _stack_flow(steps, xs, cell, sizes, layer_index, loss, readout,
                        jacobian_steps)  # fmt: skip
 
 
-def _stack_flow(steps, xs, cell, hidden, layer_index, loss, readout, jacobian_steps):
+def _stack_flow(steps, xs, cell, sizes, layer_index, loss, readout, jacobian_steps):
     """Run the layers below ``layer_index`` (no gradient), probe that layer, with the layers
-    above and ``readout`` inside the loss."""
+    above and ``readout`` inside the loss; ``sizes`` are the state tensors' (h, then c)."""
     layers = len(steps)
     if not -layers <= layer_index < layers:
         raise UserError(f"--layer must be in [{-layers}, {layers - 1}], got {layer_index}")
     layer = layer_index % layers
     n = xs.size(1)
-    zeros = tuple(xs.new_zeros(n, hidden) for _ in range(2 if cell == "lstm" else 1))
+    zeros = tuple(xs.new_zeros(n, size) for size in sizes)
     with torch.no_grad():
         for step in steps[:layer]:
             xs, _ = scan(step, xs, zeros)  # (L, N, H)
@@ -260,30 +261,37 @@ def _stack_flow(steps, xs, cell, hidden, layer_index, loss, readout, jacobian_st
     jac_steps, sv = step_jacobian_singular_values(steps[layer], xs, zeros, chosen)
     length = xs.size(0)
     norms = grads.norms  # (L, 1 or 2)
-    c_norm = norms[:, 1] if cell == "lstm" else None
+    c_norm = norms[:, 1] if len(sizes) > 1 else None
     return GradientFlow(np.arange(length - 1, -1, -1), norms[:, 0], c_norm, jac_steps, sv,
-                        cell, hidden, layer, layers, loss, grads.loss / n, n)  # fmt: skip
+                        cell, sizes[0], layer, layers, loss, grads.loss / n, n)  # fmt: skip
 
 
-def _layer_steps(layer: nn.Module) -> tuple[list[Step], str]:
-    """One step function per depth of an rnnkit or torch.nn RNN/LSTM/GRU, and its cell name."""
-    if isinstance(layer, nn.RNNBase):
-        if layer.mode not in _TORCH_MODES:
-            raise UserError(f"unsupported torch.nn recurrent mode {layer.mode!r}")
-        mode, nonlinearity = _TORCH_MODES[layer.mode]
-        weights = dict(layer.named_parameters())  # weight_ih_l0, ... as step_function reads
-        view = SimpleNamespace(mode=mode, nonlinearity=nonlinearity, **weights)
-    elif getattr(layer, "mode", None) in ("rnn", "lstm", "gru"):
-        mode, view = layer.mode, layer
+def _layer_steps(layer: nn.Module) -> tuple[list[Step], str, tuple[int, ...]]:
+    """One step function per depth of an rnnkit recurrent layer or a torch.nn RNN/LSTM/GRU,
+    its cell's name and the sizes of its state tensors (h, then c if any)."""
+    if isinstance(layer, RecurrentLayer):
+        cell, sizes = layer.cell, layer.state_spec().sizes
+        make = layer.step_function
+    elif isinstance(layer, nn.RNNBase) and layer.mode in _TORCH_MODES:
+        cell, nonlinearity = _TORCH_MODES[layer.mode]
+        sizes = (layer.hidden_size,) * (2 if cell == "lstm" else 1)
+
+        def make(depth: int) -> Step:
+            project, recur = torch_recurrence(layer, cell, nonlinearity, depth)
+            return lambda x, state: recur(project(x), state)
+
+    elif isinstance(layer, nn.RNNBase):
+        raise UserError(f"unsupported torch.nn recurrent mode {layer.mode!r}")
     else:
-        raise UserError(f"expected an RNN, LSTM or GRU layer, got {type(layer).__name__}")
+        raise UserError(f"expected an rnnkit recurrent layer or a torch.nn RNN, LSTM or GRU, "
+                        f"got {type(layer).__name__}")  # fmt: skip
     if layer.bidirectional:
         raise UserError(
             "bidirectional layers are not supported: dL/dh_k is defined along one direction"
         )
     if getattr(layer, "proj_size", 0):
         raise UserError(f"LSTM with proj_size={layer.proj_size} is not supported (use proj_size=0)")
-    return [step_function(view, depth, "") for depth in range(layer.num_layers)], mode
+    return [make(depth) for depth in range(layer.num_layers)], cell, sizes
 
 
 def _check_loss(loss: str) -> None:

@@ -17,14 +17,14 @@ needs besides the graph (see :func:`metadata`): the vocabulary, the cell and the
 ``rnnkit sample model.onnx --runtime onnx`` needs nothing else.
 
 The graph is traced from :class:`StepGraph`, the model's eval-mode step calling the step
-equations of ``cells.py``, ``layernorm.py`` and ``minimal.py`` (through
-``rnnkit.nn.unroll.step_function`` and the minimal layers' ``_step``) on the model's own
-parameters, not from ``LanguageModel.step`` (whose ``_VF.*_cell`` kernels and fused layers are
-not what an exporter should see). Exporter: torch's TorchScript-based one (``dynamo=False``)
-by default -- 0.02-0.8 s here where the ``torch.export``-based one takes 2-7 s, which matters
-because ``rnnkit sample --runtime onnx`` exports a checkpoint that has no current model.onnx
-on the spot; it is deprecated in torch 2.9+, so ``exporter="dynamo"`` is kept working and
-tested (same outputs, to float32 rounding). Both traced the same graph for every cell.
+equations of each cell (through the public cell interface,
+:meth:`rnnkit.nn.base.RecurrentLayer.step_function`) on the model's own parameters, not from
+``LanguageModel.step`` (whose ``_VF.*_cell`` kernels and fused layers are not what an exporter
+should see). Exporter: torch's TorchScript-based one (``dynamo=False``) by default -- 0.02-0.8
+s here where the ``torch.export``-based one takes 2-7 s, which matters because ``rnnkit sample
+--runtime onnx`` exports a checkpoint that has no current model.onnx on the spot; it is
+deprecated in torch 2.9+, so ``exporter="dynamo"`` is kept working and tested (same outputs, to
+float32 rounding). Both traced the same graph for every cell.
 
 What is not here: running the file (``runtime.py``) and the command line (``command.py``).
 """
@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from rnnkit.errors import UserError
 from rnnkit.models.common import has_cell_state
-from rnnkit.nn.unroll import step_function, zoneout
+from rnnkit.nn.unroll import zoneout
 
 FORMAT = "rnnkit-onnx-step"
 FORMAT_VERSION = 1
@@ -98,15 +98,16 @@ class StepGraph(nn.Module):
                             f"{', '.join(SUPPORTED_CELLS)})")  # fmt: skip
         self.model = model
         self.cell, self.layers = cell, model.config.layers
-        rates = tuple(getattr(model.rnn, "zoneout", ()))  # one per state tensor; none: minimal
+        rates = tuple(model.rnn.zoneout)  # one per state tensor; () without zoneout
         self.rates = rates if any(rates) else ()
+        self.steps = [model.rnn.step_function(depth) for depth in range(self.layers)]
 
     def forward(self, tokens: Tensor, h: Tensor, c: Tensor | None = None):
         x = self.model.embedding(tokens)  # (N, E)
         hs, cs = [], []
         for depth in range(self.layers):
             old = (h[depth],) if c is None else (h[depth], c[depth])  # (N, H) each
-            new = self._cell(depth, x, old)
+            new = tuple(self.steps[depth](x, old))  # the layer's own step equations
             if self.rates:
                 new = zoneout(old, new, self.rates)
             hs.append(new[0])
@@ -116,14 +117,6 @@ class StepGraph(nn.Module):
         if c is None:
             return logits, torch.stack(hs)  # (layers, N, H)
         return logits, torch.stack(hs), torch.stack(cs)
-
-    def _cell(self, depth: int, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        """One step of layer ``depth``: x (N, H_in), state (h,) or (h, c) -> the new state, by
-        the layer's own step equations bound to its parameters."""
-        rnn = self.model.rnn
-        if self.cell in ("mingru", "minlstm"):  # min_gru_step / min_lstm_step
-            return (rnn._step(x, state[0], *rnn._weights(depth, "")),)
-        return tuple(step_function(rnn, depth, "")(x, state))  # lstm/lnlstm/gru/rnn _recur
 
 
 def check_exportable(config) -> None:

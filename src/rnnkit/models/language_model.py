@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import _VF, Tensor, nn
+from torch import Tensor, nn
 
 from rnnkit.config import ModelConfig
 from rnnkit.errors import UserError
@@ -26,15 +26,6 @@ State = Tensor | LSTMState
 _LAYERS = LAYERS  # cell name -> layer class (rnnkit.nn.layers and rnnkit.nn.minimal)
 #: blocks of each weight_* matrix (gates), for the orthogonal init
 _GATES = {"lstm": 4, "lnlstm": 4, "gru": 3, "rnn": 1, "mingru": 2, "minlstm": 3}
-
-
-#: torch's one-step kernels (what nn.LSTMCell & co. call), used by ``step`` in eval mode.
-_CELL_KERNELS = {
-    ("lstm", "tanh"): _VF.lstm_cell,
-    ("gru", "tanh"): _VF.gru_cell,
-    ("rnn", "tanh"): _VF.rnn_tanh_cell,
-    ("rnn", "relu"): _VF.rnn_relu_cell,
-}
 
 
 class LMOutput(NamedTuple):
@@ -134,34 +125,29 @@ class LanguageModel(nn.Module):
     def step(self, token: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One position: ``token`` (N,) -> logits (N, V) and the new state. Equal to
         ``forward`` over a sequence fed one token at a time with the state carried."""
-        cell = _CELL_KERNELS.get((self.config.cell, getattr(self.rnn, "nonlinearity", "")))
-        zoneout = getattr(self.rnn, "zoneout", 0.0)  # (h, c) rates on an LSTM: eval uses them
-        zoneout = any(zoneout) if isinstance(zoneout, tuple) else zoneout
-        if cell is not None and not self.training and not zoneout:
-            return self._step_cells(cell, token, state)
+        kernels = [self.rnn.fused_step(depth) for depth in range(self.config.layers)]
+        zoneout = any(self.rnn.zoneout)  # rates per state tensor: eval uses them
+        if None not in kernels and not self.training and not zoneout:
+            return self._step_cells(kernels, token, state)
         logits, state = self._run(token.unsqueeze(1), state)  # (N, 1, V)
         return logits.squeeze(1), state  # (N, V)
 
-    def _step_cells(self, cell, token: Tensor, state: State | None) -> tuple[Tensor, State]:
+    def _step_cells(self, kernels, token: Tensor, state: State | None) -> tuple[Tensor, State]:
         """``step`` in eval mode: torch's one-step cell kernels layer by layer. The fused
         multi-layer kernel pays its (oneDNN) set-up on every call -- several times the two
         matrix-vector products of one token -- so generation takes this path; same weights,
         same numbers (tested against ``forward``)."""
         if state is None:
             state = self.initial_state(token.size(0), token.device)
-        lstm = self.config.cell == "lstm"
+        lstm = isinstance(state, LSTMState)
+        states = zip(*state, strict=True) if lstm else ((h,) for h in state)  # (h,) or (h, c)
         x = self.embedding(token)  # (N, E)
-        hs, cs = [], []
-        for depth, weights in enumerate(self.rnn.all_weights):
-            if lstm:
-                h, c = cell(x, (state.h[depth], state.c[depth]), *weights)  # (N, H) each
-                cs.append(c)
-            else:
-                h = cell(x, state[depth], *weights)  # (N, H)
-            hs.append(h)
-            x = h
-        h = torch.stack(hs)  # (layers, N, H)
-        return self.head(x), (LSTMState(h, torch.stack(cs)) if lstm else h)
+        new = []
+        for kernel, old in zip(kernels, states, strict=True):
+            new.append(kernel(x, old))  # (h,) or (h, c), each (N, H)
+            x = new[-1][0]
+        h, *c = (torch.stack(s) for s in zip(*new, strict=True))  # (layers, N, H) each
+        return self.head(x), (LSTMState(h, *c) if lstm else h)
 
     def _run(self, idx: Tensor, state: State | None) -> tuple[Tensor, State]:
         emb = self.embed_dropout(self.embedding(idx))  # (N, L, E)

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.nn.base import Recurrence, State, mask_hidden
 from rnnkit.nn.cells import LSTMState
 from rnnkit.nn.layers import _arguments, _RecurrentLayer
-from rnnkit.nn.unroll import Recurrence, State, mask_hidden
 
 
 def layernorm_lstm_step(
@@ -88,30 +88,6 @@ def layernorm_lstm_recur(
     return LSTMState(h, c)
 
 
-def layernorm_recurrence(layer: nn.Module, depth: int, suffix: str) -> Recurrence:
-    """One (layer, direction) of a :class:`LayerNormLSTM`, bound to its parameters."""
-
-    def get(kind: str) -> Tensor | None:
-        return getattr(layer, f"{kind}_l{depth}{suffix}", None)
-
-    eps = layer.eps
-    w = {
-        "weight_hh": get("weight_hh"),
-        "gain_hh": get("ln_gain_hh"),
-        "gain_c": get("ln_gain_c"),
-        "bias_hh": get("bias_hh"),
-        "bias_c": get("ln_bias_c"),
-    }
-
-    def project(x: Tensor) -> Tensor:
-        return layernorm_lstm_project(x, get("weight_ih"), get("ln_gain_ih"), get("bias_ih"), eps)
-
-    def recur(x: Tensor, s: State, m: Tensor | None = None) -> State:
-        return layernorm_lstm_recur(x, mask_hidden(s, m), **w, eps=eps)
-
-    return Recurrence(project, recur)
-
-
 class LayerNormLSTM(_RecurrentLayer):
     r"""Multi-layer layer-normalised LSTM (equations: :func:`layernorm_lstm_step`), with the
     contract of :class:`rnnkit.nn.layers.LSTM`: ``forward(input, hx=None, lengths=None) ->
@@ -133,7 +109,7 @@ class LayerNormLSTM(_RecurrentLayer):
        ``bias=False`` drops every shift (b_ih, b_hh, beta_c).
     """
 
-    _recurrence = staticmethod(layernorm_recurrence)
+    cell = "lnlstm"
     _DEFAULT_IMPL = "cells"
 
     # fmt: off
@@ -158,6 +134,31 @@ class LayerNormLSTM(_RecurrentLayer):
                 names.append(f"{kind}{tag}")
                 start = torch.full((size,), 1.0 if "gain" in kind else 0.0, **factory)
                 self.register_parameter(names[-1], nn.Parameter(start))
+
+    def recurrence(self, layer: int, direction: int = 0) -> Recurrence:
+        """One (layer, direction) bound to its parameters: LN(W_ih x) + b_ih for all steps at
+        once, then :func:`layernorm_lstm_recur` step by step."""
+
+        def get(kind: str) -> Tensor | None:
+            return self.layer_weight(kind, layer, direction)
+
+        eps = self.eps
+        w_ih, gain_ih, b_ih = get("weight_ih"), get("ln_gain_ih"), get("bias_ih")
+        w = {"weight_hh": get("weight_hh"), "gain_hh": get("ln_gain_hh"),
+             "gain_c": get("ln_gain_c"), "bias_hh": get("bias_hh"),
+             "bias_c": get("ln_bias_c")}  # fmt: skip
+
+        def project(x: Tensor) -> Tensor:
+            return layernorm_lstm_project(x, w_ih, gain_ih, b_ih, eps)
+
+        def recur(x: Tensor, s: State, m: Tensor | None = None) -> State:
+            return layernorm_lstm_recur(x, mask_hidden(s, m), **w, eps=eps)
+
+        return Recurrence(project, recur)
+
+    def fused_step(self, layer: int, direction: int = 0) -> None:
+        """None: torch has no layer-normalised LSTM kernel."""
+        return None
 
     @property
     def use_fused(self) -> bool:

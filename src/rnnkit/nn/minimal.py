@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnkit.nn.base import Recurrence, RecurrentLayer, State
 from rnnkit.nn.cells import check_size, torch_default_init
 
 IMPLS = ("auto", "scan", "fused", "sequential")
@@ -72,7 +73,12 @@ def log_g(x: Tensor) -> Tensor:
 
 def min_gru_step(x: Tensor, h: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """One minGRU step: x (N, H_in), h (N, H) -> h (N, H); weight (2H, H_in) rows (z, h~)."""
-    k, n = F.linear(x, weight, bias).chunk(2, dim=-1)  # (N, H) each
+    return min_gru_recur(F.linear(x, weight, bias), h)
+
+
+def min_gru_recur(x_proj: Tensor, h: Tensor) -> Tensor:
+    """:func:`min_gru_step` given the projection ``[W_z x + b_z, W_h x + b_h]`` (N, 2H)."""
+    k, n = x_proj.chunk(2, dim=-1)  # (N, H) each
     z = torch.sigmoid(k)
     h_tilde = g(n)
     return (1 - z) * h + z * h_tilde
@@ -80,7 +86,12 @@ def min_gru_step(x: Tensor, h: Tensor, weight: Tensor, bias: Tensor | None = Non
 
 def min_lstm_step(x: Tensor, h: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """One minLSTM step: x (N, H_in), h (N, H) -> h (N, H); weight (3H, H_in) rows (i, f, h~)."""
-    i, f, n = F.linear(x, weight, bias).chunk(3, dim=-1)  # (N, H) each
+    return min_lstm_recur(F.linear(x, weight, bias), h)
+
+
+def min_lstm_recur(x_proj: Tensor, h: Tensor) -> Tensor:
+    """:func:`min_lstm_step` given the projection ``[W_i x + b_i, W_f x + b_f, W_h x + b_h]``."""
+    i, f, n = x_proj.chunk(3, dim=-1)  # (N, H) each
     i, f = torch.sigmoid(i), torch.sigmoid(f)
     i_prime, f_prime = i / (f + i), f / (f + i)
     h_tilde = g(n)
@@ -187,12 +198,11 @@ def fused_recurrence(cell: str, p: Tensor, h0: Tensor) -> Tensor:
     return _FusedMinimal.apply(p, h0, cell)
 
 
-class _MinimalRNN(nn.Module):
+class _MinimalRNN(RecurrentLayer):
     """Parameters, checks, stacking, directions and the three paths of MinGRU and MinLSTM."""
 
-    mode = ""  # "mingru" | "minlstm": the cell (see update_logits)
+    mode = ""  # "mingru" | "minlstm": the cell (see update_logits), its registry name
     _gates = 0  # G: chunks of each weight_ih
-    _step = staticmethod(min_gru_step)  # the cell's step equations, (x, h, weight, bias) -> h
 
     # fmt: off
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -231,10 +241,6 @@ class _MinimalRNN(nn.Module):
         self.reset_parameters()
 
     @property
-    def num_directions(self) -> int:
-        return 2 if self.bidirectional else 1
-
-    @property
     def _suffixes(self) -> tuple[str, ...]:
         return ("", "_reverse") if self.bidirectional else ("",)
 
@@ -251,9 +257,19 @@ class _MinimalRNN(nn.Module):
                 s += f", {key}={getattr(self, key)!r}"
         return s
 
-    def _weights(self, layer: int, suffix: str) -> tuple[Tensor, Tensor | None]:
-        bias = getattr(self, f"bias_ih_l{layer}{suffix}") if self.bias else None
-        return getattr(self, f"weight_ih_l{layer}{suffix}"), bias
+    def recurrence(self, layer: int, direction: int = 0) -> Recurrence:
+        """One (layer, direction) bound to its weights: the projection W x + b, then
+        :func:`min_gru_recur` or :func:`min_lstm_recur` (no recurrent dropout: m is ignored)."""
+        weight, bias = (self.layer_weight(k, layer, direction) for k in ("weight_ih", "bias_ih"))
+        recur = min_gru_recur if self.mode == "mingru" else min_lstm_recur
+
+        def project(x: Tensor) -> Tensor:
+            return F.linear(x, weight, bias)
+
+        def step(x_proj: Tensor, state: State, h_mask: Tensor | None = None) -> State:
+            return (recur(x_proj, state[0]),)
+
+        return Recurrence(project, step)
 
     # ---- public API --------------------------------------------------------------------------
     def forward(self, input, hx: Tensor | None = None, lengths=None):
@@ -300,7 +316,7 @@ class _MinimalRNN(nn.Module):
         for layer in range(self.num_layers):
             if layer and self.dropout and self.training:
                 x = F.dropout(x, self.dropout, training=True)
-            x = self._step(x, h[layer], *self._weights(layer, ""))  # (N, H)
+            (x,) = self.step_function(layer)(x, (h[layer],))  # (N, H)
             states.append(x)
         return torch.stack(states)  # (num_layers, N, H)
 
@@ -360,9 +376,9 @@ class _MinimalRNN(nn.Module):
             if layer and self.dropout and self.training:
                 x = F.dropout(x, self.dropout, training=True)
             outputs = []
-            for d, suffix in enumerate(self._suffixes):
+            for d in range(self.num_directions):
                 seq = x if d == 0 else _reverse(x, lengths)
-                h = self._direction(seq, h0[layer * self.num_directions + d], valid, layer, suffix)
+                h = self._direction(seq, h0[layer * self.num_directions + d], valid, layer, d)
                 finals.append(h[-1])  # padded steps kept the state: the state at the true end
                 outputs.append(h if d == 0 else _reverse(h, lengths))
             x = torch.cat(outputs, dim=-1) if self.bidirectional else outputs[0]  # (L, N, D*H)
@@ -370,19 +386,18 @@ class _MinimalRNN(nn.Module):
                 x = x * valid.unsqueeze(-1).to(x.dtype)  # zeros past each sequence's end
         return x, torch.stack(finals)
 
-    def _direction(self, x, h0, valid, layer: int, suffix: str) -> Tensor:
+    def _direction(self, x, h0, valid, layer: int, direction: int) -> Tensor:
         """One layer, one direction: x (L, N, H_in) -> h (L, N, H); where ``valid`` (L, N) is
         False the state is kept (z = 0, i.e. f' = 1 and i' = 0)."""
-        weight, bias = self._weights(layer, suffix)
         impl = self._path(x)
         if impl == "sequential":
-            states, h = [], h0
+            step, states, h = self.step_function(layer, direction), [], h0
             for t, x_t in enumerate(x.unbind(0)):  # unbind: one backward node, not L copies of x
-                new = self._step(x_t, h, weight, bias)
+                (new,) = step(x_t, (h,))
                 h = new if valid is None else torch.where(valid[t, :, None], new, h)
                 states.append(h)
             return torch.stack(states)
-        p = F.linear(x, weight, bias)  # (L, N, G*H)
+        p = self.recurrence(layer, direction).project(x)  # (L, N, G*H): W x + b
         keep = None if valid is None else ~valid.unsqueeze(-1)  # (L, N, 1)
         if impl == "fused":
             if keep is not None:  # the first gate (z or i) -> -inf: z = i' = 0 there
@@ -432,7 +447,7 @@ class MinGRU(_MinimalRNN):
     ``forward(input, hx=None, lengths=None) -> (output, h_n)``; ``step(x, h) -> h``.
     """
 
-    mode, _gates, _step = "mingru", 2, staticmethod(min_gru_step)
+    mode, _gates = "mingru", 2
 
 
 class MinLSTM(_MinimalRNN):
@@ -445,7 +460,7 @@ class MinLSTM(_MinimalRNN):
     ``forward(input, hx=None, lengths=None) -> (output, h_n)``; ``step(x, h) -> h``.
     """
 
-    mode, _gates, _step = "minlstm", 3, staticmethod(min_lstm_step)
+    mode, _gates = "minlstm", 3
 
 
 __all__ = [
@@ -457,6 +472,8 @@ __all__ = [
     "log_space_scan",
     "fused_recurrence",
     "update_logits",
+    "min_gru_recur",
     "min_gru_step",
+    "min_lstm_recur",
     "min_lstm_step",
 ]

@@ -1,108 +1,52 @@
 """The cells path: the equations of ``cells.py`` unrolled through time, layer by layer.
 
-What is here: ``unroll`` runs a stacked, optionally bidirectional RNN/LSTM/GRU over a padded,
-time-major batch with the weights of an :mod:`rnnkit.nn.layers` module. Each (layer, direction) is a
-:class:`Recurrence`: its input projection ``W_ih x_t + b_ih`` is computed for a block of steps
-in one matrix product (:data:`PROJECT_BLOCK`), and only the recurrence
-(:func:`rnnkit.nn.cells.lstm_recur`, ...) is stepped one step at a time. Variable lengths are
-handled the way the lecture's "variable depth" puts it: at step t only the sequences still
-running are computed (the batch sorted longest first, the step applied to its first
-``active[t]`` rows, as a PackedSequence's ``batch_sizes`` say); past a sequence's end its state
-is held and its output is zero, and the reverse direction reads each sequence backwards within
-its own length. The regularisers that live inside the recurrence are here too: zoneout (Krueger
-et al. 2016) and variational -- recurrent and input -- dropout (Gal & Ghahramani 2016).
+What is here: ``unroll`` runs any stacked, optionally bidirectional
+:class:`~rnnkit.nn.base.RecurrentLayer` over a padded, time-major batch. Each (layer,
+direction) is the layer's :class:`~rnnkit.nn.base.Recurrence`: its input projection ``W_ih x_t
++ b_ih`` is computed for a block of steps in one matrix product (:data:`PROJECT_BLOCK`), and
+only the recurrence (:func:`rnnkit.nn.cells.lstm_recur`, ...) is stepped one step at a time.
+Variable lengths are handled the way the lecture's "variable depth" puts it: at step t only the
+sequences still running are computed (the batch sorted longest first, the step applied to its
+first ``active[t]`` rows, as a PackedSequence's ``batch_sizes`` say); past a sequence's end its
+state is held and its output is zero, and the reverse direction reads each sequence backwards
+within its own length. The regularisers that live inside the recurrence are here too: zoneout
+(Krueger et al. 2016) and variational -- recurrent and input -- dropout (Gal & Ghahramani
+2016).
 
-What is not here: argument checks, PackedSequence and batch_first conversion (``layers.py``).
+What is not here: the cells (``base.py`` binds them to a layer's weights), argument checks
+(``checks.py``), PackedSequence and batch_first conversion (the layers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from rnnkit.nn.cells import ACTIVATIONS, gru_recur, lstm_recur, rnn_recur
+from rnnkit.nn.base import RecurrentLayer, State
 
-State = tuple[Tensor, ...]  # (h,) or (h, c)
 Inputs = Tensor | tuple[Tensor, ...]  # what a step reads at time t: x_t, or (x_t, masks_t...)
 
 
-class Recurrence(NamedTuple):
-    """One (layer, direction) of a cell, split in two: ``project`` maps inputs (..., H_in) to
-    their projections (..., G), for many steps in one call; ``recur(x_proj_t, state, h_mask=None)``
-    is one step of the rest, with ``h_mask`` an optional recurrent-dropout mask on h_{t-1}."""
-
-    project: Callable[[Tensor], Tensor]
-    recur: Callable[..., State]
-
-
-def recurrence(layer: nn.Module, depth: int, suffix: str) -> Recurrence:
-    """The cell of one (layer, direction) of an RNN/LSTM/GRU ``layer``, bound to its weights."""
-    w = {
-        kind: getattr(layer, f"{kind}_l{depth}{suffix}", None)
-        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-    }
-    w_ih, b_ih, w_hr = w.pop("weight_ih"), w.pop("bias_ih"), w.pop("weight_hr")
-
-    def project(x: Tensor) -> Tensor:
-        return F.linear(x, w_ih, b_ih)
-
-    if layer.mode == "lstm":
-
-        def recur(x: Tensor, s: State, m: Tensor | None = None) -> State:
-            return lstm_recur(x, mask_hidden(s, m), **w, weight_hr=w_hr)
-
-    elif layer.mode == "gru":
-
-        def recur(x: Tensor, s: State, m: Tensor | None = None) -> State:
-            return (gru_recur(x, s[0], **w, h_mask=m),)
-
-    else:
-        activation = ACTIVATIONS[layer.nonlinearity]
-
-        def recur(x: Tensor, s: State, m: Tensor | None = None) -> State:
-            return (rnn_recur(x, mask_hidden(s, m)[0], **w, activation=activation),)
-
-    return Recurrence(project, recur)
-
-
-def mask_hidden(state: State, h_mask: Tensor | None) -> State:
-    """The state with h multiplied by the recurrent-dropout mask (for cells whose h meets only
-    W_hh: RNN and LSTM; the GRU masks inside :func:`rnnkit.nn.cells.gru_recur`)."""
-    return state if h_mask is None else (state[0] * h_mask, *state[1:])
-
-
-def step_function(layer: nn.Module, depth: int, suffix: str) -> Callable[[Tensor, State], State]:
-    """The cell equation of one (layer, direction), bound to its weights: (x_t, state) -> state,
-    projecting x_t at every step (the per-step form of :func:`recurrence`)."""
-    project, recur = getattr(layer, "_recurrence", recurrence)(layer, depth, suffix)
-    return lambda x, s: recur(project(x), s)
-
-
 def unroll(
-    layer: nn.Module,
-    x: Tensor,
-    hx: State,
-    lengths: Tensor | None,
-    make: Callable[[nn.Module, int, str], Recurrence] = recurrence,
+    layer: RecurrentLayer, x: Tensor, hx: State, lengths: Tensor | None
 ) -> tuple[Tensor, State]:
     """Run ``layer``'s cells over ``x`` (L, N, H_in) from ``hx`` (each (D*num_layers, N, *)).
 
-    ``make(layer, depth, suffix)`` gives each (layer, direction)'s :class:`Recurrence`. The
+    Each (layer, direction) is the layer's :meth:`~rnnkit.nn.base.RecurrentLayer.recurrence`. The
     layer's ``zoneout`` (one rate per state tensor), ``recurrent_dropout`` and ``input_dropout``
     apply as in :func:`regularised`. Returns the top layer's output (L, N, D*H_out) and the final
     states, stacked like ``hx``.
     """
-    directions = ("", "_reverse") if layer.bidirectional else ("",)
+    directions = layer.num_directions
     finals: list[State] = []
     for depth in range(layer.num_layers):
         outputs = []
-        for direction, suffix in enumerate(directions):
-            project, recur = make(layer, depth, suffix)
-            state = tuple(s[depth * len(directions) + direction] for s in hx)
+        for direction in range(directions):
+            project, recur = layer.recurrence(depth, direction)
+            state = tuple(s[depth * directions + direction] for s in hx)
             inputs = x if direction == 0 else reverse(x, lengths)
             if layer.input_dropout and layer.training:  # one mask per sequence for all steps
                 inputs = inputs * _dropout_mask(inputs[0].shape, layer.input_dropout, inputs)
@@ -118,7 +62,7 @@ def unroll(
 
 
 def regularised(
-    recur: Callable[..., State], state: State, steps: int, layer: nn.Module
+    recur: Callable[..., State], state: State, steps: int, layer: RecurrentLayer
 ) -> tuple[Callable[[Inputs, State], State], tuple[Tensor, ...]]:
     """``recur`` with the layer's zoneout and recurrent dropout, as a step for :func:`scan`;
     returns the step and the per-step masks (each (L, N, *)) that :func:`scan` is to hand it
