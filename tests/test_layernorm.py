@@ -221,7 +221,7 @@ def test_contract_names_initialisation_and_errors():
     assert "ln_bias_c_l0" not in dict(LayerNormLSTM(IN, H, bias=False).named_parameters())
     assert repr(LayerNormLSTM(3, 4, eps=1e-3)) == "LayerNormLSTM(3, 4, eps=0.001)"
     out, state = layer(torch.randn(L, IN))  # unbatched
-    assert out.shape == (L, 2 * H) and state.h.shape == (4, H) and state.c.shape == (4, H)
+    assert out.shape == (L, 2 * H) and state[0].shape == (4, H) and state[1].shape == (4, H)
     with pytest.raises(ValueError, match="eps must be a number >= 0, got -1"):
         LayerNormLSTM(IN, H, eps=-1)
     with pytest.raises(TypeError):

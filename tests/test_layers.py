@@ -261,86 +261,155 @@ def _lstm(**kwargs):
     return rnnkit.LSTM(IN, H, **kwargs)
 
 
+# torch.nn's own exception types and messages, word for word, where torch.nn checks the same
+# thing (tests/test_torch_module_info.py runs torch's error inputs); rnnkit's own for its additions.
 @pytest.mark.parametrize(
-    "build,message",
+    "build,error,message",
     [
         (
             lambda: rnnkit.GRU(IN, H, proj_size=3),
-            "proj_size is only supported by LSTM, got proj_size=3 for GRU",
+            ValueError,
+            "proj_size argument is only supported for LSTM, not RNN or GRU",
         ),
         (
             lambda: rnnkit.RNN(IN, H, proj_size=3),
-            "proj_size is only supported by LSTM, got proj_size=3 for RNN",
+            ValueError,
+            "proj_size argument is only supported for LSTM, not RNN or GRU",
         ),
-        (lambda: _lstm(proj_size=H), "proj_size must be smaller than hidden_size=11, got 11"),
-        (lambda: _lstm(proj_size=-1), "proj_size must be an integer >= 0, got -1"),
-        (lambda: rnnkit.RNN(IN, H, nonlinearity="gelu"), "nonlinearity must be one of"),
+        (lambda: _lstm(proj_size=H), ValueError, "proj_size has to be smaller than hidden_size"),
+        (
+            lambda: _lstm(proj_size=-1),
+            ValueError,
+            "proj_size should be a positive integer or zero to disable projections",
+        ),
+        (
+            lambda: rnnkit.RNN(IN, H, nonlinearity="gelu"),
+            ValueError,
+            "Unknown nonlinearity 'gelu'. Select from 'tanh', 'relu', 'leaky_relu', 'hardtanh', "
+            "'softplus'.",
+        ),
         (
             lambda: rnnkit.RNN(IN, H, nonlinearity="softplus", impl="fused"),
+            ValueError,
             "got nonlinearity='softplus'",
         ),
-        (lambda: _lstm(impl="cuda"), "impl must be one of 'auto', 'fused', 'cells'; got 'cuda'"),
-        (lambda: _lstm(num_layers=0), "num_layers must be an integer >= 1, got 0"),
-        (lambda: rnnkit.LSTM(IN, "11"), "hidden_size must be an integer >= 1, got '11'"),
-        (lambda: _lstm(dropout=1.5), "dropout must be a probability in [0, 1], got 1.5"),
+        (
+            lambda: _lstm(impl="cuda"),
+            ValueError,
+            "impl must be one of 'auto', 'fused', 'cells'; got 'cuda'",
+        ),
+        (lambda: _lstm(num_layers=0), ValueError, "num_layers must be greater than zero"),
+        (
+            lambda: rnnkit.LSTM(IN, "11"),
+            TypeError,
+            "hidden_size should be of type int, got: str",
+        ),
+        (
+            lambda: _lstm(dropout=1.5),
+            ValueError,
+            "dropout should be a number in range [0, 1] representing the probability of an "
+            "element being zeroed",
+        ),
+        (
+            lambda: _lstm(zoneout=1.5),
+            ValueError,
+            "zoneout must be a probability in [0, 1], got 1.5",
+        ),
     ],
 )
-def test_constructor_errors_name_argument_expected_and_got(build, message):
-    with pytest.raises(ValueError) as info:
+def test_constructor_errors_name_argument_expected_and_got(build, error, message):
+    with pytest.raises(error) as info:
         build()
     assert message in str(info.value)
 
 
 def test_bool_flags_must_be_bool():
-    with pytest.raises(TypeError, match="batch_first must be a bool, got 1"):
+    with pytest.raises(TypeError, match="batch_first should be of type bool, got: int"):
         _lstm(batch_first=1)
 
 
 def test_dropout_with_one_layer_warns():
-    with pytest.warns(UserWarning, match="dropout=0.5 has no effect with num_layers=1"):
+    with pytest.warns(UserWarning, match="but got dropout=0.5 and num_layers=1"):
         _lstm(dropout=0.5)
 
 
 @pytest.mark.parametrize("impl", ["fused", "cells"])
 @pytest.mark.parametrize(
-    "call,message",
+    "call,error,message",
     [
-        (lambda m: m(torch.randn(L, N, IN + 1)), "input.size(-1) must equal input_size=7, got 8"),
-        (lambda m: m(torch.randn(L, N, 2, IN)), "input must be 3-D (L, N, H_in)"),
+        (
+            lambda m: m(torch.randn(L, N, IN + 1)),
+            RuntimeError,
+            "input.size(-1) must be equal to input_size. Expected 7, got 8",
+        ),
+        (
+            lambda m: m(torch.randn(L, N, 2, IN)),
+            ValueError,
+            "LSTM: Expected input to be 2D or 3D, got 4D instead",
+        ),
         (
             lambda m: m(torch.randn(L, N, IN), (torch.randn(2, N, H), torch.randn(1, N, H))),
-            "hx[0] (h_0) must have shape (1, 3, 11) (D*num_layers, N, H_out), got (2, 3, 11)",
+            RuntimeError,
+            "Expected hidden[0] size (1, 3, 11), got [2, 3, 11]",
         ),
         (
             lambda m: m(torch.randn(L, N, IN), (torch.randn(1, N, H), torch.randn(1, N, 4))),
-            "hx[1] (c_0) must have shape (1, 3, 11)",
+            RuntimeError,
+            "Expected hidden[1] size (1, 3, 11), got [1, 3, 4]",
         ),
-        (lambda m: m(torch.randn(L, N, IN), torch.randn(1, N, H)), "hx must be a pair (h_0, c_0)"),
+        (
+            lambda m: m(torch.randn(L, N, IN), torch.randn(1, N, H)),
+            ValueError,
+            "hx must be a pair (h_0, c_0)",
+        ),
         (
             lambda m: m(torch.randn(L, IN), (torch.randn(1, N, H), torch.randn(1, N, H))),
-            "must have shape (1, 11) (D*num_layers, H_out), got (1, 3, 11)",
+            RuntimeError,
+            "For unbatched 2-D input, hx and cx should also be 2-D but got (3-D, 3-D) tensors",
         ),
         (
             lambda m: m(torch.randn(L, N, IN), lengths=[5, 0, 2]),
+            ValueError,
             "lengths must lie in [1, L=5], got min 0",
         ),
-        (lambda m: m(torch.randn(L, N, IN), lengths=[5, 6, 2]), "got min 2 and max 6"),
-        (lambda m: m(torch.randn(L, N, IN), lengths=[5, 2]), "lengths must be 3 integers"),
-        (lambda m: m(torch.randn(L, N, IN), lengths=[5.0, 2.0, 1.0]), "lengths must be 3 integers"),
-        (lambda m: m(torch.randn(L, IN), lengths=[5]), "lengths needs a batched (3-D) input"),
-        (lambda m: m(torch.randn(L, N, IN, dtype=DT)), "input dtype torch.float64 does not match"),
+        (lambda m: m(torch.randn(L, N, IN), lengths=[5, 6, 2]), ValueError, "got min 2 and max 6"),
+        (
+            lambda m: m(torch.randn(L, N, IN), lengths=[5, 2]),
+            ValueError,
+            "lengths must be 3 integers",
+        ),
+        (
+            lambda m: m(torch.randn(L, N, IN), lengths=[5.0, 2.0, 1.0]),
+            ValueError,
+            "lengths must be 3 integers",
+        ),
+        (
+            lambda m: m(torch.randn(L, IN), lengths=[5]),
+            ValueError,
+            "lengths needs a batched (3-D) input",
+        ),
+        (
+            lambda m: m(torch.randn(L, N, IN, dtype=DT)),
+            ValueError,
+            "RNN input dtype (torch.float64) does not match weight dtype (torch.float32)",
+        ),
+        (
+            lambda m: m(torch.randn(0, N, IN)),
+            RuntimeError,
+            "Expected sequence length to be larger than 0 in RNN",
+        ),
     ],
 )
-def test_forward_errors_name_argument_expected_and_got(impl, call, message):
+def test_forward_errors_name_argument_expected_and_got(impl, call, error, message):
     layer = _lstm(impl=impl)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(error) as info:
         call(layer)
     assert message in str(info.value)
 
 
 def test_gru_hx_shape_error_and_packed_with_lengths():
     layer = rnnkit.GRU(IN, H, num_layers=2, bidirectional=True)
-    with pytest.raises(ValueError, match=r"hx must have shape \(4, 3, 11\)"):
+    with pytest.raises(RuntimeError, match=r"Expected hidden size \(4, 3, 11\), got \[2, 3, 11\]"):
         layer(torch.randn(L, N, IN), torch.randn(2, N, H))
     packed = pack_padded_sequence(torch.randn(L, N, IN), [5, 4, 2])
     with pytest.raises(ValueError, match="lengths must be None for a PackedSequence"):

@@ -29,7 +29,11 @@ def _randn(*shape, seed):
 def _initial(layer, n, seed=5):
     rows = layer.num_layers * (2 if layer.bidirectional else 1)
     h0 = _randn(rows, n, layer.hidden_size, seed=seed)
-    return (h0, _randn(rows, n, layer.hidden_size, seed=seed + 1)) if layer.mode == "lstm" else h0
+    return (
+        (h0, _randn(rows, n, layer.hidden_size, seed=seed + 1))
+        if len(layer.state_spec().names) == 2
+        else h0
+    )
 
 
 def _states(state):
@@ -192,7 +196,7 @@ def test_gradcheck_with_the_masks_fixed_by_a_seed(kind):
 
     def run(x, h0, *params):
         torch.manual_seed(1)  # the same masks at every call
-        hx = (h0, torch.zeros_like(h0)) if layer.mode == "lstm" else h0
+        hx = (h0, torch.zeros_like(h0)) if len(layer.state_spec().names) == 2 else h0
         out, state = functional_call(
             layer, dict(zip(names, params, strict=True)), (x, hx), {"lengths": [3, 2]}
         )
@@ -201,9 +205,11 @@ def test_gradcheck_with_the_masks_fixed_by_a_seed(kind):
     assert torch.autograd.gradcheck(run, (x, h0, *params))
     assert not torch.equal(
         run(x, h0, *params)[0],
-        layer.eval()(x, h0 if layer.mode != "lstm" else (h0, torch.zeros_like(h0)), lengths=[3, 2])[
-            0
-        ],
+        layer.eval()(
+            x,
+            h0 if len(layer.state_spec().names) == 1 else (h0, torch.zeros_like(h0)),
+            lengths=[3, 2],
+        )[0],
     )
 
 

@@ -100,7 +100,9 @@ def test_layer_agrees_with_stepping_the_per_step_form(kind, lengths, block, monk
     x = _randn(L, N, IN, seed=1).requires_grad_()
     hx = tuple(
         _randn(N, size, seed=2 + k).requires_grad_()
-        for k, size in enumerate([layer.proj_size or H] + ([H] if layer.mode == "lstm" else []))
+        for k, size in enumerate(
+            [layer.proj_size or H] + ([H] if len(layer.state_spec().names) == 2 else [])
+        )
     )
     out, state = layer(x, tuple(s[None] for s in hx) if len(hx) == 2 else hx[0][None], lengths)
     out_ref, state_ref = scan(layer.step_function(0), x, hx, lengths)  # W_ih x_t per step

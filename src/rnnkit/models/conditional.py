@@ -114,4 +114,4 @@ class ConditionalGenerator(nn.Module):
             lengths = lengths.cpu()
         out, state = self.rnn(x, state, lengths=lengths)  # (N, L, H)
         logits = self.head(self.dropout(out))  # (N, L, V)
-        return logits, state
+        return logits, (LSTMState(*state) if isinstance(state, tuple) else state)

@@ -56,6 +56,7 @@ class Forecaster(nn.Module):
         """Predictions of the step after each of ``x`` (N, L, C), and the state after it."""
         e = self.project(x)  # (N, L, E)
         h, state = self.rnn(e, state)  # (N, L, H)
+        state = LSTMState(*state) if isinstance(state, tuple) else state  # the layer's (h, c)
         return x + self.head(self.dropout(h)), state  # (N, L, C)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -46,8 +46,8 @@ class Encoded(NamedTuple):
 
 def select_state(state: State, rows: Tensor) -> State:
     """Rows ``rows`` of the batch dimension (1) of a recurrent state."""
-    if isinstance(state, LSTMState):
-        return LSTMState(state.h[:, rows], state.c[:, rows])
+    if isinstance(state, tuple):  # (h, c)
+        return LSTMState(state[0][:, rows], state[1][:, rows])
     return state[:, rows]
 
 
@@ -99,8 +99,8 @@ class Seq2Seq(nn.Module):
         src_lengths = src_lengths.cpu()
         emb = self.embed_dropout(self.src_embedding(src))  # (N, S, E)
         memory, state = self.encoder(emb, lengths=src_lengths)  # (N, S, D*H)
-        if isinstance(state, LSTMState):
-            h0, c0 = self._bridge(state.h, self.bridge_h), self._bridge(state.c, self.bridge_c)
+        if isinstance(state, tuple):  # the encoder's (h, c)
+            h0, c0 = self._bridge(state[0], self.bridge_h), self._bridge(state[1], self.bridge_c)
             init: State = LSTMState(h0, c0)
         else:
             init = self._bridge(state, self.bridge_h)
@@ -120,6 +120,7 @@ class Seq2Seq(nn.Module):
         """Decoder over ``tokens`` (N, T) from ``state``: logits (N, T, V) and the new state."""
         emb = self.embed_dropout(self.tgt_embedding(tokens))  # (N, T, E)
         out, state = self.decoder(emb, state)  # (N, T, H)
+        state = LSTMState(*state) if isinstance(state, tuple) else state  # the layer's (h, c)
         if self.attention:
             scores = out @ encoded.keys.transpose(1, 2)  # (N, T, S): h_t^T W_a m_s
             scores = scores.masked_fill(~encoded.mask[:, None, :], float("-inf"))

@@ -141,7 +141,9 @@ class _TwoPaths(RecurrentLayer):
             unbatched = input.dim() == 2
             x = input.unsqueeze(0 if self.batch_first else 1) if unbatched else input
             n = x.size(0 if self.batch_first else 1)
-            hx = self._zeros(x, n) if hx is None else self._batched_hx(self._hx(hx, lstm), unbatched)
+            hx = (
+                self._zeros(x, n) if hx is None else self._batched_hx(self._hx(hx, lstm), unbatched)
+            )
         self.check_forward_args(x, hx, batch_sizes)
         if batch_sizes is None:
             if x.size(1 if self.batch_first else 0) == 0:  # as torch's kernels say
