@@ -44,11 +44,11 @@ def test_trace_equals_the_models_forward(cell, layers, dtype, tol):
     assert tr.hidden[-1].dtype == (np.float32 if dtype == torch.float32 else np.float64)
     np.testing.assert_allclose(tr.hidden[-1], top_h.numpy(), atol=tol, rtol=0)
     np.testing.assert_allclose(tr.logits, logits.numpy(), atol=tol * 10, rtol=0)
-    h_n = final.h if cell == "lstm" else final  # (layers, 1, H)
+    h_n = final[0] if cell == "lstm" else final  # (layers, 1, H)
     for k in range(layers):
         np.testing.assert_allclose(tr.hidden[k][-1], h_n[k, 0].numpy(), atol=tol, rtol=0)
         if cell == "lstm":
-            np.testing.assert_allclose(tr.cell_state[k][-1], final.c[k, 0].numpy(), atol=tol)
+            np.testing.assert_allclose(tr.cell_state[k][-1], final[1][k, 0].numpy(), atol=tol)
     assert (tr.cell_state is None) == (cell != "lstm")
 
 
@@ -124,7 +124,7 @@ def test_starting_state_continues_a_sequence(cell):
     model = make_model(cell, 2, torch.float64)
     _, _, state = forward(model, TEXT[:10])
     if cell == "lstm":  # (layers, H) is accepted as well as (layers, 1, H)
-        state = LSTMState(state.h[:, 0], state.c[:, 0])
+        state = LSTMState(state[0][:, 0], state[1][:, 0])
     part = trace(model, VOCAB, TEXT[10:], state=state)
     whole = trace(model, VOCAB, TEXT)
     np.testing.assert_allclose(part.hidden[1], whole.hidden[1][10:], atol=1e-12)

@@ -60,7 +60,7 @@ class Trace:
     """What :func:`trace` returns; every array is NumPy, in the model's dtype unless noted."""
 
     text: str  # the L symbols traced: text[t] is the symbol read at position t
-    cell: str  # "rnn" | "lstm" | "gru"
+    cell: str  # the cell's registry name: "rnn", "lstm", "gru", "lnlstm", ...
     hidden: list[np.ndarray]  # per layer (L, H): h after reading text[t]
     cell_state: list[np.ndarray] | None  # per layer (L, H): LSTM c after text[t]; else None
     gates: list[dict[str, np.ndarray]]  # per layer, gate name -> (L, H); {} for a vanilla RNN
@@ -119,9 +119,9 @@ def trace(
     loss[:-1] = -log_p[:-1].gather(1, idx[1:, None]).squeeze(1).cpu().numpy()
     return Trace(
         text="".join(vocab.symbols[i] for i in ids.tolist()),
-        cell=rnn.mode,
+        cell=rnn.cell,
         hidden=[_numpy(h) for h in hidden],
-        cell_state=[_numpy(c) for c in cells] if rnn.mode == "lstm" else None,
+        cell_state=[_numpy(c) for c in cells] if _has_cell_state(rnn) else None,
         gates=[{name: _numpy(v) for name, v in g.items()} for g in gates],
         top=_top(log_p, vocab, min(top_k, len(vocab))),
         loss=loss,
@@ -168,16 +168,31 @@ def unit_matrix(trace: Trace) -> tuple[list[UnitKey], np.ndarray]:
 
 # ---- the steps -----------------------------------------------------------------------------
 def _run_layer(rnn, k: int, x: Tensor, h: Tensor, c: Tensor | None):
-    """Layer ``k`` over x (L, H_in) from (h, c): h (L, H), c (L, H) or None, gates."""
+    """Layer ``k`` over x (L, H_in) from (h, c): h (L, H), c (L, H) or None, gates (for the
+    LSTM and GRU, whose gates are read out here; other cells step by their own step function
+    and show no gates)."""
+    if rnn.cell not in GATE_NAMES:
+        return _stepped(rnn.step_function(k), x, h, c)
     names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-    w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l{k}", None) for name in names)
+    w_ih, w_hh, b_ih, b_hh = (rnn.layer_weight(name, k) for name in names)
     xw = F.linear(x, w_ih, b_ih)  # (L, G*H): the input's part of every pre-activation
     hh = partial(F.linear, weight=w_hh, bias=b_hh)  # h (H,) -> W_hh h + b_hh (G*H,)
-    if rnn.mode == "lstm":
+    if rnn.cell == "lstm":
         return _lstm(xw, h, c, hh)
-    if rnn.mode == "gru":
+    if rnn.cell == "gru":
         return _gru(xw, h, hh)
     return _rnn(xw, h, hh, ACTIVATIONS[rnn.nonlinearity])
+
+
+def _stepped(step, x: Tensor, h: Tensor, c: Tensor | None):
+    """Any cell by its step function (x_t, state) -> state over x (L, H_in), a batch of one."""
+    state = (h[None],) if c is None else (h[None], c[None])  # (1, H) each
+    hs, cs = [], []
+    for x_t in x.unbind(0):
+        state = step(x_t[None], state)
+        hs.append(state[0][0])
+        cs.extend(state[1:2])
+    return torch.stack(hs), (torch.stack(cs)[:, 0] if cs else None), {}
 
 
 def _lstm(xw: Tensor, h: Tensor, c: Tensor, hh: Callable[[Tensor], Tensor]):
@@ -264,7 +279,7 @@ def _check_inputs(model, vocab: Vocab, text: str, top_k: int, max_chars: int) ->
 def _initial_state(model, state) -> list[tuple[Tensor, Tensor | None]]:
     """Per layer (h (H,), c (H,) or None) from None or a batch-of-one model state."""
     rnn = model.rnn
-    layers, size, lstm = rnn.num_layers, rnn.hidden_size, rnn.mode == "lstm"
+    layers, size, lstm = rnn.num_layers, rnn.hidden_size, _has_cell_state(rnn)
     weight = model.head.weight
     if state is None:
         zeros = weight.new_zeros(layers, size)
@@ -272,7 +287,7 @@ def _initial_state(model, state) -> list[tuple[Tensor, Tensor | None]]:
     parts = tuple(state) if lstm and isinstance(state, tuple | list) else (state,)
     expected = "LSTMState(h, c)" if lstm else "a tensor h"
     if len(parts) != (2 if lstm else 1) or not all(isinstance(p, Tensor) for p in parts):
-        raise UserError(f"state must be None or {expected} for a {rnn.mode} model, got {state!r}")
+        raise UserError(f"state must be None or {expected} for a {rnn.cell} model, got {state!r}")
     flat = []
     for part in parts:
         if tuple(part.shape) not in ((layers, 1, size), (layers, size)):
@@ -282,6 +297,10 @@ def _initial_state(model, state) -> list[tuple[Tensor, Tensor | None]]:
             )
         flat.append(part.reshape(layers, size).to(weight))
     return [(flat[0][k], flat[1][k] if lstm else None) for k in range(layers)]
+
+
+def _has_cell_state(rnn) -> bool:
+    return len(rnn.state_spec().names) == 2
 
 
 def _top(log_p: Tensor, vocab: Vocab, k: int) -> list[list[tuple[str, float]]]:

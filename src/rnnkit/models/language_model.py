@@ -139,7 +139,7 @@ class LanguageModel(nn.Module):
         same numbers (tested against ``forward``)."""
         if state is None:
             state = self.initial_state(token.size(0), token.device)
-        lstm = isinstance(state, LSTMState)
+        lstm = has_cell_state(self.config.cell)
         states = zip(*state, strict=True) if lstm else ((h,) for h in state)  # (h,) or (h, c)
         x = self.embedding(token)  # (N, E)
         new = []
@@ -153,7 +153,7 @@ class LanguageModel(nn.Module):
         emb = self.embed_dropout(self.embedding(idx))  # (N, L, E)
         out, state = self.rnn(emb, state)  # (N, L, H)
         logits = self.head(self.dropout(out))  # (N, L, V)
-        return logits, state
+        return logits, (LSTMState(*state) if isinstance(state, tuple) else state)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """Zeros of the structure ``forward`` returns: h (layers, N, H), or LSTMState(h, c)

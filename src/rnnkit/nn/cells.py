@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.nn.checks import check_choice, check_size
+
 #: The activations a vanilla RNN may use (the lecture's list of non-linearities).
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
@@ -182,19 +184,9 @@ def gru_recur(
     return (1 - z) * n + z * h
 
 
-def check_size(name: str, value: object, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int >= ``minimum``; otherwise raise naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def check_nonlinearity(nonlinearity: object) -> str:
-    """Return ``nonlinearity`` if rnnkit knows it; otherwise raise listing the choices."""
-    if nonlinearity not in ACTIVATIONS:
-        choices = ", ".join(repr(k) for k in ACTIVATIONS)
-        raise ValueError(f"nonlinearity must be one of {choices}; got {nonlinearity!r}")
-    return nonlinearity  # type: ignore[return-value]
+    """Return ``nonlinearity`` if it is one of :data:`ACTIVATIONS`; otherwise raise listing them."""
+    return check_choice("nonlinearity", nonlinearity, tuple(ACTIVATIONS))
 
 
 def torch_default_init(module: nn.Module, hidden_size: int) -> None:

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.nn.cells import LSTMState, check_size
+from rnnkit.nn.cells import LSTMState
+from rnnkit.nn.checks import check_flag, check_size
 
 
 def convlstm_step(
@@ -107,8 +108,7 @@ class ConvLSTMCell(nn.Module):
         self.hidden_channels = check_size("hidden_channels", hidden_channels)
         self.kernel_size = _kernel_pair(kernel_size)
         self.padding = _same_padding(padding, self.kernel_size)
-        if not isinstance(bias, bool):
-            raise ValueError(f"bias must be a bool, got {bias!r}")
+        check_flag("bias", bias, ValueError)
         shape = (4 * hidden_channels, in_channels + hidden_channels, *self.kernel_size)
         self.weight = nn.Parameter(torch.empty(shape))
         self.bias = nn.Parameter(torch.empty(4 * hidden_channels)) if bias else None
@@ -182,8 +182,7 @@ class ConvLSTM(nn.Module):
             hidden = [check_size("hidden_channels", h) for h in hidden_channels]
         else:
             hidden = [check_size("hidden_channels", hidden_channels)] * num_layers
-        if not isinstance(batch_first, bool):
-            raise ValueError(f"batch_first must be a bool, got {batch_first!r}")
+        check_flag("batch_first", batch_first, ValueError)
         self.in_channels, self.hidden_channels, self.batch_first = in_channels, hidden, batch_first
         sizes = [in_channels, *hidden]
         self.cells = nn.ModuleList(

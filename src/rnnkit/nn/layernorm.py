@@ -7,7 +7,7 @@ optionally bidirectional module with the contract of :class:`rnnkit.nn.layers.LS
 ``lengths``, PackedSequence, ``batch_first``, ``dropout``, zoneout and variational dropout).
 
 What is not here: a fused kernel (torch has none: this layer runs on the cells path only), a
-projection (``proj_size``), and the stacking itself (``layers.py`` and ``unroll.py``).
+projection (``proj_size``), and the stacking itself (``cell_layer.py`` and ``unroll.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.nn.base import Recurrence, State, mask_hidden
+from rnnkit.nn.cell_layer import CellLayer
 from rnnkit.nn.cells import LSTMState
-from rnnkit.nn.layers import _arguments, _RecurrentLayer
 
 
 def layernorm_lstm_step(
@@ -88,7 +88,7 @@ def layernorm_lstm_recur(
     return LSTMState(h, c)
 
 
-class LayerNormLSTM(_RecurrentLayer):
+class LayerNormLSTM(CellLayer):
     r"""Multi-layer layer-normalised LSTM (equations: :func:`layernorm_lstm_step`), with the
     contract of :class:`rnnkit.nn.layers.LSTM`: ``forward(input, hx=None, lengths=None) ->
     (output, LSTMState(h_n, c_n))``, ``batch_first``, ``dropout`` between layers,
@@ -110,7 +110,6 @@ class LayerNormLSTM(_RecurrentLayer):
     """
 
     cell = "lnlstm"
-    _DEFAULT_IMPL = "cells"
 
     # fmt: off
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -119,21 +118,21 @@ class LayerNormLSTM(_RecurrentLayer):
         # fmt: on
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
             raise ValueError(f"eps must be a number >= 0, got {eps!r}")
-        arguments = _arguments(locals())
-        del arguments["eps"]
-        super().__init__("lstm", **arguments, proj_size=0, nonlinearity="tanh", impl="cells")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, device, dtype, gates=4, state=("h", "c"),
+                         zoneout=zoneout, recurrent_dropout=recurrent_dropout,
+                         input_dropout=input_dropout)  # fmt: skip
         self.eps = float(eps)
-        factory = {"device": device, "dtype": dtype}
-        sizes = {"ln_gain_ih": 4 * hidden_size, "ln_gain_hh": 4 * hidden_size}
-        sizes["ln_gain_c"] = hidden_size
+        # after torch.nn.LSTM's parameters of every layer (its order), each group's layer norms
+        shapes = {"ln_gain_ih": (4 * hidden_size,), "ln_gain_hh": (4 * hidden_size,)}
+        shapes["ln_gain_c"] = (hidden_size,)
         if bias:
-            sizes["ln_bias_c"] = hidden_size
-        for names in self._all_weights:  # one group per (layer, direction): add its layer norms
-            tag = names[0].removeprefix("weight_ih")  # "_l{k}" or "_l{k}_reverse"
-            for kind, size in sizes.items():
-                names.append(f"{kind}{tag}")
-                start = torch.full((size,), 1.0 if "gain" in kind else 0.0, **factory)
-                self.register_parameter(names[-1], nn.Parameter(start))
+            shapes["ln_bias_c"] = (hidden_size,)
+        self.add_weights(shapes, {"device": device, "dtype": dtype})
+        with torch.no_grad():  # gains 1, shifts 0 (torch's parameters are drawn already)
+            for name, p in self.named_parameters():
+                if name.startswith("ln_"):
+                    p.fill_(1.0 if name.startswith("ln_gain") else 0.0)
 
     def recurrence(self, layer: int, direction: int = 0) -> Recurrence:
         """One (layer, direction) bound to its parameters: LN(W_ih x) + b_ih for all steps at
@@ -155,15 +154,6 @@ class LayerNormLSTM(_RecurrentLayer):
             return layernorm_lstm_recur(x, mask_hidden(s, m), **w, eps=eps)
 
         return Recurrence(project, recur)
-
-    def fused_step(self, layer: int, direction: int = 0) -> None:
-        """None: torch has no layer-normalised LSTM kernel."""
-        return None
-
-    @property
-    def use_fused(self) -> bool:
-        """Always False: there is no fused layer-normalised LSTM kernel."""
-        return False
 
     def reset_parameters(self) -> None:
         """torch.nn.LSTM's uniform draw for its parameters, in its order; gains 1, shifts 0."""

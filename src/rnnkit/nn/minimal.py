@@ -44,9 +44,6 @@ chunks (z, h~) for minGRU and (i, f, h~) for minLSTM (torch's i, f, g order); th
 
 from __future__ import annotations
 
-import numbers
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -54,7 +51,18 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.nn.base import Recurrence, RecurrentLayer, State
-from rnnkit.nn.cells import check_size, torch_default_init
+from rnnkit.nn.cells import torch_default_init
+from rnnkit.nn.checks import (
+    check_choice,
+    check_features,
+    check_flag,
+    check_input,
+    check_lengths,
+    check_probability,
+    check_size,
+    initial_state,
+    warn_dropout_one_layer,
+)
 
 IMPLS = ("auto", "scan", "fused", "sequential")
 SCAN_CHUNK = 64  # steps per log-space block: accuracy ~ block length, sequential work ~ L / block
@@ -212,22 +220,12 @@ class _MinimalRNN(RecurrentLayer):
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.num_layers = check_size("num_layers", num_layers)
-        for name, flag in (("bias", bias), ("batch_first", batch_first),
-                           ("bidirectional", bidirectional)):  # fmt: skip
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {flag!r}")
-        self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number) or not (
-            0 <= dropout <= 1
-        ):
-            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
-        self.dropout = float(dropout)
-        if dropout > 0 and num_layers == 1:
-            message = f"dropout={dropout} has no effect with num_layers=1: it acts between layers"
-            warnings.warn(message, stacklevel=2)
-        if impl not in IMPLS:
-            raise ValueError(f"impl must be one of {', '.join(map(repr, IMPLS))}; got {impl!r}")
-        self.impl = impl
+        self.bias = check_flag("bias", bias)
+        self.batch_first = check_flag("batch_first", batch_first)
+        self.bidirectional = check_flag("bidirectional", bidirectional)
+        self.dropout = check_probability("dropout", dropout)
+        warn_dropout_one_layer(self.dropout, num_layers, stacklevel=4)
+        self.impl = check_choice("impl", impl, IMPLS)
         factory = {"device": device, "dtype": dtype}
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else hidden_size * self.num_directions
@@ -285,16 +283,13 @@ class _MinimalRNN(RecurrentLayer):
             x, packed_lengths = pad_packed_sequence(packed)  # (L, N, H_in), original order
             lengths = None if bool((packed_lengths == x.size(0)).all()) else packed_lengths
         else:
-            if not isinstance(input, Tensor) or input.dim() not in (2, 3):
-                got = f"{input.dim()}-D" if isinstance(input, Tensor) else type(input).__name__
-                raise ValueError(f"{name}: input must be 3-D (L, N, H_in), (N, L, H_in) with "
-                                 f"batch_first, or 2-D (L, H_in) unbatched; got {got}")  # fmt: skip
-            unbatched = input.dim() == 2
+            unbatched = check_input(name, input)
             x = input.unsqueeze(1) if unbatched else input
             x = x.transpose(0, 1) if self.batch_first and not unbatched else x  # (L, N, H_in)
-            lengths = self._check_lengths(lengths, x, unbatched)
-        self._check_input(x)
-        h0 = self._check_state(hx, x, unbatched)  # (D*layers, N, H)
+            lengths = check_lengths(name, lengths, x.size(1), x.size(0), unbatched)
+        check_features(name, x, self.input_size, self.weight_ih_l0, x.size(0))
+        rows = self.num_directions * self.num_layers
+        (h0,) = initial_state(name, hx, (self.hidden_size,), rows, x, unbatched)  # (D*layers, N, H)
         output, h_n = self._run(x, h0, None if lengths is None else lengths.long())
         if packed is not None:
             return self._pack_like(output, packed_lengths, packed), h_n
@@ -310,8 +305,9 @@ class _MinimalRNN(RecurrentLayer):
             raise ValueError(f"{type(self).__name__}.step needs bidirectional=False")
         if x.dim() != 2:
             raise ValueError(f"x must be 2-D (N, H_in), got shape {tuple(x.shape)}")
-        self._check_input(x.unsqueeze(0))
-        h = self._check_state(h, x.unsqueeze(0), unbatched=False)
+        name = type(self).__name__
+        check_features(name, x, self.input_size, self.weight_ih_l0, steps=1)
+        (h,) = initial_state(name, h, (self.hidden_size,), self.num_layers, x[None], False)
         states = []
         for layer in range(self.num_layers):
             if layer and self.dropout and self.training:
@@ -319,49 +315,6 @@ class _MinimalRNN(RecurrentLayer):
             (x,) = self.step_function(layer)(x, (h[layer],))  # (N, H)
             states.append(x)
         return torch.stack(states)  # (num_layers, N, H)
-
-    # ---- checks ------------------------------------------------------------------------------
-    def _check_input(self, x: Tensor) -> None:
-        name = type(self).__name__
-        if x.size(-1) != self.input_size:
-            raise ValueError(f"{name}: input.size(-1) must equal input_size={self.input_size}, "
-                             f"got {x.size(-1)}")  # fmt: skip
-        if x.size(0) < 1:
-            raise ValueError(f"{name}: input must have at least one time step, got L=0")
-        weight = self.weight_ih_l0
-        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise ValueError(f"{name}: input dtype {x.dtype} does not match the weights' "
-                             f"{weight.dtype}; convert one with .to()")  # fmt: skip
-
-    def _check_lengths(self, lengths, x: Tensor, unbatched: bool) -> Tensor | None:
-        """``lengths`` as CPU int64 (N,), or None when absent or every sequence is full."""
-        if lengths is None:
-            return None
-        name = type(self).__name__
-        if unbatched:
-            raise ValueError(f"{name}: lengths needs a batched (3-D) input, got 2-D input")
-        seq_len, n = x.shape[:2]
-        lengths = torch.as_tensor(lengths, device="cpu")
-        if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.shape != (n,):
-            raise ValueError(f"{name}: lengths must be {n} integers (one per sequence), "
-                             f"got {lengths.dtype} of shape {tuple(lengths.shape)}")  # fmt: skip
-        if n and (lengths.min() < 1 or lengths.max() > seq_len):
-            raise ValueError(f"{name}: lengths must lie in [1, L={seq_len}], got min "
-                             f"{int(lengths.min())} and max {int(lengths.max())}")  # fmt: skip
-        return None if bool((lengths == seq_len).all()) else lengths.long()
-
-    def _check_state(self, hx, x: Tensor, unbatched: bool) -> Tensor:
-        """Zeros for None; else check hx's shape and return it (D*layers, N, H)."""
-        rows, n = self.num_directions * self.num_layers, x.size(1)
-        if hx is None:
-            return x.new_zeros(rows, n, self.hidden_size)
-        expected = (rows, self.hidden_size) if unbatched else (rows, n, self.hidden_size)
-        if not isinstance(hx, Tensor) or tuple(hx.shape) != expected:
-            got = tuple(hx.shape) if isinstance(hx, Tensor) else type(hx).__name__
-            legend = "(D*num_layers, H)" if unbatched else "(D*num_layers, N, H)"
-            raise ValueError(f"{type(self).__name__}: hx must be a tensor of shape {expected} "
-                             f"{legend}, got {got}")  # fmt: skip
-        return hx.unsqueeze(1) if unbatched else hx
 
     # ---- running the stack -------------------------------------------------------------------
     def _run(self, x: Tensor, h0: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
