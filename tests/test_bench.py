@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnkit.benchmark import command, machine
 from rnnkit.benchmark import generation as gen
+from rnnkit.benchmark import machine, suite
 from rnnkit.benchmark.layers import forward_backward, layer_contenders, measure_cells
 from rnnkit.benchmark.machine import copy_gbps, gemm_gflops
 from rnnkit.benchmark.minimal import measure_minimal, minimal_contenders
@@ -80,7 +80,7 @@ def test_a_failing_section_keeps_the_others_figures(monkeypatch, capsys):
         raise RuntimeError("mkldnn_linear: bf16 path needs the cpu support avx512bw")
 
     monkeypatch.setattr(machine, "gemm_libraries", broken)
-    monkeypatch.setattr(command, "SIZES", {k: {"quick": v} for k, v in TINY.items()})
+    monkeypatch.setattr(suite, "SIZES", {k: {"quick": v} for k, v in TINY.items()})
     run = ["bench", "--only", "machine", "training", "minimal", "--quick", "--json"]
     assert main(run) == 1
     out, err = capsys.readouterr()
@@ -187,7 +187,7 @@ def test_generation_figures_on_a_small_model(clock):
         r * nbytes / (figures["gen_cache_copy_gbps"] * 1e9)
     )
     assert {"gen_ratio_vs_loop", "gen_bandwidth_fraction", "gen_batch64_over_single"} <= set(
-        command.KEYS
+        suite.KEYS
     )
 
 
@@ -241,7 +241,7 @@ def test_cli_runs_the_new_sections(monkeypatch, capsys):
     """``rnnkit bench --only generation minimal cells --quick``, in process, on tiny shapes."""
     from rnnkit.cli import main
 
-    monkeypatch.setattr(command, "SIZES", {k: {"quick": v} for k, v in TINY.items()})
+    monkeypatch.setattr(suite, "SIZES", {k: {"quick": v} for k, v in TINY.items()})
     run = ["bench", "--only", "generation", "minimal", "cells", "--quick"]
     assert main([*run, "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)

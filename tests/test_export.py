@@ -22,11 +22,12 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from rnnkit.checkpoint.files import save_checkpoint  # noqa: E402
+from rnnkit.commands.export import run as run_export  # noqa: E402
 from rnnkit.config import RunConfig, apply_overrides  # noqa: E402
 from rnnkit.data.vocab import Vocab  # noqa: E402
 from rnnkit.errors import UserError  # noqa: E402
 from rnnkit.export import OnnxLanguageModel, to_onnx, write_onnx  # noqa: E402
-from rnnkit.export.command import load_for_sample, run_export  # noqa: E402
+from rnnkit.export.checked import load_for_sample  # noqa: E402
 from rnnkit.generation import generate  # noqa: E402
 from rnnkit.models import LanguageModel  # noqa: E402
 from rnnkit.tasks.saved import load_task  # noqa: E402

@@ -19,7 +19,7 @@ import pytest
 
 from rnnkit.cli import main
 from rnnkit.config import RunConfig, apply_overrides, load_preset
-from rnnkit.training.loop import train
+from rnnkit.trainer.loop import train
 
 matplotlib.use("Agg")
 
@@ -231,7 +231,7 @@ def test_plural_and_banner():
 
 
 def test_bench_header_says_1_thread():
-    from rnnkit.benchmark.command import table
+    from rnnkit.benchmark.suite import table
 
     line = table({"cpu": "x", "threads": 1, "torch": "2"}).splitlines()[0]
     assert "1 thread," in line and "1 threads" not in line

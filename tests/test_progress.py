@@ -263,7 +263,7 @@ def test_a_loss_over_decades_gets_a_log_axis():
 
 def test_forecast_names_its_units_and_picks_best_by_mae(tmp_path, capsys):
     config = RunConfig()
-    config.task.name, config.task.loss = "forecast", "mae"
+    config.task.name, config.task.options["loss"] = "forecast", "mae"
     validate(config)
     task = get_task("forecast")(config)
     assert task.unit == "timestep" and task.loss_name == "normalised MAE"

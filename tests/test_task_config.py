@@ -1,12 +1,14 @@
-"""The [task] section: validation of every task option and the preset each --task picks."""
+"""The [task] section: each task's own options (validated by the task), the flat [task] table
+of older config files, and the preset each --task picks."""
 
 from __future__ import annotations
 
 import pytest
 
-from rnnkit.cli import _preset_for, build_parser
-from rnnkit.config import RunConfig, apply_overrides, preset_names, validate
+from rnnkit.cli import build_parser
+from rnnkit.config import RunConfig, apply_overrides, preset_for, preset_names, validate
 from rnnkit.errors import UserError
+from rnnkit.tasks import task_options
 
 
 @pytest.mark.parametrize(
@@ -34,6 +36,7 @@ def test_impossible_task_options_name_the_flag(section, key, value, message):
     apply_overrides(config, overrides, "test")
     with pytest.raises(UserError, match=message):
         validate(config)
+        task_options(config)
 
 
 def test_val_and_test_fractions_must_leave_training_data():
@@ -44,12 +47,12 @@ def test_val_and_test_fractions_must_leave_training_data():
 
 
 def test_each_task_picks_its_own_preset():
-    assert _preset_for({}, {}) == "default"
-    assert _preset_for({"task": {"name": "lm"}}, {}) == "default"
+    assert preset_for({}, {}) == "default"
+    assert preset_for({"task": {"name": "lm"}}, {}) == "default"
     for name in ("classify", "tag", "seq2seq", "forecast", "frames", "generate-from"):
         assert name in preset_names()
-        assert _preset_for({"task": {"name": name}}, {}) == name
-        assert _preset_for({}, {"task": {"name": name}}) == name
+        assert preset_for({"task": {"name": name}}, {}) == name
+        assert preset_for({}, {"task": {"name": name}}) == name
 
 
 def test_every_task_preset_names_its_task_and_validates():
@@ -59,6 +62,7 @@ def test_every_task_preset_names_its_task_and_validates():
         config = RunConfig()
         apply_overrides(config, load_preset(name), name)
         validate(config)
+        task_options(config)
         expected = name.split("-fra")[0] if name not in ("tiny", "default", "quality") else "lm"
         assert config.task.name == expected
 
@@ -66,3 +70,47 @@ def test_every_task_preset_names_its_task_and_validates():
 def test_list_flags_parse():
     args = build_parser().parse_args(["train", "--task", "forecast", "--columns", "x", "y"])
     assert vars(args)["task.columns"] == ["x", "y"] and vars(args)["task.name"] == "forecast"
+
+
+def test_each_task_declares_its_options_and_reads_only_them():
+    config = RunConfig()
+    apply_overrides(config, {"task": {"name": "classify", "pooling": "max"}}, "test")
+    options = task_options(config)
+    assert type(options).__name__ == "ClassifyOptions" and options.pooling == "max"
+    assert not hasattr(options, "beam_width")  # a seq2seq option
+
+
+def test_a_flat_task_table_of_every_task_loads_and_keeps_only_its_own_keys():
+    """config.json files written before per-task options list every task's keys."""
+    import json
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures/release-0.1.0-lm/last/config.json"
+    saved = json.loads(fixture.read_text())["config"]
+    saved.pop("vocab_kind")
+    config = RunConfig.from_dict(saved, "config.json")
+    assert len(config.task.options) > 15
+    options = task_options(config)
+    assert type(options).__name__ == "LanguageModelOptions"
+    wrong = {**saved, "task": {**saved["task"], "beam_width": 0}}  # another task's key: checked
+    with pytest.raises(UserError, match="--beam-width must be a positive integer"):
+        task_options(RunConfig.from_dict(wrong, "config.json"))
+
+
+def test_an_unknown_task_key_names_the_file():
+    config = RunConfig()
+    apply_overrides(config, {"task": {"name": "tag", "poolin": "max"}}, "my.toml")
+    with pytest.raises(UserError, match="my.toml: unknown key task.poolin"):
+        task_options(config)
+
+
+def test_every_task_option_has_a_flag_in_its_group():
+    from dataclasses import fields
+
+    from rnnkit.tasks.options import option_classes
+
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for name, cls in option_classes().items():
+        assert f"options of --task {name}" in text or not fields(cls)  # lm has none
+        for f in fields(cls):
+            assert f"--{f.name.replace('_', '-')}" in text

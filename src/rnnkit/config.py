@@ -1,11 +1,15 @@
 """Typed configuration: dataclasses whose field help is the ``--help`` text of ``rnnkit train``.
 
-What is here: ``DataConfig``, ``ModelConfig``, ``TrainConfig`` (grouped in ``RunConfig``), their
-validation (every error names the flag, what was expected and what came), presets from
-``rnnkit/configs/NAME.toml``, overrides from a TOML file, and conversion to and from the JSON
-stored in a checkpoint. What is not here: argument parsing (``cli.py``).
+What is here: ``DataConfig``, ``ModelConfig``, ``TrainConfig`` and ``TaskConfig`` (grouped in
+``RunConfig``), the generic rules every field follows (types, choices, finite numbers, sizes;
+every error names the flag, what was expected and what came), ``TaskOptions`` (the base of each
+task's own options dataclass), presets from ``rnnkit/configs/NAME.toml``, overrides from a TOML
+file, the precedence between them, and conversion to and from the JSON stored in a checkpoint.
+What is not here: argument parsing (``rnnkit.commands``) and each task's options and rules
+(``rnnkit.tasks``: ``Task.Options``).
 
-Precedence, lowest first: the defaults below, ``--preset NAME``, ``--config FILE.toml``, flags.
+Precedence, lowest first: the defaults below, ``--preset NAME``, ``--config FILE.toml``, flags;
+on ``--resume DIR``: the run's saved config, then ``[train]`` flags only (:func:`run_config`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit.errors import UserError, short
+from rnnkit.nn import registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,15 +44,15 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, flag: str | No
 class DataConfig:
     paths: list[str] = opt(
         [], "training text: files, directories or globs (default: the bundled Tiny Shakespeare)"
-    )  # noqa: E501
+    )
     tokenizer: str = opt(
         "char",
         "char: Unicode characters of the text; byte: 256 byte values, reads any file",
         choices=("char", "byte", "word"),
-    )  # noqa: E501
+    )
     val: str | None = opt(
         None, "validation text (default: the last val_fraction of the training text)"
-    )  # noqa: E501
+    )
     val_fraction: float = opt(0.1, "fraction held out for validation when --val is not given")
     test_fraction: float = opt(
         0.1, "fraction of the examples held out as a test split (tasks other than lm)"
@@ -55,22 +60,23 @@ class DataConfig:
     synthetic: str = opt(
         "",
         "a built-in dataset instead of PATH: reverse, add, date (seq2seq); sine, lorenz "
-        "(forecast); shapes (frames)",
-        choices=("", "reverse", "add", "date", "sine", "lorenz", "shapes"),
+        "(forecast); shapes (frames) (default: none)",
+        choices=("reverse", "add", "date", "sine", "lorenz", "shapes"),
     )
     synthetic_size: int = opt(5000, "examples (or time steps) the synthetic generator makes")
     cache_dir: str | None = opt(
         None, "where encoded corpora are cached (default: $RNNKIT_CACHE, else ~/.cache/rnnkit)"
-    )  # noqa: E501
+    )
 
 
 @dataclass
 class ModelConfig:
     cell: str = opt(
         "lstm",
-        "recurrent cell (lnlstm: layer-normalised LSTM, cells path; mingru, minlstm: Feng et "
-        "al. 2024's minimal RNNs, gates from the input)",
-        choices=("lstm", "gru", "rnn", "lnlstm", "mingru", "minlstm"),
+        "recurrent cell ("
+        + "; ".join(f"{c.name}: {c.summary}" for c in registry.CELLS.values())
+        + ")",
+        choices=registry.names(),
     )
     vocab_size: int = opt(0, "number of symbols (set from the data)")
     embed: int = opt(64, "embedding size")
@@ -80,17 +86,17 @@ class ModelConfig:
     embed_dropout: float = opt(0.0, "dropout on the embedding")
     tie_weights: bool = opt(
         False, "share the embedding and output matrices (needs embed == hidden)"
-    )  # noqa: E501
+    )
     nonlinearity: str = opt(
         "tanh",
         "activation of a vanilla RNN",
         choices=("tanh", "relu", "leaky_relu", "hardtanh", "softplus"),
-    )  # noqa: E501
+    )
     init: str = opt(
         "torch",
         "initialisation: torch default, or orthogonal recurrent + xavier input",
         choices=("torch", "orthogonal"),
-    )  # noqa: E501
+    )
     forget_bias: float = opt(0.0, "initial LSTM forget-gate bias (1.0 helps long memory)")
     impl: str = opt("auto", "layer implementation", choices=("auto", "fused", "cells"))
     zoneout: float = opt(
@@ -108,7 +114,7 @@ class TrainConfig:
     batch_size: int = opt(64, "number of parallel text streams B")
     optimizer: str = opt(
         "adam", "optimiser", choices=("adam", "adamw", "sgd", "rmsprop", "adagrad")
-    )  # noqa: E501
+    )
     lr: float = opt(2e-3, "peak learning rate")
     momentum: float = opt(0.9, "momentum for sgd and rmsprop")
     beta2: float = opt(0.999, "second-moment decay of adam and adamw")
@@ -117,7 +123,7 @@ class TrainConfig:
     l1: float = opt(0.0, "L1 penalty on the weights, added to the loss")
     schedule: str = opt(
         "constant", "learning-rate schedule", choices=("constant", "cosine", "step", "plateau")
-    )  # noqa: E501
+    )
     warmup: int = opt(0, "linear warm-up steps (cosine schedule)")
     min_lr_ratio: float = opt(0.1, "final lr / peak lr for the cosine schedule")
     step_size: int = opt(1000, "steps between decays (step schedule)")
@@ -125,7 +131,7 @@ class TrainConfig:
     clip_norm: float = opt(5.0, "clip the global gradient norm to this (0: off)")
     clip_value: float = opt(0.0, "clip each gradient element to [-v, v] (0: off)")
     max_steps: int = opt(0, "stop after this many optimiser steps (0: no limit)")
-    max_epochs: float = opt(0.0, "stop after this many passes over the training text (0: no limit)")  # noqa: E501
+    max_epochs: float = opt(0.0, "stop after this many passes over the training text (0: no limit)")
     max_time: float = opt(0.0, "stop after this many seconds of training (0: no limit)")
     eval_every: int = opt(200, "evaluate on the validation text every N steps")
     eval_batches: int = opt(0, "validation chunks per evaluation (0: the whole validation text)")
@@ -140,7 +146,7 @@ class TrainConfig:
     )
     nan_tolerance: int = opt(
         3, "non-finite steps in a row before reloading the last good checkpoint"
-    )  # noqa: E501
+    )
     seed: int = opt(1337, "random seed")
     threads: int = opt(0, "torch threads (0: torch's default)")
     precision: str = opt(
@@ -155,44 +161,48 @@ class TrainConfig:
     )
 
 
-TASK_NAMES = ("lm", "classify", "tag", "generate-from", "seq2seq", "forecast", "frames")
+DEFAULT_TASK = "lm"  # its preset is configs/default.toml; other tasks have configs/TASK.toml
 
 
 @dataclass
+class TaskOptions:
+    """The base of a task's own options: the ``[task]`` keys besides ``name``.
+
+    Each task declares a subclass (``rnnkit.tasks.classify.ClassifyOptions``...) whose fields,
+    made with :func:`opt`, are its flags (the help is the ``--help`` text of the task's argument
+    group) and whose ``validate`` adds the task's rules to the generic ones. The base has no
+    fields: a task without options uses it as it is.
+    """
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], sources: dict[str, str]) -> TaskOptions:
+        """The options with ``values`` (keys of this class, checked against their types) set;
+        ``sources[key]`` names where a key was read, for the error."""
+        options, known = cls(), {f.name: f for f in fields(cls)}
+        for key, value in values.items():
+            source = sources.get(key, "config")
+            setattr(options, key, _coerce(value, str(known[key].type), f"task.{key}", source))
+        return options
+
+    def validate(self, config: RunConfig) -> None:
+        """Raise UserError naming the flag for an impossible value: the generic rules (choices,
+        finite numbers) here; a task adds its own after ``super().validate(config)``."""
+        check_choices(self)
+        check_finite(self)
+
+
+@dataclass(slots=True)  # slots: ``config.task.pooling = ...`` is an error, not a lost value
 class TaskConfig:
-    """What the network is used for; the fields after ``name`` apply to the task in brackets."""
+    """``[task]``: what the network is used for, and that task's options as read (flat keys,
+    as in the TOML and config.json files); the named task's ``Options`` class checks them and
+    gives them their types (``rnnkit.tasks.task_options``)."""
 
     name: str = opt(
-        "lm", "what to train (see README: Every way to use an RNN)", choices=TASK_NAMES, flag="task"
-    )  # noqa: E501
-    bidirectional: bool = opt(False, "read the input both ways (classify, tag, seq2seq encoder)")
-    pooling: str = opt("last", "sequence summary (classify)", choices=("last", "mean", "max"))
-    char_hidden: int = opt(0, "per-word character RNN size, 0: off (tag)")
-    min_count: int = opt(1, "words seen fewer times map to <unk> (word tokens)")
-    condition_input: bool = opt(False, "also feed the condition at every step (generate-from)")
-    teacher_forcing: str = opt(
-        "inverse_sigmoid",
-        "scheduled sampling: how P(feed the truth) decays (seq2seq)",
-        choices=("always", "linear", "exponential", "inverse_sigmoid"),
+        DEFAULT_TASK, "what to train (see README: Every way to use an RNN)", flag="task"
     )
-    tf_k: float = opt(
-        1000.0,
-        "schedule rate: linear steps to reach tf_min, exponential k**step (k<1), "
-        "inverse sigmoid k/(k+exp(step/k))",
-    )
-    tf_min: float = opt(0.0, "lowest P(feed the truth) (seq2seq)")
-    decode: str = opt("greedy", "decoding (seq2seq)", choices=("greedy", "sample", "beam"))
-    beam_width: int = opt(5, "beam width (seq2seq --decode beam)")
-    length_penalty: float = opt(1.0, "beam score = log p / length**alpha (seq2seq)")
-    max_len: int = opt(100, "longest output generated (seq2seq)")
-    window: int = opt(48, "input steps per forecast window (forecast)")
-    horizon: int = opt(12, "steps forecast, fed back autoregressively (forecast)")
-    columns: list[str] = opt([], "CSV columns to use (default: all numeric columns) (forecast)")
-    season: int = opt(0, "season length of the seasonal-naive baseline, 0: last value (forecast)")  # noqa: E501
-    loss: str = opt("mse", "regression loss (forecast, frames)", choices=("mse", "mae"))
-    frame_size: int = opt(16, "frame height and width in pixels (frames)")
-    frames: int = opt(10, "frames per sequence: input + 1 predicted (frames)")
-    kernel: int = opt(3, "ConvLSTM kernel size (frames)")
+    options: dict[str, Any] = field(default_factory=dict)
+    #: where each option key was read (for the error naming it); not part of the config
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -203,7 +213,10 @@ class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        """JSON-able sections; ``[task]`` flat (``name`` and the task's option keys)."""
+        sections = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        sections["task"] = {"name": self.task.name, **self.task.options}
+        return sections
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> RunConfig:
@@ -234,7 +247,7 @@ def _coerce(value: Any, annotation: str, name: str, source: str) -> Any:
     return float(value) if kind == "float" else value
 
 
-def _name(key: object) -> str:
+def key_name(key: object) -> str:
     """A key as an error message shows it: itself if printable (cut to 60 characters), else its
     short repr, so a hostile key cannot break the message's one line."""
     if isinstance(key, str) and key.isprintable():
@@ -249,15 +262,18 @@ def apply_overrides(config: RunConfig, data: Any, source: str) -> None:
     for section, values in data.items():
         if section not in SECTIONS:
             raise UserError(
-                f"{source}: unknown section [{_name(section)}] (known: {', '.join(SECTIONS)})"
+                f"{source}: unknown section [{key_name(section)}] (known: {', '.join(SECTIONS)})"
             )
         if not isinstance(values, dict):
             raise UserError(f"{source}: [{section}] must be a table, got {short(values)}")
         target = getattr(config, section)
         known = {f.name: f for f in fields(target)}
         for key, value in values.items():
+            if section == "task" and key != "name":  # checked by the task's own options
+                target.options[key], target.sources[key] = value, source
+                continue
             if key not in known:
-                raise UserError(f"{source}: unknown key {section}.{_name(key)}")
+                raise UserError(f"{source}: unknown key {section}.{key_name(key)}")
             value = _coerce(value, str(known[key].type), f"{section}.{key}", source)
             setattr(target, key, value)
 
@@ -284,27 +300,85 @@ def load_preset(name: str) -> dict[str, Any]:
     return load_toml(path)
 
 
-MAX_BEAM = 1024  # seq2seq --beam-width: beam search keeps this many hypotheses per input
-MAX_OUTPUT_LEN = 1_000_000  # seq2seq --max-len: output tokens decoded per input
-# sizes and loop counts no real run meets; the task-specific ones are in rnnkit.tasks.meta
+def preset_for(flags: dict[str, Any], toml: dict[str, Any]) -> str | None:
+    """The preset of the task that ``--task`` (or the ``--config`` file) names: ``default`` for
+    the default task, the task's own ``configs/TASK.toml`` otherwise (None if it has none)."""
+    section = toml.get("task") if isinstance(toml.get("task"), dict) else {}
+    task = flags.get("task", {}).get("name") or section.get("name") or DEFAULT_TASK
+    if task == DEFAULT_TASK:
+        return "default"
+    return task if task in preset_names() else None
+
+
+def fresh_config(
+    flags: dict[str, dict[str, Any]], preset: str | None = None, config_file: str | None = None
+) -> RunConfig:
+    """The config of a new run: the defaults, then ``preset`` (default: :func:`preset_for`),
+    then the ``config_file`` TOML, then ``flags`` (``{"section": {"key": value}}``)."""
+    config = RunConfig()
+    toml = load_toml(config_file) if config_file else {}
+    preset = preset or preset_for(flags, toml)
+    if preset:
+        apply_overrides(config, load_preset(preset), f"preset {preset}")
+    if config_file:
+        apply_overrides(config, toml, config_file)
+    apply_overrides(config, flags, "command line")
+    return config
+
+
+def resume_overrides(
+    flags: dict[str, dict[str, Any]], resume: str, config_file: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """What may change when resuming the run in ``resume``: ``[train]`` flags only (the data,
+    the model and the task are the saved run's). Returns the flags to apply to the saved
+    config, ``train.out`` set to ``resume``; raises UserError naming the flags that cannot."""
+    fixed = sorted(
+        "PATH" if key == "paths" else f"--{flag_name(key if key != 'name' else 'task')}"
+        for section in ("data", "model", "task")
+        for key in flags.get(section, {})
+    )
+    if fixed or config_file:
+        what = ", ".join(fixed) or "--config"
+        raise UserError(f"{what} cannot change when resuming (only [train] flags can)")
+    return {**flags, "train": {**flags.get("train", {}), "out": resume}}
+
+
+MAX_OUTPUT_LEN = 1_000_000  # --sample-length, seq2seq --max-len: tokens generated per input
+# sizes and loop counts no real run meets; the task-specific ones are in each task's options
 MAX_SYNTHETIC = 1_000_000  # --synthetic-size: the presets use 5,000 (lorenz: a Python loop)
 MAX_THREADS = 1024  # --threads: torch's intra-op threads
 MAX_FORGET_BIAS = 100.0  # --forget-bias: sigmoid(+-100) is 0 or 1 in float32 already
 
 
+def need(ok: bool, flag: str, expected: str, value: Any) -> None:
+    """Raise ``--flag must be EXPECTED, got VALUE`` unless ``ok``: the one wording of a rule."""
+    if not ok:
+        raise UserError(f"--{flag} must be {expected}, got {value!r}")
+
+
+def check_choices(section: Any) -> None:
+    """Each field is one of its choices, if it has some (an empty string means "off" where
+    that is the default: ``--synthetic``)."""
+    for f in fields(section):
+        choices, value = f.metadata.get("choices"), getattr(section, f.name)
+        off = value == "" and f.default == ""
+        need(choices is None or value in choices or off, flag_name(f), f"one of {choices}", value)
+
+
+def check_finite(section: Any) -> None:
+    """Each float field is finite: JSON cannot hold nan or inf, so such a run could not be saved."""
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float):
+            need(math.isfinite(value), flag_name(f), "a finite number", value)
+
+
 def validate(config: RunConfig) -> None:
-    """Reject impossible hyper-parameters, naming the flag, the expectation and the value."""
-    m, t, d, k = config.model, config.train, config.data, config.task
-
-    def need(ok: bool, flag: str, expected: str, value: Any) -> None:
-        if not ok:
-            raise UserError(f"--{flag} must be {expected}, got {value!r}")
-
-    for section in (m, t, d, k):
-        for f in fields(section):
-            choices = f.metadata.get("choices")
-            value = getattr(section, f.name)
-            need(choices is None or value in choices, flag_name(f), f"one of {choices}", value)
+    """Reject impossible hyper-parameters, naming the flag, the expectation and the value.
+    The task's own options are checked by the task (``rnnkit.tasks.task_options``)."""
+    m, t, d = config.model, config.train, config.data
+    for section in (m, t, d):
+        check_choices(section)
     for name in ("embed", "hidden", "layers"):
         need(getattr(m, name) >= 1, name, "a positive integer", getattr(m, name))
     for name in ("seq_len", "batch_size"):
@@ -314,41 +388,12 @@ def validate(config: RunConfig) -> None:
         need(0 <= value < 1, flag_name(name), "in [0, 1)", value)
     need(0 < d.val_fraction < 1, "val-fraction", "in (0, 1)", d.val_fraction)
     need(0 <= d.test_fraction < 1, "test-fraction", "in [0, 1)", d.test_fraction)
-    need(
-        d.val_fraction + d.test_fraction < 1, "val-fraction", "< 1 - test-fraction", d.val_fraction
-    )  # noqa: E501
-    for name in ("synthetic_size", "beam_width", "max_len", "window", "horizon", "frame_size"):
-        section = d if name == "synthetic_size" else k
-        need(
-            getattr(section, name) >= 1,
-            flag_name(name),
-            "a positive integer",
-            getattr(section, name),
-        )  # noqa: E501
-    # a beam of 10**9 or outputs of 10**12 steps would allocate before any check downstream
-    need(k.beam_width <= MAX_BEAM, "beam-width", f"at most {MAX_BEAM}", k.beam_width)
-    need(k.max_len <= MAX_OUTPUT_LEN, "max-len", f"at most {MAX_OUTPUT_LEN:,}", k.max_len)
+    expected = "< 1 - test-fraction"
+    need(d.val_fraction + d.test_fraction < 1, "val-fraction", expected, d.val_fraction)
+    need(d.synthetic_size >= 1, "synthetic-size", "a positive integer", d.synthetic_size)
     need(t.sample_length <= MAX_OUTPUT_LEN, "sample-length", "at most 1,000,000", t.sample_length)
     need(d.synthetic_size <= MAX_SYNTHETIC, "synthetic-size", "at most 1,000,000", d.synthetic_size)
     need(t.threads <= MAX_THREADS, "threads", f"at most {MAX_THREADS}", t.threads)
-    need(k.frames >= 2, "frames", "an integer >= 2", k.frames)
-    need(k.kernel >= 1 and k.kernel % 2 == 1, "kernel", "an odd positive integer", k.kernel)
-    for name in ("char_hidden", "min_count", "season"):
-        need(getattr(k, name) >= 0, flag_name(name), "an integer >= 0", getattr(k, name))
-    need(math.isfinite(k.tf_k) and k.tf_k > 0, "tf-k", "a positive number", k.tf_k)
-    if k.teacher_forcing == "exponential":
-        need(k.tf_k < 1, "tf-k", "in (0, 1) for --teacher-forcing exponential", k.tf_k)
-    need(0 <= k.tf_min <= 1, "tf-min", "in [0, 1]", k.tf_min)
-    need(
-        math.isfinite(k.length_penalty) and k.length_penalty >= 0,
-        "length-penalty",
-        "a number >= 0",
-        k.length_penalty,
-    )  # noqa: E501
-    if k.name == "lm" and d.tokenizer == "word":
-        raise UserError(
-            "--tokenizer word is for the classify and seq2seq tasks; lm reads char or byte"
-        )  # noqa: E501
     need(math.isfinite(t.lr) and t.lr > 0, "lr", "a positive number", t.lr)
     for name in (
         "clip_norm",
@@ -372,22 +417,9 @@ def validate(config: RunConfig) -> None:
     need(0 <= t.min_lr_ratio <= 1, "min-lr-ratio", "in [0, 1]", t.min_lr_ratio)
     if m.tie_weights and m.embed != m.hidden:
         raise UserError(f"--tie-weights needs --embed == --hidden, got {m.embed} and {m.hidden}")
-    for name in ("zoneout", "recurrent_dropout"):
-        value = getattr(m, name)
-        need(math.isfinite(value) and 0 <= value < 1, flag_name(name), "in [0, 1)", value)
-        if value and m.cell not in ("rnn", "lstm", "gru", "lnlstm"):
-            raise UserError(f"--{flag_name(name)} applies to --cell rnn, lstm, gru or lnlstm")
-        if value and m.impl == "fused":
-            raise UserError(f"--{flag_name(name)} runs on the cells path; drop --impl fused")
-    if m.cell == "lnlstm" and m.impl == "fused":
-        raise UserError("--cell lnlstm has no fused kernel; use --impl auto or cells")
-    if m.nonlinearity != "tanh" and m.cell != "rnn":
-        raise UserError(f"--nonlinearity applies to --cell rnn only, got --cell {m.cell}")
-    for section in (m, t, d, k):  # JSON cannot hold nan or inf: such a run could not be saved
-        for f in fields(section):
-            value = getattr(section, f.name)
-            if isinstance(value, float):
-                need(math.isfinite(value), flag_name(f), "a finite number", value)
+    _check_cell_options(m)
+    for section in (m, t, d):
+        check_finite(section)
     bound = MAX_FORGET_BIAS
     need(abs(m.forget_bias) <= bound, "forget-bias", f"in [-{bound:g}, {bound:g}]", m.forget_bias)
 
@@ -397,3 +429,29 @@ def flag_name(f: dataclasses.Field | str) -> str:
     if isinstance(f, str):
         return f.replace("_", "-")
     return f.metadata.get("flag") or f.name.replace("_", "-")
+
+
+def _check_cell_options(m: ModelConfig) -> None:
+    """The model options a cell takes, as its row in :mod:`rnnkit.nn.registry` says."""
+    cell = registry.CELLS.get(m.cell)
+    if cell is None:
+        raise UserError(f"--cell must be one of {_listed(registry.names())}, got {m.cell!r}")
+    for name in ("zoneout", "recurrent_dropout"):
+        value = getattr(m, name)
+        need(math.isfinite(value) and 0 <= value < 1, flag_name(name), "in [0, 1)", value)
+        if value and not cell.regularisers:
+            cells = _listed(registry.where(regularisers=True))
+            raise UserError(f"--{flag_name(name)} applies to --cell {cells}")
+        if value and m.impl == "fused":
+            raise UserError(f"--{flag_name(name)} runs on the cells path; drop --impl fused")
+    if m.impl not in cell.impls:
+        raise UserError(f"--cell {m.cell} has no {m.impl} kernel; use --impl {_listed(cell.impls)}")
+    if m.nonlinearity != "tanh" and not cell.nonlinearity:
+        cells = _listed(registry.where(nonlinearity=True))
+        raise UserError(f"--nonlinearity applies to --cell {cells} only, got --cell {m.cell}")
+
+
+def _listed(names) -> str:
+    """'a', 'a or b', 'a, b or c'."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"

@@ -1,18 +1,18 @@
 """A tour of the layers in one screen: build a layer, run it, and check it against torch.nn.
 
-``rnnkit demo`` (and ``make run``, until the language-model trainer lands) prints the module, its
-parameters (torch.nn's names), the shapes that flow through it, the final states of a padded
-batch taken at each sequence's true end, and the largest difference to ``torch.nn`` with copied
-weights and between rnnkit's two execution paths.
+``rnnkit demo`` prints the module, its parameters (torch.nn's names), the shapes that flow
+through it, the final states of a padded batch taken at each sequence's true end, and the
+largest difference to ``torch.nn`` with copied weights and between rnnkit's two execution paths.
 """
 
 from __future__ import annotations
 
 import torch
 
-from rnnkit.nn.layers import GRU, LSTM, RNN
+from rnnkit.nn.registry import get_cell, where
 
-LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+#: The cells torch.nn has too (a fused kernel): the tour compares each with its torch.nn twin.
+LAYERS = {name: get_cell(name).layer_class() for name in where(fused_kernel=True)}
 
 
 def demo(

@@ -4,7 +4,8 @@ What is here: pure sampling functions of logits (``apply_temperature``, ``top_k_
 ``top_p_filter``, ``sample_next``) and the stateful ``generate``, which runs the prime through
 the model once and then carries the recurrent state one token at a time -- it never re-runs the
 prefix. Streaming (``on_text``) and stop strings are handled here too. What is not here: the
-model (``rnnkit.models``), the vocabulary (``rnnkit.data``) and the command line (``cli.py``).
+model (``rnnkit.models``), the vocabulary (``rnnkit.data``) and the command line
+(``rnnkit.commands.sample``).
 
 Speed: all samples run as one batch (one ``model.step`` and one draw per step), every drawn id
 goes into one preallocated buffer that is also the next step's input, and the host reads the
@@ -24,6 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.errors import UserError
+
+#: the temperature of ``generate()``, ``rnnkit sample``, ``rnnkit serve`` and the samples
+#: printed during training: a little below 1 (the model's own distribution), which reads better
+DEFAULT_TEMPERATURE = 0.8
 
 # ---- pure functions of logits (..., V) ---------------------------------------------------------
 
@@ -227,7 +232,7 @@ def generate(
     *,
     prime: str = "",
     length: int = 200,
-    temperature: float = 1.0,
+    temperature: float = DEFAULT_TEMPERATURE,
     top_k: int = 0,
     top_p: float = 1.0,
     stop: Sequence[str] = (),
@@ -247,6 +252,10 @@ def generate(
     "\\n" (or id 0 if it has none), then the prime: a model trained by truncated BPTT rarely
     sees its zero state, and text after a line break is what the zero state should stand for.
     The start token is not part of the output.
+
+    ``temperature`` defaults to :data:`DEFAULT_TEMPERATURE` (0.8), as in ``rnnkit sample``: the
+    same seed gives the same text from Python and from the command line (``sample_next``, the
+    pure function, keeps 1.0: the model's distribution unchanged).
 
     The ``num_samples`` streams run as one batch: one ``model.step`` and one draw per step for
     all of them. Sampling follows :func:`sample_next` with a private ``torch.Generator``

@@ -131,14 +131,14 @@ def test_report_and_experiment_writes_name_the_file(here, monkeypatch):
     with _in_process_limit(), pytest.raises(report.UserError, match="cannot write big.html: File"):
         report._atomic_write(Path("big.html"), b"x" * (2 * LIMIT))
     assert os.listdir(here) == ["plays.txt"]  # no temp file left
-    from rnnkit.analysis import commands
+    from rnnkit.commands.args import write_json
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(Path, "write_text", no_space)
     with pytest.raises(report.UserError, match="cannot write out/m.json: No space left on device"):
-        commands._write_json(Path("out") / "m.json", {"a": 1})
+        write_json(Path("out") / "m.json", {"a": 1})
 
 
 class _in_process_limit:

@@ -46,9 +46,9 @@ def make_config(paths=(), **task):
     config.data.val_fraction = config.data.test_fraction = 0.2
     config.model.embed, config.model.hidden, config.model.layers = 8, 16, 1
     config.train.batch_size, config.train.seed = 16, 3
-    config.task.window, config.task.horizon = 8, 4
+    config.task.options.update(window=8, horizon=4)
     for key, value in task.items():
-        setattr(config.task, key, value)
+        config.task.options[key] = value
     return config
 
 
@@ -274,7 +274,7 @@ def test_meta_round_trip_and_predict(tmp_path):
     text = loaded.predict(clone, [recent], {})
     assert text == task.predict(model, [recent], {})
     lines = text.splitlines()
-    assert lines[0] == "a,b" and len(lines) == 1 + config.task.horizon
+    assert lines[0] == "a,b" and len(lines) == 1 + task.options.horizon
     x = torch.tensor((values[-8:] - meta["mean"]) / meta["std"], dtype=torch.float32)
     with torch.no_grad():
         future = model.eval().forecast(x[None], 4)[0].double().numpy()
@@ -322,7 +322,7 @@ def test_synthetic_sources_and_figure(tmp_path):
     assert png.name == "forecast.png" and png.read_bytes().startswith(b"\x89PNG")
     subset = task.evaluate(model, "val", max_batches=1)
     assert math.isfinite(subset["mae"]) and subset["baseline_mae"] > 0
-    config.data.synthetic, config.task.columns = "sine", ["nope"]
+    config.data.synthetic, config.task.options["columns"] = "sine", ["nope"]
     with pytest.raises(UserError, match=r"no column 'nope' \(available: sine\)"):
         ForecastTask(config).prepare()
     with pytest.raises(UserError, match="--task forecast needs CSV files"):

@@ -23,11 +23,11 @@ def make_config(**task) -> RunConfig:
     config.task.name = "frames"
     config.data.synthetic = "shapes"
     config.data.synthetic_size = 40
-    config.task.frame_size, config.task.frames, config.task.kernel = 8, 5, 3
+    config.task.options.update(frame_size=8, frames=5, kernel=3)
     config.model.hidden, config.model.layers = 4, 1
     config.train.batch_size, config.train.seed = 8, 7
     for key, value in task.items():
-        setattr(config.task, key, value)
+        config.task.options[key] = value
     return config
 
 
@@ -167,7 +167,7 @@ def test_baseline_on_a_hand_case():
     assert zero["mse_vs_baseline"] == pytest.approx(1.25 / 1.5)
     # loss: every next frame (2 per sequence), with --loss mse or mae
     assert zero["loss"] == pytest.approx((0.25 + 1.0 + 0.25) / (2 * 2 * 16))
-    task.config.task.loss = "mae"
+    task.options.loss = "mae"
     assert task.evaluate(ShiftModel(constant=0.0), "test")["loss"] == pytest.approx(2.0 / 64)
 
 

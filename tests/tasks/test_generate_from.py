@@ -30,7 +30,7 @@ def write(path, text: str | bytes):
 def make_config(paths, condition_input=False, cell="lstm") -> RunConfig:
     config = RunConfig()
     config.task.name = "generate-from"
-    config.task.condition_input = condition_input
+    config.task.options["condition_input"] = condition_input
     config.data.paths = [str(p) for p in paths]
     config.data.val_fraction, config.data.test_fraction = 0.2, 0.1
     config.model.cell, config.model.embed, config.model.hidden, config.model.layers = cell, 8, 16, 1

@@ -329,9 +329,9 @@ def make_task(tmp_path, **task_options) -> Seq2SeqTask:
     config.data.paths = [reverse_tsv(tmp_path)]
     config.model = ModelConfig(embed=16, hidden=48, layers=1)
     config.train.batch_size, config.train.seed = 32, 0
-    config.task.bidirectional, config.task.max_len = True, 8
+    config.task.options.update(bidirectional=True, max_len=8)
     for key, value in task_options.items():
-        setattr(config.task, key, value)
+        config.task.options[key] = value
     task = get_task("seq2seq")(config, None)
     task.prepare()
     return task
@@ -362,7 +362,7 @@ def test_train_loss_is_the_mean_over_valid_target_tokens(tmp_path):
     expected = F.cross_entropy(logits[valid], tgt_out[valid])
     torch.testing.assert_close(out.loss, expected)
     assert out.count == int(valid.sum()) and out.info == {"teacher_prob": 1.0}
-    task.config.task.teacher_forcing, task.config.task.tf_k = "linear", 100.0
+    task.options.teacher_forcing, task.options.tf_k = "linear", 100.0
     sampled = [task.train_loss(model, batch, step=60) for _ in range(2)]
     assert sampled[0].info == {"teacher_prob": pytest.approx(0.4)}
     torch.testing.assert_close(sampled[0].loss, sampled[1].loss)  # coin flips: (seed, step)

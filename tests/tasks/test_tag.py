@@ -106,9 +106,10 @@ def test_missing_empty_and_non_utf8_files(tmp_path):
 def tiny_config(**task):
     config = RunConfig()
     config.model.embed, config.model.hidden, config.model.layers = 8, 11, 2
-    config.task.name, config.task.bidirectional, config.task.char_hidden = "tag", True, 5
+    config.task.name = "tag"
+    config.task.options.update(bidirectional=True, char_hidden=5)
     for key, value in task.items():
-        setattr(config.task, key, value)
+        config.task.options[key] = value
     return config
 
 

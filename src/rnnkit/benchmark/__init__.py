@@ -11,5 +11,6 @@ together mean anything, and nothing here is asserted in a test).
 * :mod:`rnnkit.benchmark.generation` -- generate() vs hand-written loops, bandwidth bounds;
 * :mod:`rnnkit.benchmark.minimal` -- MinGRU / MinLSTM vs torch.nn.GRU / LSTM at L 2048;
 * :mod:`rnnkit.benchmark.layers` -- the cells path vs the fused path at hidden 512;
-* :mod:`rnnkit.benchmark.command` -- the table and the ``--json`` object.
+* :mod:`rnnkit.benchmark.suite` -- every section measured, the table and the ``--json``
+  object (the command line is ``rnnkit.commands.bench``).
 """

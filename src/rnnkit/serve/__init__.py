@@ -2,7 +2,7 @@
 'rnnkit[serve]'`` for FastAPI and uvicorn).
 
 ``app.py`` is the API (``create_app(model, vocab, config, limits)``), ``request.py`` what a
-request may ask (``GenerateRequest``, ``Limits``), ``command.py`` the command line
-(``add_parser``, ``run_serve``). None is imported here, so ``import rnnkit`` and
-``rnnkit --help`` never need the optional dependencies.
+request may ask (``GenerateRequest``, ``Limits``); the command line is
+``rnnkit.commands.serve``. None is imported here, so ``import rnnkit`` and ``rnnkit --help``
+never need the optional dependencies.
 """

@@ -7,7 +7,7 @@ a frame is (a ConvLSTM is convolutional, any size fits its kernels), how many fr
 a forecast runs. Each limit is one a real run never meets, so ``frame_size`` 450 or
 ``horizon`` 10**9 cost an error message, not a minute and gigabytes or a loop that never ends.
 
-    check_task_values("frames", config, meta)   # UserError naming the flag or the meta key
+    check_task_values("frames", options, config, meta)   # UserError naming the flag or meta key
 
 What is not here: the generic bounds of every config field (``rnnkit.config.validate``) and
 the structure of a task's vocabularies and labels (each task's own ``_load_meta``).
@@ -30,7 +30,7 @@ class Bound(NamedTuple):
 
 MAX_PIXELS = 1 << 28  # frames: sequences x frames x size**2 float32 generated at once (1 GiB)
 
-#: config.task fields per task: (the flag's name without dashes) -> its bound
+#: task option fields per task: (the flag's name without dashes) -> its bound
 CONFIG: dict[str, dict[str, Bound]] = {
     "forecast": {
         "window": Bound(1, 100_000, "input steps per forecast window; the presets read 48-50"),
@@ -52,8 +52,10 @@ META: dict[str, dict[str, Bound]] = {
 }
 
 
-def check_task_values(task: str, config: Any, meta: dict[str, Any] | None) -> dict[str, int]:
-    """Check ``config.task``'s sized fields for ``task`` and, for a saved run, the integer keys
+def check_task_values(
+    task: str, options: Any, config: Any, meta: dict[str, Any] | None
+) -> dict[str, int]:
+    """Check the sized fields of ``task``'s ``options`` and, for a saved run, the integer keys
     of its ``meta``; return the meta's checked values (empty for a fresh run).
 
     Raises:
@@ -61,7 +63,7 @@ def check_task_values(task: str, config: Any, meta: dict[str, Any] | None) -> di
             must be ...``, one line.
     """
     for key, bound in CONFIG.get(task, {}).items():
-        check_int(getattr(config.task, key), bound, f"--{key.replace('_', '-')}")
+        check_int(getattr(options, key), bound, f"--{key.replace('_', '-')}")
     values: dict[str, int] = {}
     if meta is not None and META.get(task):
         if not isinstance(meta, dict):
@@ -69,8 +71,8 @@ def check_task_values(task: str, config: Any, meta: dict[str, Any] | None) -> di
         for key, bound in META[task].items():
             values[key] = check_int(meta.get(key), bound, f"task_meta.{key}")
     if task == "frames":
-        size = values.get("frame_size", config.task.frame_size)
-        frames = values.get("frames", config.task.frames)
+        size = values.get("frame_size", options.frame_size)
+        frames = values.get("frames", options.frames)
         pixels = config.data.synthetic_size * frames * size * size
         if pixels > MAX_PIXELS:
             raise UserError(

@@ -1,4 +1,5 @@
-"""``rnnkit export`` and the ONNX half of ``rnnkit sample --runtime onnx``.
+"""An ONNX file checked against PyTorch (``rnnkit export``), and the graph that
+``rnnkit sample --runtime onnx`` runs.
 
     rnnkit export runs/charlm                            # -> runs/charlm/model.onnx
     rnnkit export runs/charlm --format onnx -o charlm.onnx
@@ -11,14 +12,14 @@ names now (the sha256 of its model.safetensors is in the file's metadata); else 
 one left from an older checkpoint (a note says so) -- the checkpoint is exported in memory
 first (~0.1 s), and nothing is written.
 
-``rnnkit export`` checks what it wrote: it runs the graph on onnxruntime next to the PyTorch
-model (3 streams, 8 steps, state carried) and refuses to write a file whose logits or state
-differ by more than :data:`TOLERANCE`; the line it prints gives the difference measured.
+``rnnkit export`` (:func:`export_checked`) checks what it writes: it runs the graph on
+onnxruntime next to the PyTorch model (3 streams, 8 steps, state carried) and refuses to write
+a file whose logits or state differ by more than :data:`TOLERANCE`; the line it prints gives
+the difference measured.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -31,38 +32,25 @@ from rnnkit.io_errors import writing
 DEFAULT_NAME = "model.onnx"
 TOLERANCE = 1e-4  # the check at export time; tests hold the graph to 1e-5 over 20 steps
 FORMATS = ("onnx",)
+EXPORTERS = ("torchscript", "dynamo")
 
 
-def add_parser(commands) -> None:
-    """Add ``export`` to the CLI's subparsers (``commands``)."""
-    export = commands.add_parser(
-        "export", help="write a trained language model as one ONNX file (one step with state)"
-    )
-    export.add_argument("checkpoint", metavar="DIR", help="run directory or checkpoint")
-    export.add_argument("--format", default="onnx", help="file format: onnx (the only one)")
-    export.add_argument(
-        "-o", "--output", metavar="FILE", help=f"where to write (default: DIR/{DEFAULT_NAME})"
-    )
-    export.add_argument(
-        "--exporter",
-        default="torchscript",
-        help="torch's ONNX exporter: torchscript (fast, the default) or dynamo (torch.export)",
-    )
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """``rnnkit export DIR [--format onnx] [-o FILE]``: write, verify, print one line."""
+def export_checked(
+    checkpoint: str | Path, output: str | Path | None = None, exporter: str = "torchscript"
+):
+    """Export the language model of ``checkpoint`` to ONNX at ``output`` (default:
+    ``CHECKPOINT/model.onnx``), after running the graph on onnxruntime beside the PyTorch model
+    (:func:`max_difference`): nothing is written if they differ by more than
+    :data:`TOLERANCE`. Returns ``(path, size in bytes, model, vocab, difference)``."""
     from rnnkit.checkpoint.runs import find_checkpoint
-    from rnnkit.export.onnx import OPSET, to_onnx, write_onnx
+    from rnnkit.export.onnx import to_onnx, write_onnx
     from rnnkit.export.runtime import OnnxLanguageModel
 
-    if args.format not in FORMATS:
-        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
-    find_checkpoint(args.checkpoint)  # a missing DIR is reported before -o
-    output = Path(args.output) if args.output else Path(args.checkpoint) / DEFAULT_NAME
+    find_checkpoint(checkpoint)  # a missing DIR is reported before -o
+    output = Path(output) if output else Path(checkpoint) / DEFAULT_NAME
     _check_output(output)
-    model, vocab, sha256 = load_checkpoint_model(args.checkpoint)
-    proto = to_onnx(model, vocab, exporter=args.exporter, source_sha256=sha256)
+    model, vocab, sha256 = load_checkpoint_model(checkpoint)
+    proto = to_onnx(model, vocab, exporter=exporter, source_sha256=sha256)
     data = proto.SerializeToString()
     runtime = OnnxLanguageModel(data, threads=1, source=str(output))
     diff = max_difference(model, runtime)
@@ -71,11 +59,7 @@ def run_export(args: argparse.Namespace) -> int:
                         f"(> {TOLERANCE:g}); nothing written (try --exporter dynamo)")  # fmt: skip
     with writing(output):  # full disk, file-size limit, read-only: one line, nothing half-written
         path = write_onnx(proto, output)
-    m = model.config
-    print(f"wrote {path} ({len(data) / 1024:,.0f} KiB, ONNX opset {OPSET}, {m.cell} "
-          f"{m.layers}x{m.hidden}, vocab {len(vocab)}; max |difference| from PyTorch over "
-          f"8 steps: {diff:.1e})")  # fmt: skip
-    return 0
+    return path, len(data), model, vocab, diff
 
 
 def load_for_sample(path: str | Path, *, threads: int | None = None):

@@ -1,4 +1,5 @@
-"""``rnnkit bench``: one run, every figure of the performance issue, a table or one JSON object.
+"""The figures of ``rnnkit bench``: every figure of the performance issue, measured by section
+(:func:`measure`), and the table they print as (:func:`table`).
 
     rnnkit bench                 # everything (~10 minutes on 2 cores)
     rnnkit bench --quick         # fewer repeats, a 20 MB corpus, shorter sequences
@@ -18,8 +19,6 @@ arguments of the generation, minimal and cells sections.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 import torch
@@ -49,44 +48,29 @@ KEYS = (
 )
 
 
-def add_parser(commands) -> None:
-    bench = commands.add_parser("bench", help="measure speed against hand-written PyTorch")
-    bench.add_argument("--only", nargs="+", choices=SECTIONS, help="sections to run")
-    bench.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    bench.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    """Measure the chosen sections; a section that fails is named on stderr and in the JSON
-    (``failed``), the others' figures are still printed, and the exit status is then 1."""
+def measure(sections, quick: bool = False, say=print) -> dict:
+    """The figures of ``sections`` (``machine`` too when ``training`` is measured): one dict,
+    ``None`` for a figure whose section was skipped. A section that fails is named on stderr
+    and under ``failed``; the others' figures are still measured. ``say``: progress lines."""
     from rnnkit.benchmark.machine import cpu_support
-    from rnnkit.errors import UserError
 
-    if args.threads < 0:
-        raise UserError(f"--threads must be >= 0, got {args.threads}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sections = args.only or SECTIONS
     figures: dict[str, object] = dict.fromkeys(KEYS)
     figures |= {"threads": torch.get_num_threads(), "cpu": cpu_model(), "torch": torch.__version__}
     figures |= {f"cpu_{key}": value for key, value in cpu_support().items()}
-    say = (lambda *_: None) if args.json else print
-    size = "quick" if args.quick else "full"
+    size = "quick" if quick else "full"
     failed = {}
-    for name, measure in MEASURES:
+    for name, measure_section in MEASURES:
         wanted = name in sections or (name == "machine" and "training" in sections)
         if not wanted:
             continue
         try:
-            figures |= measure(say, figures, args.quick, **SIZES.get(name, {}).get(size, {}))
+            figures |= measure_section(say, figures, quick, **SIZES.get(name, {}).get(size, {}))
         except Exception as error:  # one section's failure never loses the others' figures
             failed[name] = " ".join(f"{type(error).__name__}: {error}".split())[:300]
             print(f"rnnkit bench: section {name} failed: {failed[name]}", file=sys.stderr)
     if failed:
         figures["failed"] = failed
-    print(json.dumps(figures) if args.json else table(figures))
-    return 1 if failed else 0
+    return figures
 
 
 def _machine(say, figures: dict, quick: bool) -> dict:

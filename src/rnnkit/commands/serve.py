@@ -26,7 +26,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def add_parser(commands) -> None:
-    """Add ``serve`` to an argparse subparsers object (``rnnkit.cli.build_parser``)."""
+    """Add ``serve`` to the CLI's subparsers (``commands``)."""
     serve = commands.add_parser(
         "serve", help="serve a language model over HTTP (POST /generate, GET /health, GET /model)"
     )
@@ -113,7 +113,7 @@ def add_parser(commands) -> None:
     )
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Check everything, bind the socket, serve until Ctrl-C (or SIGTERM): uvicorn finishes the
     requests in flight and shuts down, then the interrupt reaches ``rnnkit.cli.main``, which
     prints ``rnnkit: interrupted`` and exits 130, as every rnnkit command does."""

@@ -1,0 +1,96 @@
+"""``rnnkit train``: train a model (default: a character-level language model).
+
+    rnnkit train [PATH ...] [--preset default] [--config FILE.toml] [--hidden 512 ...]
+    rnnkit train --task classify data/names/ --out runs/names
+    rnnkit train --resume runs/charlm --max-steps 8000
+    rnnkit train --nproc 2 ...        (torchrun + DistributedDataParallel: training/distributed.py)
+
+One flag per config field (``rnnkit.config``) and one argument group per task (each task's
+options dataclass); which value wins -- defaults, preset, ``--config``, flags, or on
+``--resume`` the saved run -- is ``rnnkit.config``'s rule. Ctrl-C saves the run and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rnnkit.commands.args import add_config_flags, config_flags, positive
+from rnnkit.errors import UserError
+
+
+def add_parser(commands) -> None:
+    train = commands.add_parser(
+        "train", help="train a model (default: a character-level language model)"
+    )
+    train.add_argument(
+        "--preset",
+        help="a preset from rnnkit/configs (default: 'default' for --task lm, else the task's own)",
+    )
+    train.add_argument(
+        "--config", metavar="FILE.toml", help="TOML with [data] [model] [train] [task]"
+    )
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR where it stopped")
+    train.add_argument(
+        "--nproc",
+        type=positive,
+        default=1,
+        metavar="N",
+        help="train in N processes on this machine (torchrun + DistributedDataParallel; "
+        "--batch-size is the global batch, split evenly)",
+    )
+    add_config_flags(train)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rnnkit.config import RunConfig, fresh_config, resume_overrides
+    from rnnkit.trainer.loop import train
+    from rnnkit.training import distributed
+
+    flags = config_flags(args)
+    if args.resume:  # the saved run's config, then the [train] flags given now
+        config = RunConfig()
+        config.train.out = args.resume
+        flags = resume_overrides(flags, args.resume, args.config)
+    else:
+        config = fresh_config(flags, args.preset, args.config)
+    if args.nproc > 1:
+        return _launch_torchrun(args, config, flags)
+    result = train(config, resume=True, overrides=flags) if args.resume else train(config)
+    if result.stopped == "interrupted":  # under torchrun, 0: the launcher reports the signal
+        return 0 if distributed.launched_by_torchrun() else 130
+    return 0
+
+
+def _launch_torchrun(args: argparse.Namespace, config, flags: dict) -> int:
+    """``rnnkit train --nproc N ...``: check the flags here (one-line errors before any process
+    starts), then run ``torchrun --standalone --nproc-per-node N -m rnnkit train ...``."""
+    from rnnkit.checkpoint.lock import check_unlocked
+    from rnnkit.checkpoint.runs import check_new_run_dir
+    from rnnkit.config import apply_overrides, validate
+    from rnnkit.tasks import get_task, task_options
+    from rnnkit.tasks.saved import read_run_checkpoint
+    from rnnkit.training import distributed
+
+    if distributed.launched_by_torchrun():
+        raise UserError("--nproc cannot be used inside torchrun (torchrun starts the processes)")
+    if args.resume:
+        _, config, _ = read_run_checkpoint(Path(args.resume) / "last")
+        apply_overrides(config, flags, "command line")
+    else:
+        check_new_run_dir(Path(config.train.out))
+    check_unlocked(config.train.out)  # rank 0 locks it; refused here, before any process starts
+    validate(config)
+    task_options(config)  # the task's own options, checked
+    world = distributed.World(0, args.nproc)
+    get_task(config.task.name).check_world(world)  # only a task whose batches split
+    distributed.check_divisible(world, config.train.batch_size)
+    argv = distributed.strip_nproc(sys.argv[2:] if args.argv is None else args.argv)
+    code = distributed.launch(args.nproc, argv, share_cores=not config.train.threads)
+    if code not in (0, 130):
+        raise UserError(
+            f"training in {args.nproc} processes failed (torchrun exit status {code}; the "
+            "processes' messages are above)"
+        )
+    return code
