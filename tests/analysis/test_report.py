@@ -205,11 +205,12 @@ def test_written_files_have_ordinary_permissions(page, tmp_path):
     assert mode == 0o666 & ~umask
 
 
-def test_mingru_run_gets_curves_samples_and_a_note(tmp_path):
+def test_mingru_run_gets_curves_probes_samples_and_a_gates_note(tmp_path):
     from analysis_runs import make_run
 
     run = make_run(tmp_path, "mingru", layers=1, steps=10, diagnostics=False)
-    data = report.collect(run, chars=100, sample_length=20, log=None)
+    data = report.collect(run, chars=100, sample_length=20, log=None, gradient_length=20)
     html_text = report.render_html(data)
-    assert "--cell mingru is not one of them" in html_text
+    assert data.sections["gradients"] and data.traced.cell == "mingru"  # probes: any cell
+    assert data.notes["gates"] == "The trace reads no gates of a mingru network."
     assert "<section id='training'>" in html_text and len(data.samples) == 3

@@ -1,5 +1,5 @@
-"""The long-range memory experiment: can a vanilla RNN, an LSTM and a GRU of the same size carry
-information across T time steps?
+"""The long-range memory experiment: can a vanilla RNN, an LSTM and a GRU (or any registered
+cell) of the same size carry information across T time steps?
 
 What is here (torch + numpy only):
 
@@ -23,8 +23,9 @@ What is here (torch + numpy only):
   Each batch carries its trivial baseline measured on itself: the MSE of predicting 1.0
   (adding) and the cross-entropy of the symbol frequencies of the batch itself, per position
   (copy; the best input-free guess, slightly below ln(alphabet) by sampling).
-* :class:`MemoryModel` -- a 1-layer rnnkit RNN(tanh) / LSTM / GRU + a linear readout of the
-  last step; :func:`hidden_for_budget` sizes each cell to the same parameter budget;
+* :class:`MemoryModel` -- a 1-layer rnnkit layer of a cell of :mod:`rnnkit.nn.registry` (by
+  default RNN(tanh), LSTM and GRU) + a linear readout of the last step;
+  :func:`hidden_for_budget` sizes each cell to the same parameter budget;
 * :func:`run_trial` (one training run, Adam + clipping by global norm, at most a fixed number of
   steps shared by every cell, stopping early once solved) and :func:`memory_experiment` (the
   grid, optionally in worker processes);
@@ -54,10 +55,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.errors import UserError
-from rnnkit.nn.layers import GRU, LSTM, RNN
+from rnnkit.nn.registry import get_cell, names
 
 TASKS = ("adding", "copy")
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "lstm", "gru")  # the default grid; any registered cell may join it
+CELL_CHOICES = names()
 COPY_SYMBOLS, COPY_ALPHABET = 3, 8
 TEST_SIZE = 1000
 CHECK_EVERY = 100
@@ -65,9 +67,6 @@ CHECK_EVERY = 100
 #: The one shared setting (calibrated in benchmarks/memory_tasks.py's docstring).
 DEFAULTS = {"steps": 1500, "budget": 5000, "batch": 32, "lr": 1e-2, "clip": 1.0, "margin": 0.1}
 DEFAULT_LENGTHS = (10, 25, 50, 100, 200, 400)
-
-_LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 class TaskBatch(NamedTuple):
@@ -142,13 +141,16 @@ def task_loss(task: str, outputs: Tensor, targets: Tensor) -> Tensor:
 
 # ---- the model and its size ------------------------------------------------------------------
 class MemoryModel(nn.Module):
-    """A 1-layer rnnkit RNN(tanh) / LSTM / GRU (batch_first) and a linear readout of its last
-    step: ``forward(inputs (N, T, F)) -> (N, O)``."""
+    """A 1-layer rnnkit layer of a registered cell with its defaults (RNN: tanh), batch_first,
+    and a linear readout of its last step: ``forward(inputs (N, T, F)) -> (N, O)``."""
 
-    def __init__(self, cell: str, input_size: int, output_size: int, hidden: int) -> None:
+    def __init__(
+        self, cell: str, input_size: int, output_size: int, hidden: int, device=None
+    ) -> None:
         super().__init__()
-        self.rnn = _LAYERS[cell](input_size, hidden, batch_first=True)
-        self.readout = nn.Linear(hidden, output_size)
+        layer = get_cell(cell).layer_class()
+        self.rnn = layer(input_size, hidden, batch_first=True, device=device)
+        self.readout = nn.Linear(hidden, output_size, device=device)
 
     def forward(self, inputs: Tensor) -> Tensor:
         outputs, _ = self.rnn(inputs)  # (N, T, H)
@@ -156,19 +158,16 @@ class MemoryModel(nn.Module):
 
 
 def parameter_count(cell: str, input_size: int, output_size: int, hidden: int) -> int:
-    """Parameters of :class:`MemoryModel`: gates x (H*F + H*H + 2H) + readout (H*O + O)."""
-    g = _GATES[cell]
-    return (
-        g * (hidden * input_size + hidden * hidden + 2 * hidden)
-        + hidden * output_size
-        + output_size
-    )
+    """Parameters of :class:`MemoryModel` (counted on the meta device: nothing is allocated);
+    for RNN/LSTM/GRU gates x (H*F + H*H + 2H) + readout (H*O + O)."""
+    model = MemoryModel(cell, input_size, output_size, hidden, device="meta")
+    return sum(p.numel() for p in model.parameters())
 
 
 def hidden_for_budget(cell: str, input_size: int, output_size: int, budget: int) -> int:
     """The largest hidden size whose :class:`MemoryModel` has at most ``budget`` parameters."""
-    if cell not in _GATES:
-        raise UserError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    if cell not in names():
+        raise UserError(f"cell must be one of {', '.join(names())}, got {cell!r}")
     if parameter_count(cell, input_size, output_size, 1) > budget:
         raise UserError(f"budget {budget} is too small for a {cell} with one hidden unit")
     hidden = 1
@@ -311,7 +310,7 @@ def _run(args: tuple) -> Trial:
 
 
 def _check_grid(tasks, cells, lengths, seeds, workers) -> None:
-    for name, values, allowed in (("tasks", tasks, TASKS), ("cells", cells, CELLS)):
+    for name, values, allowed in (("tasks", tasks, TASKS), ("cells", cells, names())):
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise UserError(f"{name} must be among {', '.join(allowed)}, got {list(values)}")

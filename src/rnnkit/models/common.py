@@ -1,6 +1,6 @@
 """Pieces every task model shares: the recurrent stack a ModelConfig describes, and pooling.
 
-rnn = recurrent(config, input_size=64, bidirectional=True)   # rnnkit LSTM/GRU/RNN/MinGRU/MinLSTM
+rnn = recurrent(config, input_size=64, bidirectional=True)   # the layer of config.cell
 out, state = rnn(x, lengths=lengths)                         # (N, L, D*H), packed inside
 summary = pool(out, lengths, "mean")                         # (N, D*H) over valid steps
 """
@@ -11,28 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.config import ModelConfig
-from rnnkit.nn import GRU, LSTM, RNN, LayerNormLSTM
-from rnnkit.nn.minimal import MinGRU, MinLSTM
-
-LAYERS = {
-    "lstm": LSTM,
-    "gru": GRU,
-    "rnn": RNN,
-    "lnlstm": LayerNormLSTM,
-    "mingru": MinGRU,
-    "minlstm": MinLSTM,
-}
-#: ``config.impl`` -> the minimal cells' path: "cells" is their step equations in a loop.
-MINIMAL_IMPLS = {"auto": "auto", "fused": "fused", "cells": "sequential"}
-
-
-#: Cells whose state is (h, c): LSTMState in and out.
-CELL_STATE = ("lstm", "lnlstm")
+from rnnkit.nn.registry import get_cell
 
 
 def has_cell_state(cell: str) -> bool:
-    """Whether ``cell``'s recurrent state carries a cell state c beside h."""
-    return cell in CELL_STATE
+    """Whether ``cell``'s recurrent state carries a cell state c beside h (LSTMState in and
+    out), as its registry row says."""
+    return get_cell(cell).has_cell_state
 
 
 def recurrent(
@@ -44,25 +29,24 @@ def recurrent(
     bidirectional: bool = False,
 ) -> nn.Module:
     """The rnnkit layer (batch_first) of ``config.cell`` with the config's sizes, dropout
-    between layers, nonlinearity (vanilla RNN) and implementation path (for mingru/minlstm
-    ``cells`` means their sequential path, see :data:`MINIMAL_IMPLS`)."""
+    between layers, and what its registry row says it takes: nonlinearity, implementation
+    path (``--impl cells`` is the minimal cells' sequential path; a one-path layer takes
+    none), zoneout and recurrent dropout."""
+    cell = get_cell(config.cell)
     layers = config.layers if layers is None else layers
     options = {
         "num_layers": layers,
         "batch_first": True,
         "bidirectional": bidirectional,
-        "impl": config.impl,
         "dropout": config.dropout if layers > 1 else 0.0,
     }
-    if config.cell == "rnn":
+    if (impl := cell.layer_impl(config.impl)) is not None:
+        options["impl"] = impl
+    if cell.nonlinearity:
         options["nonlinearity"] = config.nonlinearity
-    if config.cell in ("mingru", "minlstm"):
-        options["impl"] = MINIMAL_IMPLS[config.impl]
-    if config.cell == "lnlstm":
-        del options["impl"]  # the cells path only
-    if config.zoneout or config.recurrent_dropout:  # cells-path regularisers (rnn/lstm/gru)
+    if config.zoneout or config.recurrent_dropout:  # cells-path regularisers
         options |= {"zoneout": config.zoneout, "recurrent_dropout": config.recurrent_dropout}
-    return LAYERS[config.cell](input_size, hidden or config.hidden, **options)
+    return cell.layer_class()(input_size, hidden or config.hidden, **options)
 
 
 def last_hidden(state, bidirectional: bool) -> Tensor:

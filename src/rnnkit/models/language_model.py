@@ -16,16 +16,13 @@ from torch import Tensor, nn
 
 from rnnkit.config import ModelConfig
 from rnnkit.errors import UserError
-from rnnkit.models.common import LAYERS, has_cell_state, recurrent
+from rnnkit.models.common import has_cell_state, recurrent
 from rnnkit.nn.cells import LSTMState
+from rnnkit.nn.registry import CELLS, get_cell
 
 #: The recurrent state between calls: h (layers, N, H) for RNN/GRU/minGRU/minLSTM,
 #: LSTMState(h, c) for LSTM.
 State = Tensor | LSTMState
-
-_LAYERS = LAYERS  # cell name -> layer class (rnnkit.nn.layers and rnnkit.nn.minimal)
-#: blocks of each weight_* matrix (gates), for the orthogonal init
-_GATES = {"lstm": 4, "lnlstm": 4, "gru": 3, "rnn": 1, "mingru": 2, "minlstm": 3}
 
 
 class LMOutput(NamedTuple):
@@ -76,21 +73,22 @@ class LanguageModel(nn.Module):
         N(0, 1)), the recurrent stack as ``config.init`` and ``config.forget_bias`` say.
 
         ``init="torch"``: torch's uniform(-1/sqrt(H), 1/sqrt(H)) for every recurrent parameter.
-        ``init="orthogonal"``: each gate block of every ``weight_hh_*`` orthogonal (minGRU and
-        minLSTM have none), every ``weight_ih_*`` xavier-uniform, every bias zero. Then, for an
-        LSTM with a non-zero ``forget_bias``: the forget-gate chunk (second quarter, gates i, f,
-        g, o) of every ``bias_ih_*`` is set to ``forget_bias`` and of every ``bias_hh_*`` to 0,
-        so the effective forget bias is exactly ``forget_bias`` (0.0, the default, leaves the
-        biases alone).
+        ``init="orthogonal"``: each gate block of every ``weight_hh_*`` matrix orthogonal
+        (minGRU and minLSTM have none; a per-unit vector is left as its layer drew it), every
+        ``weight_ih_*`` xavier-uniform, every bias zero. Then, for an LSTM with a non-zero
+        ``forget_bias``: the forget-gate chunk (second quarter, gates i, f, g, o) of every
+        ``bias_ih_*`` is set to ``forget_bias`` and of every ``bias_hh_*`` to 0, so the
+        effective forget bias is exactly ``forget_bias`` (0.0, the default, leaves the biases
+        alone).
         """
         self.head.reset_parameters()
         self.embedding.reset_parameters()
         self.rnn.reset_parameters()
-        gates = _GATES[self.config.cell]
+        gates = max(1, len(get_cell(self.config.cell).gates))  # blocks of each weight_hh
         with torch.no_grad():
             for name, param in self.rnn.named_parameters():
                 if self.config.init == "orthogonal":
-                    if name.startswith("weight_hh"):
+                    if name.startswith("weight_hh") and param.dim() == 2:  # not a vector
                         for block in param.chunk(gates, dim=0):  # (H, H) each
                             nn.init.orthogonal_(block)
                     elif name.startswith("weight_ih"):
@@ -173,8 +171,8 @@ def _check_config(config: ModelConfig) -> None:
     """The checks the model itself needs; the rest of the config is checked in ``config.py``."""
     if config.vocab_size < 1:
         raise UserError(f"vocab_size must be >= 1 (set from the data), got {config.vocab_size}")
-    if config.cell not in _LAYERS:
-        raise UserError(f"--cell must be one of {tuple(_LAYERS)}, got {config.cell!r}")
+    if config.cell not in CELLS:
+        raise UserError(f"--cell must be one of {tuple(CELLS)}, got {config.cell!r}")
     if config.tie_weights and config.embed != config.hidden:
         raise UserError(
             f"--tie-weights needs --embed == --hidden, got {config.embed} and {config.hidden}"
