@@ -28,6 +28,7 @@ import numpy as np
 from rnnkit.checkpoint.runs import find_checkpoint
 from rnnkit.errors import UserError
 from rnnkit.io_errors import writing
+from rnnkit.nn.registry import get_cell
 from rnnkit.tasks.saved import read_run_checkpoint
 from rnnkit.wording import plural
 
@@ -99,15 +100,15 @@ def collect(
 
     model, vocab, _ = language_model_run(ckpt_dir)
     long_text = text if text is not None else validation_text(ckpt_dir, max(chars, 20000))
-    if m.cell in ("rnn", "lstm", "gru"):
+    if get_cell(m.cell).probes:
         log(f"report: gradient flow over {plural(gradient_length, 'step')}")
         data.sections["gradients"] = _gradient_figures(ckpt_dir, long_text, gradient_length, seed)
         log(f"report: tracing {plural(min(chars, len(long_text)), 'character')}")
         _activation_sections(data, model, vocab, long_text[:chars])
     else:
         data.notes["gradients"] = (
-            f"The probes (gradient flow, activations, gates) read RNN, LSTM and GRU layers; this "
-            f"run's --cell {m.cell} is not one of them."
+            f"The probes (gradient flow, activations, gates) read the cells whose registry row "
+            f"allows them; this run's --cell {m.cell} is not one of them."
         )
     log(f"report: samples at temperatures {', '.join(map(str, temperatures))}")
     from rnnkit.generation import generate
@@ -191,6 +192,8 @@ def _activation_sections(data: ReportData, model, vocab, text: str) -> None:
     data.trace_payload = trace_payload(traced, data.matches)
     if traced.cell == "rnn":
         data.notes["gates"] = "A vanilla RNN has no gates."
+    elif not any(traced.gates):  # the trace reads out the gates of an LSTM and a GRU only
+        data.notes["gates"] = f"The trace reads no gates of a {traced.cell} network."
     else:
         saturation = gate_saturation(traced)
         caption = (

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from rnnkit.errors import UserError
 from rnnkit.models.common import has_cell_state
+from rnnkit.nn.registry import where
 from rnnkit.nn.unroll import zoneout
 
 FORMAT = "rnnkit-onnx-step"
@@ -53,7 +54,7 @@ FORMAT_VERSION = 1
 #: ONNX opset: 17 is the first with LayerNormalization (lnlstm); 18 is the dynamo exporter's.
 OPSET = 18
 EXPORTERS = ("torchscript", "dynamo")
-SUPPORTED_CELLS = ("lstm", "gru", "rnn", "lnlstm", "mingru", "minlstm")
+SUPPORTED_CELLS = where(onnx=True)  # the cells whose registry row says they export
 INPUTS = ("tokens", "h", "c")
 OUTPUTS = ("logits", "h_next", "c_next")
 MAX_BYTES = (2 << 30) - (1 << 20)  # protobuf's 2 GiB limit on one message, with room to spare
