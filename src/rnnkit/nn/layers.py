@@ -34,26 +34,30 @@ Shape legend: ``N`` batch, ``L`` sequence length, ``D`` directions (2 if bidirec
 Input (L, N, H_in), or (N, L, H_in) with ``batch_first``, or (L, H_in) unbatched; output
 (L, N, D*H_out) likewise; states (D*num_layers, N, H_out) whatever ``batch_first`` says.
 
-What is not here: :class:`_RecurrentLayer`, the same forward for layers whose cell torch lacks
-(LayerNormLSTM) without torch.nn's base; the torch integrations (``interop.py``).
+:meth:`~_TwoPaths.to_torch` gives the torch.nn layer over the same parameters (shared), where
+torch has one; ``torch.jit.script`` compiles that one (``__prepare_scriptable__``). Under
+``torch.fx`` tracing each layer is one ``call_module`` node, as torch.nn's layers are.
+
+What is not here: layers of cells torch lacks (``cell_layer.py``: LayerNormLSTM, ...); dynamic
+quantization and ``torch.load``'s allowlist (``interop.py``).
 """
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from functools import partial
 
 import torch
-from torch import Tensor, fx, nn
+from torch import _VF, Tensor, fx, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.nn.base import RecurrentLayer
-from rnnkit.nn.cells import ACTIVATIONS, check_nonlinearity, check_size, torch_default_init
+from rnnkit.nn.cells import ACTIVATIONS
+from rnnkit.nn.checks import check_choice, check_lengths, check_probability, check_zoneout
 from rnnkit.nn.fused import autocast_dtype, has_fused_kernel, run_fused
+from rnnkit.nn.interop import register
 from rnnkit.nn.unroll import unroll
 
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 IMPLS = ("auto", "fused", "cells")
 
 
@@ -63,14 +67,19 @@ class _TwoPaths(RecurrentLayer):
 
     nonlinearity = "tanh"  # an RNN's own; LSTM and GRU cells have none to choose
     _DEFAULT_IMPL = "auto"
+    # Python-only, not compiled by torch.jit.script (torch.nn.RNNBase lists "all_weights")
+    __jit_unused_properties__ = ["all_weights", "use_fused", "regularised", "cell", "_name"]
+    # torch.jit.script types the attributes from the nearest class annotations, which must be
+    # types (under ``from __future__ import annotations`` they would be strings); zoneout, one
+    # rate per state tensor, is typed from its value
+    __annotations__ = {"impl": str, "recurrent_dropout": float, "input_dropout": float}
 
     def _extend(self, impl, zoneout, recurrent_dropout, input_dropout) -> None:
         """Check and set the extensions (after the torch-named parameters exist)."""
-        self.recurrent_dropout = _probability("recurrent_dropout", recurrent_dropout)
-        self.input_dropout = _probability("input_dropout", input_dropout)
-        self.zoneout = _zoneout_rates(zoneout, len(self.state_spec().names))
-        if impl not in IMPLS:
-            raise ValueError(f"impl must be one of {', '.join(map(repr, IMPLS))}; got {impl!r}")
+        self.recurrent_dropout = check_probability("recurrent_dropout", recurrent_dropout)
+        self.input_dropout = check_probability("input_dropout", input_dropout)
+        self.zoneout = check_zoneout(zoneout, len(self.state_spec().names))
+        check_choice("impl", impl, IMPLS)
         if impl == "fused" and not has_fused_kernel(self.cell, self.nonlinearity):
             raise ValueError(
                 f"impl='fused' needs a torch kernel, which exists for nonlinearity 'tanh' or "
@@ -100,8 +109,41 @@ class _TwoPaths(RecurrentLayer):
 
     def flatten_parameters(self) -> None:
         """torch.nn's (cuDNN's weight layout) where a torch kernel runs this mode; else a no-op."""
-        if has_fused_kernel(self.cell, self.nonlinearity) and isinstance(self, nn.RNNBase):
+        if has_fused_kernel(self.cell, self.nonlinearity):
             nn.RNNBase.flatten_parameters(self)
+
+    def to_torch(self) -> nn.RNNBase:
+        """The torch.nn layer this one computes: ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` holding
+        the very same parameters (shared, not copied; gradients reach them), in the same
+        train/eval mode -- for what wants torch's own class (``torch.jit.script``, dynamic
+        quantization). ``ValueError`` where torch.nn has no such layer (an activation other than
+        tanh/relu, zoneout, recurrent or input dropout); ``lengths`` is rnnkit's alone."""
+        if not has_fused_kernel(self.cell, self.nonlinearity) or self.regularised:
+            raise ValueError(
+                f"{self!r} has no torch.nn equivalent: torch.nn.{self._name} has "
+                "nonlinearity 'tanh' or 'relu' only and no zoneout, recurrent or input dropout"
+            )
+        options = {"proj_size": self.proj_size} if self.cell == "lstm" else {}
+        if self.cell == "rnn":
+            options["nonlinearity"] = self.nonlinearity
+        sizes = (self.input_size, self.hidden_size, self.num_layers)
+        flags = (self.bias, self.batch_first, self.dropout, self.bidirectional)
+        with warnings.catch_warnings():  # the dropout warning was given when self was built
+            warnings.simplefilter("ignore")
+            twin = getattr(nn, self._name)(*sizes, *flags, **options, device="meta")
+        twin.load_state_dict(self.state_dict(keep_vars=True), assign=True)  # the same tensors
+        return twin.train(self.training)
+
+    def __prepare_scriptable__(self) -> _TwoPaths:
+        """Before ``torch.jit.script`` compiles this layer: TorchScript runs the fused path (each
+        class's ``forward`` has a branch for it), so refuse what only the cells path computes."""
+        if not self.use_fused:
+            raise ValueError(
+                f"torch.jit.script compiles the fused path only; {self!r} runs the cells path "
+                "(use impl='auto' or 'fused', nonlinearity 'tanh' or 'relu', no zoneout, "
+                "recurrent or input dropout)"
+            )
+        return self
 
     def extra_repr(self) -> str:
         """torch.nn's, then the extensions that differ from their defaults."""
@@ -119,7 +161,7 @@ class _TwoPaths(RecurrentLayer):
         return s
 
     # ---- forward: torch.nn's checks, then one of the two paths -------------------------------
-    def forward(self, input, hx=None, lengths=None):
+    def _forward(self, input, hx=None, lengths=None):
         """Run the layer: torch.nn's ``forward(input, hx=None)`` (see the module docstring),
         plus ``lengths`` -- N integers, each sequence's length in a padded batch."""
         if isinstance(input, fx.Proxy):  # symbolic tracing: one node, like a torch.nn leaf
@@ -148,7 +190,8 @@ class _TwoPaths(RecurrentLayer):
         if batch_sizes is None:
             if x.size(1 if self.batch_first else 0) == 0:  # as torch's kernels say
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-            lengths = _check_lengths(self._name, lengths, x, self.batch_first, unbatched)
+            n, steps = (x.size(0), x.size(1)) if self.batch_first else (x.size(1), x.size(0))
+            lengths = check_lengths(self._name, lengths, n, steps, unbatched)
         state = tuple(hx) if lstm else (hx,)
         run = self._forward_fused if self.use_fused else self._forward_cells
         output, state = run(x, batch_sizes, state, lengths)
@@ -241,155 +284,23 @@ class _TwoPaths(RecurrentLayer):
         return (output.transpose(0, 1) if self.batch_first else output), state
 
 
+def _script_batch(input: Tensor, batch_first: bool) -> tuple[Tensor, bool, int]:
+    """TorchScript's view of the input: (3-D input, whether it came unbatched, N)."""
+    if input.dim() not in (2, 3):
+        raise ValueError(f"Expected input to be 2D or 3D, got {input.dim()}D instead")
+    unbatched = input.dim() == 2
+    if unbatched:
+        input = input.unsqueeze(0 if batch_first else 1)
+    return input, unbatched, input.size(0 if batch_first else 1)
+
+
 def _record_call(layer: nn.Module, input: fx.Proxy, hx, lengths) -> fx.Proxy:
     """Under ``torch.fx`` tracing, record the layer as one ``call_module`` node -- what the
     tracer does for torch.nn's own layers, which it keeps whole by their ``__module__``."""
     tracer = input.tracer
+    args = (input,) if hx is None else (input, hx)
     kwargs = {} if lengths is None else {"lengths": lengths}
-    return tracer.create_proxy("call_module", tracer.path_of_module(layer), (input, hx), kwargs)
-
-
-def _check_lengths(name: str, lengths, x: Tensor, batch_first: bool, unbatched: bool):
-    """Return lengths as a CPU int64 tensor, or None when every sequence is full length."""
-    if lengths is None:
-        return None
-    if unbatched:
-        raise ValueError(f"{name}: lengths needs a batched (3-D) input, got 2-D input")
-    n, seq_len = (x.size(0), x.size(1)) if batch_first else (x.size(1), x.size(0))
-    lengths = torch.as_tensor(lengths, device="cpu")
-    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.shape != (n,):
-        raise ValueError(
-            f"{name}: lengths must be {n} integers (one per sequence), "
-            f"got {lengths.dtype} of shape {tuple(lengths.shape)}"
-        )
-    lengths = lengths.long()
-    if n and (lengths.min() < 1 or lengths.max() > seq_len):
-        raise ValueError(
-            f"{name}: lengths must lie in [1, L={seq_len}], "
-            f"got min {int(lengths.min())} and max {int(lengths.max())}"
-        )
-    return None if bool((lengths == seq_len).all()) else lengths
-
-
-def _probability(name: str, value: object) -> float:
-    """``value`` as a float if it is a probability in [0, 1]; otherwise raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _zoneout_rates(zoneout: object, count: int) -> tuple[float, ...]:
-    """One zoneout rate per state tensor: (p,) for RNN/GRU; (p_h, p_c) for LSTM, where a single
-    number sets both and a pair sets h and c apart (Krueger et al. zone out c and h separately)."""
-    if isinstance(zoneout, tuple | list) and count == 2:
-        if len(zoneout) != 2:
-            raise ValueError(f"zoneout must be a probability or a pair (p_h, p_c), got {zoneout!r}")
-        return tuple(_probability("zoneout", p) for p in zoneout)
-    return (_probability("zoneout", zoneout),) * count
-
-
-class _RecurrentLayer(_TwoPaths):
-    """The same forward for a layer of torch-named parameters whose cell torch lacks
-    (LayerNormLSTM): the parameters and torch.nn.RNNBase's checks without its base class, so
-    that ``isinstance(layer, nn.RNNBase)`` stays a promise that torch's kernels compute it."""
-
-    # fmt: off
-    def __init__(self, mode: str, input_size: int, hidden_size: int, *, num_layers: int,
-                 bias: bool, batch_first: bool, dropout: float, bidirectional: bool,
-                 proj_size: int, device, dtype, nonlinearity: str, impl: str,
-                 zoneout: float | tuple[float, float] = 0.0, recurrent_dropout: float = 0.0,
-                 input_dropout: float = 0.0) -> None:
-        # fmt: on
-        super().__init__()
-        self.mode, self.nonlinearity = mode, check_nonlinearity(nonlinearity)
-        self.input_size = check_size("input_size", input_size)
-        self.hidden_size = check_size("hidden_size", hidden_size)
-        self.num_layers = check_size("num_layers", num_layers)
-        self.proj_size = check_size("proj_size", proj_size, minimum=0)
-        for name, flag in (
-            ("bias", bias),
-            ("batch_first", batch_first),
-            ("bidirectional", bidirectional),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {flag!r}")
-        self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
-        self.dropout = _probability("dropout", dropout)
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(
-                f"dropout={dropout} has no effect with num_layers=1: dropout is applied between "
-                "recurrent layers, so it expects num_layers > 1",
-                stacklevel=3,
-            )
-        if proj_size and mode != "lstm":
-            raise ValueError(
-                f"proj_size is only supported by LSTM, got proj_size={proj_size} for {mode.upper()}"
-            )
-        if proj_size >= hidden_size:
-            raise ValueError(
-                f"proj_size must be smaller than hidden_size={hidden_size}, got {proj_size}"
-            )
-        factory = {"device": device, "dtype": dtype}
-        gate_size = _GATES[mode] * hidden_size
-        h_out = proj_size or hidden_size
-        self._flat_weights_names: list[str] = []
-        self._all_weights: list[list[str]] = []
-        for layer in range(num_layers):
-            for suffix in ("", "_reverse") if bidirectional else ("",):
-                layer_in = input_size if layer == 0 else h_out * self.num_directions
-                shapes = {"weight_ih": (gate_size, layer_in), "weight_hh": (gate_size, h_out)}
-                if bias:
-                    shapes |= {"bias_ih": (gate_size,), "bias_hh": (gate_size,)}
-                if proj_size:
-                    shapes["weight_hr"] = (proj_size, hidden_size)
-                names = []
-                for kind, shape in shapes.items():
-                    names.append(f"{kind}_l{layer}{suffix}")
-                    self.register_parameter(names[-1], nn.Parameter(torch.empty(shape, **factory)))
-                self._flat_weights_names += names
-                self._all_weights.append(names)
-        self.reset_parameters()
-        self._extend(impl, zoneout, recurrent_dropout, input_dropout)
-
-    # torch.nn.RNNBase's checks, borrowed as they are (they read only the size attributes)
-    check_input = nn.RNNBase.check_input
-    get_expected_hidden_size = nn.RNNBase.get_expected_hidden_size
-    get_expected_cell_size = nn.LSTM.get_expected_cell_size
-    check_hidden_size = nn.RNNBase.check_hidden_size
-
-    def check_forward_args(self, input, hidden, batch_sizes) -> None:
-        """torch.nn.LSTM's for a state (h, c), torch.nn.RNNBase's for h alone."""
-        lstm = isinstance(hidden, tuple)
-        (nn.LSTM if lstm else nn.RNNBase).check_forward_args(self, input, hidden, batch_sizes)
-
-    def permute_hidden(self, hx, permutation):
-        """torch.nn.LSTM's for a state (h, c), torch.nn.RNNBase's for h alone."""
-        lstm = isinstance(hx, tuple)
-        return (nn.LSTM if lstm else nn.RNNBase).permute_hidden(self, hx, permutation)
-
-    def _update_flat_weights(self) -> None:
-        """Nothing to refresh: ``_flat_weights`` is read from the parameters at each call."""
-
-    @property
-    def _flat_weights(self) -> list[Tensor]:
-        return [getattr(self, name) for name in self._flat_weights_names]
-
-    @property
-    def all_weights(self) -> list[list[nn.Parameter]]:
-        """Parameters grouped per (layer, direction), as torch.nn's ``all_weights``."""
-        return [[getattr(self, name) for name in names] for names in self._all_weights]
-
-    def flatten_parameters(self) -> None:
-        """No-op, for torch.nn compatibility (no fused kernel reads these parameters)."""
-
-    def reset_parameters(self) -> None:
-        """torch.nn's default: every parameter uniform in (-1/sqrt(H_cell), 1/sqrt(H_cell))."""
-        torch_default_init(self, self.hidden_size)
-
-
-def _arguments(scope: dict) -> dict:
-    """A subclass's constructor arguments (its ``locals()``), to pass on by keyword."""
-    return {k: v for k, v in scope.items() if k not in ("self", "__class__")}
+    return tracer.create_proxy("call_module", tracer.path_of_module(layer), args, kwargs)
 
 
 class RNN(_TwoPaths, nn.RNN):
@@ -421,6 +332,24 @@ class RNN(_TwoPaths, nn.RNN):
         self.nonlinearity, self.mode = nonlinearity, f"RNN_{nonlinearity.upper()}"
         self._extend(impl, zoneout, recurrent_dropout, input_dropout)
 
+    def forward(self, input: Tensor, hx: Tensor | None = None, lengths: Tensor | None = None):
+        if not torch.jit.is_scripting():
+            return self._forward(input, hx, lengths)
+        assert lengths is None, "lengths is rnnkit's Python forward only"  # TorchScript: fused
+        x, unbatched, n = _script_batch(input, self.batch_first)
+        rows = self.num_layers * (2 if self.bidirectional else 1)
+        h = x.new_zeros(rows, n, self.hidden_size) if hx is None else hx
+        h = h.unsqueeze(1) if unbatched and hx is not None else h
+        self.check_forward_args(x, h, None)
+        options = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        if self.mode == "RNN_RELU":
+            out, h = _VF.rnn_relu(x, h, self._flat_weights, *options, self.batch_first)
+        else:
+            out, h = _VF.rnn_tanh(x, h, self._flat_weights, *options, self.batch_first)
+        if unbatched:
+            return out.squeeze(0 if self.batch_first else 1), h.squeeze(1)
+        return out, h
+
 
 class LSTM(_TwoPaths, nn.LSTM):
     """Multi-layer LSTM, a drop-in for ``torch.nn.LSTM`` (and one): gate order i, f, g, o,
@@ -442,6 +371,29 @@ class LSTM(_TwoPaths, nn.LSTM):
         nn.RNNBase.__init__(self, "LSTM", input_size, hidden_size, num_layers, bias, batch_first,
                             dropout, bidirectional, proj_size, device, dtype)  # fmt: skip
         self._extend(impl, zoneout, recurrent_dropout, input_dropout)
+
+    def forward(
+        self,
+        input: Tensor,
+        hx: tuple[Tensor, Tensor] | None = None,
+        lengths: Tensor | None = None,
+    ):
+        if not torch.jit.is_scripting():
+            return self._forward(input, hx, lengths)
+        assert lengths is None, "lengths is rnnkit's Python forward only"  # TorchScript: fused
+        x, unbatched, n = _script_batch(input, self.batch_first)
+        rows = self.num_layers * (2 if self.bidirectional else 1)
+        if hx is None:
+            h_out = self.proj_size if self.proj_size > 0 else self.hidden_size
+            hx = (x.new_zeros(rows, n, h_out), x.new_zeros(rows, n, self.hidden_size))
+        elif unbatched:
+            hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        self.check_forward_args(x, hx, None)
+        out, h, c = _VF.lstm(x, hx, self._flat_weights, self.bias, self.num_layers, self.dropout,
+                             self.training, self.bidirectional, self.batch_first)  # fmt: skip
+        if unbatched:
+            return out.squeeze(0 if self.batch_first else 1), (h.squeeze(1), c.squeeze(1))
+        return out, (h, c)
 
 
 class GRU(_TwoPaths, nn.GRU):
@@ -466,5 +418,22 @@ class GRU(_TwoPaths, nn.GRU):
                             dropout, bidirectional, device=device, dtype=dtype)  # fmt: skip
         self._extend(impl, zoneout, recurrent_dropout, input_dropout)
 
+    def forward(self, input: Tensor, hx: Tensor | None = None, lengths: Tensor | None = None):
+        if not torch.jit.is_scripting():
+            return self._forward(input, hx, lengths)
+        assert lengths is None, "lengths is rnnkit's Python forward only"  # TorchScript: fused
+        x, unbatched, n = _script_batch(input, self.batch_first)
+        rows = self.num_layers * (2 if self.bidirectional else 1)
+        h = x.new_zeros(rows, n, self.hidden_size) if hx is None else hx
+        h = h.unsqueeze(1) if unbatched and hx is not None else h
+        self.check_forward_args(x, h, None)
+        out, h = _VF.gru(x, h, self._flat_weights, self.bias, self.num_layers, self.dropout,
+                         self.training, self.bidirectional, self.batch_first)  # fmt: skip
+        if unbatched:
+            return out.squeeze(0 if self.batch_first else 1), h.squeeze(1)
+        return out, h
+
+
+register(RNN, LSTM, GRU)  # torch.load's allowlist, dynamic quantization (see interop.py)
 
 __all__ = ["GRU", "LSTM", "RNN"]
