@@ -1,13 +1,13 @@
-"""Recurrent cells: one time step of a vanilla RNN, an LSTM and a GRU, written as their equations.
+"""Recurrent cells: one time step of a vanilla RNN, an LSTM, a GRU and an IndRNN, as equations.
 
-What is here: the step functions ``rnn_step``, ``lstm_step`` and ``gru_step`` -- pure functions of
-an input, a state and the weights, one line per equation -- each split into its input projection
-``x_proj = W_ih x + b_ih`` and a recurrence ``*_recur(x_proj, state, W_hh, b_hh)``, so that
-``lstm_step(x, s, W_ih, W_hh, b_ih, b_hh) == lstm_recur(F.linear(x, W_ih, b_ih), s, W_hh, b_hh)``;
-and the ``torch.nn``-compatible modules ``RNNCell``, ``LSTMCell`` and ``GRUCell`` that own the
-weights and call them. The "cells" path of :mod:`rnnkit.nn.layers` projects the inputs of several
-steps in one matrix product and steps the very same recurrences through time, so each equation is
-stated once.
+What is here: the step functions ``rnn_step``, ``lstm_step``, ``gru_step`` and ``indrnn_step`` --
+pure functions of an input, a state and the weights, one line per equation -- each split into its
+input projection ``x_proj = W_ih x + b_ih`` and a recurrence ``*_recur(x_proj, state, W_hh,
+b_hh)``, so that ``lstm_step(x, s, W_ih, W_hh, b_ih, b_hh) == lstm_recur(F.linear(x, W_ih, b_ih),
+s, W_hh, b_hh)``; and the ``torch.nn``-compatible modules ``RNNCell``, ``LSTMCell`` and ``GRUCell``
+that own the weights and call them. The "cells" path of :mod:`rnnkit.nn.layers` projects the inputs
+of several steps in one matrix product and steps the very same recurrences through time, so each
+equation is stated once.
 
 What is not here: stacking, directions, masks and packed sequences (``layers.py``) and PyTorch's
 fused kernels (``fused.py``). Validation happens at the module boundary, never in the equations.
@@ -182,6 +182,52 @@ def gru_recur(
     z = torch.sigmoid(x_z + h_z)
     n = torch.tanh(x_n + r * h_n)
     return (1 - z) * n + z * h
+
+
+def indrnn_step(
+    x: Tensor,
+    h: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+    activation: Callable[[Tensor], Tensor] = torch.relu,
+    recurrent_max: float | None = None,
+) -> Tensor:
+    r"""One step of the independently recurrent network (IndRNN, Li et al. 2018):
+    :func:`indrnn_recur` of the input projection.
+
+    .. math::
+        h' = \phi(W_{ih} x + b_{ih} + u \odot h + b_{hh}), \quad
+        u = \mathrm{clip}(w_{hh}, -u_{max}, u_{max})
+
+    where ``x`` (N, H_in) is the input, ``h`` (N, H) the previous hidden state, ``w_hh`` (H,)
+    one recurrent weight per unit -- each unit sees only its own past, so ``dh'/dh`` is the
+    diagonal ``phi' * u`` and over T steps a unit's gradient scales by a product of its own
+    ``u`` (no matrix power), which ``|u| <= u_max`` keeps from exploding -- ``phi`` the
+    activation (relu by default) and ``u_max`` the optional ``recurrent_max``.
+    """
+    return indrnn_recur(
+        F.linear(x, weight_ih, bias_ih), h, weight_hh, bias_hh, activation, recurrent_max
+    )
+
+
+def indrnn_recur(
+    x_proj: Tensor,
+    h: Tensor,
+    weight_hh: Tensor,
+    bias_hh: Tensor | None = None,
+    activation: Callable[[Tensor], Tensor] = torch.relu,
+    recurrent_max: float | None = None,
+) -> Tensor:
+    r"""The recurrent part of :func:`indrnn_step`, given ``x_proj = W_ih x + b_ih`` (N, H).
+
+    .. math::
+        h' = \phi(x_{proj} + u \odot h + b_{hh}), \quad u = \mathrm{clip}(w_{hh}, -u_{max}, u_{max})
+    """
+    u = weight_hh if recurrent_max is None else weight_hh.clamp(-recurrent_max, recurrent_max)
+    pre = x_proj + u * h  # (N, H): an element-wise product, not a matrix one
+    return activation(pre if bias_hh is None else pre + bias_hh)
 
 
 def check_nonlinearity(nonlinearity: object) -> str:

@@ -76,6 +76,8 @@ CELLS: dict[str, Cell] = {
              ("update", "candidate"), impls=MINIMAL_IMPLS),
         Cell("minlstm", "rnnkit.nn.minimal:MinLSTM", "Feng et al. 2024 minimal LSTM",
              ("input", "forget", "candidate"), impls=MINIMAL_IMPLS),
+        Cell("indrnn", "rnnkit.nn.indrnn:IndRNN", "Li et al. 2018 independently recurrent, relu",
+             regularisers=True, impls=CELLS_ONLY),
     )
 }  # fmt: skip
 
