@@ -34,9 +34,11 @@ Shape legend: ``N`` batch, ``L`` sequence length, ``D`` directions (2 if bidirec
 Input (L, N, H_in), or (N, L, H_in) with ``batch_first``, or (L, H_in) unbatched; output
 (L, N, D*H_out) likewise; states (D*num_layers, N, H_out) whatever ``batch_first`` says.
 
-:meth:`~_TwoPaths.to_torch` gives the torch.nn layer over the same parameters (shared), where
-torch has one; ``torch.jit.script`` compiles that one (``__prepare_scriptable__``). Under
-``torch.fx`` tracing each layer is one ``call_module`` node, as torch.nn's layers are.
+torch's tools: ``torch.jit.script`` compiles each class as it is -- its ``forward`` has a
+TorchScript branch for the fused path (Tensor input, ``lengths=None``; a layer that needs the
+cells path is refused in one line). Under ``torch.fx`` tracing a layer is one ``call_module``
+node, as torch.nn's layers are. :meth:`~_TwoPaths.to_torch` gives the torch.nn layer over the
+same parameters (shared), where torch has one.
 
 What is not here: layers of cells torch lacks (``cell_layer.py``: LayerNormLSTM, ...); dynamic
 quantization and ``torch.load``'s allowlist (``interop.py``).
