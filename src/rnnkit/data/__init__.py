@@ -1,4 +1,7 @@
-"""Text data: vocabularies, corpora on disk (streamed, cached, memory-mapped), TBPTT batches.
+"""The data every task reads: vocabularies and tokenizers, corpora on disk (streamed, cached,
+memory-mapped), TBPTT batches and padded batches, and one reader per format (labelled text,
+CoNLL-U, sentence pairs, CSV series, conditions, moving shapes). What is not here: which task
+reads what (``rnnkit.tasks``).
 
 >>> from rnnkit.data import Vocab
 >>> vocab = Vocab.from_text_chars("hello")

@@ -36,7 +36,10 @@ FLOOD_LOGGERS = ("asyncio", "uvicorn.error")
 _BAD_REQUEST = b'{"error": "not a valid HTTP/1.1 request, or its head is over %d bytes"}' % MAX_HEAD
 _BUSY_HEAD = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
               b"content-length: %d\r\nretry-after: 1\r\nconnection: close\r\n\r\n")  # fmt: skip
-_BUSY = b'{"error": "busy: every connection has a request in flight (the server\'s --max-connections); retry later"}'  # noqa: E501
+_BUSY = (
+    b'{"error": "busy: every connection has a request in flight (the server\'s '
+    b'--max-connections); retry later"}'
+)
 
 
 def raise_fd_limit(max_connections: int) -> None:

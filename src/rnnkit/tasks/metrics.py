@@ -17,7 +17,8 @@ import numpy as np
 
 def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], n: int) -> np.ndarray:
     matrix = np.zeros((n, n), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(truth, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)  # noqa: E501
+    rows, columns = np.asarray(truth, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    np.add.at(matrix, (rows, columns), 1)
     return matrix
 
 

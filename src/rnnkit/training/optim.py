@@ -6,7 +6,7 @@ into checkpoints unchanged. With ``--max-time`` the cosine schedule also follows
 (``TimeBudget``): its progress is the larger of steps done / planned and time used / the time
 limit, so a slower or busier machine gets a whole schedule over fewer steps rather than one cut
 off at a high learning rate. Without ``--max-time`` it is a function of the step alone (a
-resumed run is bit-exact). What is not here: the loop that calls them (``loop.py``).
+resumed run is bit-exact). What is not here: the loop that calls them (``rnnkit.trainer.loop``).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def build_scheduler(
     if config.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=config.gamma, patience=1
-        )  # noqa: E501
+        )
     if config.schedule == "cosine":
         horizon, floor = schedule_horizon(config, steps_per_epoch), config.min_lr_ratio
 
