@@ -117,9 +117,10 @@ class _TwoPaths(RecurrentLayer):
     def to_torch(self) -> nn.RNNBase:
         """The torch.nn layer this one computes: ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` holding
         the very same parameters (shared, not copied; gradients reach them), in the same
-        train/eval mode -- for what wants torch's own class (``torch.jit.script``, dynamic
-        quantization). ``ValueError`` where torch.nn has no such layer (an activation other than
-        tanh/relu, zoneout, recurrent or input dropout); ``lengths`` is rnnkit's alone."""
+        train/eval mode -- for what wants torch's own class (dynamic quantization builds
+        torch's quantized layers from it). ``ValueError`` where torch.nn has no such layer
+        (an activation other than tanh/relu, zoneout, recurrent or input dropout); ``lengths``
+        is rnnkit's alone."""
         if not has_fused_kernel(self.cell, self.nonlinearity) or self.regularised:
             raise ValueError(
                 f"{self!r} has no torch.nn equivalent: torch.nn.{self._name} has "
@@ -335,6 +336,8 @@ class RNN(_TwoPaths, nn.RNN):
         self._extend(impl, zoneout, recurrent_dropout, input_dropout)
 
     def forward(self, input: Tensor, hx: Tensor | None = None, lengths: Tensor | None = None):
+        """See the class docstring. Compiled by TorchScript: the fused path below (a Tensor
+        input, no ``lengths``), with torch.nn's checks."""
         if not torch.jit.is_scripting():
             return self._forward(input, hx, lengths)
         assert lengths is None, "lengths is rnnkit's Python forward only"  # TorchScript: fused
@@ -380,6 +383,8 @@ class LSTM(_TwoPaths, nn.LSTM):
         hx: tuple[Tensor, Tensor] | None = None,
         lengths: Tensor | None = None,
     ):
+        """See the class docstring. Compiled by TorchScript: the fused path below (a Tensor
+        input, no ``lengths``), with torch.nn's checks."""
         if not torch.jit.is_scripting():
             return self._forward(input, hx, lengths)
         assert lengths is None, "lengths is rnnkit's Python forward only"  # TorchScript: fused
@@ -421,6 +426,8 @@ class GRU(_TwoPaths, nn.GRU):
         self._extend(impl, zoneout, recurrent_dropout, input_dropout)
 
     def forward(self, input: Tensor, hx: Tensor | None = None, lengths: Tensor | None = None):
+        """See the class docstring. Compiled by TorchScript: the fused path below (a Tensor
+        input, no ``lengths``), with torch.nn's checks."""
         if not torch.jit.is_scripting():
             return self._forward(input, hx, lengths)
         assert lengths is None, "lengths is rnnkit's Python forward only"  # TorchScript: fused
