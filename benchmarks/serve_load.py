@@ -39,7 +39,7 @@ SEEDS = 16
 def train_small(out: Path) -> Path:
     """A 1x128 LSTM, 100 steps on the bundled Tiny Shakespeare (when no --run is given)."""
     from rnnkit.config import RunConfig, apply_overrides
-    from rnnkit.training.loop import train
+    from rnnkit.trainer.loop import train
 
     config = RunConfig()
     apply_overrides(config, {"model": {"hidden": 128, "layers": 1},

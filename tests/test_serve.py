@@ -33,7 +33,7 @@ from rnnkit.config import RunConfig, apply_overrides
 from rnnkit.generation import generate
 from rnnkit.serve.app import Limits, create_app
 from rnnkit.tasks.saved import load_model
-from rnnkit.training.loop import train
+from rnnkit.trainer.loop import train
 
 TEXT = "".join(
     f"{who} saw the {what} by {when}.\n"

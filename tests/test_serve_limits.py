@@ -27,7 +27,7 @@ pytest.importorskip("uvicorn", reason="rnnkit[serve] is not installed")
 
 from rnnkit.cli import main as rnnkit_main
 from rnnkit.config import RunConfig, apply_overrides
-from rnnkit.training.loop import train
+from rnnkit.trainer.loop import train
 
 TEXT = "".join(f"{who} saw the {what}.\n" for who in ("anna", "bruno") for what in ("moon", "sea"))
 TIMEOUT = 2.0  # the server's --request-timeout in these tests

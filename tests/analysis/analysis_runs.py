@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from rnnkit.config import RunConfig, apply_overrides, load_preset
-from rnnkit.training.loop import train
+from rnnkit.trainer.loop import train
 
 #: Text with quotes, parentheses, capitals and line structure, so every text feature varies.
 TEXT = (

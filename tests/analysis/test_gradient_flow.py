@@ -297,7 +297,7 @@ WORDS = "the cat sat on a mat and saw the dog run to his red hat".split()
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from rnnkit.training.loop import train
+    from rnnkit.trainer.loop import train
 
     tmp = tmp_path_factory.mktemp("gradflow")
     rng = random.Random(0)

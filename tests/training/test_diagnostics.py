@@ -9,8 +9,8 @@ import pytest
 import torch
 from test_loop import config_for, make_corpus
 
+from rnnkit.trainer.loop import train
 from rnnkit.training.diagnostics import ParameterRatios, plot_ratios, read_ratios
-from rnnkit.training.loop import train
 
 
 @pytest.fixture

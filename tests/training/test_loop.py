@@ -12,7 +12,7 @@ import torch
 from rnnkit.checkpoint.files import load_checkpoint
 from rnnkit.config import RunConfig, apply_overrides
 from rnnkit.errors import UserError
-from rnnkit.training.loop import Trainer, train
+from rnnkit.trainer.loop import Trainer, train
 
 WORDS = "the cat sat on a mat and saw the dog run to his red hat while birds sang".split()
 

@@ -9,7 +9,7 @@ from test_loop import config_for, make_corpus
 
 import rnnkit
 from rnnkit.nn import fused
-from rnnkit.training.loop import Trainer, train
+from rnnkit.trainer.loop import Trainer, train
 
 
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])

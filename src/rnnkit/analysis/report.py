@@ -29,6 +29,7 @@ from rnnkit.checkpoint.runs import find_checkpoint
 from rnnkit.errors import UserError
 from rnnkit.io_errors import writing
 from rnnkit.nn.registry import get_cell
+from rnnkit.tasks import get_task
 from rnnkit.tasks.saved import read_run_checkpoint
 from rnnkit.wording import plural
 
@@ -89,7 +90,7 @@ def collect(
         f"checkpoint {ckpt_dir}",
     )
     data.sections["training"] = _training_figures(run_dir, config, meta)
-    if config.task.name != "lm":
+    if not get_task(config.task.name).language_model:
         data.notes["activations"] = (
             "Gradient flow, activations, gates and samples are drawn for language-model runs "
             f"(--task lm); this run is --task {config.task.name}."

@@ -30,10 +30,9 @@ def validation_text(path: str | Path, chars: int) -> str:
     """The first ``chars`` characters of the run's validation split, from a line start."""
     if chars < 2:
         raise UserError(f"--chars must be >= 2, got {chars}")
-    task, _, config = load_task(path)
-    if config.task.name != "lm":
+    task, _, config = load_task(path)  # data.cache_dir: the user's cache, never the run's
+    if not task.language_model:
         raise UserError(f"{path} holds a --task {config.task.name} model, not a language model")
-    config.data.cache_dir = None  # the user's cache, never one a checkpoint names
     try:
         task.prepare()
     except UserError as error:

@@ -32,7 +32,7 @@ def bf16_speedup(rounds: int = 1, shape=None) -> float:
 def bf16_val_delta(steps: int = 100, shape=None) -> dict[str, float]:
     """Best validation loss of each precision after ``steps`` equal steps, and the difference."""
     from rnnkit.config import RunConfig, apply_overrides
-    from rnnkit.training.loop import train
+    from rnnkit.trainer.loop import train
 
     c = shape or SMALL
     losses = {}

@@ -4,7 +4,7 @@ would write by hand with ``torch.nn``, on the same batches, interleaved.
 The canonical model (the issue's, and char-rnn's classic size): vocabulary 65 (Tiny Shakespeare),
 embedding 64, a 2-layer LSTM of 512 units, sequences of 100 characters, batches of 64.
 
-* rnnkit: a real :class:`rnnkit.training.loop.Trainer` on the bundled corpus; one contender call
+* rnnkit: a real :class:`rnnkit.trainer.loop.Trainer` on the bundled corpus; one contender call
   is ``Trainer._train_step()`` -- batch from the token streams, forward with the carried state,
   loss, backward, clipping, Adam, scheduler -- everything a training step does except the
   periodic logging and evaluation.
@@ -76,7 +76,7 @@ def canonical_trainer(
 ):
     """A Trainer of the canonical model (or ``shape``) on the bundled Tiny Shakespeare, with
     logging and evaluation off."""
-    from rnnkit.training.loop import Trainer
+    from rnnkit.trainer.loop import Trainer
 
     c = shape or CANONICAL
     config = RunConfig()

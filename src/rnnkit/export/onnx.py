@@ -48,6 +48,7 @@ from rnnkit.errors import UserError
 from rnnkit.models.common import has_cell_state
 from rnnkit.nn.registry import where
 from rnnkit.nn.unroll import zoneout
+from rnnkit.tasks import get_task
 
 FORMAT = "rnnkit-onnx-step"
 FORMAT_VERSION = 1
@@ -122,7 +123,7 @@ class StepGraph(nn.Module):
 
 def check_exportable(config) -> None:
     """A one-line UserError unless ``config`` (a RunConfig) is a language model we export."""
-    if config.task.name != "lm":
+    if not get_task(config.task.name).language_model:
         raise UserError(f"ONNX export covers language models (--task lm) only; this is a "
                         f"--task {config.task.name} run")  # fmt: skip
     if config.model.cell not in SUPPORTED_CELLS:

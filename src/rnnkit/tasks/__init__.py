@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import importlib
 
+from rnnkit.errors import UserError, short
 from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.options import task_options
 
 _MODULES = {
     "lm": ("rnnkit.tasks.lm", "LanguageModelTask"),
@@ -30,10 +32,20 @@ _MODULES = {
 }
 
 
+TASK_NAMES = tuple(_MODULES)  # the choices of --task
+
+
 def get_task(name: str) -> type[Task]:
     """The Task class for ``--task name`` (imported on first use)."""
+    if name not in _MODULES:
+        raise UserError(f"--task must be one of {TASK_NAMES}, got {short(name)}")
     module, cls = _MODULES[name]
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["StepOutput", "Task", "get_task"]
+def multi_process_tasks() -> list[str]:
+    """The tasks that train in several processes (``Task.multi_process``)."""
+    return [name for name in _MODULES if get_task(name).multi_process]
+
+
+__all__ = ["TASK_NAMES", "StepOutput", "Task", "get_task", "task_options"]

@@ -1,11 +1,11 @@
-"""The contract between a task and the one training loop (``rnnkit.training.loop``).
+"""The contract between a task and the one training loop (``rnnkit.trainer.loop``).
 
 A task is one way to use an RNN (see the README's "Every way to use an RNN"): it owns a data
 format, a model and its metrics; the trainer owns everything else (optimiser, schedule,
 clipping, NaN skipping, checkpoints, resume, Ctrl-C, metrics.csv, loss.png). The trainer calls,
 in this order::
 
-    task = TASKS[config.task.name](config, meta)   # meta: None for a fresh run, else saved
+    task = get_task(config.task.name)(config, meta)  # meta: None for a fresh run, else saved
     task.prepare()                                  # read the data, build vocabularies/labels
     model = task.build_model()
     for step ...:
@@ -17,7 +17,7 @@ in this order::
 
 and saves ``task.meta()`` (JSON: vocabularies, labels, normalisation statistics) in the
 checkpoint, so ``rnnkit eval`` / ``predict`` / ``sample`` rebuild the task with
-``TASKS[name](config, meta)`` without re-reading the training data. Metric names are the keys
+``get_task(name)(config, meta)`` without re-reading the training data. Metric names are the keys
 ``rnnkit eval --json`` prints. ``loss`` is always lower-is-better; ``best/`` is picked by
 ``selection`` (the loss, unless a task's loss does not track what it is for: seq2seq picks by
 chrF, since its teacher-forced loss bottoms out long before its decoded output stops improving).
@@ -25,16 +25,18 @@ chrF, since its teacher-forced loss bottoms out long before its decoded output s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from rnnkit.config import RunConfig
+from rnnkit.config import RunConfig, TaskOptions
 from rnnkit.errors import UserError, short
 from rnnkit.tasks.meta import check_task_values
+from rnnkit.tasks.options import task_options
 from rnnkit.training.distributed import World
+from rnnkit.training.progress import figure
 
 
 @dataclass
@@ -57,18 +59,35 @@ class Task:
     info_names: ClassVar[tuple[str, ...]] = ()  # StepOutput.info keys
     #: the evaluate() key that picks ``best/`` and drives early stopping, and its direction
     selection: ClassVar[tuple[str, str]] = ("loss", "min")
+    #: the task's own options ([task] keys, one argument group of rnnkit train): self.options
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
     #: progress on stderr while evaluating (set by ``rnnkit eval``; tasks whose scoring is slow)
     show_progress: bool = False
-    #: the training processes (set by the trainer before ``prepare``; one process by default)
-    world: World = World()
+    # ---- what the task supports (the commands ask these, never the task's name) ----------
+    #: the batch splits evenly over several training processes (torchrun / --nproc)
+    multi_process: ClassVar[bool] = False
+    #: the model is a LanguageModel over ``self.vocab``: ``rnnkit sample`` continues a prime,
+    #: ``rnnkit serve`` serves it, ONNX export and the report's probes (gradient flow,
+    #: activations, gates, samples) read it
+    language_model: ClassVar[bool] = False
+    #: ``rnnkit sample`` generates from a ``--condition`` (``predict`` does the rest)
+    conditional_sampling: ClassVar[bool] = False
+    #: the keys config.json holds beside the run's config (``checkpoint_fields``)
+    checkpoint_keys: ClassVar[tuple[str, ...]] = ("task_meta",)
 
-    def __init__(self, config: RunConfig, meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, config: RunConfig, meta: dict[str, Any] | None = None, world: World | None = None
+    ) -> None:
         """``meta`` is what ``meta()`` returned when the run was saved (None: a fresh run).
         The values that set a size or a loop count are bounded here (``rnnkit.tasks.meta``);
-        ``meta_values`` holds the meta's checked integers."""
+        ``meta_values`` holds the meta's checked integers. ``world``: the training processes
+        (one by default); each reads its own block of the batch (``multi_process`` tasks)."""
         self.config = config
         self.saved_meta = meta
-        self.meta_values = check_task_values(self.name, config, meta)
+        self.world = world if world is not None else World()
+        self.options = task_options(config, self.name)
+        config.task.options = asdict(self.options)  # what config.json saves: this task's keys
+        self.meta_values = check_task_values(self.name, self.options, config, meta)
 
     # ---- data ----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -125,8 +144,68 @@ class Task:
         """What ``rnnkit predict DIR INPUT...`` prints."""
         raise UserError(
             f"rnnkit predict does not apply to --task {self.name}"
-            + (" (use rnnkit sample)" if self.name == "lm" else "")
+            + (" (use rnnkit sample)" if self.language_model else "")
         )
+
+    # ---- what the run says ---------------------------------------------------------------
+    def title(self) -> str:
+        """The model in figure titles: ``classify: LSTM 2x128, embed 64``."""
+        m = self.config.model
+        return f"{self.name}: {m.cell.upper()} {m.layers}x{m.hidden}, embed {m.embed}"
+
+    def score_line(self, metric: str, value: float) -> str:
+        """A selection score as the run's last line says it: ``0.4120 MSE``, ``chrf 0.5310``."""
+        if metric == "loss":
+            return f"{figure(value)} {self.loss_name}"
+        return f"{metric} {figure(value)}"
+
+    def eval_line(self, figures: dict[str, float]) -> str:
+        """What ``rnnkit eval`` prints (without --json): ``loss 0.41 | accuracy 0.87``."""
+        return summary(figures, self.metric_names)
+
+    def own_data(self, split: str = "val") -> str:
+        """What ``rnnkit eval DIR`` (no PATH) scores, as the run's config names it: the one use
+        of a checkpoint's ``data.paths``, said out loud (they name files on this machine)."""
+        d = self.config.data
+        if d.synthetic and not d.paths:
+            return f"the {split} split of the synthetic {d.synthetic!r} data (from the checkpoint)"
+        if not d.paths:
+            return f"the {split} split of the bundled Tiny Shakespeare"
+        return f"the {split} split of {data_names(d.paths)} (data.paths from the checkpoint)"
+
+    def train_units(self) -> int | None:
+        """How many ``unit``s one epoch of training data holds, where known (the small-data
+        hint compares it with the parameter count)."""
+        return None
+
+    # ---- the checkpoint ------------------------------------------------------------------
+    def checkpoint_fields(self) -> dict[str, Any]:
+        """What config.json holds beside the run's config (its keys: ``checkpoint_keys``):
+        ``task_meta``, what ``meta()`` returns."""
+        return {"task_meta": self.meta()}
+
+    @classmethod
+    def meta_from_checkpoint(
+        cls, fields: dict[str, Any], symbols: list[str], source: str
+    ) -> dict[str, Any]:
+        """The ``meta`` to rebuild the task with, from ``checkpoint_fields`` as config.json
+        held them (``source`` names it) and vocab.json's ``symbols``; checked by __init__."""
+        meta = fields.get("task_meta")
+        if not isinstance(meta, dict):
+            raise UserError(f"{source}: task_meta must be a JSON object, got {type(meta).__name__}")
+        return meta
+
+    @classmethod
+    def check_world(cls, world: World) -> None:
+        """Several training processes only for a task whose batches split (``multi_process``)."""
+        if world.enabled and not cls.multi_process:
+            from rnnkit.tasks import multi_process_tasks  # every task's class: this error only
+
+            supported = " or ".join(f"--task {name}" for name in multi_process_tasks())
+            raise UserError(
+                f"multi-process training supports {supported} (its streams split evenly); got "
+                f"--task {cls.name}: run it in one process"
+            )
 
     # ---- state carried between batches (truncated BPTT only) -----------------------------
     def carried_state(self) -> Any:
@@ -153,19 +232,7 @@ def _number(value: float) -> str:
     return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.4g}"
 
 
-def own_data(config: RunConfig, split: str = "val") -> str:
-    """What ``rnnkit eval DIR`` (no PATH) scores, as its checkpoint names it: the one use of a
-    checkpoint's ``data.paths`` / ``data.val``, said out loud (they name files on this machine)."""
-    d = config.data
-
-    def names(paths: list[str]) -> str:
-        shown = [p if p.isprintable() and len(p) <= 200 else short(p) for p in paths[:3]]
-        return ", ".join(shown) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-
-    if d.synthetic and not d.paths:
-        return f"the {split} split of the synthetic {d.synthetic!r} data (from the checkpoint)"
-    if config.task.name == "lm" and d.val:
-        return f"the validation text {names([d.val])} (data.val from the checkpoint)"
-    if not d.paths:
-        return f"the {split} split of the bundled Tiny Shakespeare"
-    return f"the {split} split of {names(d.paths)} (data.paths from the checkpoint)"
+def data_names(paths: list[str]) -> str:
+    """Up to three data paths as a message shows them (a hostile name cut short)."""
+    shown = [p if p.isprintable() and len(p) <= 200 else short(p) for p in paths[:3]]
+    return ", ".join(shown) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")

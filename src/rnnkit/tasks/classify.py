@@ -12,6 +12,7 @@ What is not here: the model (``rnnkit.models.classifier``), the loop (``rnnkit.t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +21,44 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.config import RunConfig
+from rnnkit.config import RunConfig, TaskOptions, need, opt
 from rnnkit.data.batching import EpochOrder, pad, split_indices
 from rnnkit.data.labelled import check_classes, read_labelled
 from rnnkit.data.tokens import PAD, TokenVocab, tokenize
 from rnnkit.errors import UserError
 from rnnkit.models.classifier import SequenceClassifier
 from rnnkit.tasks import metrics
-from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.base import StepOutput, Task, World
 from rnnkit.wording import plural
 
 TOKENIZERS = ("char", "word")
 Batch = tuple[Tensor, Tensor, Tensor]  # tokens (N, L), lengths (N,), targets (N,)
 
 
+@dataclass
+class ClassifyOptions(TaskOptions):
+    """One label per sequence (many-to-one)."""
+
+    bidirectional: bool = opt(False, "read the input both ways")
+    pooling: str = opt("last", "sequence summary", choices=("last", "mean", "max"))
+    min_count: int = opt(1, "words seen fewer times map to <unk> (word tokens)")
+
+    def validate(self, config: RunConfig) -> None:
+        super().validate(config)
+        need(self.min_count >= 0, "min-count", "an integer >= 0", self.min_count)
+
+
 class ClassifyTask(Task):
     name = "classify"
+    Options = ClassifyOptions
     unit = "example"
     loss_name = "nats/example"
     metric_names = ("accuracy", "macro_f1")
 
-    def __init__(self, config: RunConfig, meta: dict[str, Any] | None = None) -> None:
-        super().__init__(config, meta)
+    def __init__(
+        self, config: RunConfig, meta: dict[str, Any] | None = None, world: World | None = None
+    ) -> None:
+        super().__init__(config, meta, world)
         self.labels: list[str] = []
         self.vocab: TokenVocab | None = None
         self.tokenizer = config.data.tokenizer
@@ -83,7 +100,7 @@ class ClassifyTask(Task):
         if len(train) == 0:
             raise UserError(f"{len(pairs)} examples leave none for training; add more examples")
         if self.vocab is None:
-            self.vocab = TokenVocab.build([tokens[i] for i in train], self.config.task.min_count)
+            self.vocab = TokenVocab.build([tokens[i] for i in train], self.options.min_count)
         self.examples = [
             (self.vocab.encode(t), index[label])
             for t, (label, _) in zip(tokens, pairs, strict=True)
@@ -112,13 +129,12 @@ class ClassifyTask(Task):
 
     # ---- model ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        task = self.config.task
         return SequenceClassifier(
             self.config.model,
             len(self._vocab()),
             len(self.labels),
-            task.bidirectional,
-            task.pooling,
+            self.options.bidirectional,
+            self.options.pooling,
         )
 
     def describe(self, model: nn.Module) -> str:

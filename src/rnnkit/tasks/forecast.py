@@ -21,6 +21,7 @@ import csv
 import io
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rnnkit.config import RunConfig
+from rnnkit.config import RunConfig, TaskOptions, need, opt
 from rnnkit.data.batching import EpochOrder
 from rnnkit.data.corpus import resolve_paths
 from rnnkit.data.series import (
@@ -41,7 +42,7 @@ from rnnkit.data.series import (
 )
 from rnnkit.errors import UserError, short
 from rnnkit.models.forecaster import Forecaster
-from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.base import StepOutput, Task, World
 from rnnkit.tasks.meta import CONFIG, check_int
 from rnnkit.wording import plural
 
@@ -90,20 +91,42 @@ def _check_meta(meta: Any) -> dict[str, Any]:
     return meta
 
 
+@dataclass
+class ForecastOptions(TaskOptions):
+    """The next steps of a series of real values."""
+
+    window: int = opt(48, "input steps per forecast window")
+    horizon: int = opt(12, "steps forecast, fed back autoregressively")
+    columns: list[str] = opt([], "CSV columns to use (default: all numeric columns)")
+    season: int = opt(0, "season length of the seasonal-naive baseline, 0: last value")
+    loss: str = opt("mse", "regression loss", choices=("mse", "mae"))
+
+    def validate(self, config: RunConfig) -> None:
+        super().validate(config)
+        for name in ("window", "horizon"):
+            need(getattr(self, name) >= 1, name, "a positive integer", getattr(self, name))
+        need(self.season >= 0, "season", "an integer >= 0", self.season)
+        for name in ("window", "horizon"):
+            check_int(getattr(self, name), CONFIG["forecast"][name], f"--{name}")
+        if self.season > self.window:
+            raise UserError(f"--season {self.season} needs --window >= {self.season}")
+
+
 class ForecastTask(Task):
     name = "forecast"
+    Options = ForecastOptions
     unit = "timestep"  # of the series, per window (not an optimiser step)
     loss_name = "normalised MSE"
     metric_names = ("mae", "rmse", "baseline_mae", "baseline_rmse", "mae_vs_baseline")
     selection = ("mae", "min")  # the autoregressive forecast's error it reports, not the loss
 
-    def __init__(self, config: RunConfig, meta: dict[str, Any] | None = None) -> None:
-        super().__init__(config, meta)
-        k = config.task
+    def __init__(
+        self, config: RunConfig, meta: dict[str, Any] | None = None, world: World | None = None
+    ) -> None:
+        super().__init__(config, meta, world)
+        k = self.options
         self.loss_name = f"normalised {k.loss.upper()}"  # teacher-forced, next step
         self.window, self.horizon, self.season = k.window, k.horizon, k.season
-        if self.season > self.window:
-            raise UserError(f"--season {self.season} needs --window >= {self.season}")
         self.columns: list[str] = []
         self.normaliser: Normaliser | None = None
         if meta is not None:
@@ -115,7 +138,7 @@ class ForecastTask(Task):
 
     # ---- data ----------------------------------------------------------------------------
     def _load(self) -> tuple[list[str], np.ndarray]:
-        d, wanted = self.config.data, self.columns or list(self.config.task.columns)
+        d, wanted = self.config.data, self.columns or list(self.options.columns)
         if d.synthetic and not d.paths:  # data PATHs replace a preset's synthetic series
             size, seed = d.synthetic_size, self.config.train.seed
             if d.synthetic == "sine":
@@ -196,7 +219,7 @@ class ForecastTask(Task):
         """Per-stretch teacher-forced loss (B,) on every next step, normalised units."""
         pred = model(batch[:, :-1])  # (B, W + H - 1, C)
         error = pred - batch[:, 1:]
-        error = error.abs() if self.config.task.loss == "mae" else error.square()
+        error = error.abs() if self.options.loss == "mae" else error.square()
         return error.mean(dim=(1, 2))
 
     def train_loss(self, model: nn.Module, batch: Tensor, step: int) -> StepOutput:

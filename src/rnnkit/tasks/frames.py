@@ -17,6 +17,7 @@ UserError), colour, predicting several frames ahead.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.config import RunConfig, TaskOptions, need, opt
 from rnnkit.data.batching import EpochOrder
 from rnnkit.data.shapes import moving_shapes
 from rnnkit.errors import UserError, short
 from rnnkit.models.frames import FramePredictor
-from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.base import StepOutput, Task, World
 
 NO_FILES = (
     "frames reads the built-in moving-shapes generator (--synthetic shapes); "
@@ -46,21 +48,41 @@ def baseline_errors(frames: Tensor) -> Tensor:
     return (frames[:, -2] - frames[:, -1]) ** 2
 
 
+@dataclass
+class FramesOptions(TaskOptions):
+    """The next frame of a video (ConvLSTM)."""
+
+    loss: str = opt("mse", "regression loss", choices=("mse", "mae"))
+    frame_size: int = opt(16, "frame height and width in pixels")
+    frames: int = opt(10, "frames per sequence: input + 1 predicted")
+    kernel: int = opt(3, "ConvLSTM kernel size")
+
+    def validate(self, config: RunConfig) -> None:
+        super().validate(config)
+        need(self.frame_size >= 1, "frame-size", "a positive integer", self.frame_size)
+        need(self.frames >= 2, "frames", "an integer >= 2", self.frames)
+        odd = self.kernel >= 1 and self.kernel % 2 == 1
+        need(odd, "kernel", "an odd positive integer", self.kernel)
+
+
 class FramesTask(Task):
     name = "frames"
+    Options = FramesOptions
     unit = "frame"
     metric_names = ("mse", "baseline_mse", "mse_vs_baseline")
 
-    def __init__(self, config, meta: dict[str, Any] | None = None) -> None:
-        super().__init__(config, meta)
-        self.loss_name = config.task.loss.upper()
+    def __init__(
+        self, config, meta: dict[str, Any] | None = None, world: World | None = None
+    ) -> None:
+        super().__init__(config, meta, world)
+        self.loss_name = self.options.loss.upper()
         if meta is not None:  # bounded by Task.__init__ (rnnkit.tasks.meta)
             self.frame_size, self.frames = (
                 self.meta_values["frame_size"],
                 self.meta_values["frames"],
             )
         else:
-            self.frame_size, self.frames = config.task.frame_size, config.task.frames
+            self.frame_size, self.frames = self.options.frame_size, self.options.frames
         self.data: dict[str, np.ndarray] = {}
 
     # ---- data ----------------------------------------------------------------------------
@@ -99,12 +121,12 @@ class FramesTask(Task):
 
     # ---- model ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        return FramePredictor(self.config.model, channels=1, kernel=self.config.task.kernel)
+        return FramePredictor(self.config.model, channels=1, kernel=self.options.kernel)
 
     def describe(self, model: nn.Module) -> str:
         m, sizes = self.config.model, {k: len(v) for k, v in self.data.items()}
         return (
-            f"frames: ConvLSTM {m.layers}x{m.hidden} channels, kernel {self.config.task.kernel}, "
+            f"frames: ConvLSTM {m.layers}x{m.hidden} channels, kernel {self.options.kernel}, "
             f"{sum(p.numel() for p in model.parameters()):,} parameters; sequences of "
             f"{self.frames} frames {self.frame_size}x{self.frame_size}, "
             f"train/val/test {'/'.join(f'{sizes.get(s, 0):,}' for s in ('train', 'val', 'test'))}"
@@ -113,7 +135,7 @@ class FramesTask(Task):
     # ---- training and evaluation ---------------------------------------------------------
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """Mean over pixels of the configured loss (mse or mae)."""
-        fn = F.mse_loss if self.config.task.loss == "mse" else F.l1_loss
+        fn = F.mse_loss if self.options.loss == "mse" else F.l1_loss
         return fn(pred, target)
 
     def train_loss(self, model: nn.Module, batch: Tensor, step: int) -> StepOutput:

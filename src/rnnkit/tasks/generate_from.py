@@ -19,6 +19,7 @@ Not here: the model (``rnnkit.models.conditional``), the sampling functions
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.config import MAX_OUTPUT_LEN, RunConfig, TaskOptions, need, opt
 from rnnkit.data.batching import EpochOrder, pad, split_indices
 from rnnkit.data.conditions import detect_condition_kind, parse_vector, read_vector_pairs
 from rnnkit.data.textfile import read_text
@@ -34,7 +36,7 @@ from rnnkit.data.tokens import BOS, EOS, PAD, UNK, TokenVocab
 from rnnkit.errors import UserError
 from rnnkit.generation import sample_next
 from rnnkit.models.conditional import ConditionalGenerator
-from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.base import StepOutput, Task, World
 
 _SHOWN_LABELS = 20  # known classes listed in an "unknown condition" message
 
@@ -57,14 +59,31 @@ class _Split:
 _ONE = "write one vector in it"
 
 
+@dataclass
+class GenerateFromOptions(TaskOptions):
+    """A text from a class or a vector (one-to-many)."""
+
+    condition_input: bool = opt(False, "also feed the condition at every step")
+    max_len: int = opt(100, "longest output generated")
+
+    def validate(self, config: RunConfig) -> None:
+        super().validate(config)
+        need(self.max_len >= 1, "max-len", "a positive integer", self.max_len)
+        need(self.max_len <= MAX_OUTPUT_LEN, "max-len", "at most 1,000,000", self.max_len)
+
+
 class GenerateFromTask(Task):
     name = "generate-from"
+    Options = GenerateFromOptions
     unit = "char"
     loss_name = "nats/char"
     metric_names = ("accuracy", "loss_shuffled_condition")
+    conditional_sampling = True  # rnnkit sample --condition
 
-    def __init__(self, config, meta: dict[str, Any] | None = None) -> None:
-        super().__init__(config, meta)
+    def __init__(
+        self, config, meta: dict[str, Any] | None = None, world: World | None = None
+    ) -> None:
+        super().__init__(config, meta, world)
         self.kind: str | None = None
         self.labels: list[str] = []
         self.dim = 0
@@ -164,7 +183,7 @@ class GenerateFromTask(Task):
             raise RuntimeError("GenerateFromTask.build_model needs prepare() or saved meta first")
         size = len(self.labels) if self.kind == "class" else self.dim
         return ConditionalGenerator(
-            self.config.model, len(self.vocab), self.kind, size, self.config.task.condition_input
+            self.config.model, len(self.vocab), self.kind, size, self.options.condition_input
         )
 
     def describe(self, model: nn.Module) -> str:
@@ -257,10 +276,10 @@ class GenerateFromTask(Task):
         """``num_samples`` texts for ``condition``: a class name, or for vector models a
         comma-separated vector or a file holding one. Each text starts with ``prime`` (the
         whole text is returned) and ends before ``<eos>`` or after ``max_len`` generated
-        characters (default ``config.task.max_len``). Sampling follows
+        characters (default ``--max-len``). Sampling follows
         :func:`rnnkit.generation.sample_next` (temperature 0: greedy) with a private
         generator seeded with ``seed``; ``<pad>``, ``<unk>`` and ``<bos>`` are never drawn."""
-        max_len = self.config.task.max_len if max_len is None else max_len
+        max_len = self.options.max_len if max_len is None else max_len
         _check_sampling(num_samples, temperature, top_k, top_p, max_len)
         cond = self.encode_condition(condition)
         return self._generate(
@@ -302,7 +321,7 @@ class GenerateFromTask(Task):
     ) -> list[str]:
         """Feed ``<bos> prime`` one step at a time from the condition's state, then draw up
         to ``max_len`` characters carrying the state (the prefix is never re-run)."""
-        max_len = self.config.task.max_len if max_len is None else max_len
+        max_len = self.options.max_len if max_len is None else max_len
         unknown = sorted({ch for ch in prime if ch not in self.vocab})
         if unknown:
             raise UserError(f"--prime has characters the model never saw: {''.join(unknown)!r}")

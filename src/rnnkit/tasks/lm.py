@@ -9,33 +9,51 @@ nats per character and ``bpc`` (bits per character).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor
 
+from rnnkit.config import RunConfig, TaskOptions
 from rnnkit.data import TokenStreams, Vocab, load_corpus, split
 from rnnkit.errors import UserError, short
 from rnnkit.generation import generate
 from rnnkit.models import LanguageModel
 from rnnkit.models.common import has_cell_state
 from rnnkit.nn.cells import LSTMState
-from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.base import StepOutput, Task, World, data_names
 from rnnkit.training import distributed
 from rnnkit.training.tbptt import detach_state, evaluate
 
 LN2 = math.log(2)
 
 
+@dataclass
+class LanguageModelOptions(TaskOptions):
+    """No options of its own (its data and model flags are generic)."""
+
+    def validate(self, config: RunConfig) -> None:
+        super().validate(config)
+        if config.data.tokenizer == "word":
+            raise UserError(
+                "--tokenizer word is for the classify and seq2seq tasks; lm reads char or byte"
+            )
+
+
 class LanguageModelTask(Task):
     name = "lm"
+    Options = LanguageModelOptions
     unit = "char"
     loss_name = "nats/char"
     sample_note = "temperature 0.8"
     metric_names = ("bpc", "chars")
     info_names = ("bpc",)
+    multi_process = True  # B parallel streams: each process reads a contiguous block of them
+    language_model = True
+    checkpoint_keys = ("vocab_kind",)  # the language model's format since version 1
 
-    def __init__(self, config, meta=None) -> None:
-        super().__init__(config, meta)
+    def __init__(self, config, meta=None, world: World | None = None) -> None:
+        super().__init__(config, meta, world)
         self.vocab: Vocab | None = None
         if meta is not None:
             kind = meta.get("vocab_kind")
@@ -125,6 +143,37 @@ class LanguageModelTask(Task):
 
     def write_figures(self, model, out: Path, split: str = "val") -> list[Path]:
         return []
+
+    # ---- what the run says ---------------------------------------------------------------
+    def title(self) -> str:
+        return super().title().removeprefix(f"{self.name}: ")  # the default task goes unnamed
+
+    def score_line(self, metric: str, value: float) -> str:
+        line = super().score_line(metric, value)
+        return f"{line} ({value / LN2:.4f} bits/char)" if metric == "loss" else line
+
+    def eval_line(self, figures: dict) -> str:
+        loss, bpc, chars = figures["loss"], figures["bpc"], figures["chars"]
+        return f"loss {loss:.4f} nats/char | {bpc:.4f} bits/char | {chars:,} chars"
+
+    def own_data(self, split: str = "val") -> str:
+        d = self.config.data
+        if d.val and not (d.synthetic and not d.paths):
+            return f"the validation text {data_names([d.val])} (data.val from the checkpoint)"
+        return super().own_data(split)
+
+    def train_units(self) -> int:
+        """Characters per epoch: streams of seq_len characters, batch_size of them a step."""
+        t = self.config.train
+        return self.steps_per_epoch() * t.batch_size * t.seq_len
+
+    # ---- the checkpoint: vocab_kind beside the config, the symbols in vocab.json ----------
+    def checkpoint_fields(self) -> dict:
+        return {"vocab_kind": self.vocab.kind}
+
+    @classmethod
+    def meta_from_checkpoint(cls, fields: dict, symbols: list[str], source: str) -> dict:
+        return {"vocab_kind": fields.get("vocab_kind"), "symbols": symbols}  # checked by __init__
 
     # ---- the carried state ---------------------------------------------------------------
     def carried_state(self):

@@ -22,7 +22,7 @@ from torch import nn
 
 from rnnkit.checkpoint.files import Checkpoint, load_checkpoint, save_checkpoint
 from rnnkit.checkpoint.runs import find_checkpoint
-from rnnkit.config import RunConfig, validate
+from rnnkit.config import RunConfig, TaskConfig, validate
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError, short
 from rnnkit.models import LanguageModel
@@ -34,15 +34,12 @@ MAX_MESSAGE = 400  # errors quoting a hostile config are cut to this many charac
 def save_run_checkpoint(
     directory: Path, config: RunConfig, model: nn.Module, task: Task, training: Any
 ) -> None:
-    """The model's weights, ``task.vocab_symbols()`` as vocab.json and ``task.meta()`` (what
-    the data defined: vocabularies, labels, scales) under ``task_meta`` in config.json."""
-    if config.task.name == "lm":  # the language model's format since version 1
-        extra: dict[str, Any] = {"vocab_kind": task.vocab.kind}
-    else:
-        extra = {"task_meta": task.meta()}
+    """The model's weights, ``task.vocab_symbols()`` as vocab.json and, beside the config in
+    config.json, ``task.checkpoint_fields()``: ``task_meta``, what the data defined
+    (vocabularies, labels, scales), for most tasks."""
     save_checkpoint(
         directory,
-        config={**config.to_dict(), **extra},
+        config={**config.to_dict(), **task.checkpoint_fields()},
         model_state=model.state_dict(),
         vocab=task.vocab_symbols(),
         training=training,
@@ -55,17 +52,25 @@ def read_run_checkpoint(path: str | Path, *, training: bool = False):
     ckpt: Checkpoint = load_checkpoint(find_checkpoint(path), training=training)
     source = f"{ckpt.path}/config.json"
     raw = dict(ckpt.config)
-    meta = raw.pop("task_meta", None)
-    kind = raw.pop("vocab_kind", None)
+    fields = {key: raw.pop(key) for key in _named_task(raw).checkpoint_keys if key in raw}
     with _quoted(ckpt.path):
         config = RunConfig.from_dict(raw, source=source)
         validate(config)
-    if config.task.name == "lm":
-        meta = {"vocab_kind": kind, "symbols": ckpt.vocab}
-    elif not isinstance(meta, dict):
-        raise UserError(f"{source}: task_meta must be a JSON object, got {type(meta).__name__}")
+    meta = get_task(config.task.name).meta_from_checkpoint(fields, ckpt.vocab, source)
     check_weights(ckpt, config, meta)
     return ckpt, config, meta
+
+
+def _named_task(raw: dict) -> type[Task]:
+    """The task a config.json names, before the config is checked: for the keys it keeps
+    beside the config (a name that is not a task fails the config's own check next)."""
+    section, name = raw.get("task"), TaskConfig().name  # the default task, when none is named
+    if isinstance(section, dict):
+        name = section.get("name", name)
+    try:
+        return get_task(name)
+    except (UserError, KeyError, TypeError):
+        return Task
 
 
 def check_weights(ckpt: Checkpoint, config: RunConfig, meta: dict) -> None:
@@ -132,6 +137,7 @@ def load_task(path: str | Path) -> tuple[Task, nn.Module, RunConfig]:
     """Rebuild a run's task (from its saved meta, without the training data) and its trained
     model (eval mode, CPU) from a checkpoint or run directory."""
     ckpt, config, meta = read_run_checkpoint(path)  # the weights fit the config: built for real
+    config.data.cache_dir = None  # where we write is the user's to choose, never a checkpoint's
     with _quoted(ckpt.path):
         task = get_task(config.task.name)(config, meta)
         model = task.build_model()
@@ -144,8 +150,9 @@ def load_task(path: str | Path) -> tuple[Task, nn.Module, RunConfig]:
 
 
 def load_model(path: str | Path) -> tuple[LanguageModel, Vocab, RunConfig]:
-    """Rebuild a trained character-level language model (eval mode, CPU) and its vocabulary."""
+    """Rebuild a trained language model (eval mode, CPU) and its vocabulary: a run of a task
+    whose ``language_model`` is true."""
     task, model, config = load_task(path)
-    if config.task.name != "lm":
+    if not task.language_model:
         raise UserError(f"{path} holds a --task {config.task.name} model, not a language model")
     return model, task.vocab, config

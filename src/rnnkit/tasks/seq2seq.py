@@ -31,13 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.config import MAX_OUTPUT_LEN, RunConfig, TaskOptions, need, opt
 from rnnkit.data.batching import EpochOrder, pad, split_indices
 from rnnkit.data.pairs import read_pairs, synthetic_pairs
 from rnnkit.data.tokens import BOS, EOS, PAD, TokenVocab, detokenize, tokenize
 from rnnkit.errors import UserError
 from rnnkit.models.decoding import beam_search, greedy, sample
 from rnnkit.models.seq2seq import Seq2Seq
-from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.base import StepOutput, Task, World
 
 DECODERS = ("greedy", "sample", "beam")
 SCHEDULES = ("always", "linear", "exponential", "inverse_sigmoid")
@@ -45,6 +46,51 @@ SCHEDULES = ("always", "linear", "exponential", "inverse_sigmoid")
 #: helps -- dates, 1,500 steps of the preset's model: test exact match 1.000 with, 0.708
 #: without. There is no flag; the meta records it, so a checkpoint rebuilds as it was trained.
 ATTENTION = True
+MAX_BEAM = 1024  # --beam-width: beam search keeps this many hypotheses per input
+
+
+@dataclass
+class Seq2SeqOptions(TaskOptions):
+    """A sequence in, another out (encoder-decoder)."""
+
+    bidirectional: bool = opt(False, "read the input both ways (the encoder)")
+    min_count: int = opt(1, "words seen fewer times map to <unk> (word tokens)")
+    teacher_forcing: str = opt(
+        "inverse_sigmoid",
+        "scheduled sampling: how P(feed the truth) decays",
+        choices=SCHEDULES,
+    )
+    tf_k: float = opt(
+        1000.0,
+        "schedule rate: linear steps to reach tf_min, exponential k**step (k<1), "
+        "inverse sigmoid k/(k+exp(step/k))",
+    )
+    tf_min: float = opt(0.0, "lowest P(feed the truth)")
+    decode: str = opt("greedy", "decoding", choices=DECODERS)
+    beam_width: int = opt(5, "beam width (--decode beam)")
+    length_penalty: float = opt(1.0, "beam score = log p / length**alpha")
+    max_len: int = opt(100, "longest output generated")
+
+    def validate(self, config: RunConfig) -> None:
+        super().validate(config)
+        for name in ("beam_width", "max_len"):
+            need(
+                getattr(self, name) >= 1,
+                name.replace("_", "-"),
+                "a positive integer",
+                getattr(self, name),
+            )
+        # a beam of 10**9 or outputs of 10**12 steps would allocate before any check downstream
+        need(self.beam_width <= MAX_BEAM, "beam-width", f"at most {MAX_BEAM}", self.beam_width)
+        need(self.max_len <= MAX_OUTPUT_LEN, "max-len", "at most 1,000,000", self.max_len)
+        need(self.min_count >= 0, "min-count", "an integer >= 0", self.min_count)
+        need(math.isfinite(self.tf_k) and self.tf_k > 0, "tf-k", "a positive number", self.tf_k)
+        if self.teacher_forcing == "exponential":
+            expected = "in (0, 1) for --teacher-forcing exponential"
+            need(self.tf_k < 1, "tf-k", expected, self.tf_k)
+        need(0 <= self.tf_min <= 1, "tf-min", "in [0, 1]", self.tf_min)
+        penalty = self.length_penalty
+        need(math.isfinite(penalty) and penalty >= 0, "length-penalty", "a number >= 0", penalty)
 
 
 def teacher_prob(step: int, schedule: str, k: float, minimum: float = 0.0) -> float:
@@ -97,14 +143,17 @@ class Pairs:
 
 class Seq2SeqTask(Task):
     name = "seq2seq"
+    Options = Seq2SeqOptions
     unit = "token"
     loss_name = "nats/token"
     metric_names = ("exact_match", "token_accuracy", "chrf", "bleu")
     info_names = ("teacher_prob",)
     selection = ("chrf", "max")  # decoded quality, not the teacher-forced loss
 
-    def __init__(self, config, meta: dict[str, Any] | None = None) -> None:
-        super().__init__(config, meta)
+    def __init__(
+        self, config, meta: dict[str, Any] | None = None, world: World | None = None
+    ) -> None:
+        super().__init__(config, meta, world)
         self.tokenizer = config.data.tokenizer
         if self.tokenizer not in ("char", "word"):
             raise UserError(
@@ -149,7 +198,7 @@ class Seq2SeqTask(Task):
         if len(parts[0]) == 0:
             raise UserError(f"seq2seq needs at least 3 pairs to split, got {len(pairs)}")
         if self.source_vocab is None or self.target_vocab is None:
-            train, k = [pairs[i] for i in parts[0]], self.config.task.min_count
+            train, k = [pairs[i] for i in parts[0]], self.options.min_count
             self.source_vocab = TokenVocab.build([tokenize(s, self.tokenizer) for s, _ in train], k)
             self.target_vocab = TokenVocab.build([tokenize(t, self.tokenizer) for _, t in train], k)
         for name, index in zip(("train", "val", "test"), parts, strict=True):
@@ -204,7 +253,7 @@ class Seq2SeqTask(Task):
         if self.source_vocab is None:
             raise RuntimeError("Seq2SeqTask.build_model needs prepare() or a saved meta first")
         sizes = len(self.source_vocab), len(self.target_vocab)
-        return Seq2Seq(self.config.model, *sizes, self.config.task.bidirectional, self.attention)
+        return Seq2Seq(self.config.model, *sizes, self.options.bidirectional, self.attention)
 
     def describe(self, model: nn.Module) -> str:
         sizes = ", ".join(f"{len(v.src):,} {k}" for k, v in self.splits.items())
@@ -216,8 +265,8 @@ class Seq2SeqTask(Task):
 
     # ---- training and evaluation ---------------------------------------------------------
     def teacher_prob(self, step: int) -> float:
-        task = self.config.task
-        return teacher_prob(step, task.teacher_forcing, task.tf_k, task.tf_min)
+        o = self.options
+        return teacher_prob(step, o.teacher_forcing, o.tf_k, o.tf_min)
 
     def train_loss(self, model: nn.Module, batch, step: int) -> StepOutput:
         device = next(model.parameters()).device
@@ -242,8 +291,8 @@ class Seq2SeqTask(Task):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> list[list[str]]:
-        """Target tokens for a padded source batch, by ``how`` (default: config.task.decode)."""
-        task = self.config.task
+        """Target tokens for a padded source batch, by ``how`` (default: ``--decode``)."""
+        task = self.options
         how = how or task.decode
         if how == "greedy":
             ids = greedy(model, src, lengths, task.max_len)
@@ -319,10 +368,10 @@ class Seq2SeqTask(Task):
 
     def predict(self, model: nn.Module, inputs: list[str], options: dict) -> str:
         """``source -> output`` per input; options: decode, beam_width, seed, temperature."""
-        how = options.get("decode") or self.config.task.decode
+        how = options.get("decode") or self.options.decode
         if how not in DECODERS:
             raise UserError(f"--decode must be one of {DECODERS}, got {how!r}")
-        width = _option(options, "beam_width", self.config.task.beam_width, int, 1)
+        width = _option(options, "beam_width", self.options.beam_width, int, 1)
         seed = _option(options, "seed", self.config.train.seed, int, 0)
         temp = _option(options, "temperature", 1.0, float, 0.0, strict=True)
         device = _device(model)

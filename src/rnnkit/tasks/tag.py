@@ -9,13 +9,14 @@ train/val/test sentences. Vocabularies come from the training sentences: lower-c
 Training replaces rare words by ``<unk>`` now and then (word dropout, probability
 ``alpha / (alpha + count)``) so the ``<unk>`` embedding learns to lean on the spelling.
 Metrics: token accuracy, macro-F1 and each tag's F1 (``f1_<TAG>``). Not here: the model
-(``models/tagger.py``) and the loop (``training/loop.py``).
+(``models/tagger.py``) and the loop (``rnnkit/trainer/loop.py``).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,14 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.config import RunConfig
+from rnnkit.config import RunConfig, TaskOptions, need, opt
 from rnnkit.data.batching import EpochOrder, pad, split_indices
 from rnnkit.data.conllu import Sentence, read_tagged
 from rnnkit.data.tokens import PAD, UNK, TokenVocab
 from rnnkit.errors import UserError
 from rnnkit.models.tagger import SequenceTagger
 from rnnkit.tasks import metrics
-from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.base import StepOutput, Task, World
 from rnnkit.wording import plural
 
 IGNORE = -100  # target at padded positions (cross_entropy's ignore_index)
@@ -49,14 +50,36 @@ class TagBatch(NamedTuple):
     tags: Tensor  # (N, L) tag ids, IGNORE past each length
 
 
+@dataclass
+class TagOptions(TaskOptions):
+    """One tag per token (many-to-many, aligned)."""
+
+    bidirectional: bool = opt(False, "read the input both ways")
+    char_hidden: int = opt(0, "per-word character RNN size, 0: off")
+    min_count: int = opt(1, "words seen fewer times map to <unk> (word tokens)")
+
+    def validate(self, config: RunConfig) -> None:
+        super().validate(config)
+        for name in ("char_hidden", "min_count"):
+            need(
+                getattr(self, name) >= 0,
+                name.replace("_", "-"),
+                "an integer >= 0",
+                getattr(self, name),
+            )
+
+
 class TagTask(Task):
     name = "tag"
+    Options = TagOptions
     unit = "token"
     loss_name = "nats/token"
     metric_names = ("token_accuracy", "macro_f1")
 
-    def __init__(self, config: RunConfig, meta: dict[str, Any] | None = None) -> None:
-        super().__init__(config, meta)
+    def __init__(
+        self, config: RunConfig, meta: dict[str, Any] | None = None, world: World | None = None
+    ) -> None:
+        super().__init__(config, meta, world)
         self.words: TokenVocab | None = None
         self.chars: TokenVocab | None = None
         self.tags: list[str] = []
@@ -81,7 +104,7 @@ class TagTask(Task):
         }
         if self.saved_meta is None:
             lowered = [[w.lower() for w in words] for words, _ in self.splits["train"]]
-            self.words = TokenVocab.build(lowered, max(1, self.config.task.min_count))
+            self.words = TokenVocab.build(lowered, max(1, self.options.min_count))
             self.chars = TokenVocab.build("".join(words) for words, _ in self.splits["train"])
             self.tags = sorted({t for _, tags in sentences for t in tags})
             self.tag_index = {t: i for i, t in enumerate(self.tags)}
@@ -135,7 +158,7 @@ class TagTask(Task):
 
     # ---- model ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        t = self.config.task
+        t = self.options
         return SequenceTagger(
             self.config.model,
             len(self.words),

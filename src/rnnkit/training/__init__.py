@@ -1,1 +1,4 @@
-"""Training: the explicit loop, truncated BPTT, optimisers and schedules, checkpoints."""
+"""The training toolbox, below the tasks and above nothing of theirs: optimisers and schedules,
+truncated BPTT, several processes, metrics.csv, diagnostics, progress lines, stopping. Nothing
+here imports ``rnnkit.tasks``; the loop that uses them is ``rnnkit.trainer``, checkpoints are
+``rnnkit.checkpoint``."""

@@ -7,7 +7,7 @@
 
 torchrun starts the processes and sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
 rendezvous; :func:`setup` joins the process group (gloo: these are CPU processes). What each
-rank does (``loop.py`` calls the functions here):
+rank does (``rnnkit.trainer.loop`` calls the functions here):
 
 - data: the global batch of B streams is cut into contiguous blocks of B / world streams,
   rank r reading streams ``[r*B/W, (r+1)*B/W)`` of every batch (no sampler, no padding);
@@ -22,7 +22,7 @@ rank does (``loop.py`` calls the functions here):
   is gathered into the global batch's order before saving, so a checkpoint looks exactly like
   a one-process run's: it resumes with any number of processes that divides the batch.
 
-Not here: the training step itself (``loop.py``).
+Not here: the training step itself (``rnnkit.trainer.loop``).
 """
 
 from __future__ import annotations
@@ -86,15 +86,11 @@ def teardown(world: World) -> None:
         dist.destroy_process_group()
 
 
-def check_divisible(world: World, batch_size: int, task: str) -> None:
-    """The two conditions for the global batch to split into equal contiguous shares."""
+def check_divisible(world: World, batch_size: int) -> None:
+    """The global batch splits into equal contiguous shares. (Whether a task's batches split
+    at all is the task's to say: ``Task.check_world``.)"""
     if not world.enabled:
         return
-    if task != "lm":
-        raise UserError(
-            f"multi-process training supports --task lm (its streams split evenly); got --task "
-            f"{task}: run it in one process"
-        )
     if batch_size % world.size:
         raise UserError(
             f"--batch-size {batch_size} must be divisible by the {world.size} processes (each "

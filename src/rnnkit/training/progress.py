@@ -5,7 +5,8 @@ speed" and "--max-time left" (a 2-minute run never shows 27 minutes). Elsewhere 
 CI, a log file) one line every ``10 x --log-every`` steps and at least every ``seconds``
 (10 s), so a slow run is never silent. Notes: a run the time limit stopped far short of its
 planned steps says so, and a training set so small that the run will memorise it gets a hint.
-What is not here: metrics.csv (``metrics.py``) and the loop that calls this (``loop.py``).
+What is not here: metrics.csv (``metrics.py``) and the loop that calls this
+(``rnnkit.trainer.loop``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ The corpus is read as B parallel streams in chunks of T characters (see
     ...                                          carried forward; the graph behind it is cut
     stream B-1: ...                              (detach_state), so backprop spans T steps.
 
-What is not here: the optimiser step (``loop.py``) and the batches themselves (``data``).
+What is not here: the optimiser step (``rnnkit.trainer.loop``) and the batches themselves
+(``data``).
 """
 
 from __future__ import annotations

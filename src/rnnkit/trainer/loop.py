@@ -1,4 +1,4 @@
-"""The one training loop, for every task, top to bottom in phases:
+"""The one training loop, on top of a Task, top to bottom in phases:
 setup -> data -> model -> optimiser -> loop -> save.
 
     rnnkit train                                   # bundled Tiny Shakespeare, default preset
@@ -13,10 +13,11 @@ detaches it (truncated BPTT). A non-finite loss or gradient norm skips the step 
 optimiser touches anything; after ``nan_tolerance`` of them in a row the last good checkpoint
 is reloaded at half the learning rate. Ctrl-C or SIGTERM finishes the current step, saves
 ``last`` and returns ``interrupted``. What the run shows while it runs (bar or lines, the time
-left, the notes) is ``progress.py``'s; with ``--max-time`` the cosine schedule follows the clock
-(``optim.TimeBudget``). Under torchrun every process runs this loop on its share
-of the batch, the model wrapped in DistributedDataParallel; what the ranks must agree on goes
-through ``distributed.py``.
+left, the notes) is ``rnnkit.training.progress``'s; with ``--max-time`` the cosine schedule
+follows the clock (``optim.TimeBudget``). Under torchrun every process runs this loop on its
+share of the batch, the model wrapped in DistributedDataParallel; what the ranks must agree on
+goes through ``rnnkit.training.distributed``. What the run carries and saves to resume is one
+``TrainProgress`` (``state.py``); a step returns a ``StepResult``.
 """
 
 from __future__ import annotations
@@ -34,19 +35,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from rnnkit.checkpoint.lock import check_unlocked, lock_run_dir
 from rnnkit.checkpoint.runs import check_new_run_dir
-from rnnkit.checkpoint.state import (
-    check_like,
-    check_optimizer_state,
-    check_progress,
-    rng_state,
-    set_rng_state,
-)
-from rnnkit.config import RunConfig, apply_overrides, validate
-from rnnkit.errors import UserError, short
+from rnnkit.config import RunConfig, TrainConfig, apply_overrides, validate
 from rnnkit.io_errors import writing
 from rnnkit.tasks import get_task
 from rnnkit.tasks.base import summary
-from rnnkit.tasks.saved import read_run_checkpoint, save_run_checkpoint
+from rnnkit.tasks.saved import load_task, read_run_checkpoint, save_run_checkpoint
+from rnnkit.trainer.state import StepResult, TrainProgress, restore_training, training_state
 from rnnkit.training import distributed
 from rnnkit.training.diagnostics import ParameterRatios, plot_ratios
 from rnnkit.training.metrics import MetricsLog, NullLog, plot_losses
@@ -58,7 +52,7 @@ from rnnkit.training.optim import (
     scale_learning_rate,
     time_budget,
 )
-from rnnkit.training.progress import Progress, figure, small_data_hint, time_limit_note
+from rnnkit.training.progress import Progress, small_data_hint, time_limit_note
 from rnnkit.training.stopping import StopSignal
 from rnnkit.wording import sample_banner
 
@@ -74,6 +68,14 @@ class TrainResult:
 
 def _silent(*args, **kwargs) -> None:
     """The log of ranks > 0: rank 0 speaks for the run."""
+
+
+def _seed(t: TrainConfig) -> None:
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed)
+    np.random.seed(t.seed % 2**32)
+    random.seed(t.seed)
 
 
 class Trainer:
@@ -112,47 +114,48 @@ class Trainer:
             check_new_run_dir(out)
         self.config, self.out, t = config, out, config.train
         validate(config)
-        distributed.check_divisible(world, t.batch_size, config.task.name)
-        if t.threads:
-            torch.set_num_threads(t.threads)
-        torch.manual_seed(t.seed)
-        np.random.seed(t.seed % 2**32)
-        random.seed(t.seed)
-        # ---- data --------------------------------------------------------------------------
-        self.task = get_task(config.task.name)(config, meta)
-        self.task.world = world  # each rank reads its own block of the batch
-        self.task.prepare()
-        self.steps_per_epoch = self.task.steps_per_epoch()
+        task_class = get_task(config.task.name)
+        task_class.check_world(world)  # several processes: only a task whose batches split
+        distributed.check_divisible(world, t.batch_size)
+        _seed(t)
+        # ---- data: each rank reads its own block of the batch ------------------------------
+        self.task = task = task_class(config, meta, world)
+        task.prepare()
+        self.steps_per_epoch = task.steps_per_epoch()
         # ---- model and optimiser -----------------------------------------------------------
-        self.model = self.task.build_model()
+        self.model = task.build_model()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, t)
         self.budget = time_budget(t)  # with --max-time the cosine schedule follows the clock
         self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch, self.budget)
-        self.step = self.epoch = self.batch_index = self.bad_steps = self.bad_evals = 0
-        self.best_val = self.last_val = math.inf
-        self.last_eval_step = -1
-        self.trained_s, self.session_start = 0.0, time.perf_counter()  # elapsed_s: all sessions
+        self.progress, self.bad_steps = TrainProgress(), 0
         if ckpt is not None:
             self._restore(ckpt)
+        self.earlier_s = self.progress.elapsed_s  # seconds trained by earlier sessions
+        self.session_start = time.perf_counter()  # elapsed(): earlier_s + this session's time
         # what backward runs through: the model itself, or DDP around it (same parameters)
         self.train_model = DistributedDataParallel(self.model) if world.enabled else self.model
         if world.rank:  # dropout masks: the ranks' own draws, not copies of rank 0's
-            torch.manual_seed(t.seed + 1_000_003 * world.rank + self.step)
-        task = self.task
+            torch.manual_seed(t.seed + 1_000_003 * world.rank + self.progress.step)
         self.speed_column = f"{task.unit}s_per_s"
         distributed.barrier(world)  # every rank has checked --out before rank 0 writes to it
         if world.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        if self.step == 0:  # a good checkpoint to fall back on, before any other file exists
+        if self.progress.step == 0:  # a good checkpoint to fall back on, before any other file
             self.save("last")
-        if not world.is_main:  # ranks > 0 write nothing: no metrics, pictures or diagnostics
-            self.metrics, self.tensorboard, self.ratios = NullLog(), None, None
+        self._open_logs(resume)
+
+    def _open_logs(self, resume: bool) -> None:
+        """metrics.csv, TensorBoard and diagnostics.csv: rank 0's (the others write nothing)."""
+        t, task = self.config.train, self.task
+        self.metrics, self.tensorboard, self.ratios = NullLog(), None, None
+        if not self.world.is_main:
             return
+        resume_step = self.progress.step if resume else None
         extra = [c for c in (*task.metric_names, *task.info_names) if c != "loss"]
         self.metrics = MetricsLog(
             self.out / "metrics.csv",
-            resume_step=self.step if resume else None,
+            resume_step=resume_step,
             speed=self.speed_column,
             extra=list(dict.fromkeys(extra)),
         )
@@ -162,79 +165,31 @@ class Trainer:
                 "--precision bf16: this CPU has no native bfloat16 instructions (oneDNN reports "
                 "none), so bf16 products are emulated: expect training far slower than fp32"
             )
-        self.ratios = None
         if t.diagnostics:
-            self.ratios = ParameterRatios(
-                self.out / "diagnostics.csv", resume_step=self.step if resume else None
-            )
+            self.ratios = ParameterRatios(self.out / "diagnostics.csv", resume_step=resume_step)
 
     # ---- checkpoints ---------------------------------------------------------------------------
-    def _training_state(self) -> dict:
-        return {
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_index": self.batch_index,
-            "best_val": self.best_val,
-            "last_val": self.last_val,
-            "bad_evals": self.bad_evals,
-            "last_eval_step": self.last_eval_step,
-            "elapsed_s": self.elapsed(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "time_used": self.budget.fraction if self.budget is not None else 0.0,
-            "rng": rng_state(),
-            "state": self.task.carried_state(),
-        }
-
     def _restore(self, ckpt) -> None:
-        s = ckpt.training
-        if not isinstance(s, dict) or "step" not in s:
-            raise UserError(f"{ckpt.path}: no training state to resume from")
-        try:  # every field by type and range before any of it is used (state.py)
-            check_progress(s)
-            self._restore_state(s)
-        except UserError as error:
-            raise UserError(f"{ckpt.path}/training.json: {error}") from None
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
-            raise UserError(
-                f"{ckpt.path}: training.json does not fit this run ({short(error)})"
-            ) from None
+        """The progress, optimiser, schedule, RNG, carried state and weights of ``ckpt``."""
+        self.progress = restore_training(
+            ckpt, self.optimizer, self.scheduler, self.task, self.budget
+        )
         self.model.load_state_dict(ckpt.model_state)
 
-    def _restore_state(self, s: dict) -> None:
-        check_like(self.optimizer.state_dict(), s["optimizer"], "optimizer")
-        check_like(self.scheduler.state_dict(), s["scheduler"], "scheduler", strict_keys=True)
-        self.optimizer.load_state_dict(s["optimizer"])
-        check_optimizer_state(self.optimizer)
-        self.scheduler.load_state_dict(s["scheduler"])
-        for key in (
-            "step",
-            "epoch",
-            "batch_index",
-            "best_val",
-            "last_val",
-            "bad_evals",
-            "last_eval_step",
-        ):
-            setattr(self, key, s[key])
-        self.trained_s = min(float(s.get("elapsed_s", 0.0)), 1e12)  # checked by check_progress
-        self.task.restore_carried_state(s["state"])
-        set_rng_state(s["rng"])
-        if self.budget is not None:
-            self.budget.done = self.budget.fraction = float(s.get("time_used", 0.0))
-
     def save(self, name: str) -> None:
-        state = self._training_state()  # on every rank: the carried state is gathered
-        if self.world.is_main:
+        self.progress.elapsed_s = self.elapsed()
+        self.progress.time_used = self.budget.fraction if self.budget is not None else 0.0
+        state = training_state(self.progress, self.optimizer, self.scheduler, self.task)
+        if self.world.is_main:  # (training_state on every rank: the carried state is gathered)
             save_run_checkpoint(self.out / name, self.config, self.model, self.task, state)
 
     def _reload_last_good(self) -> None:
         distributed.barrier(self.world)  # rank 0's last save is complete
         ckpt, _, _ = read_run_checkpoint(self.out / "last", training=True)
-        step, epoch, batch_index, trained = self.step, self.epoch, self.batch_index, self.trained_s
+        now = self.progress
         self._restore(ckpt)  # weights, optimiser and schedule of the last good checkpoint
-        self.step, self.epoch, self.batch_index = step, epoch, batch_index  # data moves on
-        self.trained_s = trained  # and so does the clock
+        p = self.progress  # the data moves on (and so does the clock: earlier_s is kept)
+        p.step, p.epoch, p.batch_index = now.step, now.epoch, now.batch_index
         self.task.reset_carried_state()
         scale_learning_rate(self.optimizer, self.scheduler, 0.5)
 
@@ -248,18 +203,19 @@ class Trainer:
                 self.lock.release()
 
     def _loop(self) -> TrainResult:
-        t = self.config.train
-        steps_per_epoch = self.steps_per_epoch
-        total = t.max_steps or (math.ceil(t.max_epochs * steps_per_epoch) if t.max_epochs else None)
+        t, p = self.config.train, self.progress
+        total = t.max_steps or (
+            math.ceil(t.max_epochs * self.steps_per_epoch) if t.max_epochs else None
+        )
         name = self.config.task.name
         what = self.task.describe(self.model).removeprefix(f"{name}: ")
         self.log(f"rnnkit train --task {name}: {what}; run directory {self.out}")
         self._hint_small_data(total)
-        if self.step == 0 and t.sample_every:
+        if p.step == 0 and t.sample_every:
             self._print_sample()  # "at first": what an untrained model writes
-        first = self.step
+        first = p.step
         self.loop_start = start = time.perf_counter()
-        self.session_start = start  # elapsed_s counts from here, after earlier sessions' time
+        self.session_start = start  # elapsed() counts from here, after earlier sessions' time
         progress = Progress(
             total=total,
             first=first,
@@ -275,21 +231,27 @@ class Trainer:
         with StopSignal(abort_on_second=not self.world.enabled) as stop_signal:
             stopped = self._stop_reason(start, stop_signal)  # a finished run resumed: no step
             while stopped is None:
-                loss, units = self._train_step()
-                window_units += units * self.world.size  # chars/s of all ranks together
+                result = self._train_step()
+                units = result.units * self.world.size  # chars/s of all ranks together
+                window_units += units
                 lr = self.optimizer.param_groups[0]["lr"]
-                progress.update(self.step, self.epoch, loss, lr, units * self.world.size)
-                if self.step % t.log_every == 0 and loss is not None:
+                progress.update(p.step, p.epoch, result.loss, lr, units)
+                if p.step % t.log_every == 0 and result.loss is not None:
                     speed = window_units / max(1e-9, time.perf_counter() - window_start)
-                    self._log_train(loss, speed, self.elapsed())
+                    self._log_train(result, speed, self.elapsed())
                     window_start, window_units = time.perf_counter(), 0
-                if self.step % t.eval_every == 0:
+                if p.step % t.eval_every == 0:
                     self._evaluate_and_save()
-                if t.sample_every and self.step % t.sample_every == 0:
+                if t.sample_every and p.step % t.sample_every == 0:
                     self._print_sample()
                 stopped = self._stop_reason(start, stop_signal)
         progress.close()
-        if self.last_eval_step != self.step:
+        return self._finish(stopped, start, first, total)
+
+    def _finish(self, stopped: str, start: float, first: int, total: int | None) -> TrainResult:
+        """The last evaluation and save, the figures and the run's last line."""
+        p = self.progress
+        if p.last_eval_step != p.step:
             self._evaluate_and_save()
         else:
             self.save("last")
@@ -300,34 +262,28 @@ class Trainer:
             self._write_figures()
         distributed.teardown(self.world)
         metric, direction = self.task.selection
-        best = self.best_val if direction == "min" else -self.best_val
-        what = f"{metric} {figure(best)}"
-        if metric == "loss":
-            what = f"{figure(best)} {self.task.loss_name}"
-        if self.task.loss_name == "nats/char" and metric == "loss":
-            what += f" ({best / math.log(2):.4f} bits/char)"
+        best = p.best_val if direction == "min" else -p.best_val
         if stopped == "max_time":
             elapsed, followed = time.perf_counter() - start, self.budget is not None
-            self.log(time_limit_note(self.step, total, first, elapsed, followed=followed))
+            self.log(time_limit_note(p.step, total, first, elapsed, followed=followed))
         self.log(
-            f"stopped ({stopped}) at step {self.step:,}: best val {what}; run saved in {self.out}"
+            f"stopped ({stopped}) at step {p.step:,}: best val "
+            f"{self.task.score_line(metric, best)}; run saved in {self.out}"
         )
-        last = self.last_val if direction == "min" else -self.last_val
-        return TrainResult(self.out, self.step, best, last, stopped)
+        last = p.last_val if direction == "min" else -p.last_val
+        return TrainResult(self.out, p.step, best, last, stopped)
 
-    def _train_step(self) -> tuple[float | None, int]:
-        """One optimiser step on the next batch: (its loss, or None if it was skipped; the
-        units it held)."""
-        t = self.config.train
-        if self.batch_index >= self.steps_per_epoch:  # epoch boundary: data restarts
-            self.epoch, self.batch_index = self.epoch + 1, 0
+    def _train_step(self) -> StepResult:
+        """One optimiser step on the next batch."""
+        t, p = self.config.train, self.progress
+        if p.batch_index >= self.steps_per_epoch:  # epoch boundary: data restarts
+            p.epoch, p.batch_index = p.epoch + 1, 0
             self.task.reset_carried_state()
-        batch = self.task.train_batch(self.epoch, self.batch_index)
-        self.batch_index += 1
+        batch = self.task.train_batch(p.epoch, p.batch_index)
+        p.batch_index += 1
         self.train_model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-            output = self.task.train_loss(self.train_model, batch, self.step)  # fp32 weights
-        self.info = output.info
+            output = self.task.train_loss(self.train_model, batch, p.step)  # fp32 weights
         loss = output.loss + t.l1 * l1_penalty(self.model) if t.l1 else output.loss
         self.optimizer.zero_grad(set_to_none=True)
         value = distributed.mean_over_ranks(self.world, loss).item()  # the same on every rank
@@ -335,76 +291,79 @@ class Trainer:
         if math.isfinite(value):
             loss.backward()
             norm = clip_gradients(self.params, t).item()  # the pre-clip global norm
-        self.grad_norm = norm
         if not (math.isfinite(value) and math.isfinite(norm)):
-            return self._skip_bad_step(value, norm), output.count
+            self._skip_bad_step(value, norm)
+            return StepResult(None, output.count, norm, output.info)
         self.bad_steps = 0
-        watch = self.ratios is not None and (self.step + 1) % t.log_every == 0
+        self._update(watch=self.ratios is not None and (p.step + 1) % t.log_every == 0)
+        if t.l1:
+            value = distributed.mean_over_ranks(self.world, output.loss).item()
+        return StepResult(value, output.count, norm, output.info)
+
+    def _update(self, watch: bool) -> None:
+        """The optimiser and schedule step (``watch``: update-to-data ratios around it)."""
         if watch:
             self.ratios.before_update(self.model)
         self.optimizer.step()
         if watch:
-            self.ratios.after_update(self.model, self.step + 1)
+            self.ratios.after_update(self.model, self.progress.step + 1)
         if self.budget is not None:  # the ranks' mean clock: one learning rate for all
             elapsed = torch.tensor(time.perf_counter() - self.loop_start, dtype=torch.float64)
             self.budget.advance(distributed.mean_over_ranks(self.world, elapsed).item())
         if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()
-        self.step += 1
-        if t.l1:
-            value = distributed.mean_over_ranks(self.world, output.loss).item()
-        return value, output.count
+        self.progress.step += 1
 
     def _skip_bad_step(self, loss: float, norm: float) -> None:
         """Never let a non-finite loss or gradient reach the weights."""
+        p = self.progress
         self.optimizer.zero_grad(set_to_none=True)
         self.task.reset_carried_state()
         self.bad_steps += 1
-        self.step += 1
+        p.step += 1
         self.metrics.write(
-            step=self.step,
-            epoch=self.epoch,
+            step=p.step,
+            epoch=p.epoch,
             kind="skip",
             loss=loss,
             grad_norm=norm,
             note="non-finite loss or gradient: step skipped",
         )
-        self.log(f"step {self.step}: non-finite loss ({loss}) or gradient norm ({norm}); skipped")
+        self.log(f"step {p.step}: non-finite loss ({loss}) or gradient norm ({norm}); skipped")
         if self.bad_steps >= self.config.train.nan_tolerance:
             self._reload_last_good()
             self.bad_steps = 0
             lr = self.optimizer.param_groups[0]["lr"]
             self.metrics.write(
-                step=self.step,
-                epoch=self.epoch,
+                step=p.step,
+                epoch=p.epoch,
                 kind="reload",
                 lr=lr,
                 note="reloaded last good checkpoint at half the learning rate",
             )
-            self.log(f"step {self.step}: reloaded the last good checkpoint; lr now {lr:.3g}")
-        return None
+            self.log(f"step {p.step}: reloaded the last good checkpoint; lr now {lr:.3g}")
 
     def _stop_reason(self, start: float, stop_signal: StopSignal) -> str | None:
         """Why to stop after this step (None: go on), the same on every rank."""
         return distributed.agree_on_stop(self.world, self._local_stop(start, stop_signal))
 
     def _local_stop(self, start: float, stop_signal: StopSignal) -> str | None:
-        t = self.config.train
+        t, p = self.config.train, self.progress
         if stop_signal.received is not None:
             return "interrupted"
-        if t.max_steps and self.step >= t.max_steps:
+        if t.max_steps and p.step >= t.max_steps:
             return "max_steps"
-        if t.max_epochs and self.step >= t.max_epochs * self.steps_per_epoch:
+        if t.max_epochs and p.step >= t.max_epochs * self.steps_per_epoch:
             return "max_epochs"
         if t.max_time and time.perf_counter() - start >= t.max_time:
             return "max_time"
-        if t.patience and self.bad_evals >= t.patience:
+        if t.patience and p.bad_evals >= t.patience:
             return "early_stopping"
         return None
 
     # ---- evaluation, samples, logs ---------------------------------------------------------------
     def _evaluate_and_save(self) -> None:
-        t = self.config.train
+        t, p = self.config.train, self.progress
         figures = None
         if self.world.is_main:  # one rank scores the (identical) weights; all get the figures
             figures = self.task.evaluate(self.model, "val", t.eval_batches)
@@ -412,18 +371,18 @@ class Trainer:
         val = figures["loss"]
         metric, direction = self.task.selection
         score = figures[metric] if direction == "min" else -figures[metric]  # lower is better
-        self.last_val, self.last_eval_step = score, self.step
-        improved = score < self.best_val
+        p.last_val, p.last_eval_step = score, p.step
+        improved = score < p.best_val
         if improved:
-            self.best_val, self.bad_evals = score, 0
+            p.best_val, p.bad_evals = score, 0
         else:
-            self.bad_evals += 1
+            p.bad_evals += 1
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(val)
         lr = self.optimizer.param_groups[0]["lr"]
         self.metrics.write(
-            step=self.step,
-            epoch=self.epoch,
+            step=p.step,
+            epoch=p.epoch,
             kind="val",
             lr=lr,
             note="best" if improved else "",
@@ -431,7 +390,7 @@ class Trainer:
         )
         self._tensorboard("val/loss", val)
         self.log(
-            f"step {self.step:,}: val {summary(figures, self.task.metric_names)}"
+            f"step {p.step:,}: val {summary(figures, self.task.metric_names)}"
             + (" *best*" if improved else "")
         )
         if improved:  # best first: a kill between the two never leaves last ahead of best
@@ -439,22 +398,17 @@ class Trainer:
         self.save("last")
         if not self.world.is_main:
             return
-        plot_losses(
-            self.out / "metrics.csv",
-            self.out / "loss.png",
-            title=self._title(),
-            ylabel=f"loss ({self.task.loss_name})",
-        )
+        title = self.task.title()
+        ylabel = f"loss ({self.task.loss_name})"
+        plot_losses(self.out / "metrics.csv", self.out / "loss.png", title=title, ylabel=ylabel)
         if self.ratios is not None:
-            plot_ratios(self.out / "diagnostics.csv", self.out / "diagnostics.png", self._title())
+            plot_ratios(self.out / "diagnostics.csv", self.out / "diagnostics.png", title)
 
     def _write_figures(self) -> None:
         """The task's pictures of the best model on the validation split (confusion matrix,
         forecast, frames), beside loss.png."""
         if not (self.out / "best").exists():
             return
-        from rnnkit.tasks.saved import load_task
-
         _, best, _ = load_task(self.out / "best")
         with writing(self.out, "write the figures in"):  # a full disk: one line naming the run
             paths = self.task.write_figures(best, self.out, "val")
@@ -463,7 +417,7 @@ class Trainer:
 
     def elapsed(self) -> float:
         """Seconds trained so far, earlier sessions of a resumed run included."""
-        return self.trained_s + time.perf_counter() - self.session_start
+        return self.earlier_s + time.perf_counter() - self.session_start
 
     def _print_sample(self) -> None:
         if not self.world.is_main:
@@ -472,47 +426,38 @@ class Trainer:
         text = self.task.progress_sample(self.model)
         if text is not None:
             note = self.task.sample_note
-            self.log(sample_banner(f"sample at step {self.step:,}", text, note))
+            self.log(sample_banner(f"sample at step {self.progress.step:,}", text, note))
 
-    def _log_train(self, loss: float, speed: float, elapsed: float) -> None:
+    def _log_train(self, result: StepResult, speed: float, elapsed: float) -> None:
         """metrics.csv and TensorBoard; what the console shows is ``progress.py``'s."""
-        lr = self.optimizer.param_groups[0]["lr"]
+        p = self.progress
         self.metrics.write(
-            step=self.step,
-            epoch=self.epoch,
+            step=p.step,
+            epoch=p.epoch,
             kind="train",
-            loss=loss,
-            lr=lr,
-            grad_norm=self.grad_norm,
+            loss=result.loss,
+            lr=self.optimizer.param_groups[0]["lr"],
+            grad_norm=result.grad_norm,
             elapsed_s=elapsed,
             **{self.speed_column: speed},
-            **self.info,
+            **result.info,
         )
-        self._tensorboard("train/loss", loss)
+        self._tensorboard("train/loss", result.loss)
 
     def _hint_small_data(self, planned: int | None) -> None:
         """A training set the run will memorise gets a hint before the first step."""
-        if self.step:
+        if self.progress.step:
             return
-        t = self.config.train
-        chars = None
-        if self.config.task.name == "lm":  # streams of seq_len characters: the training text
-            chars = self.steps_per_epoch * t.batch_size * t.seq_len
         hint = small_data_hint(
             parameters=sum(p.numel() for p in self.model.parameters()),
             steps_per_epoch=self.steps_per_epoch,
             planned=planned,
-            eval_every=t.eval_every,
-            train_units=chars,
+            eval_every=self.config.train.eval_every,
+            train_units=self.task.train_units(),
             unit=self.task.unit,
         )
         if hint:
             self.log(hint)
-
-    def _title(self) -> str:
-        m, name = self.config.model, self.config.task.name
-        what = "" if name == "lm" else f"{name}: "
-        return f"{what}{m.cell.upper()} {m.layers}x{m.hidden}, embed {m.embed}"
 
     def _open_tensorboard(self):
         try:
@@ -524,7 +469,7 @@ class Trainer:
 
     def _tensorboard(self, tag: str, value: float) -> None:
         if self.tensorboard is not None:
-            self.tensorboard.add_scalar(tag, value, self.step)
+            self.tensorboard.add_scalar(tag, value, self.progress.step)
 
 
 def train(config: RunConfig, *, resume: bool = False, overrides=None, log=print) -> TrainResult:

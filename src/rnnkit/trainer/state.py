@@ -1,0 +1,112 @@
+"""What the trainer carries from step to step, as values: its resumable progress and what one
+step returns.
+
+``TrainProgress`` is the run's position (step, epoch, batch), its scores and its clock: one
+dataclass, saved into training.json and restored from it as a unit, beside the optimiser, the
+schedule, the random generators and the task's carried state (``training_state`` and
+``restore_training``). ``StepResult`` is what one optimiser step reports to the loop.
+What is not here: the file format and the checks of a hostile training.json
+(``rnnkit.checkpoint``), the loop itself (``loop.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+
+from rnnkit.checkpoint.state import (
+    check_like,
+    check_optimizer_state,
+    check_progress,
+    rng_state,
+    set_rng_state,
+)
+from rnnkit.errors import UserError, short
+from rnnkit.tasks import Task
+from rnnkit.training.optim import TimeBudget
+
+
+@dataclass
+class TrainProgress:
+    """Where a run is and how it has done: everything a resume needs besides the weights, the
+    optimiser, the schedule, the random generators and the carried state."""
+
+    step: int = 0  # optimiser steps taken (skipped non-finite steps count)
+    epoch: int = 0
+    batch_index: int = 0  # the next batch of this epoch
+    best_val: float = math.inf  # of the task's selection metric, lower is better
+    last_val: float = math.inf
+    bad_evals: int = 0  # evaluations in a row without a new best (early stopping)
+    last_eval_step: int = -1
+    elapsed_s: float = 0.0  # seconds trained, every session together (as of the last save)
+    time_used: float = 0.0  # the share of --max-time the schedule has followed (TimeBudget)
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> TrainProgress:
+        """The progress in a training.json, checked first by type and range
+        (``check_progress``); the clock is absent from checkpoints written before it was kept."""
+        check_progress(saved)
+        values = {f.name: saved[f.name] for f in fields(cls) if f.name in saved}
+        values["elapsed_s"] = min(float(values.get("elapsed_s", 0.0)), 1e12)
+        values["time_used"] = float(values.get("time_used", 0.0))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one train step reports."""
+
+    loss: float | None  # the batch's mean loss over the ranks; None: skipped (non-finite)
+    units: int  # what the batch held (chars, tokens, examples): the speed column
+    grad_norm: float  # the global gradient norm before clipping (nan when not computed)
+    info: dict[str, float] = field(default_factory=dict)  # the task's StepOutput.info
+
+
+def training_state(
+    progress: TrainProgress, optimizer: torch.optim.Optimizer, scheduler: Any, task: Task
+) -> dict:
+    """training.json's content: the progress, then the optimiser, schedule, RNG and the
+    task's carried state (a collective under several processes: every rank calls it)."""
+    return {
+        **asdict(progress),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        "state": task.carried_state(),
+    }
+
+
+def restore_training(
+    ckpt: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    task: Task,
+    budget: TimeBudget | None,
+) -> TrainProgress:
+    """Load a checkpoint's training state into the optimiser, schedule, random generators,
+    task and time budget; return its progress. Every field is checked before any is used;
+    a problem is one UserError naming the checkpoint's training.json."""
+    saved = ckpt.training
+    if not isinstance(saved, dict) or "step" not in saved:
+        raise UserError(f"{ckpt.path}: no training state to resume from")
+    try:
+        progress = TrainProgress.from_saved(saved)
+        check_like(optimizer.state_dict(), saved["optimizer"], "optimizer")
+        check_like(scheduler.state_dict(), saved["scheduler"], "scheduler", strict_keys=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        check_optimizer_state(optimizer)
+        scheduler.load_state_dict(saved["scheduler"])
+        task.restore_carried_state(saved["state"])
+        set_rng_state(saved["rng"])
+    except UserError as error:
+        raise UserError(f"{ckpt.path}/training.json: {error}") from None
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        raise UserError(
+            f"{ckpt.path}: training.json does not fit this run ({short(error)})"
+        ) from None
+    if budget is not None:
+        budget.done = budget.fraction = progress.time_used
+    return progress
