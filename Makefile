@@ -38,12 +38,15 @@ browser:
 	    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } || \
 	  echo "could not install chromium + chromedriver: the browser tests will be skipped"; }
 
+# lint-imports first: the one-way layering and the oracle's independence ([tool.importlinter]).
 test: install browser
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format src tests benchmarks
