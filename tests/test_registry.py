@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import rnnkit.nn
 from rnnkit.cli import main
 from rnnkit.config import ModelConfig, RunConfig, validate
 from rnnkit.errors import UserError
@@ -75,7 +76,9 @@ def test_config_choices_and_rules_read_the_registry():
 @pytest.mark.parametrize("cell", CELLS)
 def test_each_row_describes_its_layer(cell):
     row = registry.get_cell(cell)
-    layer = row.layer_class()(4, 5, num_layers=2, batch_first=True, bidirectional=True)
+    cls = row.layer_class()
+    assert getattr(rnnkit.nn, cls.__name__) is cls  # every registered layer: rnnkit.nn.Name
+    layer = cls(4, 5, num_layers=2, batch_first=True, bidirectional=True)
     assert isinstance(layer, RecurrentLayer) and layer.cell == cell
     assert layer.state_spec().names == row.state
     chunks = layer.weight_ih_l0.shape[0] // 5

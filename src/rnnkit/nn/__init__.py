@@ -1,11 +1,16 @@
 """The recurrent core: the cells' equations and the layers built from them.
 
-``cells`` (one step of each cell: the equations), ``fused`` (torch's kernels over our
-parameters), ``unroll`` (the cells path through time), ``layers`` (RNN, LSTM, GRU),
-``layernorm`` (LayerNormLSTM), ``minimal`` (MinGRU, MinLSTM) and ``convlstm`` (ConvLSTM).
-Nothing here imports the rest of rnnkit.
+``base`` (:class:`RecurrentLayer`, the public base and cell interface of every layer),
+``cells`` (one step of each cell: the equations), ``checks`` (the boundary checks),
+``registry`` (one row per cell), ``fused`` (torch's kernels over our parameters), ``unroll``
+(the cells path through time), ``cell_layer`` (:class:`CellLayer`, a whole layer from a cell),
+``layers`` (RNN, LSTM, GRU), ``layernorm`` (LayerNormLSTM), ``minimal`` (MinGRU, MinLSTM) and
+``convlstm`` (ConvLSTM); every other registered layer is an attribute too, imported on first
+use (``rnnkit.nn.IndRNN``). Nothing here imports the rest of rnnkit.
 """
 
+from rnnkit.nn.base import RecurrentLayer, StateSpec
+from rnnkit.nn.cell_layer import CellLayer
 from rnnkit.nn.cells import (
     ACTIVATIONS,
     GRUCell,
@@ -23,6 +28,9 @@ from rnnkit.nn.minimal import MinGRU, MinLSTM
 
 __all__ = [
     "ACTIVATIONS",
+    "CellLayer",
+    "RecurrentLayer",
+    "StateSpec",
     "ConvLSTM",
     "ConvLSTMCell",
     "GRU",
@@ -39,3 +47,13 @@ __all__ = [
     "lstm_step",
     "rnn_step",
 ]
+
+
+def __getattr__(name: str):
+    """A registered layer class by its name (``rnnkit.nn.IndRNN``), imported on first use."""
+    from rnnkit.nn.registry import CELLS
+
+    for cell in CELLS.values():
+        if cell.layer.rpartition(":")[2] == name:
+            return cell.layer_class()
+    raise AttributeError(f"module 'rnnkit.nn' has no attribute {name!r}")
