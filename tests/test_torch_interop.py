@@ -210,3 +210,22 @@ def test_zero_length_sequence_errors_like_torch(ours, theirs):
         with pytest.raises(RuntimeError) as got:
             ours(3, 5, impl=impl)(x)
         assert str(got.value) == str(expected.value)
+
+
+@pytest.mark.parametrize("ours,theirs", PAIRS, ids=IDS)
+def test_torch_compile_matches_eager(ours, theirs):
+    """torch.compile's graph capture and AOT autograd (the "aot_eager" backend: no C compiler)
+    give the eager outputs and gradients on the fused path, as for torch.nn's layer."""
+    torch.manual_seed(0)
+    layer = ours(3, 5, 2)
+    x = torch.randn(4, 2, 3)
+    compiled = torch.compile(layer, backend="aot_eager")
+    got, expected = flat(compiled(x)), flat(layer(x))
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    grads = [
+        torch.autograd.grad(sum(t.sum() for t in out), layer.weight_hh_l1)[0]
+        for out in (got, expected)
+    ]
+    torch.testing.assert_close(*grads)
+    torch._dynamo.reset()

@@ -12,18 +12,11 @@ batches with lengths (``layers.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-from torch import _VF, Tensor
+from torch import _VF, Tensor, nn
 
-#: cell name (:mod:`rnnkit.nn.registry`) and activation -> torch's multi-layer kernel
-_KERNELS: dict[tuple[str, str], Callable] = {
-    ("rnn", "tanh"): _VF.rnn_tanh,
-    ("rnn", "relu"): _VF.rnn_relu,
-    ("lstm", "tanh"): _VF.lstm,
-    ("gru", "tanh"): _VF.gru,
-}
+#: the (cell name in :mod:`rnnkit.nn.registry`, activation) pairs torch has a kernel for
+_KERNELS = {("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")}
 
 
 def has_fused_kernel(cell: str, nonlinearity: str = "tanh") -> bool:
@@ -43,46 +36,39 @@ def autocast_dtype(cell: str, x: Tensor) -> torch.dtype | None:
 
 
 def run_fused(
-    cell: str,
-    nonlinearity: str,
-    x: Tensor,
-    batch_sizes: Tensor | None,
-    hx: tuple[Tensor, ...],
-    weights: list[Tensor],
-    *,
-    bias: bool,
-    num_layers: int,
-    dropout: float,
-    training: bool,
-    bidirectional: bool,
-    batch_first: bool,
+    layer: nn.RNNBase, x: Tensor, batch_sizes: Tensor | None, hx: tuple[Tensor, ...]
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """Run torch's fused kernel; return ``(output, final_state)`` with the state as a tuple.
+    """Run torch's fused kernel over ``layer``'s parameters and options (its ``cell``,
+    ``nonlinearity``, ``_flat_weights``, ``bias``, ``num_layers``, ``dropout``, ``training``,
+    ``bidirectional``, ``batch_first``); return ``(output, final_state)``, the state a tuple.
 
     ``x`` is a padded batch (``batch_sizes is None``; every sequence has the full length) or the
     ``data`` of a PackedSequence with its ``batch_sizes``. ``hx`` is ``(h_0,)`` or ``(h_0, c_0)``,
-    each (D * num_layers, N, H_out); ``weights`` are in torch.nn's flat order.
+    each (D * num_layers, N, H_out).
     """
-    options = dict(bias=bias, num_layers=num_layers, dropout=dropout, training=training,
-                   bidirectional=bidirectional, batch_first=batch_first)  # fmt: skip
-    if cell == "lstm" and autocast_dtype(cell, x) is not None:
-        return _run_autocast(cell, nonlinearity, x, batch_sizes, hx, weights, **options)
-    return _call(cell, nonlinearity, x, batch_sizes, hx, weights, **options)
+    if layer.cell == "lstm" and autocast_dtype(layer.cell, x) is not None:
+        return _run_autocast(layer, x, batch_sizes, hx)
+    return _call(layer, x, batch_sizes, hx)
 
 
-def _call(cell, nonlinearity, x, batch_sizes, hx, weights, *, bias, num_layers, dropout,
-          training, bidirectional, batch_first):  # fmt: skip
-    """The kernel itself, called exactly as torch.nn calls it."""
-    kernel = _KERNELS[(cell, nonlinearity)]
-    state = hx if cell == "lstm" else hx[0]
-    if batch_sizes is None:
-        result = kernel(
-            x, state, weights, bias, num_layers, dropout, training, bidirectional, batch_first
-        )
+def _call(layer, x, batch_sizes, hx, weights=None):
+    """The kernel itself, called exactly as torch.nn calls it, over ``weights`` (default: the
+    layer's own, read here -- torch.compile's AOT autograd mishandles a parameter list handed
+    from function to function, and a kernel taken from a table)."""
+    cell = layer.cell
+    if cell == "lstm":
+        kernel = _VF.lstm
+    elif cell == "gru":
+        kernel = _VF.gru
     else:
-        result = kernel(
-            x, batch_sizes, state, weights, bias, num_layers, dropout, training, bidirectional
-        )
+        kernel = _VF.rnn_relu if layer.nonlinearity == "relu" else _VF.rnn_tanh
+    weights = layer._flat_weights if weights is None else weights
+    state = hx if cell == "lstm" else hx[0]
+    options = (layer.bias, layer.num_layers, layer.dropout, layer.training, layer.bidirectional)
+    if batch_sizes is None:
+        result = kernel(x, state, weights, *options, layer.batch_first)
+    else:
+        result = kernel(x, batch_sizes, state, weights, *options)
     return result[0], tuple(result[1:])
 
 
@@ -90,7 +76,7 @@ def _call(cell, nonlinearity, x, batch_sizes, hx, weights, *, bias, num_layers, 
 _BF16_KERNELS: dict[str, bool] = {}
 
 
-def _run_autocast(cell, nonlinearity, x, batch_sizes, hx, weights, **options):
+def _run_autocast(layer, x, batch_sizes, hx):
     """The fused LSTM under CPU autocast (``--precision bf16``). Autocast casts torch's oneDNN
     LSTM layer whole, and this CPU's oneDNN may have no such primitive (torch.nn.LSTM then
     fails). So: run the whole kernel in the autocast dtype (weights, input and state cast; the
@@ -98,22 +84,17 @@ def _run_autocast(cell, nonlinearity, x, batch_sizes, hx, weights, **options):
     primitive, else -- remembered after the first failure -- in float32, autocast off; either
     way the output and state come back in the autocast dtype, as torch.nn.LSTM's do."""
     dtype = torch.get_autocast_dtype("cpu")
-    key = f"{cell}-{dtype}"
+    key = f"{layer.cell}-{dtype}"
     with torch.autocast("cpu", enabled=False):
         if _BF16_KERNELS.get(key, True):
             try:
-                cast = [w.to(dtype) for w in weights]
-                out, state = _call(
-                    cell, nonlinearity, x.to(dtype), batch_sizes,
-                    tuple(s.to(dtype) for s in hx), cast, **options,
-                )  # fmt: skip
+                cast = [w.to(dtype) for w in layer._flat_weights]
+                states = tuple(s.to(dtype) for s in hx)
+                out, state = _call(layer, x.to(dtype), batch_sizes, states, cast)
                 _BF16_KERNELS[key] = True
                 return out, state
             except RuntimeError:
                 _BF16_KERNELS[key] = False  # e.g. no bf16 LSTM primitive without AVX512-BF16
-        fp32 = weights[0].dtype
-        out, state = _call(
-            cell, nonlinearity, x.to(fp32), batch_sizes, tuple(s.to(fp32) for s in hx),
-            weights, **options,
-        )  # fmt: skip
+        fp32 = layer._flat_weights[0].dtype
+        out, state = _call(layer, x.to(fp32), batch_sizes, tuple(s.to(fp32) for s in hx))
         return out.to(dtype), tuple(s.to(dtype) for s in state)

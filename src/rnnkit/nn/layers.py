@@ -47,7 +47,6 @@ quantization and ``torch.load``'s allowlist (``interop.py``).
 from __future__ import annotations
 
 import warnings
-from functools import partial
 
 import torch
 from torch import _VF, Tensor, fx, nn
@@ -253,24 +252,12 @@ class _TwoPaths(RecurrentLayer):
 
     # ---- the fused path ----------------------------------------------------------------------
     def _forward_fused(self, x, batch_sizes, hx, lengths):
-        run = partial(
-            run_fused,
-            self.cell,
-            self.nonlinearity,
-            weights=self._flat_weights,
-            bias=self.bias,
-            num_layers=self.num_layers,
-            dropout=self.dropout,
-            training=self.training,
-            bidirectional=self.bidirectional,
-            batch_first=self.batch_first,
-        )
         if lengths is None:
-            return run(x, batch_sizes, hx)
+            return run_fused(self, x, batch_sizes, hx)
         # Padded batch with lengths: pack it, so the kernel stops at each sequence's true end.
         packed = pack_padded_sequence(x, lengths, self.batch_first, enforce_sorted=False)
         hx = tuple(s.index_select(1, packed.sorted_indices) for s in hx)
-        data, state = run(packed.data, packed.batch_sizes, hx)
+        data, state = run_fused(self, packed.data, packed.batch_sizes, hx)
         packed_out = PackedSequence(data, *packed[1:])
         total = x.size(1 if self.batch_first else 0)
         output, _ = pad_packed_sequence(packed_out, self.batch_first, total_length=total)
