@@ -264,7 +264,7 @@ def test_zoneout_and_recurrent_dropout_reach_the_layer_and_eval_step_honours_the
     [
         ({"zoneout": 1.0}, "--zoneout must be in [0, 1)"),
         ({"recurrent_dropout": -0.1}, "--recurrent-dropout must be in [0, 1)"),
-        ({"zoneout": 0.1, "cell": "minlstm"}, "applies to --cell lstm, gru, rnn or lnlstm"),
+        ({"zoneout": 0.1, "cell": "minlstm"}, "applies to --cell lstm, gru, rnn, lnlstm"),
         ({"recurrent_dropout": 0.1, "impl": "fused"}, "drop --impl fused"),
     ],
 )
