@@ -17,7 +17,8 @@ left, the notes) is ``rnnkit.training.progress``'s; with ``--max-time`` the cosi
 follows the clock (``optim.TimeBudget``). Under torchrun every process runs this loop on its
 share of the batch, the model wrapped in DistributedDataParallel; what the ranks must agree on
 goes through ``rnnkit.training.distributed``. What the run carries and saves to resume is one
-``TrainProgress`` (``state.py``); a step returns a ``StepResult``.
+``TrainProgress`` (``state.py``); a step returns a ``StepResult``; metrics.csv, TensorBoard and
+the loss picture are ``logs.py``'s.
 """
 
 from __future__ import annotations
@@ -40,10 +41,9 @@ from rnnkit.io_errors import writing
 from rnnkit.tasks import get_task
 from rnnkit.tasks.base import summary
 from rnnkit.tasks.saved import load_task, read_run_checkpoint, save_run_checkpoint
+from rnnkit.trainer.logs import RunLogs
 from rnnkit.trainer.state import StepResult, TrainProgress, restore_training, training_state
 from rnnkit.training import distributed
-from rnnkit.training.diagnostics import ParameterRatios, plot_ratios
-from rnnkit.training.metrics import MetricsLog, NullLog, plot_losses
 from rnnkit.training.optim import (
     build_optimizer,
     build_scheduler,
@@ -137,36 +137,15 @@ class Trainer:
         self.train_model = DistributedDataParallel(self.model) if world.enabled else self.model
         if world.rank:  # dropout masks: the ranks' own draws, not copies of rank 0's
             torch.manual_seed(t.seed + 1_000_003 * world.rank + self.progress.step)
-        self.speed_column = f"{task.unit}s_per_s"
         distributed.barrier(world)  # every rank has checked --out before rank 0 writes to it
         if world.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         if self.progress.step == 0:  # a good checkpoint to fall back on, before any other file
             self.save("last")
-        self._open_logs(resume)
-
-    def _open_logs(self, resume: bool) -> None:
-        """metrics.csv, TensorBoard and diagnostics.csv: rank 0's (the others write nothing)."""
-        t, task = self.config.train, self.task
-        self.metrics, self.tensorboard, self.ratios = NullLog(), None, None
-        if not self.world.is_main:
-            return
-        resume_step = self.progress.step if resume else None
-        extra = [c for c in (*task.metric_names, *task.info_names) if c != "loss"]
-        self.metrics = MetricsLog(
-            self.out / "metrics.csv",
-            resume_step=resume_step,
-            speed=self.speed_column,
-            extra=list(dict.fromkeys(extra)),
+        resume_step = self.progress.step if resume else None  # metrics.csv & co: rank 0's
+        self.logs = RunLogs(
+            out, task, t, is_main=world.is_main, resume_step=resume_step, log=self.log
         )
-        self.tensorboard = self._open_tensorboard() if t.tensorboard else None
-        if t.precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            self.log(
-                "--precision bf16: this CPU has no native bfloat16 instructions (oneDNN reports "
-                "none), so bf16 products are emulated: expect training far slower than fp32"
-            )
-        if t.diagnostics:
-            self.ratios = ParameterRatios(self.out / "diagnostics.csv", resume_step=resume_step)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def _restore(self, ckpt) -> None:
@@ -238,7 +217,7 @@ class Trainer:
                 progress.update(p.step, p.epoch, result.loss, lr, units)
                 if p.step % t.log_every == 0 and result.loss is not None:
                     speed = window_units / max(1e-9, time.perf_counter() - window_start)
-                    self._log_train(result, speed, self.elapsed())
+                    self.logs.train(p.step, p.epoch, result, lr, speed, self.elapsed())
                     window_start, window_units = time.perf_counter(), 0
                 if p.step % t.eval_every == 0:
                     self._evaluate_and_save()
@@ -295,7 +274,7 @@ class Trainer:
             self._skip_bad_step(value, norm)
             return StepResult(None, output.count, norm, output.info)
         self.bad_steps = 0
-        self._update(watch=self.ratios is not None and (p.step + 1) % t.log_every == 0)
+        self._update(watch=self.logs.ratios is not None and (p.step + 1) % t.log_every == 0)
         if t.l1:
             value = distributed.mean_over_ranks(self.world, output.loss).item()
         return StepResult(value, output.count, norm, output.info)
@@ -303,10 +282,10 @@ class Trainer:
     def _update(self, watch: bool) -> None:
         """The optimiser and schedule step (``watch``: update-to-data ratios around it)."""
         if watch:
-            self.ratios.before_update(self.model)
+            self.logs.before_update(self.model)
         self.optimizer.step()
         if watch:
-            self.ratios.after_update(self.model, self.progress.step + 1)
+            self.logs.after_update(self.model, self.progress.step + 1)
         if self.budget is not None:  # the ranks' mean clock: one learning rate for all
             elapsed = torch.tensor(time.perf_counter() - self.loop_start, dtype=torch.float64)
             self.budget.advance(distributed.mean_over_ranks(self.world, elapsed).item())
@@ -321,7 +300,7 @@ class Trainer:
         self.task.reset_carried_state()
         self.bad_steps += 1
         p.step += 1
-        self.metrics.write(
+        self.logs.write(
             step=p.step,
             epoch=p.epoch,
             kind="skip",
@@ -334,7 +313,7 @@ class Trainer:
             self._reload_last_good()
             self.bad_steps = 0
             lr = self.optimizer.param_groups[0]["lr"]
-            self.metrics.write(
+            self.logs.write(
                 step=p.step,
                 epoch=p.epoch,
                 kind="reload",
@@ -379,16 +358,7 @@ class Trainer:
             p.bad_evals += 1
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(val)
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.metrics.write(
-            step=p.step,
-            epoch=p.epoch,
-            kind="val",
-            lr=lr,
-            note="best" if improved else "",
-            **figures,
-        )
-        self._tensorboard("val/loss", val)
+        self.logs.val(p.step, p.epoch, self.optimizer.param_groups[0]["lr"], improved, figures)
         self.log(
             f"step {p.step:,}: val {summary(figures, self.task.metric_names)}"
             + (" *best*" if improved else "")
@@ -396,13 +366,7 @@ class Trainer:
         if improved:  # best first: a kill between the two never leaves last ahead of best
             self.save("best")
         self.save("last")
-        if not self.world.is_main:
-            return
-        title = self.task.title()
-        ylabel = f"loss ({self.task.loss_name})"
-        plot_losses(self.out / "metrics.csv", self.out / "loss.png", title=title, ylabel=ylabel)
-        if self.ratios is not None:
-            plot_ratios(self.out / "diagnostics.csv", self.out / "diagnostics.png", title)
+        self.logs.plot()
 
     def _write_figures(self) -> None:
         """The task's pictures of the best model on the validation split (confusion matrix,
@@ -428,22 +392,6 @@ class Trainer:
             note = self.task.sample_note
             self.log(sample_banner(f"sample at step {self.progress.step:,}", text, note))
 
-    def _log_train(self, result: StepResult, speed: float, elapsed: float) -> None:
-        """metrics.csv and TensorBoard; what the console shows is ``progress.py``'s."""
-        p = self.progress
-        self.metrics.write(
-            step=p.step,
-            epoch=p.epoch,
-            kind="train",
-            loss=result.loss,
-            lr=self.optimizer.param_groups[0]["lr"],
-            grad_norm=result.grad_norm,
-            elapsed_s=elapsed,
-            **{self.speed_column: speed},
-            **result.info,
-        )
-        self._tensorboard("train/loss", result.loss)
-
     def _hint_small_data(self, planned: int | None) -> None:
         """A training set the run will memorise gets a hint before the first step."""
         if self.progress.step:
@@ -458,18 +406,6 @@ class Trainer:
         )
         if hint:
             self.log(hint)
-
-    def _open_tensorboard(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self.log("--tensorboard: the tensorboard package is not installed; skipping it")
-            return None
-        return SummaryWriter(str(self.out / "tensorboard"))
-
-    def _tensorboard(self, tag: str, value: float) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.add_scalar(tag, value, self.progress.step)
 
 
 def train(config: RunConfig, *, resume: bool = False, overrides=None, log=print) -> TrainResult:
