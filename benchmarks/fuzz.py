@@ -230,10 +230,15 @@ def child(target: str, runs: int, workdir: Path, replay: list[str] | None = None
         from rnnkit.data.tokens import SPECIALS, TokenVocab
         from rnnkit.data.vocab import Vocab
         from rnnkit.errors import UserError
+        from rnnkit.tasks.options import option_classes, task_options
         from rnnkit.tasks.saved import load_task, read_run_checkpoint
 
     torch.set_num_threads(1)
     fields = {name: list(cls.__dataclass_fields__) for name, cls in SECTIONS.items()}
+    fields["task"] = [
+        "name",
+        *(f for cls in option_classes().values() for f in cls.__dataclass_fields__),
+    ]
     seeds = build_seeds(workdir / "seeds") if target == "checkpoint" else []
     folder = workdir / "ckpt"
     counts = {"inputs": 0, "refused": 0, "accepted": 0}
@@ -312,6 +317,7 @@ def child(target: str, runs: int, workdir: Path, replay: list[str] | None = None
         def load() -> None:
             config = RunConfig.from_dict(data, source="config.json")
             validate(config)
+            task_options(config)  # the [task] keys: the named task's options, and every other's
             if RunConfig.from_dict(config.to_dict()) != config:
                 raise AssertionError("to_dict/from_dict is not a round trip")
 

@@ -93,9 +93,12 @@ class _Task:
 
 def _fake_run(monkeypatch, name: str, task: _Task) -> None:
     import rnnkit.tasks.saved
+    from rnnkit.tasks import get_task
 
     config = RunConfig()
-    config.task.name = name
+    config.task.name = task.name = name
+    real = get_task(name)  # what predict reads and whether it draws: the task's declarations
+    task.predict_inputs, task.predict_picture = real.predict_inputs, real.predict_picture
     monkeypatch.setattr(rnnkit.tasks.saved, "load_task", lambda path: (task, None, config))
 
 

@@ -114,3 +114,37 @@ def test_every_task_option_has_a_flag_in_its_group():
         assert f"options of --task {name}" in text or not fields(cls)  # lm has none
         for f in fields(cls):
             assert f"--{f.name.replace('_', '-')}" in text
+
+
+def test_precedence_defaults_preset_config_file_flags(tmp_path):
+    from rnnkit.config import fresh_config
+
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        '[model]\nhidden = 48\nlayers = 3\n[task]\nname = "classify"\npooling = "mean"\n'
+    )
+    config = fresh_config({"model": {"layers": 4}})
+    assert (config.model.hidden, config.model.layers) == (320, 4)  # the default preset, a flag
+    config = fresh_config({"model": {"layers": 4}}, config_file=str(toml))
+    assert config.task.name == "classify"  # the file names the task: its preset comes first
+    assert (config.model.hidden, config.model.layers) == (48, 4)
+    assert task_options(config).pooling == "mean"
+    flags = {"task": {"pooling": "max"}}
+    assert task_options(fresh_config(flags, "classify", str(toml))).pooling == "max"
+
+
+def test_resuming_takes_train_flags_only():
+    from rnnkit.config import resume_overrides
+
+    flags = resume_overrides({"train": {"max_steps": 9}}, "runs/x")
+    assert flags == {"train": {"max_steps": 9, "out": "runs/x"}}
+    for given, named in [
+        ({"model": {"hidden": 8}}, "--hidden"),
+        ({"data": {"paths": ["a"]}}, "PATH"),
+        ({"task": {"name": "tag"}}, "--task"),
+        ({"task": {"pooling": "max"}}, "--pooling"),
+    ]:
+        with pytest.raises(UserError, match=f"{named} cannot change when resuming"):
+            resume_overrides(given, "runs/x")
+    with pytest.raises(UserError, match="--config cannot change when resuming"):
+        resume_overrides({}, "runs/x", "c.toml")

@@ -1,7 +1,7 @@
 """What the parsers of every command share: one-line errors, argument types, help with defaults,
 and the flags of ``rnnkit train`` built from the config dataclasses.
 
-    parser = Parser(prog="rnnkit", formatter_class=HelpFormatter)
+    parser = Parser(prog="rnnkit")  # one-line errors; help shows defaults (HelpFormatter)
     train.add_argument("--nproc", type=positive, default=1, help="...")   # help shows (default: 1)
     add_config_flags(train)        # one flag per config field, one argument group per task
     flags = config_flags(args)     # {"section": {"key": value}} for the flags given
@@ -44,9 +44,12 @@ class HelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         default = action.default
         quiet = default is None or default is False or default in (argparse.SUPPRESS, [], "")
-        quiet = quiet or "default" in text
+        quiet = quiet or "(default" in text
         if quiet or not action.option_strings:
             return text
+        if isinstance(default, list | tuple):  # nargs="+": as it is typed
+            shown = " ".join(map(str, default)).replace("%", "%%")  # help is %-formatted
+            return f"{text} (default: {shown})"
         return f"{text} (default: %(default)s)"
 
 
@@ -179,7 +182,7 @@ def _add_field(group, section: str, f: Field, choices=None, tasks=()) -> argpars
     kind = str(f.type).replace(" | None", "")
     default = f.default_factory() if f.default is MISSING else f.default
     text = f.metadata["help"] + (f" (--task {', '.join(tasks)})" if tasks else "")
-    if not (default is None or default is False or default in ("", [])) and "default" not in text:
+    if not (default is None or default is False or default in ("", [])) and "(default" not in text:
         text += f" (default: {default})"
     options: dict[str, Any] = {"help": text, "default": argparse.SUPPRESS}
     options["dest"] = f"{section}.{f.name}"

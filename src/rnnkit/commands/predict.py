@@ -4,8 +4,9 @@
     rnnkit predict runs/dates "March 3, 2021" --decode beam --beam-width 5
     rnnkit predict runs/frames -o frames.png           # default: runs/frames/frames_predict.png
 
-What each task predicts is the task's (``Task.predict``); this module checks the arguments,
-says what a task reads when no input is given (``PREDICT_INPUTS``) and prints.
+What each task predicts, what it reads and whether it draws a picture are the task's
+(``Task.predict``, ``predict_inputs``, ``predict_picture``); this module checks the arguments
+and prints.
 """
 
 from __future__ import annotations
@@ -52,17 +53,16 @@ def run(args: argparse.Namespace) -> int:
     from rnnkit.tasks.saved import load_task
 
     use_threads(args)
-    task, model, config = load_task(args.checkpoint)
+    task, model, _ = load_task(args.checkpoint)
     names = ("top", "decode", "beam_width", "temperature", "num_samples", "seed")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    name = config.task.name
-    if not args.inputs and name in PREDICT_INPUTS:
+    if not args.inputs and task.predict_inputs:
         raise UserError(
-            f"rnnkit predict {args.checkpoint}: give {PREDICT_INPUTS[name]} after the run "
-            f"directory (a --task {name} run)"
+            f"rnnkit predict {args.checkpoint}: give {task.predict_inputs} after the run "
+            f"directory (a --task {task.name} run)"
         )
-    if name == "frames":  # a picture: into the run directory unless -o says where
-        out = Path(args.output) if args.output else _run_dir(args.checkpoint) / "frames_predict.png"
+    if task.predict_picture:  # into the run directory unless -o says where
+        out = Path(args.output or _run_dir(args.checkpoint) / task.predict_picture)
         check_writable(out, "-o")
         options["out"], existed = str(out), out.exists()
         with torch.inference_mode():
@@ -72,16 +72,6 @@ def run(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         print(task.predict(model, args.inputs, options))
     return 0
-
-
-#: what ``rnnkit predict`` reads per task (frames generates its own sequences)
-PREDICT_INPUTS = {
-    "classify": "one or more texts to classify",
-    "tag": "one or more sentences to tag",
-    "seq2seq": "one or more source texts",
-    "generate-from": "one or more conditions (class names or vectors)",
-    "forecast": "one or more CSV files (the forecast follows each file's last rows)",
-}
 
 
 def _run_dir(checkpoint: str) -> Path:

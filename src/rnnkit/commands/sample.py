@@ -29,7 +29,7 @@ def add_parser(commands) -> None:
         "--temperature",
         type=float,
         default=DEFAULT_TEMPERATURE,
-        help="0: greedy; 1: the model's distribution (generate() has the same default)",
+        help="0: greedy; 1: the model's distribution; generate() defaults to the same",
     )
     sample.add_argument("--top-k", type=int, default=0, help="sample among the k most likely")
     sample.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")

@@ -74,6 +74,10 @@ class Task:
     conditional_sampling: ClassVar[bool] = False
     #: the keys config.json holds beside the run's config (``checkpoint_fields``)
     checkpoint_keys: ClassVar[tuple[str, ...]] = ("task_meta",)
+    #: what ``rnnkit predict DIR INPUT...`` reads ("": no inputs, the task makes its own)
+    predict_inputs: ClassVar[str] = ""
+    #: the picture ``rnnkit predict`` writes (default: into the run directory); "": it prints
+    predict_picture: ClassVar[str] = ""
 
     def __init__(
         self, config: RunConfig, meta: dict[str, Any] | None = None, world: World | None = None

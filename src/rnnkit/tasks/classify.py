@@ -51,6 +51,7 @@ class ClassifyOptions(TaskOptions):
 class ClassifyTask(Task):
     name = "classify"
     Options = ClassifyOptions
+    predict_inputs = "one or more texts to classify"
     unit = "example"
     loss_name = "nats/example"
     metric_names = ("accuracy", "macro_f1")

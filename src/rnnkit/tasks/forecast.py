@@ -115,6 +115,7 @@ class ForecastOptions(TaskOptions):
 class ForecastTask(Task):
     name = "forecast"
     Options = ForecastOptions
+    predict_inputs = "one or more CSV files (the forecast follows each file's last rows)"
     unit = "timestep"  # of the series, per window (not an optimiser step)
     loss_name = "normalised MSE"
     metric_names = ("mae", "rmse", "baseline_mae", "baseline_rmse", "mae_vs_baseline")

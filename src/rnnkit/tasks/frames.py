@@ -68,6 +68,7 @@ class FramesOptions(TaskOptions):
 class FramesTask(Task):
     name = "frames"
     Options = FramesOptions
+    predict_picture = "frames_predict.png"  # new sequences, drawn
     unit = "frame"
     metric_names = ("mse", "baseline_mse", "mse_vs_baseline")
 

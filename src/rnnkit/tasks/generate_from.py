@@ -75,6 +75,7 @@ class GenerateFromOptions(TaskOptions):
 class GenerateFromTask(Task):
     name = "generate-from"
     Options = GenerateFromOptions
+    predict_inputs = "one or more conditions (class names or vectors)"
     unit = "char"
     loss_name = "nats/char"
     metric_names = ("accuracy", "loss_shuffled_condition")

@@ -144,6 +144,7 @@ class Pairs:
 class Seq2SeqTask(Task):
     name = "seq2seq"
     Options = Seq2SeqOptions
+    predict_inputs = "one or more source texts"
     unit = "token"
     loss_name = "nats/token"
     metric_names = ("exact_match", "token_accuracy", "chrf", "bleu")

@@ -72,6 +72,7 @@ class TagOptions(TaskOptions):
 class TagTask(Task):
     name = "tag"
     Options = TagOptions
+    predict_inputs = "one or more sentences to tag"
     unit = "token"
     loss_name = "nats/token"
     metric_names = ("token_accuracy", "macro_f1")
