@@ -5,7 +5,7 @@ format, a model and its metrics; the trainer owns everything else (optimiser, sc
 clipping, NaN skipping, checkpoints, resume, Ctrl-C, metrics.csv, loss.png). The trainer calls,
 in this order::
 
-    task = get_task(config.task.name)(config, meta)  # meta: None for a fresh run, else saved
+    task = get_task(config.task.name)(config, meta, world)  # meta: None (fresh) or saved
     task.prepare()                                  # read the data, build vocabularies/labels
     model = task.build_model()
     for step ...:
@@ -15,9 +15,12 @@ in this order::
         task.evaluate(model, "val", max_batches)    # {"loss": ..., metric: ...} every eval_every
     task.write_figures(model, run_dir)              # PNGs beside loss.png at the end
 
-and saves ``task.meta()`` (JSON: vocabularies, labels, normalisation statistics) in the
-checkpoint, so ``rnnkit eval`` / ``predict`` / ``sample`` rebuild the task with
-``get_task(name)(config, meta)`` without re-reading the training data. Metric names are the keys
+and saves ``task.checkpoint_fields()`` (``task.meta()``, JSON: vocabularies, labels,
+normalisation statistics) in the checkpoint, so ``rnnkit eval`` / ``predict`` / ``sample``
+rebuild the task with ``get_task(name)(config, meta)`` without re-reading the training data
+(``rnnkit.tasks.saved``). What the commands ask of a run -- several processes, sampling, ONNX
+export, the report's probes, how ``rnnkit eval`` words its figures -- they ask the task (class
+attributes and methods below, which a task overrides), never its name. Metric names are the keys
 ``rnnkit eval --json`` prints. ``loss`` is always lower-is-better; ``best/`` is picked by
 ``selection`` (the loss, unless a task's loss does not track what it is for: seq2seq picks by
 chrF, since its teacher-forced loss bottoms out long before its decoded output stops improving).
