@@ -87,9 +87,9 @@ class StepGraph(nn.Module):
     """``LanguageModel.step`` in eval mode, by the layers' own step equations over the model's
     own parameters (no copies): embedding -> one step of each layer -> head.
 
-    ``forward(tokens (N,), h (layers, N, H), c (layers, N, H) | None) -> (logits (N, V),
-    h_next, c_next)``, c only for lstm/lnlstm. Dropout is off (eval); zoneout is its eval form,
-    ``s = p * s_prev + (1 - p) * s_new`` per state tensor (``rnnkit.nn.unroll.zoneout``).
+    ``forward(tokens (N,), h (layers, N, H), c (layers, N, H) | None) -> (logits (N, V), h_next,
+    c_next)``, c only for cells with a cell state. Dropout is off (eval); zoneout is its eval
+    form, ``s = p * s_prev + (1 - p) * s_new`` per state tensor (``rnnkit.nn.unroll.zoneout``).
     """
 
     def __init__(self, model: nn.Module) -> None:
