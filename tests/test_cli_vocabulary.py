@@ -13,7 +13,9 @@ from rnnkit.cli import COMMANDS, build_parser, main
 from rnnkit.commands import report
 
 # the commands that do work, and what each keeps its own reason for not having
-NO_SEED = {"eval", "export", "serve", "experiment memory"}  # deterministic, or seeds per request
+# eval: the run's seed, which also fixes its data split; export: nothing random; serve: a seed
+# per request; experiment memory: --seeds N seeds per setting
+NO_SEED = {"eval", "export", "serve", "experiment memory"}
 NO_THREADS = set()
 
 
