@@ -148,3 +148,15 @@ def test_resuming_takes_train_flags_only():
             resume_overrides(given, "runs/x")
     with pytest.raises(UserError, match="--config cannot change when resuming"):
         resume_overrides({}, "runs/x", "c.toml")
+
+
+def test_a_new_run_saves_its_tasks_options_in_the_flat_task_table():
+    from rnnkit.tasks import get_task
+
+    config = RunConfig()
+    apply_overrides(config, {"task": {"name": "classify", "pooling": "max", "window": 9}}, "t")
+    get_task("classify")(config)
+    saved = config.to_dict()["task"]
+    assert saved == {"name": "classify", "bidirectional": False, "pooling": "max", "min_count": 1}
+    again = RunConfig.from_dict(config.to_dict())
+    assert again == config and task_options(again).pooling == "max"
