@@ -112,8 +112,12 @@ def test_non_finite_steps_are_skipped_then_the_last_good_checkpoint_is_reloaded(
     result = trainer.run()
     assert result.step == 30
     with open(result.out / "metrics.csv") as f:
-        kinds = [r["kind"] for r in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    kinds = [r["kind"] for r in rows]
     assert kinds.count("skip") == 3 and kinds.count("reload") == 1
+    # after the reload the loop goes on from where the data was, evaluating every 10 steps
+    assert [int(r["step"]) for r in rows if r["kind"] == "val"] == [10, 20, 30]
+    assert [int(r["step"]) for r in rows if r["kind"] == "train"][-1] == 30
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(lr_before / 2)
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 

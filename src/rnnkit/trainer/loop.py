@@ -150,9 +150,8 @@ class Trainer:
     # ---- checkpoints ---------------------------------------------------------------------------
     def _restore(self, ckpt) -> None:
         """The progress, optimiser, schedule, RNG, carried state and weights of ``ckpt``."""
-        self.progress = restore_training(
-            ckpt, self.optimizer, self.scheduler, self.task, self.budget
-        )
+        saved = restore_training(ckpt, self.optimizer, self.scheduler, self.task, self.budget)
+        self.progress.load(saved)  # in place: the loop holds self.progress
         self.model.load_state_dict(ckpt.model_state)
 
     def save(self, name: str) -> None:
@@ -165,10 +164,10 @@ class Trainer:
     def _reload_last_good(self) -> None:
         distributed.barrier(self.world)  # rank 0's last save is complete
         ckpt, _, _ = read_run_checkpoint(self.out / "last", training=True)
-        now = self.progress
-        self._restore(ckpt)  # weights, optimiser and schedule of the last good checkpoint
-        p = self.progress  # the data moves on (and so does the clock: earlier_s is kept)
-        p.step, p.epoch, p.batch_index = now.step, now.epoch, now.batch_index
+        p = self.progress
+        position = p.step, p.epoch, p.batch_index
+        self._restore(ckpt)  # weights, optimiser, schedule and scores of the last good checkpoint
+        p.step, p.epoch, p.batch_index = position  # the data moves on (the clock too: earlier_s)
         self.task.reset_carried_state()
         scale_learning_rate(self.optimizer, self.scheduler, 0.5)
 

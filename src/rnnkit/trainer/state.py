@@ -54,6 +54,11 @@ class TrainProgress:
         values["time_used"] = float(values.get("time_used", 0.0))
         return cls(**values)
 
+    def load(self, other: TrainProgress) -> None:
+        """Take ``other``'s values in place (the loop holds this object)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(other, f.name))
+
 
 @dataclass(frozen=True)
 class StepResult:
