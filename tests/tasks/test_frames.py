@@ -206,7 +206,7 @@ def test_train_loss_counts_predicted_frames():
             lambda c: setattr(c.data, "synthetic", "sine"),
             "needs --synthetic shapes, got --synthetic sine",
         ),
-        (lambda c: setattr(c.task, "frame_size", 3), "--frame-size must be an integer >= 4"),
+        (lambda c: c.task.options.update(frame_size=3), "--frame-size must be an integer >= 4"),
         (lambda c: setattr(c.data, "synthetic_size", 1), "leaves no training sequences"),
     ],
 )

@@ -167,7 +167,7 @@ def test_bridge_maps_each_layers_final_states_of_both_directions(cell):
     _, final = model.encoder(model.src_embedding(src), lengths=lengths)
     got = model.encode(src, lengths).state
     pairs = (
-        [(final.h, got.h, model.bridge_h), (final.c, got.c, model.bridge_c)]
+        [(final[0], got.h, model.bridge_h), (final[1], got.c, model.bridge_c)]  # torch: (h, c)
         if cell == "lstm"
         else [(final, got, model.bridge_h)]
     )
