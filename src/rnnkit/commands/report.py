@@ -17,12 +17,13 @@ def add_parser(commands) -> None:
     report = commands.add_parser("report", help="an HTML report (or PNG figures) of a run")
     report.add_argument("run", metavar="RUN", help="run directory or checkpoint")
     report.add_argument(
-        "-o", "--output", metavar="FILE", help="the HTML file to write (default: report.html)"
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="the HTML file to write (default: report.html); with --format png, the directory "
+        "of the PNGs (default: report-figures)",
     )
-    report.add_argument(
-        "--out", metavar="DIR", help="the directory of the PNGs (--format png; default: "
-        "report-figures)",
-    )  # fmt: skip
+    report.add_argument("--out", metavar="DIR", help="the directory of the PNGs (--format png)")
     report.add_argument(
         "--format", choices=("html", "png"), default="html", help="one page, or one PNG a figure"
     )
@@ -37,22 +38,19 @@ def add_parser(commands) -> None:
 
 
 def output(args: argparse.Namespace) -> str:
-    """Where the report goes. The old spellings keep working for one release, with a note:
-    ``--out FILE`` for the HTML page (now ``-o/--output``), ``-o DIR`` for the PNGs (now
-    ``--out``)."""
-    html = args.format == "html"
-    if html and args.out is not None:
+    """Where the report goes: ``-o/--output`` (the HTML file, or the PNGs' directory), or for
+    ``--format png`` the results directory ``--out DIR``. ``--out FILE`` for the HTML page, its
+    old spelling, keeps working for one release with a note."""
+    if args.format == "html" and args.out is not None:
         print(
             "rnnkit: note: --out for the HTML file is deprecated, use -o/--output", file=sys.stderr
         )
         args.output, args.out = args.output or args.out, None
-    if not html and args.output is not None:
-        print("rnnkit: note: -o/--output for the PNG directory is deprecated, use --out",
-              file=sys.stderr)  # fmt: skip
-        args.out, args.output = args.out or args.output, None
     if args.output and args.out:
-        raise UserError("give -o/--output FILE (--format html) or --out DIR (--format png)")
-    return (args.output or "report.html") if html else (args.out or "report-figures")
+        raise UserError("give -o/--output or --out DIR, not both")
+    if args.format == "html":
+        return args.output or "report.html"
+    return args.output or args.out or "report-figures"
 
 
 def run(args: argparse.Namespace) -> int:
