@@ -4,8 +4,9 @@ user writes by hand, for one stream and a batch of 64, and against the memory-ba
 The model: vocabulary 65, embedding 64, a 2-layer LSTM of 512 units, float32, random weights
 (speed does not depend on them), eval mode. Contenders, interleaved (see ``timing.py``):
 
-    rnnkit      generate(model, vocab, length=T, seed=0): one forward over "\\n", then one
-                LanguageModel.step per token (torch's one-step cell kernels in eval mode)
+    rnnkit      generate(model, vocab, length=T, temperature=1.0, seed=0): one forward over
+                "\\n", then one LanguageModel.step per token (torch's one-step cell kernels in
+                eval mode); temperature 1, the loops' plain softmax
     rnnkit x64  the same with num_samples=64: one batch of 64 streams, one step for all
     loop        what a user writes (after pytorch/examples word_language_model/generate.py):
                 nn.Embedding + nn.LSTM + nn.Linear holding the same weights, nn.LSTM called on
@@ -235,14 +236,16 @@ def measure_generation(
     vocab = make_vocab(model.config.vocab_size)
     parts, cell_parts = hand_parts(model), hand_parts(model, cells=True)
     contenders = {
-        "rnnkit": partial(generate, model, vocab, length=length, seed=0),
+        "rnnkit": partial(generate, model, vocab, length=length, temperature=1.0, seed=0),
         "loop": partial(hand_loop, parts, vocab, length, seed=0),
         "loop-cell": partial(hand_cell_loop, cell_parts, vocab, length, seed=0),
-        "batch": partial(generate, model, vocab, length=batch_length, seed=0, num_samples=batch),
+        "batch": partial(
+            generate, model, vocab, length=batch_length, temperature=1.0, seed=0, num_samples=batch
+        ),
     }
     seconds = timed(contenders, rounds, clock)
     check = min(length, 40)
-    text = generate(model, vocab, length=check, seed=1)[0]
+    text = generate(model, vocab, length=check, temperature=1.0, seed=1)[0]  # as the loops
     same = text == hand_loop(parts, vocab, check, 1) == hand_cell_loop(cell_parts, vocab, check, 1)
     nbytes = weight_bytes_per_step(model)
     return GenerationSpeed(
