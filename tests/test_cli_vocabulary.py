@@ -96,12 +96,15 @@ def test_a_file_written_is_dash_o_output_a_directory_is_out():
         assert "--out" in flags, name
 
 
-def test_sample_and_generate_share_the_temperature():
+def test_sample_and_generate_share_their_defaults():
+    """`rnnkit sample` and generate() draw the same text for the same seed by default."""
     from rnnkit.generation import DEFAULT_TEMPERATURE, generate
 
     args = build_parser().parse_args(["sample", "runs/x"])
     assert args.temperature == DEFAULT_TEMPERATURE
-    assert inspect.signature(generate).parameters["temperature"].default == DEFAULT_TEMPERATURE
+    parameters = inspect.signature(generate).parameters
+    for name in ("temperature", "length", "top_k", "top_p", "num_samples"):
+        assert getattr(args, name) == parameters[name].default, name
 
 
 @pytest.mark.parametrize(

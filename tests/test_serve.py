@@ -107,7 +107,9 @@ async def chunks(*parts: bytes):
 
 def library_text(loaded, **settings) -> str:
     model, vocab, _ = loaded
-    return generate(model, vocab, **{"temperature": 0.8, **settings})[0]
+    return generate(model, vocab, **{"temperature": 0.8, "length": 200, **settings})[
+        0
+    ]  # serve's defaults
 
 
 def events(body: str) -> list[tuple[str, dict]]:

@@ -29,6 +29,8 @@ from rnnkit.errors import UserError
 #: the temperature of ``generate()``, ``rnnkit sample``, ``rnnkit serve`` and the samples
 #: printed during training: a little below 1 (the model's own distribution), which reads better
 DEFAULT_TEMPERATURE = 0.8
+#: the length of ``generate()`` and ``rnnkit sample`` (tokens): one default for Python and the CLI
+DEFAULT_LENGTH = 500
 
 # ---- pure functions of logits (..., V) ---------------------------------------------------------
 
@@ -231,7 +233,7 @@ def generate(
     vocab: Vocabulary,
     *,
     prime: str = "",
-    length: int = 200,
+    length: int = DEFAULT_LENGTH,
     temperature: float = DEFAULT_TEMPERATURE,
     top_k: int = 0,
     top_p: float = 1.0,

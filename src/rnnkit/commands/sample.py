@@ -16,7 +16,7 @@ import sys
 
 from rnnkit.commands.args import add_threads, positive, use_threads
 from rnnkit.errors import UserError
-from rnnkit.generation import DEFAULT_TEMPERATURE
+from rnnkit.generation import DEFAULT_LENGTH, DEFAULT_TEMPERATURE
 from rnnkit.wording import sample_banner
 
 
@@ -24,7 +24,9 @@ def add_parser(commands) -> None:
     sample = commands.add_parser("sample", help="generate text from a trained model")
     sample.add_argument("checkpoint", metavar="DIR", help="run directory or checkpoint")
     sample.add_argument("--prime", default="", help="text to start from (default: a newline)")
-    sample.add_argument("--length", type=int, default=500, help="characters to generate")
+    sample.add_argument(
+        "--length", type=int, default=DEFAULT_LENGTH, help="characters (tokens) to generate"
+    )
     sample.add_argument(
         "--temperature",
         type=float,
