@@ -30,7 +30,7 @@ from rnnkit.config import RunConfig, TaskOptions, need, opt
 from rnnkit.data.batching import EpochOrder
 from rnnkit.data.shapes import moving_shapes
 from rnnkit.errors import UserError, short
-from rnnkit.models.frames import FramePredictor
+from rnnkit.models.frames import FramePredictor, check_config
 from rnnkit.tasks.base import StepOutput, Task, World
 
 NO_FILES = (
@@ -63,6 +63,7 @@ class FramesOptions(TaskOptions):
         need(self.frames >= 2, "frames", "an integer >= 2", self.frames)
         odd = self.kernel >= 1 and self.kernel % 2 == 1
         need(odd, "kernel", "an odd positive integer", self.kernel)
+        check_config(config.model)  # the ConvLSTM's model rules, before any data is made
 
 
 class FramesTask(Task):
