@@ -28,14 +28,12 @@ from rnnkit.nn.base import SUFFIXES, RecurrentLayer, StateSpec
 from rnnkit.nn.cells import LSTMState, torch_default_init
 from rnnkit.nn.checks import (
     check_features,
-    check_flag,
     check_input,
     check_lengths,
     check_probability,
-    check_size,
     check_zoneout,
     initial_state,
-    warn_dropout_one_layer,
+    set_stack_arguments,
 )
 from rnnkit.nn.unroll import unroll
 
@@ -62,14 +60,8 @@ class CellLayer(RecurrentLayer):
                  input_dropout=0.0) -> None:
         # fmt: on
         super().__init__()
-        self.input_size = check_size("input_size", input_size)
-        self.hidden_size = check_size("hidden_size", hidden_size)
-        self.num_layers = check_size("num_layers", num_layers)
-        self.bias = check_flag("bias", bias)
-        self.batch_first = check_flag("batch_first", batch_first)
-        self.bidirectional = check_flag("bidirectional", bidirectional)
-        self.dropout = check_probability("dropout", dropout)
-        warn_dropout_one_layer(self.dropout, num_layers, stacklevel=5)
+        set_stack_arguments(self, input_size, hidden_size, num_layers, bias, batch_first,
+                            bidirectional, dropout, stacklevel=5)  # fmt: skip
         self.gates, self.state_names = gates, state
         self.zoneout = check_zoneout(zoneout, len(state))
         self.recurrent_dropout = check_probability("recurrent_dropout", recurrent_dropout)

@@ -72,6 +72,21 @@ def warn_dropout_one_layer(dropout: float, num_layers: int, stacklevel: int = 3)
         )
 
 
+# fmt: off
+def set_stack_arguments(layer, input_size, hidden_size, num_layers, bias, batch_first,
+                        bidirectional, dropout, stacklevel: int) -> None:
+    # fmt: on
+    """Check a stacked layer's torch.nn arguments and set them on ``layer`` under torch's names
+    (``stacklevel``: where the one-layer dropout warning points, counted from here)."""
+    layer.input_size = check_size("input_size", input_size)
+    layer.hidden_size = check_size("hidden_size", hidden_size)
+    layer.num_layers = check_size("num_layers", num_layers)
+    layer.bias = check_flag("bias", bias)
+    layer.batch_first = check_flag("batch_first", batch_first)
+    layer.bidirectional = check_flag("bidirectional", bidirectional)
+    layer.dropout = check_probability("dropout", dropout)
+    warn_dropout_one_layer(layer.dropout, num_layers, stacklevel=stacklevel + 1)
+
 # ---- forward inputs ------------------------------------------------------------------------
 
 

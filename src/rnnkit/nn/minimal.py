@@ -55,13 +55,10 @@ from rnnkit.nn.cells import torch_default_init
 from rnnkit.nn.checks import (
     check_choice,
     check_features,
-    check_flag,
     check_input,
     check_lengths,
-    check_probability,
-    check_size,
     initial_state,
-    warn_dropout_one_layer,
+    set_stack_arguments,
 )
 
 IMPLS = ("auto", "scan", "fused", "sequential")
@@ -217,14 +214,8 @@ class _MinimalRNN(RecurrentLayer):
                  dropout=0.0, bidirectional=False, device=None, dtype=None, *, impl="auto"):
         # fmt: on
         super().__init__()
-        self.input_size = check_size("input_size", input_size)
-        self.hidden_size = check_size("hidden_size", hidden_size)
-        self.num_layers = check_size("num_layers", num_layers)
-        self.bias = check_flag("bias", bias)
-        self.batch_first = check_flag("batch_first", batch_first)
-        self.bidirectional = check_flag("bidirectional", bidirectional)
-        self.dropout = check_probability("dropout", dropout)
-        warn_dropout_one_layer(self.dropout, num_layers, stacklevel=4)
+        set_stack_arguments(self, input_size, hidden_size, num_layers, bias, batch_first,
+                            bidirectional, dropout, stacklevel=4)  # fmt: skip
         self.impl = check_choice("impl", impl, IMPLS)
         factory = {"device": device, "dtype": dtype}
         for layer in range(num_layers):
