@@ -63,7 +63,6 @@ class FramesOptions(TaskOptions):
         need(self.frames >= 2, "frames", "an integer >= 2", self.frames)
         odd = self.kernel >= 1 and self.kernel % 2 == 1
         need(odd, "kernel", "an odd positive integer", self.kernel)
-        check_config(config.model)  # the ConvLSTM's model rules, before any data is made
 
 
 class FramesTask(Task):
@@ -77,6 +76,7 @@ class FramesTask(Task):
         self, config, meta: dict[str, Any] | None = None, world: World | None = None
     ) -> None:
         super().__init__(config, meta, world)
+        check_config(config.model)  # the ConvLSTM's model rules, before any data is made
         self.loss_name = self.options.loss.upper()
         if meta is not None:  # bounded by Task.__init__ (rnnkit.tasks.meta)
             self.frame_size, self.frames = (
