@@ -53,15 +53,35 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def positive(text: str) -> int:
-    """An argparse type: an integer >= 1."""
+def _at_least(text: str, minimum: int, expected: str) -> int:
+    """``text`` as an integer >= ``minimum``, or argparse's error saying what was ``expected``."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    return _at_least(text, 1, "a positive integer")
+
+
+def non_negative(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    return _at_least(text, 0, "an integer >= 0")
+
+
+def add_decoding(parser: argparse.ArgumentParser) -> None:
+    """seq2seq's ``--decode`` and ``--beam-width`` (``eval`` and ``predict``)."""
+    parser.add_argument(
+        "--decode", choices=("greedy", "sample", "beam"), help="(seq2seq; default: the run's)"
+    )
+    parser.add_argument(
+        "--beam-width", type=positive, help="(seq2seq --decode beam; default: the run's)"
+    )
 
 
 def deprecated(parser: argparse.ArgumentParser, old: str, new: str, **options: Any) -> None:
@@ -90,17 +110,6 @@ def use_threads(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-
-
-def non_negative(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def check_writable(path: str | Path, flag: str) -> None:

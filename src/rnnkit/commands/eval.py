@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from rnnkit.commands.args import add_threads, positive, use_threads
+from rnnkit.commands.args import add_decoding, add_threads, use_threads
 
 
 def add_parser(commands) -> None:
@@ -34,12 +34,7 @@ def add_parser(commands) -> None:
     evaluate.add_argument(
         "--figures", metavar="DIR", help="also write the task's pictures of --split into DIR"
     )
-    evaluate.add_argument(
-        "--decode", choices=("greedy", "sample", "beam"), help="(seq2seq; default: the run's)"
-    )
-    evaluate.add_argument(
-        "--beam-width", type=positive, help="(seq2seq --decode beam; default: the run's)"
-    )
+    add_decoding(evaluate)
     evaluate.add_argument(
         "--cache-dir",
         metavar="DIR",

@@ -14,7 +14,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnkit.commands.args import add_threads, check_writable, deprecated, positive, use_threads
+from rnnkit.commands.args import (
+    add_decoding,
+    add_threads,
+    check_writable,
+    deprecated,
+    positive,
+    use_threads,
+)
 from rnnkit.errors import UserError
 
 
@@ -28,12 +35,7 @@ def add_parser(commands) -> None:
         help="texts (classify, tag, seq2seq), conditions (generate-from) or CSV files (forecast)",
     )
     predict.add_argument("--top", type=positive, help="classes shown per input (classify)")
-    predict.add_argument(
-        "--decode", choices=("greedy", "sample", "beam"), help="(seq2seq; default: the run's)"
-    )
-    predict.add_argument(
-        "--beam-width", type=positive, help="(seq2seq --decode beam; default: the run's)"
-    )
+    add_decoding(predict)
     predict.add_argument("--temperature", type=float, help="(seq2seq, generate-from)")
     predict.add_argument("--num-samples", type=positive, help="(generate-from)")
     predict.add_argument("--seed", type=int, help="random seed (default: the run's)")
