@@ -112,6 +112,23 @@ def use_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+def add_device(parser: argparse.ArgumentParser, help: str = "") -> None:
+    """``--device auto|cpu|cuda|cuda:N|mps`` (:func:`use_device` resolves it)."""
+    text = help or (
+        "where to run: auto (CUDA if available, else MPS if available, else the CPU), cpu, "
+        "cuda, cuda:N or mps"
+    )
+    parser.add_argument("--device", default="auto", metavar="DEVICE", help=text)
+
+
+def use_device(args: argparse.Namespace):
+    """The ``torch.device`` that ``--device`` names, checked to be there (one-line error,
+    exit 2, otherwise): ``rnnkit.devices.resolve_device``."""
+    from rnnkit.devices import resolve_device
+
+    return resolve_device(getattr(args, "device", "auto"))
+
+
 def check_writable(path: str | Path, flag: str) -> None:
     """A file to write: not a directory, in a directory that exists (checked before any work)."""
     target = Path(path)
