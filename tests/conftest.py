@@ -21,5 +21,5 @@ def pytest_collection_modifyitems(config, items):
     why = "no CUDA device is visible" if torch.backends.cuda.is_built() else "a CPU build of torch"
     skip = pytest.mark.skip(reason=f"needs a CUDA device ({why})")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
