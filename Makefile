@@ -7,11 +7,20 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-# torch is pinned first to the CPU build this machine has, so nothing pulls a CUDA build.
+# PyTorch is installed first, as TORCH says: pip takes the build of torch 2.13.0 that its
+# configured package index offers -- the default wheel for Linux carries CUDA, and this
+# project's CI machines are configured with the CPU build. To choose the build, point pip at
+# the index of that build (TORCH_PIP="--index-url URL", as pytorch.org's install selector
+# shows); to keep a torch already in the environment (a system one with CUDA, a virtualenv made
+# with --system-site-packages: VENV_ARGS=--system-site-packages), set TORCH= (empty).
+TORCH     ?= torch==2.13.0
+TORCH_PIP ?=
+VENV_ARGS ?=
+
 $(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(PY) || python3 -m venv $(VENV_ARGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(if $(strip $(TORCH)),$(PY) -m pip install --quiet $(TORCH_PIP) '$(TORCH)')
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
