@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from rnnkit.commands.args import add_decoding, add_threads, use_threads
+from rnnkit.commands.args import add_decoding, add_device, add_threads, use_device, use_threads
 
 
 def add_parser(commands) -> None:
@@ -42,13 +42,16 @@ def add_parser(commands) -> None:
         "or ~/.cache/rnnkit; never the checkpoint's data.cache_dir)",
     )
     add_threads(evaluate)
+    add_device(evaluate)
 
 
 def run(args: argparse.Namespace) -> int:
+    from rnnkit.devices import describe_device
     from rnnkit.tasks.saved import load_task
 
     use_threads(args)
-    task, model, config = load_task(args.checkpoint)
+    device = use_device(args)  # a missing device is refused before the checkpoint is read
+    task, model, config = load_task(args.checkpoint, device)
     config.data.cache_dir = args.cache_dir  # never the checkpoint's: it would choose our writes
     if args.decode is not None:  # the task decodes by its options: the run's, unless given
         task.options.decode = args.decode
@@ -58,12 +61,16 @@ def run(args: argparse.Namespace) -> int:
     if args.paths:
         figures = task.evaluate_paths(model, args.paths)
     else:
-        print(f"rnnkit eval: scoring {task.own_data(args.split)}", file=sys.stderr)
+        where = describe_device(device)
+        print(f"rnnkit eval: scoring {task.own_data(args.split)} on {where}", file=sys.stderr)
         task.prepare()  # the run's own data, split as in training
         figures = task.evaluate(model, args.split)
         if args.figures:
             Path(args.figures).mkdir(parents=True, exist_ok=True)
             for path in task.write_figures(model, Path(args.figures), args.split):
                 print(f"wrote {path}", file=sys.stderr)
-    print(json.dumps(figures) if args.json else task.eval_line(figures))
+    if args.json:
+        print(json.dumps({**figures, "device": describe_device(device)}))
+    else:
+        print(task.eval_line(figures))
     return 0

@@ -16,10 +16,12 @@ from pathlib import Path
 
 from rnnkit.commands.args import (
     add_decoding,
+    add_device,
     add_threads,
     check_writable,
     deprecated,
     positive,
+    use_device,
     use_threads,
 )
 from rnnkit.errors import UserError
@@ -47,6 +49,7 @@ def add_parser(commands) -> None:
     )
     deprecated(predict, "--out", "--output", metavar="FILE")
     add_threads(predict)
+    add_device(predict)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from rnnkit.tasks.saved import load_task
 
     use_threads(args)
-    task, model, _ = load_task(args.checkpoint)
+    device = use_device(args)  # a missing device is refused before the checkpoint is read
+    task, model, _ = load_task(args.checkpoint, device)
     names = ("top", "decode", "beam_width", "temperature", "num_samples", "seed")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if not args.inputs and task.predict_inputs:

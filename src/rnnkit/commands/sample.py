@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnnkit.commands.args import add_threads, positive, use_threads
+from rnnkit.commands.args import add_device, add_threads, positive, use_device, use_threads
 from rnnkit.errors import UserError
 from rnnkit.generation import DEFAULT_LENGTH, DEFAULT_TEMPERATURE
 from rnnkit.wording import sample_banner
@@ -55,6 +55,14 @@ def add_parser(commands) -> None:
         "else torch; a run directory is exported on the fly unless it holds model.onnx)",
     )
     add_threads(sample)
+    add_device(sample, help=_DEVICE_HELP)
+
+
+_DEVICE_HELP = (
+    "where the model runs (--runtime torch): auto (CUDA if available, else MPS if available, "
+    "else the CPU), cpu, cuda, cuda:N or mps; a seed gives the same text on the same device "
+    "(a CUDA generator draws other numbers than the CPU's)"
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,14 +71,17 @@ def run(args: argparse.Namespace) -> int:
 
     use_threads(args)
     runtime = args.runtime or ("onnx" if str(args.checkpoint).endswith(".onnx") else "torch")
+    device = use_device(args)  # a missing device is refused before the checkpoint is read
     if runtime == "onnx":
+        if args.device not in ("auto", "cpu"):
+            raise UserError(f"--device {args.device} needs --runtime torch (onnx runs on the CPU)")
         from rnnkit.export.checked import load_for_sample
 
         if args.condition is not None:
             raise UserError("--condition needs --runtime torch (ONNX export is for lm runs)")
         model, vocab = load_for_sample(args.checkpoint, threads=args.threads or None)
     else:
-        task, model, config = load_task(args.checkpoint)
+        task, model, config = load_task(args.checkpoint, device)
         if task.conditional_sampling:
             return _sample_conditioned(task, model, args)
         if not task.language_model:

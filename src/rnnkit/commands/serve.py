@@ -19,6 +19,7 @@ import argparse
 import socket
 import sys
 
+from rnnkit.commands.args import add_device, use_device
 from rnnkit.errors import UserError
 from rnnkit.serve.connections import BACKLOG, check_seconds
 
@@ -111,6 +112,7 @@ def add_parser(commands) -> None:
         default="info",
         help="uvicorn's log level (warning: no line per request)",
     )
+    add_device(serve)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,8 +120,10 @@ def run(args: argparse.Namespace) -> int:
     requests in flight and shuts down, then the interrupt reaches ``rnnkit.cli.main``, which
     prints ``rnnkit: interrupted`` and exits 130, as every rnnkit command does."""
     _check_flags(args)
+    device = use_device(args)  # a missing device is refused before anything is loaded
     uvicorn = _require_serve_extra()
     from rnnkit.checkpoint.runs import find_checkpoint
+    from rnnkit.devices import describe_device
     from rnnkit.serve import connections
     from rnnkit.serve.app import create_app
     from rnnkit.serve.request import Limits
@@ -128,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     limits = Limits(args.max_length, args.max_prime, args.max_concurrent, args.queue,
                     args.max_connections, args.request_timeout, args.keep_alive)  # fmt: skip
     connections.raise_fd_limit(limits.max_connections)
-    model, vocab, config = load_model(args.checkpoint)
+    model, vocab, config = load_model(args.checkpoint, device)
     source = str(find_checkpoint(args.checkpoint).resolve())
     sock = _bind(args.host, args.port)
     app = create_app(model, vocab, config, limits, threads=args.threads, source=source,
@@ -137,8 +141,9 @@ def run(args: argparse.Namespace) -> int:
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     m = config.model
     print(
-        f"rnnkit serve: {source} ({m.cell} {m.layers}x{m.hidden}, {len(vocab)} symbols) on {url} "
-        f"(max-concurrent {limits.max_concurrent}, queue {limits.queue}; Ctrl-C stops)",
+        f"rnnkit serve: {source} ({m.cell} {m.layers}x{m.hidden}, {len(vocab)} symbols, "
+        f"{describe_device(device)}) on {url} (max-concurrent {limits.max_concurrent}, "
+        f"queue {limits.queue}; Ctrl-C stops)",
         file=sys.stderr,
         flush=True,
     )

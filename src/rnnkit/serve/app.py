@@ -9,7 +9,8 @@
                      pieces join to the text) then ``done`` ({"finish_reason", "seed", "chars"})
                      or ``error`` ({"error": "..."})
     GET  /health     -> {"status": "ok", "running": 1, "waiting": 0}
-    GET  /model      -> cell, layers, hidden, embed, vocab size and kind, parameters, run, limits
+    GET  /model      -> cell, layers, hidden, embed, vocab size and kind, parameters, run, device,
+                        limits
 
 Every field of a request is optional. Without ``seed`` the server draws one and returns it, so
 any answer can be reproduced: generation uses a private ``torch.Generator`` per request, so a
@@ -25,11 +26,15 @@ field, prime characters outside the vocabulary); 429 every worker busy and the q
 
 Concurrency: generation is blocking torch code, run in a pool of ``max_concurrent`` worker
 threads; up to ``queue`` more requests wait for a worker (first come, first served), the next
-one is refused at once with 429. A streamed answer sends what was generated every
-``STREAM_INTERVAL``, not an event per token. A streaming client that disconnects stops its
-generation at the next piece and frees its worker. What is not here: the request body, its
-limits and its 4xx messages (``request.py``); the body limit (``body.py``); connections and
-their limits (``connections.py``); the command line and the socket (``command.py``).
+one is refused at once with 429. The model sits on one device (``rnnkit serve --device``) and
+every request generates there. On CUDA the workers queue their steps on the device's default
+stream, so up to ``max_concurrent`` generations interleave on the GPU, each with its own
+generator on the device: a seeded answer does not depend on the others. A streamed answer
+sends what was generated every ``STREAM_INTERVAL``, not an event per token. A streaming client
+that disconnects stops its generation at the next piece and frees its worker. What is not
+here: the request body, its limits and its 4xx messages (``request.py``); the body limit
+(``body.py``); connections and their limits (``connections.py``); the command line and the
+socket (``command.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from rnnkit import __version__
+from rnnkit.devices import describe_device, model_device
 from rnnkit.errors import UserError
 from rnnkit.generation import generate
 from rnnkit.serve.body import BodyLimit
@@ -138,6 +144,7 @@ def create_app(model, vocab, config, limits: Limits | None = None, *, threads: i
     about = {"cell": m.cell, "layers": m.layers, "hidden": m.hidden, "embed": m.embed,
              "vocab_size": len(vocab), "vocab_kind": vocab.kind,
              "parameters": sum(p.numel() for p in model.parameters()), "run": source,
+             "device": describe_device(model_device(model)),
              "rnnkit": __version__, "limits": shown_limits}  # fmt: skip
 
     @app.get("/health")

@@ -133,9 +133,15 @@ def _quoted(path: Path):
         raise UserError(cut) from None
 
 
-def load_task(path: str | Path) -> tuple[Task, nn.Module, RunConfig]:
+def load_task(
+    path: str | Path, device: torch.device | str | None = None
+) -> tuple[Task, nn.Module, RunConfig]:
     """Rebuild a run's task (from its saved meta, without the training data) and its trained
-    model (eval mode, CPU) from a checkpoint or run directory."""
+    model (eval mode) from a checkpoint or run directory.
+
+    The model is built and loaded on the CPU (the checkpoint is device-free, and the weights
+    were checked against the config on the ``meta`` device first), then moved to ``device``:
+    None is the CPU, the library's default; the commands pass their resolved ``--device``."""
     ckpt, config, meta = read_run_checkpoint(path)  # the weights fit the config: built for real
     config.data.cache_dir = None  # where we write is the user's to choose, never a checkpoint's
     with _quoted(ckpt.path):
@@ -146,13 +152,17 @@ def load_task(path: str | Path) -> tuple[Task, nn.Module, RunConfig]:
     except RuntimeError as error:
         first = str(error).strip().splitlines()
         raise UserError(f"{ckpt.path}: weights do not fit the model config: {first[-1]}") from None
+    if device is not None:
+        model = model.to(torch.device(device))
     return task, model.eval(), config
 
 
-def load_model(path: str | Path) -> tuple[LanguageModel, Vocab, RunConfig]:
-    """Rebuild a trained language model (eval mode, CPU) and its vocabulary: a run of a task
-    whose ``language_model`` is true."""
-    task, model, config = load_task(path)
+def load_model(
+    path: str | Path, device: torch.device | str | None = None
+) -> tuple[LanguageModel, Vocab, RunConfig]:
+    """Rebuild a trained language model (eval mode, on ``device``; None: the CPU) and its
+    vocabulary: a run of a task whose ``language_model`` is true."""
+    task, model, config = load_task(path, device)
     if not task.language_model:
         raise UserError(f"{path} holds a --task {config.task.name} model, not a language model")
     return model, task.vocab, config
