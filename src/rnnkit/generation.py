@@ -11,6 +11,13 @@ Speed: all samples run as one batch (one ``model.step`` and one draw per step), 
 goes into one preallocated buffer that is also the next step's input, and the host reads the
 ids at most once per step (only when stop strings or streaming need them, else once at the
 end). The step itself is the model's: ``benchmarks/generation.py`` measures both.
+
+Devices: generation runs where the model's parameters are. The prime goes there once, the id
+buffer is allocated there and the draws use a ``torch.Generator`` on that device (a CUDA
+generator for a model on CUDA), so nothing but the ids read above crosses to the host. A seed
+therefore gives the same text on the same kind of device (the CPU's texts are those of every
+earlier release); a CUDA generator draws other numbers than the CPU's, so the same seed gives
+a different -- equally likely -- text on a GPU.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError
 
 #: the temperature of ``generate()``, ``rnnkit sample``, ``rnnkit serve`` and the samples
@@ -319,14 +327,13 @@ def _sample(model, ids, n, length, streams, on_text, settings, seed) -> list[lis
     every stream has stopped; without, nothing is read until the end, when the buffer is
     returned as N lists of ids.
     """
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    idx = torch.as_tensor(ids, dtype=torch.long, device=device)
+    device = model_device(model)
+    idx = to_device(torch.from_numpy(ids.astype(np.int64)), device)  # (P,), one copy
     out = model(idx.unsqueeze(0).expand(n, -1))  # idx (N, P)
     logits, state = out.logits[:, -1], out.state  # (N, V)
     if not bool(torch.isfinite(logits).all()):
         raise UserError("the model's logits are not finite (NaN or inf weights?): cannot sample")
-    generator = torch.Generator(device=logits.device)
+    generator = torch.Generator(device=logits.device)  # draws on the model's device
     if seed is None:
         generator.seed()
     else:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.config import ModelConfig
+from rnnkit.devices import to_device
 from rnnkit.nn.registry import get_cell
 
 
@@ -63,10 +64,11 @@ def pool(out: Tensor, lengths: Tensor, how: str, state=None, bidirectional: bool
     state; needs ``state``), ``mean`` or ``max``. Padding never contributes."""
     if how == "last":
         return last_hidden(state, bidirectional)
-    valid = torch.arange(out.size(1), device=out.device)[None, :] < lengths.to(out.device)[:, None]
+    lengths = to_device(lengths, out.device)  # one copy (pinned, non-blocking) from the host
+    valid = torch.arange(out.size(1), device=out.device)[None, :] < lengths[:, None]
     valid = valid.unsqueeze(-1)  # (N, L, 1)
     if how == "mean":
-        return (out * valid).sum(1) / lengths.to(out.device, out.dtype)[:, None]
+        return (out * valid).sum(1) / lengths.to(out.dtype)[:, None]
     if how == "max":
         return out.masked_fill(~valid, float("-inf")).amax(1)
     raise ValueError(f"pooling must be last, mean or max, got {how!r}")

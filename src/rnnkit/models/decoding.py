@@ -13,6 +13,11 @@ a hypothesis that emits EOS among the step's top ``beam_width`` candidates is fi
 score ``sum log p / length ** length_penalty`` (length counts the EOS); an input stops when it
 has ``beam_width`` finished hypotheses (or at ``max_len``, when the live ones are finished as
 they are) and returns its best-scoring one. With ``beam_width=1`` this is greedy decoding.
+
+Devices: everything runs where ``src`` is (the model's device). Per step the host reads the
+step's ids once (greedy and sampling: whether every row is done; beam search: the 2K best
+candidates of each input, whose bookkeeping is Python) and beam search sends the chosen rows,
+tokens and scores back in one pinned, non-blocking copy.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.data.tokens import BOS, EOS, PAD
+from rnnkit.devices import to_device
 from rnnkit.models.seq2seq import Seq2Seq, select_state
 
 Choose = Callable[[Tensor], Tensor]  # logits (N, V) -> chosen ids (N,)
@@ -110,9 +116,10 @@ def beam_search(
         rows = [i * k + beam for i, hyps in enumerate(live) for _, beam, _ in hyps]
         tokens = [tok for hyps in live for _, _, tok in hyps]
         beams.prefixes = [beams.prefixes[r] + [tok] for r, tok in zip(rows, tokens, strict=True)]
-        state = select_state(state, torch.tensor(rows, device=device))
-        token = torch.tensor(tokens, device=device)
-        scores = torch.tensor([s for hyps in live for s, _, _ in hyps], device=device).view(n, k)
+        chosen = torch.tensor([rows, tokens]), torch.tensor([s for h in live for s, _, _ in h])
+        (rows_now, token), scores = to_device(chosen, device)  # (2, N*K) ids, (N*K,) scores
+        state = select_state(state, rows_now)
+        scores = scores.view(n, k)
     return [max(done, key=lambda d: d[0])[1] if done else [] for done in beams.finished]
 
 

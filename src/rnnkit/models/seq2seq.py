@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.config import ModelConfig
+from rnnkit.devices import to_device
 from rnnkit.models.common import has_cell_state, recurrent
 from rnnkit.nn.cells import LSTMState
 
@@ -95,8 +96,9 @@ class Seq2Seq(nn.Module):
 
     # ---- encoder -----------------------------------------------------------------------------
     def encode(self, src: Tensor, src_lengths: Tensor) -> Encoded:
-        """Run the encoder over the padded ``src`` (N, S) and bridge its final states."""
-        src_lengths = src_lengths.cpu()
+        """Run the encoder over the padded ``src`` (N, S) and bridge its final states.
+        ``src_lengths`` (N,) are best kept on the host, where packing reads them."""
+        src_lengths = src_lengths.cpu()  # copies nothing when they are on the host
         emb = self.embed_dropout(self.src_embedding(src))  # (N, S, E)
         memory, state = self.encoder(emb, lengths=src_lengths)  # (N, S, D*H)
         if isinstance(state, tuple):  # the encoder's (h, c)
@@ -104,9 +106,9 @@ class Seq2Seq(nn.Module):
             init: State = LSTMState(h0, c0)
         else:
             init = self._bridge(state, self.bridge_h)
-        mask = torch.arange(src.size(1))[None, :] < src_lengths[:, None]  # (N, S)
+        mask = torch.arange(src.size(1))[None, :] < src_lengths[:, None]  # (N, S), host
         keys = self.attn_in(memory) if self.attention else None  # (N, S, H)
-        return Encoded(memory, keys, mask.to(src.device), init)
+        return Encoded(memory, keys, to_device(mask, src.device), init)
 
     def _bridge(self, s: Tensor, linear: nn.Module) -> Tensor:
         """(layers*D, N, H) final states -> (layers, N, H): per layer, tanh(W [fwd; bwd] + b)."""

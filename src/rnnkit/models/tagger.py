@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from rnnkit.config import ModelConfig
 from rnnkit.data.batching import mask
+from rnnkit.devices import to_device
 from rnnkit.models.common import last_hidden, recurrent
 
 CHAR_EMBED = 32  # character embedding size (the character encoder is small by design)
@@ -78,8 +79,10 @@ class SequenceTagger(nn.Module):
     ) -> Tensor:
         """Tag logits ``(N, L, T)`` for word ids ``words`` (N, L) of sentences ``lengths``
         (N,), with each word's character ids ``chars`` (N, L, W) and ``char_lengths`` (N, L)
-        (ignored when ``char_hidden`` is 0). Positions at or past a sentence's length are
-        padding: their logits are meaningless and never affect the others."""
+        (ignored when ``char_hidden`` is 0). Both lengths are best kept on the host (CPU
+        int64), where packing reads them: then no call waits for the device. Positions at or
+        past a sentence's length are padding: their logits are meaningless and never affect
+        the others."""
         x = self.word_embed(words)  # (N, L, E)
         if self.char_hidden:
             x = torch.cat([x, self.spell(lengths, chars, char_lengths)], dim=-1)  # (N, L, E+2C)
@@ -91,14 +94,14 @@ class SequenceTagger(nn.Module):
         """Each valid word's final forward and backward character states, concatenated;
         zeros at padded positions: (N, L, 2C)."""
         N, L = chars.shape[:2]
-        valid = mask(lengths.cpu(), L).to(chars.device)  # (N, L)
-        word_lengths = char_lengths[valid].cpu()  # (M,) the M real words of the batch
+        valid = mask(lengths.cpu(), L).flatten()  # (N*L,) on the host: .cpu() copies nothing
+        word_lengths = char_lengths.cpu().flatten()[valid]  # (M,) the M real words
         if bool((word_lengths < 1).any()):
             raise ValueError("char_lengths must be >= 1 at every valid word position")
-        word_chars = chars[valid][:, : int(word_lengths.max())]  # (M, W')
+        rows = to_device(valid.nonzero().squeeze(1), chars.device)  # (M,) positions in N*L
+        word_chars = chars.flatten(0, 1)[rows, : int(word_lengths.max())]  # (M, W')
         c = self.char_embed(word_chars)  # (M, W', CHAR_EMBED)
         _, state = self.char_rnn(c, lengths=word_lengths)
         spelled = last_hidden(state, bidirectional=True)  # (M, 2C)
-        out = spelled.new_zeros(N, L, spelled.size(-1))  # (N, L, 2C)
-        out[valid] = spelled
-        return out
+        out = spelled.new_zeros(N * L, spelled.size(-1))  # (N*L, 2C)
+        return out.index_copy(0, rows, spelled).view(N, L, -1)  # (N, L, 2C)

@@ -25,6 +25,7 @@ from rnnkit.config import RunConfig, TaskOptions, need, opt
 from rnnkit.data.batching import EpochOrder, pad, split_indices
 from rnnkit.data.labelled import check_classes, read_labelled
 from rnnkit.data.tokens import PAD, TokenVocab, tokenize
+from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError
 from rnnkit.models.classifier import SequenceClassifier
 from rnnkit.tasks import metrics
@@ -149,10 +150,10 @@ class ClassifyTask(Task):
     # ---- training and evaluation ---------------------------------------------------------
     def train_loss(self, model: nn.Module, batch: Batch, step: int) -> StepOutput:
         model.train()
-        tokens, lengths, targets = batch
-        device = _device(model)
-        logits = model(tokens.to(device), lengths)  # (N, C)
-        loss = F.cross_entropy(logits, targets.to(device))
+        tokens, lengths, targets = batch  # lengths stay on the host: packing reads them there
+        tokens, targets = to_device((tokens, targets), model_device(model))
+        logits = model(tokens, lengths)  # (N, C)
+        loss = F.cross_entropy(logits, targets)
         return StepOutput(loss, len(targets))
 
     def evaluate(self, model: nn.Module, split: str = "val", max_batches: int = 0) -> dict:
@@ -191,7 +192,7 @@ class ClassifyTask(Task):
         tokens, lengths, _ = _batch(examples)
         model.eval()
         with torch.no_grad():
-            probs = model(tokens.to(_device(model)), lengths).softmax(-1).cpu()  # (N, C)
+            probs = model(to_device(tokens, model_device(model)), lengths).softmax(-1).cpu()
         values, ids = probs.topk(min(top, len(self.labels)), dim=-1)
         lines = []
         for text, p, i in zip(texts, values.tolist(), ids.tolist(), strict=True):
@@ -229,31 +230,30 @@ class ClassifyTask(Task):
         self, model: nn.Module, examples: list[tuple[list[int], int]], max_batches: int = 0
     ) -> tuple[float, np.ndarray]:
         """Mean cross-entropy and confusion matrix over ``examples``, batched by length;
-        ``max_batches`` > 0 scores a fixed seeded sample of that many batches."""
+        ``max_batches`` > 0 scores a fixed seeded sample of that many batches. Both are summed
+        on the model's device and read once at the end."""
         size = max(self.config.train.batch_size, 256)
         if max_batches > 0 and len(examples) > max_batches * size:
             sample = np.random.default_rng([self.config.train.seed, 1]).permutation(len(examples))
             examples = [examples[i] for i in sample[: max_batches * size]]
         order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
         starts = range(0, len(order), size)
-        was_training, device = model.training, _device(model)
+        was_training, device = model.training, model_device(model)
         model.eval()
-        total, truth, predicted = 0.0, [], []
+        total = metrics.Sums(device, "loss")
+        counts = torch.zeros(len(self.labels), len(self.labels), dtype=torch.long, device=device)
         with torch.no_grad():
             for start in starts:
                 tokens, lengths, targets = _batch(
                     [examples[i] for i in order[start : start + size]]
                 )
-                logits = model(tokens.to(device), lengths).float().cpu()  # (N, C)
-                total += float(F.cross_entropy(logits, targets, reduction="sum"))
-                truth.append(targets)
-                predicted.append(logits.argmax(-1))
+                tokens, targets = to_device((tokens, targets), device)
+                logits = model(tokens, lengths).float()  # (N, C)
+                total.add("loss", F.cross_entropy(logits, targets, reduction="sum"))
+                metrics.count_pairs(counts, targets, logits.argmax(-1))
         model.train(was_training)
-        truth_all, predicted_all = torch.cat(truth), torch.cat(predicted)
-        matrix = metrics.confusion_matrix(
-            truth_all.numpy(), predicted_all.numpy(), len(self.labels)
-        )
-        return total / max(1, len(truth_all)), matrix
+        matrix = counts.cpu().numpy()
+        return total.read()["loss"] / max(1, int(matrix.sum())), matrix
 
     def _check_known(self, labels: list[str], paths: list[str]) -> None:
         unknown = sorted(set(labels) - set(self.labels))
@@ -302,7 +302,3 @@ def _metrics(loss: float, matrix: np.ndarray) -> dict[str, float]:
         "accuracy": metrics.accuracy(matrix),
         "macro_f1": metrics.macro_f1(matrix),
     }
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device

@@ -40,6 +40,7 @@ from rnnkit.data.series import (
     read_series,
     split_series,
 )
+from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError, short
 from rnnkit.models.forecaster import Forecaster
 from rnnkit.tasks.base import StepOutput, Task, World
@@ -225,27 +226,29 @@ class ForecastTask(Task):
 
     def train_loss(self, model: nn.Module, batch: Tensor, step: int) -> StepOutput:
         model.train()
-        batch = batch.to(_device(model))
+        batch = to_device(batch, model_device(model))
         loss = self._loss(model, batch).mean()
         return StepOutput(loss, batch.size(0) * (batch.size(1) - 1))
 
     @torch.no_grad()
     def _run(self, model: nn.Module, raw: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
-        """Forecasts, truth and baseline (M, H, C) in original units, per-window loss (M,)."""
+        """Forecasts, truth and baseline (M, H, C) in original units, per-window loss (M,).
+        Batches are cut on the host and moved; losses and forecasts stay on the model's device
+        until the end, read back in one copy each."""
         assert self.normaliser is not None
         model.eval()
-        device, W = _device(model), self.window
+        device, W = model_device(model), self.window
         values = torch.tensor(self.normaliser.transform(raw), dtype=torch.float32)
         losses, preds = [], []
         for i in range(0, len(starts), _EVAL_BATCH):
-            batch = self._stretches(values, starts[i : i + _EVAL_BATCH]).to(device)
-            losses.append(self._loss(model, batch).cpu())
-            preds.append(model.forecast(batch[:, :W], self.horizon).cpu())
+            batch = to_device(self._stretches(values, starts[i : i + _EVAL_BATCH]), device)
+            losses.append(self._loss(model, batch))
+            preds.append(model.forecast(batch[:, :W], self.horizon))
         index = starts[:, None] + np.arange(W + self.horizon)  # (M, W + H)
         history, truth = raw[index[:, :W]], raw[index[:, W:]]
         return {
-            "loss": torch.cat(losses).double().numpy(),
-            "forecast": self.normaliser.inverse(torch.cat(preds).double().numpy()),
+            "loss": torch.cat(losses).cpu().double().numpy(),
+            "forecast": self.normaliser.inverse(torch.cat(preds).cpu().double().numpy()),
             "truth": truth,
             "baseline": seasonal_naive(history, self.horizon, self.season),
             "history": history,
@@ -320,14 +323,10 @@ class ForecastTask(Task):
                 raise UserError(f"{path}: {len(raw)} rows, fewer than --window {self.window}")
             x = torch.tensor(self.normaliser.transform(raw[-self.window :]), dtype=torch.float32)
             with torch.no_grad():
-                pred = model.forecast(x[None].to(_device(model)), horizon)[0].cpu()
+                pred = model.forecast(to_device(x[None], model_device(model)), horizon)[0].cpu()
             for row in self.normaliser.inverse(pred.double().numpy()):
                 writer.writerow(([path] if several else []) + [f"{v:.6g}" for v in row])
         return buffer.getvalue().rstrip("\n")
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _plot_forecasts(run: dict, columns: list[str], path: Path, split: str, season: int) -> Path:

@@ -29,9 +29,11 @@ from torch import Tensor, nn
 from rnnkit.config import RunConfig, TaskOptions, need, opt
 from rnnkit.data.batching import EpochOrder
 from rnnkit.data.shapes import moving_shapes
+from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError, short
 from rnnkit.models.frames import FramePredictor, check_config
 from rnnkit.tasks.base import StepOutput, Task, World
+from rnnkit.tasks.metrics import Sums
 
 NO_FILES = (
     "frames reads the built-in moving-shapes generator (--synthetic shapes); "
@@ -141,8 +143,7 @@ class FramesTask(Task):
         return fn(pred, target)
 
     def train_loss(self, model: nn.Module, batch: Tensor, step: int) -> StepOutput:
-        device = next(model.parameters()).device
-        frames = batch.to(device)  # (N, L, 1, S, S)
+        frames = to_device(batch, model_device(model))  # (N, L, 1, S, S)
         pred = model(frames)  # (N, L, 1, S, S): pred[:, t] guesses frames[:, t + 1]
         loss = self.loss(pred[:, :-1], frames[:, 1:])
         return StepOutput(loss, count=frames.size(0) * (frames.size(1) - 1))
@@ -152,23 +153,23 @@ class FramesTask(Task):
         data = self._split(split)
         if len(data) == 0:
             raise UserError(f"the {split} split is empty (raise --{split}-fraction)")
-        was_training, device = model.training, next(model.parameters()).device
+        was_training, device = model.training, model_device(model)
         model.eval()
         batch_size = self.config.train.batch_size
-        total = {"loss": 0.0, "mse": 0.0, "baseline_mse": 0.0}
+        total = Sums(device, "loss", "mse", "baseline_mse")  # on the device, read once
         sequences = 0
         for b, start in enumerate(range(0, len(data), batch_size)):
             if max_batches and b >= max_batches:
                 break
-            frames = torch.from_numpy(data[start : start + batch_size]).to(device)
+            frames = to_device(torch.from_numpy(data[start : start + batch_size]), device)
             pred = model(frames)  # (N, L, 1, S, S)
             n = frames.size(0)
-            total["loss"] += self.loss(pred[:, :-1], frames[:, 1:]).item() * n
-            total["mse"] += F.mse_loss(pred[:, -2], frames[:, -1]).item() * n
-            total["baseline_mse"] += baseline_errors(frames).mean().item() * n
+            total.add("loss", self.loss(pred[:, :-1], frames[:, 1:]), n)
+            total.add("mse", F.mse_loss(pred[:, -2], frames[:, -1]), n)
+            total.add("baseline_mse", baseline_errors(frames).mean(), n)
             sequences += n
         model.train(was_training)
-        metrics = {k: v / sequences for k, v in total.items()}
+        metrics = {k: v / sequences for k, v in total.read().items()}
         metrics["mse_vs_baseline"] = metrics["mse"] / max(metrics["baseline_mse"], 1e-12)
         return metrics
 
@@ -225,9 +226,9 @@ def plot_frames(model: nn.Module, frames: np.ndarray, path: Path, title: str = "
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    was_training, device = model.training, next(model.parameters()).device
+    was_training, device = model.training, model_device(model)
     model.eval()
-    inputs = torch.from_numpy(frames[:, :-1]).to(device)
+    inputs = to_device(torch.from_numpy(frames[:, :-1]), device)
     predicted = model.predict_next(inputs).cpu().numpy()  # (n, 1, S, S)
     model.train(was_training)
     n, length = frames.shape[:2]

@@ -33,10 +33,12 @@ from rnnkit.data.batching import EpochOrder, pad, split_indices
 from rnnkit.data.conditions import detect_condition_kind, parse_vector, read_vector_pairs
 from rnnkit.data.textfile import read_text
 from rnnkit.data.tokens import BOS, EOS, PAD, UNK, TokenVocab
+from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError
 from rnnkit.generation import sample_next
 from rnnkit.models.conditional import ConditionalGenerator
 from rnnkit.tasks.base import StepOutput, Task, World
+from rnnkit.tasks.metrics import Sums
 
 _SHOWN_LABELS = 20  # known classes listed in an "unknown condition" message
 
@@ -196,7 +198,7 @@ class GenerateFromTask(Task):
     # ---- training and evaluation ---------------------------------------------------------
     def train_loss(self, model: nn.Module, batch: Any, step: int) -> StepOutput:
         model.train()
-        cond, inputs, targets, lengths = _to(batch, _device(model))
+        cond, inputs, targets, lengths = _to(batch, model_device(model))
         logits = model(cond, inputs, lengths)  # (N, L, V)
         loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD)
         return StepOutput(loss, int(lengths.sum()))
@@ -214,11 +216,12 @@ class GenerateFromTask(Task):
         return {**self._metrics(model, data, 0), "examples": len(data)}
 
     def _metrics(self, model: nn.Module, data: _Split, max_batches: int) -> dict:
-        """Mean next-char loss and accuracy, and the loss under permuted conditions."""
-        device, was_training = _device(model), model.training
+        """Mean next-char loss and accuracy, and the loss under permuted conditions (summed on
+        the model's device, read once at the end)."""
+        device, was_training = model_device(model), model.training
         shuffled = np.random.default_rng([self.config.train.seed, 7]).permutation(len(data))
         order = EpochOrder(len(data), self.config.train.batch_size, 0, shuffle=False)
-        loss = loss_shuffled = correct = count = 0.0
+        sums = Sums(device, "loss", "loss_shuffled", "correct", "count")
         model.eval()
         with torch.no_grad():
             for index, ids in enumerate(order.batches()):
@@ -227,21 +230,18 @@ class GenerateFromTask(Task):
                 cond, inputs, targets, lengths = _to(_batch(data, ids), device)
                 logits = model(cond, inputs, lengths)  # (N, L, V)
                 valid = targets != PAD  # (N, L)
-                loss += F.cross_entropy(
-                    logits.transpose(1, 2), targets, reduction="sum", ignore_index=PAD
-                ).item()
-                correct += ((logits.argmax(-1) == targets) & valid).sum().item()
-                count += valid.sum().item()
-                other = data.cond[torch.as_tensor(shuffled[ids])].to(device)
+                sums.add("loss", _summed_loss(logits, targets))
+                sums.add("correct", ((logits.argmax(-1) == targets) & valid).sum())
+                sums.add("count", valid.sum())
+                other = to_device(data.cond[torch.as_tensor(shuffled[ids])], device)
                 logits = model(other, inputs, lengths)  # (N, L, V)
-                loss_shuffled += F.cross_entropy(
-                    logits.transpose(1, 2), targets, reduction="sum", ignore_index=PAD
-                ).item()
+                sums.add("loss_shuffled", _summed_loss(logits, targets))
         model.train(was_training)
+        total = sums.read()
         return {
-            "loss": loss / count,
-            "accuracy": correct / count,
-            "loss_shuffled_condition": loss_shuffled / count,
+            "loss": total["loss"] / total["count"],
+            "accuracy": total["correct"] / total["count"],
+            "loss_shuffled_condition": total["loss_shuffled"] / total["count"],
         }
 
     def progress_sample(self, model: nn.Module) -> str | None:
@@ -326,14 +326,15 @@ class GenerateFromTask(Task):
         unknown = sorted({ch for ch in prime if ch not in self.vocab})
         if unknown:
             raise UserError(f"--prime has characters the model never saw: {''.join(unknown)!r}")
-        device, was_training = _device(model), model.training
-        generator = torch.Generator(device=device)
+        device, was_training = model_device(model), model.training
+        generator = torch.Generator(device=device)  # on the model's device: draws stay there
         if seed is None:
             generator.seed()
         else:
             generator.manual_seed(seed)
         n = num_samples
-        cond = cond.to(device).expand(n, *cond.shape[1:])  # (n,) or (n, D)
+        cond = to_device(cond, device).expand(n, *cond.shape[1:])  # (n,) or (n, D)
+        never = torch.tensor([PAD, UNK, BOS], device=device)  # ids never drawn
         out: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
         model.eval()
@@ -344,7 +345,7 @@ class GenerateFromTask(Task):
                     token = torch.full((n,), t, dtype=torch.long, device=device)
                     logits, state = model.step(token, state, cond)  # (n, V)
                 for produced in range(max_len):
-                    logits[:, [PAD, UNK, BOS]] = -math.inf
+                    logits = logits.index_fill(1, never, -math.inf)
                     token = sample_next(
                         logits,
                         temperature=temperature,
@@ -352,7 +353,7 @@ class GenerateFromTask(Task):
                         top_p=top_p,
                         generator=generator,
                     )  # (n,)
-                    for i, t in enumerate(token.tolist()):
+                    for i, t in enumerate(token.tolist()):  # the host's one read per step
                         done[i] = done[i] or t == EOS
                         if not done[i]:
                             out[i].append(t)
@@ -392,13 +393,15 @@ def _batch(data: _Split, ids: np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tenso
 
 
 def _to(batch, device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The batch on ``device`` (pinned, non-blocking copies), but ``lengths``: packing reads
+    them on the host."""
     cond, inputs, targets, lengths = batch
-    return cond.to(device), inputs.to(device), targets.to(device), lengths  # lengths stay CPU
+    return (*to_device((cond, inputs, targets), device), lengths)
 
 
-def _device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
+def _summed_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy of logits (N, L, V) against targets (N, L), summed over non-PAD."""
+    return F.cross_entropy(logits.transpose(1, 2), targets, reduction="sum", ignore_index=PAD)
 
 
 def _listing(names: list[str]) -> str:

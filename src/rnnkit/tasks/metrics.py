@@ -4,6 +4,11 @@
 precision = TP / predicted, recall = TP / true, F1 = their harmonic mean (0 where undefined, as
 scikit-learn's ``zero_division=0``); macro-F1 is the unweighted mean over the classes that
 occur in the truth or the predictions.
+
+The evaluation loops of the tasks keep their running figures where the model runs:
+:class:`Sums` adds losses and counts on the device and :func:`count_pairs` adds a batch to a
+confusion matrix there, so scoring a split reads the device once at the end instead of once
+per batch (each read waits for the GPU to finish its queue).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import Tensor
 
 
 def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], n: int) -> np.ndarray:
@@ -20,6 +27,42 @@ def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], n: int) -> 
     rows, columns = np.asarray(truth, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
     np.add.at(matrix, (rows, columns), 1)
     return matrix
+
+
+def count_pairs(counts: Tensor, truth: Tensor, predicted: Tensor, valid: Tensor | None = None):
+    """Add the (truth, predicted) pairs of a batch to ``counts`` (n, n) int64, on its device,
+    without a host sync (no boolean indexing, no ``bincount``): pairs where ``valid`` is
+    False go to a spare slot that is dropped. ``truth`` and ``predicted``: equal shapes."""
+    n = counts.size(0)
+    flat = truth.reshape(-1) * n + predicted.reshape(-1)
+    if valid is not None:
+        flat = torch.where(valid.reshape(-1), flat, n * n)
+    spare = torch.zeros(n * n + 1, dtype=counts.dtype, device=counts.device)
+    spare.scatter_add_(0, flat, torch.ones_like(flat, dtype=counts.dtype))
+    counts += spare[: n * n].view(n, n)
+
+
+class Sums:
+    """Named running sums on ``device``: ``add`` queues an addition (no host sync) and ``read``
+    copies every sum to the host at once. They are float64 (float32 on MPS, which has no
+    float64): a float32 figure added with a weight is rounded as ``float(x) * weight`` on the
+    host would be, so the CPU gives the figures it gave when it summed Python floats."""
+
+    def __init__(self, device: torch.device, *names: str) -> None:
+        kind = torch.device(device).type
+        self.dtype = torch.float32 if kind == "mps" else torch.float64
+        self.index = {name: i for i, name in enumerate(names)}
+        self.totals = torch.zeros(len(names), dtype=self.dtype, device=device)
+
+    def add(self, name: str, value: Tensor | float, weight: float = 1) -> None:
+        """``sums[name] += value * weight`` (``value``: a number or a one-element tensor)."""
+        if isinstance(value, Tensor):
+            value = value.detach().to(self.dtype).reshape(())
+        self.totals[self.index[name]] += value * weight
+
+    def read(self) -> dict[str, float]:
+        """Every sum, as Python floats: the one host sync."""
+        return dict(zip(self.index, self.totals.tolist(), strict=True))
 
 
 def per_class_f1(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -35,10 +35,12 @@ from rnnkit.config import MAX_OUTPUT_LEN, RunConfig, TaskOptions, need, opt
 from rnnkit.data.batching import EpochOrder, pad, split_indices
 from rnnkit.data.pairs import read_pairs, synthetic_pairs
 from rnnkit.data.tokens import BOS, EOS, PAD, TokenVocab, detokenize, tokenize
+from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError
 from rnnkit.models.decoding import beam_search, greedy, sample
 from rnnkit.models.seq2seq import Seq2Seq
 from rnnkit.tasks.base import StepOutput, Task, World
+from rnnkit.tasks.metrics import Sums
 
 DECODERS = ("greedy", "sample", "beam")
 SCHEDULES = ("always", "linear", "exponential", "inverse_sigmoid")
@@ -270,16 +272,16 @@ class Seq2SeqTask(Task):
         return teacher_prob(step, o.teacher_forcing, o.tf_k, o.tf_min)
 
     def train_loss(self, model: nn.Module, batch, step: int) -> StepOutput:
-        device = next(model.parameters()).device
+        device = model_device(model)
         src, lengths, tgt_in, tgt_out = batch
+        count = int((tgt_out != PAD).sum())  # on the host, before the copy: no device sync
         p = self.teacher_prob(step)
         generator = None
         if p < 1.0:  # the coin flips of scheduled sampling: a pure function of (seed, step)
             seed = np.random.SeedSequence([self.config.train.seed, step]).generate_state(1)[0]
             generator = torch.Generator(device=device).manual_seed(int(seed))
-        logits = model(src.to(device), lengths, tgt_in.to(device), p, generator)  # (N, T, V)
-        tgt_out = tgt_out.to(device)
-        count = int((tgt_out != PAD).sum())
+        src, tgt_in, tgt_out = to_device((src, tgt_in, tgt_out), device)  # lengths: host
+        logits = model(src, lengths, tgt_in, p, generator)  # (N, T, V)
         return StepOutput(_token_nll(logits, tgt_out).sum() / count, count, {"teacher_prob": p})
 
     def decode(
@@ -335,22 +337,23 @@ class Seq2SeqTask(Task):
         """Teacher-forced loss and decoding metrics over ``data`` (its first ``max_batches``)."""
         if not data.src:
             return {"loss": math.nan} | sequence_metrics([], [], self.tokenizer)
-        device = _device(model)
+        device = model_device(model)
         order = EpochOrder(len(data.src), self.config.train.batch_size, 0, shuffle=False)
         generator = torch.Generator(device=device).manual_seed(self.config.train.seed)
-        nll, tokens, outputs, references = 0.0, 0, [], []
+        nll, tokens, outputs, references = Sums(device, "nll"), 0, [], []
         with eval_mode(model):
             for index, ids in enumerate(order.batches()):
                 if max_batches and index >= max_batches:
                     break
                 src, lengths, tgt_in, tgt_out = self._batch(data, ids)
-                src, tgt_in, tgt_out = src.to(device), tgt_in.to(device), tgt_out.to(device)
+                tokens += int((tgt_out != PAD).sum())  # on the host, before the copy
+                src, tgt_in, tgt_out = to_device((src, tgt_in, tgt_out), device)
                 logits = model(src, lengths, tgt_in)  # (N, T, V), teacher-forced
-                nll += float(_token_nll(logits, tgt_out).sum())
-                tokens += int((tgt_out != PAD).sum())
+                nll.add("nll", _token_nll(logits, tgt_out).sum())
                 outputs += self.decode(model, src, lengths, decode, beam_width, generator=generator)
                 references += [data.references[i] for i in ids]
-        return {"loss": nll / tokens} | sequence_metrics(outputs, references, self.tokenizer)
+        loss = nll.read()["nll"] / tokens
+        return {"loss": loss} | sequence_metrics(outputs, references, self.tokenizer)
 
     def progress_sample(self, model: nn.Module) -> str | None:
         """Three validation sources with the greedy output and the reference."""
@@ -360,7 +363,7 @@ class Seq2SeqTask(Task):
         ids = list(range(min(3, len(data.src))))
         src, lengths, _, _ = self._batch(data, ids)
         with eval_mode(model):
-            outputs = self.decode(model, src.to(_device(model)), lengths, "greedy")
+            outputs = self.decode(model, to_device(src, model_device(model)), lengths, "greedy")
         return "".join(
             f"\n{data.sources[i]} -> {detokenize(out, self.tokenizer)}"
             f"   (reference: {detokenize(data.references[i], self.tokenizer)})"
@@ -375,14 +378,15 @@ class Seq2SeqTask(Task):
         width = _option(options, "beam_width", self.options.beam_width, int, 1)
         seed = _option(options, "seed", self.config.train.seed, int, 0)
         temp = _option(options, "temperature", 1.0, float, 0.0, strict=True)
-        device = _device(model)
+        device = model_device(model)
         generator = torch.Generator(device=device).manual_seed(seed)
         lines, size = [], self.config.train.batch_size
         for start in range(0, len(inputs), size):
             chunk = inputs[start : start + size]
             src, lengths = pad([self._encode_source(s) for s in chunk], PAD)
             with eval_mode(model):
-                outputs = self.decode(model, src.to(device), lengths, how, width, temp, generator)
+                src = to_device(src, device)
+                outputs = self.decode(model, src, lengths, how, width, temp, generator)
             for source, output in zip(chunk, outputs, strict=True):
                 lines.append(f"{source} -> {detokenize(output, self.tokenizer)}")
         return "\n".join(lines)
@@ -404,10 +408,6 @@ def _token_nll(logits: Tensor, targets: Tensor) -> Tensor:
     """Cross-entropy (N*T,) of logits (N, T, V) against targets (N, T); 0 at padding."""
     flat = logits.flatten(0, 1)  # (N*T, V)
     return F.cross_entropy(flat, targets.flatten(), reduction="none", ignore_index=PAD)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _option(options: dict, key: str, default, kind: type, low: float, strict: bool = False):

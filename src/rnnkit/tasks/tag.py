@@ -29,6 +29,7 @@ from rnnkit.config import RunConfig, TaskOptions, need, opt
 from rnnkit.data.batching import EpochOrder, pad, split_indices
 from rnnkit.data.conllu import Sentence, read_tagged
 from rnnkit.data.tokens import PAD, UNK, TokenVocab
+from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError
 from rnnkit.models.tagger import SequenceTagger
 from rnnkit.tasks import metrics
@@ -182,7 +183,7 @@ class TagTask(Task):
     def train_loss(self, model: nn.Module, batch: TagBatch, step: int) -> StepOutput:
         model.train()
         logits = _forward(model, batch)  # (N, L, T)
-        targets = batch.tags.to(logits.device)
+        targets = to_device(batch.tags, logits.device)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
         return StepOutput(loss, int(batch.lengths.sum()))
 
@@ -272,10 +273,10 @@ def collate(examples: list[tuple[list[int], list[list[int]], list[int]]]) -> Tag
 
 
 def _forward(model: nn.Module, batch: TagBatch) -> Tensor:
-    device = next(model.parameters()).device
-    return model(
-        batch.words.to(device), batch.lengths, batch.chars.to(device), batch.char_lengths.to(device)
-    )
+    """The model's logits (N, L, T): word and character ids go to its device; both kinds of
+    lengths stay on the host, where packing reads them."""
+    words, chars = to_device((batch.words, batch.chars), model_device(model))
+    return model(words, batch.lengths, chars, batch.char_lengths)
 
 
 @torch.no_grad()
@@ -288,22 +289,27 @@ def _predict(model: nn.Module, batch: TagBatch) -> Tensor:
 def _confusion(
     model: nn.Module, encoded: list, num_tags: int, max_batches: int = 0
 ) -> tuple[np.ndarray, float, int]:
-    """Confusion matrix over every valid token, summed cross-entropy and the token count."""
+    """Confusion matrix over every valid token, summed cross-entropy and the token count.
+    Summed on the model's device (padding ignored by index, never cut out by a mask, which
+    would wait for the device) and read once at the end."""
     model.eval()
+    device = model_device(model)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # less padding
-    matrix = np.zeros((num_tags, num_tags), dtype=np.int64)
-    loss_sum, tokens = 0.0, 0
+    counts = torch.zeros(num_tags, num_tags, dtype=torch.long, device=device)
+    loss_sum, tokens = metrics.Sums(device, "loss"), 0
     for b, start in enumerate(range(0, len(order), EVAL_BATCH)):
         if max_batches and b >= max_batches:
             break
         batch = collate([encoded[i] for i in order[start : start + EVAL_BATCH]])
-        logits = _forward(model, batch).cpu()  # (N, L, T)
-        valid = batch.tags != IGNORE  # (N, L)
-        truth = batch.tags[valid]
-        loss_sum += float(F.cross_entropy(logits[valid], truth, reduction="sum"))
-        tokens += int(valid.sum())
-        matrix += metrics.confusion_matrix(truth, logits[valid].argmax(-1), num_tags)
-    return matrix, loss_sum, tokens
+        tokens += int((batch.tags != IGNORE).sum())  # on the host
+        logits = _forward(model, batch).float()  # (N, L, T)
+        tags = to_device(batch.tags, device)  # (N, L)
+        loss = F.cross_entropy(logits.flatten(0, 1), tags.flatten(), ignore_index=IGNORE,
+                               reduction="sum")  # fmt: skip
+        loss_sum.add("loss", loss)
+        valid = tags != IGNORE
+        metrics.count_pairs(counts, tags.clamp(min=0), logits.argmax(-1), valid)
+    return counts.cpu().numpy(), loss_sum.read()["loss"], tokens
 
 
 def split_words(text: str) -> list[str]:
