@@ -151,9 +151,20 @@ class TrainConfig:
     threads: int = opt(0, "torch threads (0: torch's default)")
     precision: str = opt(
         "fp32",
-        "bf16: CPU autocast for the forward pass, fp32 master weights (fast only on CPUs with "
-        "native bfloat16, e.g. AVX512-BF16 or AMX)",
-        choices=("fp32", "bf16"),
+        "bf16 or fp16: autocast for the forward pass on the run's device, fp32 master weights "
+        "(fp16 with a gradient scaler, saved for an exact resume). Both are fast on CUDA; on the "
+        "CPU bf16 is fast only with native bfloat16 (AVX512-BF16 or AMX) and fp16 is slow",
+        choices=("fp32", "bf16", "fp16"),
+    )
+    deterministic: bool = opt(
+        False,
+        "deterministic kernels only (torch.use_deterministic_algorithms; on CUDA also "
+        "CUBLAS_WORKSPACE_CONFIG=:4096:8 and no cuDNN autotuning): repeatable runs, maybe slower",
+    )
+    compile: bool = opt(
+        False,
+        "torch.compile each recurrent layer's step (the cells path; CUDA: fused elementwise "
+        "kernels)",
     )
     tensorboard: bool = opt(False, "also log to TensorBoard (if the package is installed)")
     diagnostics: bool = opt(

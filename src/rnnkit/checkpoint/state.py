@@ -150,14 +150,43 @@ def _unflatten_items(pairs: list, tensors: dict[str, torch.Tensor], path: tuple,
     return out
 
 
-def rng_state() -> dict:
-    """The generators training draws from (dropout masks use torch's; numpy's is unused)."""
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+def rng_state(*, cuda: bool = False) -> dict:
+    """The generators training draws from (dropout masks use torch's; numpy's is unused):
+    torch's CPU generator and Python's always, and with ``cuda`` (a run on CUDA) every CUDA
+    device's generator (``torch.cuda.get_rng_state_all``: CPU byte tensors, one per GPU)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if cuda:
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, *, cuda: bool = False) -> str | None:
+    """Restore ``rng_state``'s generators; ``cuda``: this run is on CUDA. The data order
+    depends only on the step, so it is exact on any device; the dropout masks are drawn on the
+    run's device, so they continue exactly only where the saved generators can be restored.
+    Returns the one line to show when they cannot (None when they can):
+
+    - saved on CUDA, resumed off CUDA or with another number of visible GPUs;
+    - saved off CUDA (no CUDA generators), resumed on CUDA."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
+    saved = state.get("cuda")
+    if saved is None and not cuda:
+        return None
+    count = torch.cuda.device_count() if cuda else 0
+    if saved is not None and cuda and isinstance(saved, list) and len(saved) == count:
+        torch.cuda.set_rng_state_all(saved)
+        return None
+    if saved is None:
+        was = "off CUDA"
+    else:
+        gpus = len(saved) if isinstance(saved, list) else "?"
+        was = f"on CUDA ({gpus} GPU{'s' if gpus != 1 else ''} visible)"
+    now = f"on CUDA ({count} GPU{'s' if count != 1 else ''} visible)" if cuda else "off CUDA"
+    return (
+        f"warning: this run was saved {was} and resumes {now}: the data order stays exact, "
+        "the dropout masks differ from an uninterrupted run's"
+    )
 
 
 # --- a resumed state, checked before anything trains or saves ------------------------------

@@ -3,11 +3,14 @@
     rnnkit train [PATH ...] [--preset default] [--config FILE.toml] [--hidden 512 ...]
     rnnkit train --task classify data/names/ --out runs/names
     rnnkit train --resume runs/charlm --max-steps 8000
+    rnnkit train --device cuda --precision bf16      (default --device auto: CUDA if available)
     rnnkit train --nproc 2 ...        (torchrun + DistributedDataParallel: training/distributed.py)
 
 One flag per config field (``rnnkit.config``) and one argument group per task (each task's
 options dataclass); which value wins -- defaults, preset, ``--config``, flags, or on
-``--resume`` the saved run -- is ``rnnkit.config``'s rule. Ctrl-C saves the run and exits 130.
+``--resume`` the saved run -- is ``rnnkit.config``'s rule. ``--device`` is not part of the
+config: a run (a resumed one too) trains where it is run now, and is checked before any data is
+read. Ctrl-C saves the run and exits 130.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rnnkit.commands.args import add_config_flags, config_flags, positive
+from rnnkit.commands.args import add_config_flags, add_device, config_flags, positive, use_device
 from rnnkit.errors import UserError
 
 
@@ -38,8 +41,9 @@ def add_parser(commands) -> None:
         default=1,
         metavar="N",
         help="train in N processes on this machine (torchrun + DistributedDataParallel; "
-        "--batch-size is the global batch, split evenly)",
+        "--batch-size is the global batch, split evenly; on CUDA one process per GPU)",
     )
+    add_device(train)
     add_config_flags(train)
 
 
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from rnnkit.trainer.loop import train
     from rnnkit.training import distributed
 
+    device = use_device(args)  # a missing device: one line, before any data is read
     flags = config_flags(args)
     if args.resume:  # the saved run's config, then the [train] flags given now
         config = RunConfig()
@@ -56,16 +61,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = fresh_config(flags, args.preset, args.config)
     if args.nproc > 1:
-        return _launch_torchrun(args, config, flags)
-    result = train(config, resume=True, overrides=flags) if args.resume else train(config)
+        return _launch_torchrun(args, config, flags, device)
+    if args.resume:
+        result = train(config, resume=True, overrides=flags, device=device)
+    else:
+        result = train(config, device=device)
     if result.stopped == "interrupted":  # under torchrun, 0: the launcher reports the signal
         return 0 if distributed.launched_by_torchrun() else 130
     return 0
 
 
-def _launch_torchrun(args: argparse.Namespace, config, flags: dict) -> int:
+def _launch_torchrun(args: argparse.Namespace, config, flags: dict, device) -> int:
     """``rnnkit train --nproc N ...``: check the flags here (one-line errors before any process
-    starts), then run ``torchrun --standalone --nproc-per-node N -m rnnkit train ...``."""
+    starts), then run ``torchrun --standalone --nproc-per-node N -m rnnkit train ...``; the
+    processes get ``--device`` as resolved here (``cuda``: each takes its LOCAL_RANK's GPU)."""
     from rnnkit.checkpoint.lock import check_unlocked
     from rnnkit.checkpoint.runs import check_new_run_dir
     from rnnkit.config import apply_overrides, validate
@@ -86,7 +95,9 @@ def _launch_torchrun(args: argparse.Namespace, config, flags: dict) -> int:
     world = distributed.World(0, args.nproc)
     get_task(config.task.name).check_world(world)  # only a task whose batches split
     distributed.check_divisible(world, config.train.batch_size)
+    distributed.check_gpus(args.nproc, device, args.device)
     argv = distributed.strip_nproc(sys.argv[2:] if args.argv is None else args.argv)
+    argv = [*distributed.strip_option(argv, "--device"), "--device", device.type]
     code = distributed.launch(args.nproc, argv, share_cores=not config.train.threads)
     if code not in (0, 130):
         raise UserError(

@@ -3,7 +3,9 @@
 The corpus is read as B parallel streams cut into T-character chunks (truncated BPTT, see
 ``rnnkit.training.tbptt``); the recurrent state after each chunk is carried into the next one,
 so this is the one task with state between batches (``carried_state``). Metrics: the loss in
-nats per character and ``bpc`` (bits per character).
+nats per character and ``bpc`` (bits per character). The token streams are built on the host;
+each batch goes to the model's device (pinned, non-blocking), where the carried state lives; a
+step's ``bpc`` stays a tensor there, for the trainer's one read per step.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import Tensor
 
 from rnnkit.config import RunConfig, TaskOptions
 from rnnkit.data import TokenStreams, Vocab, load_corpus, split
+from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError, short
 from rnnkit.generation import generate
 from rnnkit.models import LanguageModel
@@ -113,10 +116,11 @@ class LanguageModelTask(Task):
 
     # ---- training and evaluation ---------------------------------------------------------
     def train_loss(self, model, batch, step: int) -> StepOutput:
-        x, y = batch
-        output = model(x, y, self.state)
+        device = model_device(model)
+        x, y = to_device(batch, device)  # (B, T) each, built on the host
+        output = model(x, y, to_device(self.state, device))
         self.state = detach_state(output.state)  # carry the values, cut the graph
-        return StepOutput(output.loss, y.numel(), {"bpc": output.loss.item() / LN2})
+        return StepOutput(output.loss, y.numel(), {"bpc": output.loss.detach() / LN2})
 
     def evaluate(self, model, split: str = "val", max_batches: int = 0) -> dict:
         if split != "val":
@@ -208,6 +212,7 @@ class LanguageModelTask(Task):
         if self.world.enabled:  # this process's block of the streams
             rows = self.world.rows(self.config.train.batch_size)
             carried = tuple(s[:, rows] for s in carried)
+        carried = to_device(carried, self.world.device)  # read onto the CPU; trained on this
         lstm = has_cell_state(self.config.model.cell)
         self.state = LSTMState(*carried) if lstm else carried[0]
 

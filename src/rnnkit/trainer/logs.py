@@ -1,5 +1,6 @@
 """What a run writes beside its checkpoints, on rank 0 only: metrics.csv (one row per logged
-step, skipped step, reload and evaluation), TensorBoard scalars (``--tensorboard``),
+step, skipped step, reload and evaluation; its ``device`` column says where each row was
+trained: a resumed run may have moved), TensorBoard scalars (``--tensorboard``),
 diagnostics.csv (``--diagnostics``) and their pictures, loss.png and diagnostics.png.
 What is not here: the console (``rnnkit.training.progress``) and the checkpoints.
 """
@@ -31,8 +32,10 @@ class RunLogs:
         is_main: bool,
         resume_step: int | None,
         log=print,
+        device: str = "cpu",
     ) -> None:
-        self.out, self.task = out, task
+        """``device``: the run's device as ``describe_device`` says it (metrics.csv's column)."""
+        self.out, self.task, self.device = out, task, device
         self.speed_column = f"{task.unit}s_per_s"
         self.metrics: MetricsLog | NullLog = NullLog()
         self.tensorboard: Any = None
@@ -44,25 +47,22 @@ class RunLogs:
             out / "metrics.csv",
             resume_step=resume_step,
             speed=self.speed_column,
-            extra=list(dict.fromkeys(extra)),
+            extra=[*dict.fromkeys(extra), "device"],  # after the first six, which stay put
         )
         self.tensorboard = _open_tensorboard(out, log) if t.tensorboard else None
-        if t.precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            log(
-                "--precision bf16: this CPU has no native bfloat16 instructions (oneDNN reports "
-                "none), so bf16 products are emulated: expect training far slower than fp32"
-            )
+        if device == "cpu":
+            _cpu_precision_note(t.precision, log)
         if t.diagnostics:
             self.ratios = ParameterRatios(out / "diagnostics.csv", resume_step=resume_step)
 
     def write(self, **row: Any) -> None:
         """One row of metrics.csv (``step``, ``epoch``, ``kind`` and what the kind has)."""
-        self.metrics.write(**row)
+        self.metrics.write(**row, device=self.device)
 
     def train(self, step: int, epoch: int, result: StepResult, lr: float, speed: float,
               elapsed: float) -> None:  # fmt: skip
         """A logged train step: its loss, learning rate, gradient norm, clock and speed."""
-        self.metrics.write(
+        self.write(
             step=step,
             epoch=epoch,
             kind="train",
@@ -78,7 +78,7 @@ class RunLogs:
     def val(self, step: int, epoch: int, lr: float, improved: bool, figures: dict) -> None:
         """An evaluation's figures."""
         note = "best" if improved else ""
-        self.metrics.write(step=step, epoch=epoch, kind="val", lr=lr, note=note, **figures)
+        self.write(step=step, epoch=epoch, kind="val", lr=lr, note=note, **figures)
         self.scalar("val/loss", figures["loss"], step)
 
     def plot(self) -> None:
@@ -101,6 +101,20 @@ class RunLogs:
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.tensorboard is not None:
             self.tensorboard.add_scalar(tag, value, step)
+
+
+def _cpu_precision_note(precision: str, log) -> None:
+    """What bf16 or fp16 costs on this CPU, said once before the first step."""
+    if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log(
+            "--precision bf16: this CPU has no native bfloat16 instructions (oneDNN reports "
+            "none), so bf16 products are emulated: expect training far slower than fp32"
+        )
+    elif precision == "fp16":
+        log(
+            "--precision fp16 on the CPU: correct (autocast and the gradient scaler) but slow; "
+            "it pays on CUDA"
+        )
 
 
 def _open_tensorboard(out: Path, log):

@@ -7,16 +7,22 @@ setup -> data -> model -> optimiser -> loop -> save.
     rnnkit train --task classify data/names/       # any task: see rnnkit.tasks
 
 Explicit on purpose: no framework, no callbacks. A step is batch -> task loss -> backward ->
-clip -> optimiser. What differs between tasks (data, model, loss, metrics, pictures) is the
-task's (``rnnkit.tasks.base.Task``); the language model carries its state across chunks and
-detaches it (truncated BPTT). A non-finite loss or gradient norm skips the step before the
-optimiser touches anything; after ``nan_tolerance`` of them in a row the last good checkpoint
-is reloaded at half the learning rate. Ctrl-C or SIGTERM finishes the current step, saves
-``last`` and returns ``interrupted``. What the run shows while it runs (bar or lines, the time
-left, the notes) is ``rnnkit.training.progress``'s; with ``--max-time`` the cosine schedule
-follows the clock (``optim.TimeBudget``). Under torchrun every process runs this loop on its
-share of the batch, the model wrapped in DistributedDataParallel; what the ranks must agree on
-goes through ``rnnkit.training.distributed``. What the run carries and saves to resume is one
+clip -> one read of the step's figures -> optimiser. The run is on one device (``--device``,
+``device=``; resolved before any data is read): the model, the optimiser's state and the carried
+state live there, the batches are moved there, and the host reads the device once per step (the
+loss, the gradient norm and the task's step figures together). ``--precision bf16|fp16``
+autocasts the forward (``training/precision.py``: fp16 with a gradient scaler saved for an exact
+resume), ``--deterministic`` asks torch for deterministic kernels and ``--compile`` compiles
+each cells-path layer's step. What differs between tasks (data, model, loss, metrics, pictures)
+is the task's (``rnnkit.tasks.base.Task``); the language model carries its state across chunks
+and detaches it (truncated BPTT). A non-finite loss or gradient norm skips the step before the
+optimiser touches anything; after ``nan_tolerance`` of them in a row the last good checkpoint is
+reloaded at half the learning rate. Ctrl-C or SIGTERM finishes the current step, saves ``last``
+and returns ``interrupted``. What the run shows while it runs (bar or lines, the time left, the
+notes) is ``rnnkit.training.progress``'s; with ``--max-time`` the cosine schedule follows the
+clock (``optim.TimeBudget``). Under torchrun every process runs this loop on its share of the
+batch, the model wrapped in DistributedDataParallel; what the ranks must agree on goes through
+``rnnkit.training.distributed``. What the run carries and saves to resume is one
 ``TrainProgress`` (``state.py``); a step returns a ``StepResult``; metrics.csv, TensorBoard and
 the loss picture are ``logs.py``'s.
 """
@@ -24,6 +30,7 @@ the loss picture are ``logs.py``'s.
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 import time
@@ -37,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from rnnkit.checkpoint.lock import check_unlocked, lock_run_dir
 from rnnkit.checkpoint.runs import check_new_run_dir
 from rnnkit.config import RunConfig, TrainConfig, apply_overrides, validate
+from rnnkit.devices import describe_device, resolve_device
 from rnnkit.io_errors import writing
 from rnnkit.tasks import get_task
 from rnnkit.tasks.base import summary
@@ -52,6 +60,7 @@ from rnnkit.training.optim import (
     scale_learning_rate,
     time_budget,
 )
+from rnnkit.training.precision import Precision
 from rnnkit.training.progress import Progress, small_data_hint, time_limit_note
 from rnnkit.training.stopping import StopSignal
 from rnnkit.wording import sample_banner
@@ -73,22 +82,52 @@ def _silent(*args, **kwargs) -> None:
 def _seed(t: TrainConfig) -> None:
     if t.threads:
         torch.set_num_threads(t.threads)
-    torch.manual_seed(t.seed)
+    torch.manual_seed(t.seed)  # every device's generator (CUDA's too)
     np.random.seed(t.seed % 2**32)
     random.seed(t.seed)
+
+
+def set_deterministic(on: bool) -> None:
+    """``--deterministic``: torch's deterministic kernels only (an op without one raises),
+    cuBLAS's fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, which cuBLAS reads when its first
+    handle is made: before any CUDA work, so here, unless the environment chose one) and no
+    cuDNN autotuning. ``on`` false changes nothing; the trainer puts torch's previous setting
+    back when its run ends (a library caller's other work is not changed behind its back)."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _device(device: torch.device | str | None) -> torch.device:
+    """``device=`` of the library: None means ``--device auto``; text is checked as
+    ``--device`` is (one-line UserError for a device that is not there)."""
+    if device is None or isinstance(device, str):
+        return resolve_device(device or "auto")
+    return torch.device(device)
 
 
 class Trainer:
     """Holds what a run carries from step to step; ``run()`` is the loop."""
 
     def __init__(
-        self, config: RunConfig, *, resume: bool = False, overrides: dict | None = None, log=print
+        self,
+        config: RunConfig,
+        *,
+        resume: bool = False,
+        overrides: dict | None = None,
+        log=print,
+        device: torch.device | str | None = None,
     ) -> None:
         """``config`` for a fresh run; with ``resume``, the run in ``config.train.out`` is
         continued with its saved config, updated by ``overrides`` ({"train": {...}} only).
-        The run directory is locked (``rnnkit.checkpoint.lock``) until ``run()`` ends; a run that
-        fails before its first save leaves no directory behind."""
-        self.world = world = distributed.setup()
+        ``device``: where to train (None: ``auto``, CUDA if available; a resumed run goes on
+        wherever it is run now, never where its checkpoint was written). The run directory is
+        locked (``rnnkit.checkpoint.lock``) until ``run()`` ends; a run that fails before its
+        first save leaves no directory behind."""
+        self.world = world = distributed.setup(_device(device))  # torchrun: cuda:LOCAL_RANK
+        self.device = world.device
+        self.deterministic_before = torch.are_deterministic_algorithms_enabled()
         self.log = log if world.is_main else _silent
         out = Path(config.train.out)
         if world.is_main and not resume:  # before anything is created; again under the lock
@@ -98,6 +137,7 @@ class Trainer:
         try:
             self._setup(config, out, resume, overrides)
         except BaseException:
+            torch.use_deterministic_algorithms(self.deterministic_before)
             if self.lock is not None:
                 self.lock.release(abandon=True)  # removes the directory it made, if empty
             raise
@@ -117,24 +157,27 @@ class Trainer:
         task_class = get_task(config.task.name)
         task_class.check_world(world)  # several processes: only a task whose batches split
         distributed.check_divisible(world, t.batch_size)
+        self.precision = Precision(t.precision, self.device)
+        set_deterministic(t.deterministic)  # before any CUDA work
         _seed(t)
         # ---- data: each rank reads its own block of the batch ------------------------------
         self.task = task = task_class(config, meta, world)
         task.prepare()
         self.steps_per_epoch = task.steps_per_epoch()
-        # ---- model and optimiser -----------------------------------------------------------
-        self.model = task.build_model()
+        # ---- model and optimiser, on the device --------------------------------------------
+        self.model = task.build_model().to(self.device)  # built on the CPU, then moved
+        self.compiled = self._compile() if t.compile else 0
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, t)
         self.budget = time_budget(t)  # with --max-time the cosine schedule follows the clock
         self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch, self.budget)
         self.progress, self.bad_steps = TrainProgress(), 0
         if ckpt is not None:
-            self._restore(ckpt)
+            self._restore(ckpt, log=self.log)
         self.earlier_s = self.progress.elapsed_s  # seconds trained by earlier sessions
         self.session_start = time.perf_counter()  # elapsed(): earlier_s + this session's time
         # what backward runs through: the model itself, or DDP around it (same parameters)
-        self.train_model = DistributedDataParallel(self.model) if world.enabled else self.model
+        self.train_model = self._wrap(self.model)
         if world.rank:  # dropout masks: the ranks' own draws, not copies of rank 0's
             torch.manual_seed(t.seed + 1_000_003 * world.rank + self.progress.step)
         distributed.barrier(world)  # every rank has checked --out before rank 0 writes to it
@@ -144,20 +187,59 @@ class Trainer:
             self.save("last")
         resume_step = self.progress.step if resume else None  # metrics.csv & co: rank 0's
         self.logs = RunLogs(
-            out, task, t, is_main=world.is_main, resume_step=resume_step, log=self.log
+            out,
+            task,
+            t,
+            is_main=world.is_main,
+            resume_step=resume_step,
+            log=self.log,
+            device=describe_device(self.device),
         )
 
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What backward runs through: the model itself, or DDP around it (same parameters;
+        on CUDA each process's own GPU)."""
+        if not self.world.enabled:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def _compile(self) -> int:
+        """``--compile``: ``torch.compile`` each cells-path layer's step (``rnnkit.nn.unroll.
+        compile_steps``); returns how many layers were switched, and says so."""
+        from rnnkit.nn.unroll import compile_steps
+
+        count = compile_steps(self.model)
+        if count:
+            self.log(f"--compile: compiled the step of {count} recurrent layer(s)")
+        else:
+            self.log("--compile: no layer runs on the cells path (see --impl); nothing compiled")
+        return count
+
     # ---- checkpoints ---------------------------------------------------------------------------
-    def _restore(self, ckpt) -> None:
-        """The progress, optimiser, schedule, RNG, carried state and weights of ``ckpt``."""
-        saved = restore_training(ckpt, self.optimizer, self.scheduler, self.task, self.budget)
+    def _restore(self, ckpt, log=_silent) -> None:
+        """The progress, optimiser, schedule, scaler, RNG, carried state and weights of
+        ``ckpt`` (read onto the CPU; each lands on the device). ``log``: the resume's note on
+        the random generators (a reload of the last good checkpoint says it once only)."""
+        saved = restore_training(
+            ckpt,
+            self.optimizer,
+            self.scheduler,
+            self.task,
+            self.budget,
+            self.precision,
+            self.device,
+            log=log,
+        )
         self.progress.load(saved)  # in place: the loop holds self.progress
         self.model.load_state_dict(ckpt.model_state)
 
     def save(self, name: str) -> None:
         self.progress.elapsed_s = self.elapsed()
         self.progress.time_used = self.budget.fraction if self.budget is not None else 0.0
-        state = training_state(self.progress, self.optimizer, self.scheduler, self.task)
+        state = training_state(
+            self.progress, self.optimizer, self.scheduler, self.task, self.precision, self.device
+        )
         if self.world.is_main:  # (training_state on every rank: the carried state is gathered)
             save_run_checkpoint(self.out / name, self.config, self.model, self.task, state)
 
@@ -177,6 +259,7 @@ class Trainer:
         try:
             return self._loop()
         finally:
+            torch.use_deterministic_algorithms(self.deterministic_before)
             if self.lock is not None:
                 self.lock.release()
 
@@ -187,7 +270,8 @@ class Trainer:
         )
         name = self.config.task.name
         what = self.task.describe(self.model).removeprefix(f"{name}: ")
-        self.log(f"rnnkit train --task {name}: {what}; run directory {self.out}")
+        on = describe_device(self.device)
+        self.log(f"rnnkit train --task {name}: {what}; on {on}; run directory {self.out}")
         self._hint_small_data(total)
         if p.step == 0 and t.sample_every:
             self._print_sample()  # "at first": what an untrained model writes
@@ -252,37 +336,60 @@ class Trainer:
         return TrainResult(self.out, p.step, best, last, stopped)
 
     def _train_step(self) -> StepResult:
-        """One optimiser step on the next batch."""
+        """One optimiser step on the next batch.
+
+        Backward always runs; then the host reads the step's figures once (loss, gradient
+        norm, the task's info) and only then decides: a non-finite loss or norm skips the step
+        before the optimiser touches anything (fp16: a non-finite norm alone is the gradient
+        scaler's overflow, ``_skip_overflow``)."""
         t, p = self.config.train, self.progress
         if p.batch_index >= self.steps_per_epoch:  # epoch boundary: data restarts
             p.epoch, p.batch_index = p.epoch + 1, 0
             self.task.reset_carried_state()
-        batch = self.task.train_batch(p.epoch, p.batch_index)
+        batch = self.task.train_batch(p.epoch, p.batch_index)  # moved to the device by the task
         p.batch_index += 1
         self.train_model.train()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+        with self.precision.autocast():
             output = self.task.train_loss(self.train_model, batch, p.step)  # fp32 weights
         loss = output.loss + t.l1 * l1_penalty(self.model) if t.l1 else output.loss
         self.optimizer.zero_grad(set_to_none=True)
-        value = distributed.mean_over_ranks(self.world, loss).item()  # the same on every rank
-        norm = math.nan
-        if math.isfinite(value):
-            loss.backward()
-            norm = clip_gradients(self.params, t).item()  # the pre-clip global norm
+        self.precision.backward(loss)
+        self.precision.unscale(self.optimizer)  # fp16: true gradients before clipping
+        norm = clip_gradients(self.params, t)  # the pre-clip global norm, still on the device
+        value, norm, logged, info = self._read(loss, norm, output)
         if not (math.isfinite(value) and math.isfinite(norm)):
+            self.precision.step(self.optimizer, apply=False)  # fp16: the scale is halved
+            if self.precision.scaler is not None and math.isfinite(value):
+                self._skip_overflow(value, norm)
+                return StepResult(logged, output.count, norm, info)
             self._skip_bad_step(value, norm)
-            return StepResult(None, output.count, norm, output.info)
+            return StepResult(None, output.count, norm, info)
         self.bad_steps = 0
         self._update(watch=self.logs.ratios is not None and (p.step + 1) % t.log_every == 0)
-        if t.l1:
-            value = distributed.mean_over_ranks(self.world, output.loss).item()
-        return StepResult(value, output.count, norm, output.info)
+        return StepResult(logged, output.count, norm, info)
+
+    def _read(self, loss, norm, output) -> tuple[float, float, float, dict[str, float]]:
+        """The step's one host sync: the loss (averaged over the ranks), the gradient norm, the
+        loss without the L1 term (what is logged) and the task's tensor-valued info, stacked
+        on the device and read together. Returns (loss, norm, logged loss, info)."""
+        mean = lambda value: distributed.mean_over_ranks(self.world, value.detach())  # noqa: E731
+        figures = [mean(loss), norm]
+        if self.config.train.l1:
+            figures.append(mean(output.loss))
+        names = [k for k, v in output.info.items() if isinstance(v, torch.Tensor)]
+        figures += [output.info[k].detach() for k in names]
+        values = torch.stack([f.to(self.device, torch.float32).reshape(()) for f in figures])
+        read = values.tolist()
+        value, norm_value = read[0], read[1]
+        logged = read[2] if self.config.train.l1 else value
+        info = {**output.info, **dict(zip(names, read[len(read) - len(names) :], strict=True))}
+        return value, norm_value, logged, info
 
     def _update(self, watch: bool) -> None:
         """The optimiser and schedule step (``watch``: update-to-data ratios around it)."""
         if watch:
             self.logs.before_update(self.model)
-        self.optimizer.step()
+        self.precision.step(self.optimizer, apply=True)
         if watch:
             self.logs.after_update(self.model, self.progress.step + 1)
         if self.budget is not None:  # the ranks' mean clock: one learning rate for all
@@ -291,6 +398,21 @@ class Trainer:
         if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()
         self.progress.step += 1
+
+    def _skip_overflow(self, loss: float, norm: float) -> None:
+        """fp16: the scaled gradients overflowed. Routine for a gradient scaler (its first
+        steps find the scale, and every 2,000 good steps it tries a larger one): the update is
+        skipped, the scale halved, the data moves on; not a bad step, so no reload."""
+        p = self.progress
+        p.step += 1
+        self.logs.write(
+            step=p.step,
+            epoch=p.epoch,
+            kind="skip",
+            loss=loss,
+            grad_norm=norm,
+            note="fp16 gradient overflow: update skipped, loss scale halved",
+        )
 
     def _skip_bad_step(self, loss: float, norm: float) -> None:
         """Never let a non-finite loss or gradient reach the weights."""
@@ -407,7 +529,15 @@ class Trainer:
             self.log(hint)
 
 
-def train(config: RunConfig, *, resume: bool = False, overrides=None, log=print) -> TrainResult:
+def train(
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    overrides=None,
+    log=print,
+    device: torch.device | str | None = None,
+) -> TrainResult:
     """Train (or, with ``resume``, continue) the model of ``config.task`` (default: a
-    character-level language model)."""
-    return Trainer(config, resume=resume, overrides=overrides, log=log).run()
+    character-level language model) on ``device`` (None: ``auto``, CUDA if available)."""
+    trainer = Trainer(config, resume=resume, overrides=overrides, log=log, device=device)
+    return trainer.run()

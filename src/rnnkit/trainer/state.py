@@ -3,8 +3,16 @@ step returns.
 
 ``TrainProgress`` is the run's position (step, epoch, batch), its scores and its clock: one
 dataclass, saved into training.json and restored from it as a unit, beside the optimiser, the
-schedule, the random generators and the task's carried state (``training_state`` and
-``restore_training``). ``StepResult`` is what one optimiser step reports to the loop.
+schedule, the gradient scaler (fp16), the random generators and the task's carried state
+(``training_state`` and ``restore_training``). ``StepResult`` is what one optimiser step
+reports to the loop.
+
+The training state is device-free: its tensors are written from the CPU (``checkpoint.files``),
+read back onto the CPU and moved where this run is: the optimiser's by
+``Optimizer.load_state_dict`` (it casts each state tensor to its parameter's device), the
+carried state by the task. The CUDA generators are saved when the run uses CUDA; a resume on
+another device (or on another number of GPUs) says in one line that the data order stays
+exact and the dropout masks differ.
 What is not here: the file format and the checks of a hostile training.json
 (``rnnkit.checkpoint``), the loop itself (``loop.py``).
 """
@@ -27,6 +35,7 @@ from rnnkit.checkpoint.state import (
 from rnnkit.errors import UserError, short
 from rnnkit.tasks import Task
 from rnnkit.training.optim import TimeBudget
+from rnnkit.training.precision import Precision
 
 
 @dataclass
@@ -71,15 +80,23 @@ class StepResult:
 
 
 def training_state(
-    progress: TrainProgress, optimizer: torch.optim.Optimizer, scheduler: Any, task: Task
+    progress: TrainProgress,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    task: Task,
+    precision: Precision | None = None,
+    device: torch.device | None = None,
 ) -> dict:
-    """training.json's content: the progress, then the optimiser, schedule, RNG and the
-    task's carried state (a collective under several processes: every rank calls it)."""
+    """training.json's content: the progress, then the optimiser, schedule, gradient scaler,
+    RNG (CUDA's too when ``device`` is CUDA) and the task's carried state (a collective under
+    several processes: every rank calls it)."""
+    cuda = device is not None and torch.device(device).type == "cuda"
     return {
         **asdict(progress),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": rng_state(),
+        "scaler": precision.state_dict() if precision is not None else {},
+        "rng": rng_state(cuda=cuda),
         "state": task.carried_state(),
     }
 
@@ -90,10 +107,15 @@ def restore_training(
     scheduler: Any,
     task: Task,
     budget: TimeBudget | None,
+    precision: Precision | None = None,
+    device: torch.device | None = None,
+    log=print,
 ) -> TrainProgress:
-    """Load a checkpoint's training state into the optimiser, schedule, random generators,
-    task and time budget; return its progress. Every field is checked before any is used;
-    a problem is one UserError naming the checkpoint's training.json."""
+    """Load a checkpoint's training state into the optimiser, schedule, gradient scaler,
+    random generators, task and time budget; return its progress. Every field is checked
+    before any is used; a problem is one UserError naming the checkpoint's training.json.
+    ``device``: where this run is; ``log`` gets the one line of a resume whose dropout masks
+    cannot continue exactly here (saved on CUDA, resumed elsewhere, or the reverse)."""
     saved = ckpt.training
     if not isinstance(saved, dict) or "step" not in saved:
         raise UserError(f"{ckpt.path}: no training state to resume from")
@@ -104,14 +126,20 @@ def restore_training(
         optimizer.load_state_dict(saved["optimizer"])
         check_optimizer_state(optimizer)
         scheduler.load_state_dict(saved["scheduler"])
+        if precision is not None and precision.scaler is not None and saved.get("scaler"):
+            check_like(precision.state_dict(), saved["scaler"], "scaler", strict_keys=True)
+            precision.load_state_dict(saved["scaler"])
         task.restore_carried_state(saved["state"])
-        set_rng_state(saved["rng"])
+        cuda = device is not None and torch.device(device).type == "cuda"
+        note = set_rng_state(saved["rng"], cuda=cuda)
     except UserError as error:
         raise UserError(f"{ckpt.path}/training.json: {error}") from None
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
         raise UserError(
             f"{ckpt.path}: training.json does not fit this run ({short(error)})"
         ) from None
+    if note:
+        log(note)
     if budget is not None:
         budget.done = budget.fraction = progress.time_used
     return progress

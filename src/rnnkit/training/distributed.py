@@ -2,12 +2,15 @@
 
     torchrun --nproc-per-node 2 -m rnnkit train --out runs/ddp          # one machine
     rnnkit train --nproc 2 --out runs/ddp                               # the same, launched for you
+    rnnkit train --nproc 4 --device cuda --out runs/ddp                 # one process per GPU
     torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d \\
         --rdzv-endpoint host0:29500 --rdzv-id ddp -m rnnkit train --out /shared/runs/ddp  # each
 
 torchrun starts the processes and sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
-rendezvous; :func:`setup` joins the process group (gloo: these are CPU processes). What each
-rank does (``rnnkit.trainer.loop`` calls the functions here):
+rendezvous; :func:`setup` joins the process group: nccl when the run is on CUDA (each process on
+its own GPU, ``cuda:LOCAL_RANK``), gloo otherwise (CPU processes). The tensors the ranks
+exchange are made on the run's device (nccl reduces CUDA tensors only). What each rank does
+(``rnnkit.trainer.loop`` calls the functions here):
 
 - data: the global batch of B streams is cut into contiguous blocks of B / world streams,
   rank r reading streams ``[r*B/W, (r+1)*B/W)`` of every batch (no sampler, no padding);
@@ -48,10 +51,12 @@ STOP_CODES = (None, "max_time", "interrupted")
 
 @dataclass(frozen=True)
 class World:
-    """This process's place among the training processes (rank 0 of 1 when alone)."""
+    """This process's place among the training processes (rank 0 of 1 when alone) and the
+    device it trains on (what its collectives' tensors are made on)."""
 
     rank: int = 0
     size: int = 1
+    device: torch.device = torch.device("cpu")
 
     @property
     def enabled(self) -> bool:
@@ -71,13 +76,27 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def setup(timeout_s: float = 600.0) -> World:
-    """Join the process group torchrun describes (a World of one without torchrun)."""
+def setup(device: torch.device | None = None, timeout_s: float = 600.0) -> World:
+    """Join the process group torchrun describes (a World of one without torchrun) on
+    ``device`` (default: the CPU). On CUDA under torchrun, each process takes the GPU its
+    ``LOCAL_RANK`` names (``torch.cuda.set_device``) and the group uses nccl; gloo otherwise."""
+    device = torch.device("cpu") if device is None else torch.device(device)
     if not launched_by_torchrun():
-        return World()
+        return World(device=device)
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        count = torch.cuda.device_count()
+        if local >= count:
+            raise UserError(
+                f"process {local} of this machine has no GPU of its own ({count} visible): "
+                "start at most one process per GPU"
+            )
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
-    return World(dist.get_rank(), dist.get_world_size())
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return World(dist.get_rank(), dist.get_world_size(), device)
 
 
 def teardown(world: World) -> None:
@@ -99,10 +118,11 @@ def check_divisible(world: World, batch_size: int) -> None:
 
 
 def mean_over_ranks(world: World, value: torch.Tensor) -> torch.Tensor:
-    """``value`` (a scalar tensor) averaged over the ranks; itself when alone."""
+    """``value`` (a scalar tensor) averaged over the ranks, on the run's device; itself when
+    alone."""
     if not world.enabled:
         return value
-    total = value.detach().clone()
+    total = value.detach().to(world.device, copy=True)
     dist.all_reduce(total)
     return total / world.size
 
@@ -111,7 +131,9 @@ def agree_on_stop(world: World, reason: str | None) -> str | None:
     """Every rank's stop reason combined: the strongest one (see ``STOP_CODES``) for all."""
     if not world.enabled:
         return reason
-    code = torch.tensor([STOP_CODES.index(reason) if reason in STOP_CODES else 0])
+    code = torch.tensor(
+        [STOP_CODES.index(reason) if reason in STOP_CODES else 0], device=world.device
+    )
     dist.all_reduce(code, op=dist.ReduceOp.MAX)
     # reasons outside STOP_CODES (max_steps, epochs, early stopping) are the same on every rank
     return reason if reason not in STOP_CODES else STOP_CODES[int(code)]
@@ -130,8 +152,9 @@ def gather_rows(world: World, tensor: torch.Tensor, dim: int) -> torch.Tensor:
     """The ranks' blocks of ``tensor`` concatenated along ``dim`` (rank order), on every rank."""
     if not world.enabled:
         return tensor
+    tensor = tensor.to(world.device).contiguous()
     parts = [torch.empty_like(tensor) for _ in range(world.size)]
-    dist.all_gather(parts, tensor.contiguous())
+    dist.all_gather(parts, tensor)
     return torch.cat(parts, dim=dim)
 
 
@@ -182,15 +205,39 @@ def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
 
 def strip_nproc(argv: list[str]) -> list[str]:
     """``argv`` without ``--nproc N`` / ``--nproc=N`` (the workers must not launch again)."""
+    return strip_option(argv, "--nproc")
+
+
+def strip_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
     out, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--nproc":
+        elif arg == option:
             skip = True
-        elif not arg.startswith("--nproc="):
+        elif not arg.startswith(f"{option}="):
             out.append(arg)
     return out
+
+
+def check_gpus(nproc: int, device: torch.device, text: str) -> None:
+    """``--nproc N`` on ``device`` (as ``--device text`` resolved): the CPU, or CUDA with one
+    GPU per process (the processes take cuda:0 to cuda:N-1 by their LOCAL_RANK)."""
+    if device.type == "mps":
+        raise UserError("--nproc runs on the CPU or on CUDA GPUs, not on --device mps")
+    if device.type != "cuda":
+        return
+    if text.startswith("cuda:"):
+        raise UserError(
+            f"--nproc {nproc} --device {text}: each process takes the GPU of its local rank "
+            "(cuda:0, cuda:1 ...); give --device cuda"
+        )
+    count = torch.cuda.device_count()
+    if nproc > count:
+        raise UserError(
+            f"--nproc {nproc} on CUDA needs {nproc} GPUs (one per process); {count} visible"
+        )
 
 
 def child_pids(pid: int) -> list[int]:
