@@ -13,17 +13,33 @@ within its own length. The regularisers that live inside the recurrence are here
 (Krueger et al. 2016) and variational -- recurrent and input -- dropout (Gal & Ghahramani
 2016).
 
+Compiled steps (:func:`compile_steps`): on a layer switched by it, each (layer, direction)'s
+``recur`` -- the per-step elementwise work: W_hh h, the gates' activations, the cell update -- runs
+through ``torch.compile`` (inductor), which on CUDA fuses it into a few kernels instead of one
+launch per operation; the projection, the masks and zoneout stay eager. The switch is a plain
+attribute (``compile_step = True``), so it costs nothing in ``state_dict``, survives
+``load_state_dict``, ``.to``, deepcopy and pickling, and the compiled step reads the layer's
+parameters afresh on every call (a loaded or moved layer computes with its new weights).
+``torch.compile`` caches by the code object of ``recur`` and guards (shapes, dtypes, devices,
+requires_grad), so the first forward compiles and later ones reuse the graphs -- a few per cell
+(the first step's state needs no gradient, later ones do; a batch shrunk to one row by
+``lengths`` is specialised); each cell's ``recur`` has its own code and its own cache. Fused-path
+layers (torch's kernels: cuDNN on CUDA) and MinGRU/MinLSTM (their own scan) are left alone. The
+compiled step computes the plain step's numbers to rounding (``tests/test_compile_steps.py``);
+:func:`compile_unavailable` says why ``torch.compile`` cannot run here, if it cannot.
+
 What is not here: the cells (``base.py`` binds them to a layer's weights), argument checks
 (``checks.py``), PackedSequence and batch_first conversion (the layers).
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from rnnkit.nn.base import RecurrentLayer, State
 
@@ -46,6 +62,7 @@ def unroll(
         outputs = []
         for direction in range(directions):
             project, recur = layer.recurrence(depth, direction)
+            recur = _compiled(recur) if getattr(layer, "compile_step", False) else recur
             state = tuple(s[depth * directions + direction] for s in hx)
             inputs = x if direction == 0 else reverse(x, lengths)
             if layer.input_dropout and layer.training:  # one mask per sequence for all steps
@@ -59,6 +76,44 @@ def unroll(
         if layer.dropout and layer.training and depth < layer.num_layers - 1:
             x = F.dropout(x, layer.dropout, training=True)  # between layers, not after the last
     return x, tuple(torch.stack(s) for s in zip(*finals, strict=True))
+
+
+def compile_steps(module: nn.Module) -> int:
+    """Switch every recurrent layer inside ``module`` (itself included) that runs the cells path
+    to compiled steps (see the module docstring); return how many layers are switched. Layers on
+    the fused path and MinGRU/MinLSTM are not touched. Nothing compiles until the first forward.
+    """
+    switched = 0
+    for layer in module.modules():
+        if isinstance(layer, RecurrentLayer) and getattr(layer, "use_fused", True) is False:
+            layer.compile_step = True
+            switched += 1
+    return switched
+
+
+def compile_unavailable() -> str | None:
+    """Why ``torch.compile`` cannot run the compiled steps here, or None where it can: dynamo
+    unsupported on this Python/platform, or no C++ compiler for inductor's CPU kernels."""
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile (dynamo) does not support this Python or platform"
+    if not any(shutil.which(name) for name in ("g++", "c++", "clang++")):
+        return "torch.compile's inductor needs a C++ compiler (g++, c++ or clang++) on PATH"
+    return None
+
+
+def _compiled(recur: Callable[..., State]) -> Callable[..., State]:
+    """``recur`` run by ``torch.compile``, its state handed over as a plain tuple (an LSTM's
+    first state is a tuple and later ones ``LSTMState``: one graph, not two). Dynamic shapes
+    from the start: with ``lengths`` the rows still running shrink step by step, and a static
+    graph would be compiled again for them (torch still specialises a batch of 1)."""
+    compiled = torch.compile(recur, dynamic=True)
+
+    def step(x: Tensor, state: State, h_mask: Tensor | None = None) -> State:
+        return compiled(x, tuple(state), h_mask)
+
+    return step
 
 
 def regularised(
