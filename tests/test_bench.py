@@ -59,7 +59,7 @@ def test_bench_on_a_cpu_without_bf16_says_not_supported(monkeypatch, capsys):
     from rnnkit.cli import main
 
     monkeypatch.setattr(machine, "_bf16_native", lambda: False)
-    monkeypatch.setattr(machine, "copy_gbps", lambda rounds: 1.0)
+    monkeypatch.setattr(machine, "copy_gbps", lambda *_, **__: 1.0)
     run = ["bench", "--only", "machine", "--quick", "--threads", "1"]
     assert main([*run, "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
@@ -148,7 +148,8 @@ TINY = {
     "generation": {"rounds": 1, "length": 6, "batch": 2, "batch_length": 3, "copy_megabytes": 1,
                    "shape": SMALL},
     "minimal": {"rounds": 1, "seq_len": 12, "batch": 2, "input_size": 5, "hidden": 7},
-    "cells": {"rounds": 1, "seq_len": 6, "batch": 3, "input_size": 5, "hidden": 7},
+    "cells": {"rounds": 1, "seq_len": 6, "batch": 3, "input_size": 5, "hidden": 7,
+              "compiled": False},
 }  # fmt: skip
 
 
@@ -167,16 +168,15 @@ def test_generation_figures_on_a_small_model(clock):
     speed = gen.measure_generation(clock=clock, **TINY["generation"])
     figures = speed.figures()
     assert figures["gen_text_equals_loop"] is True
+    assert figures["gen_streams"] == 2 and "gen_batch64_chars_per_s" not in figures  # by count
     rates = ("gen_chars_per_s", "gen_loop_chars_per_s", "gen_loop_cell_chars_per_s",
-             "gen_batch64_chars_per_s", "gen_copy_gbps", "gen_cache_copy_gbps")  # fmt: skip
+             "gen_batch2_chars_per_s", "gen_copy_gbps", "gen_cache_copy_gbps")  # fmt: skip
     assert all(figures[key] > 0 for key in rates)
     r = figures["gen_chars_per_s"]
     assert figures["gen_ratio_vs_loop"] == pytest.approx(r / figures["gen_loop_chars_per_s"])
-    assert figures["gen_batch64_over_single"] == pytest.approx(
-        figures["gen_batch64_chars_per_s"] / r
-    )
-    assert figures["gen_batch64_gflops"] == pytest.approx(
-        figures["gen_batch64_chars_per_s"] * 2 * (64 * 24 + 64 * 32 + 16 * 65) / 1e9
+    assert figures["gen_batch2_over_single"] == pytest.approx(figures["gen_batch2_chars_per_s"] / r)
+    assert figures["gen_batch2_gflops"] == pytest.approx(
+        figures["gen_batch2_chars_per_s"] * 2 * (64 * 24 + 64 * 32 + 16 * 65) / 1e9
     )
     # fraction of the bound = chars/s x bytes per char / copy bytes per second
     nbytes = gen.weight_bytes_per_step(gen.make_model(SMALL))
@@ -231,10 +231,12 @@ def test_minimal_and_cells_figures_on_small_shapes():
     assert minimal.minlstm_over_lstm == pytest.approx(minimal.lstm_s / minimal.minlstm_s)
     names = {name: type(m).__name__ for name, m in minimal_contenders(5, 7).items()}
     assert names == {"mingru": "MinGRU", "gru": "GRU", "minlstm": "MinLSTM", "lstm": "LSTM"}
-    cells = measure_cells(**TINY["cells"])
-    assert all(seconds > 0 for seconds in cells)
+    cells = measure_cells(**(TINY["cells"] | {"compiled": True}))
+    assert cells.compiled_error is None, cells.compiled_error  # torch.compile runs here (gcc)
+    assert all(seconds > 0 for seconds in cells[:4])
     assert cells.cells_over_fused == pytest.approx(cells.cells_s / cells.fused_s)
     assert cells.fused_over_torch == pytest.approx(cells.fused_s / cells.torch_s)
+    assert cells.compiled_over_fused == pytest.approx(cells.compiled_s / cells.fused_s)
 
 
 def test_cli_runs_the_new_sections(monkeypatch, capsys):
@@ -242,18 +244,19 @@ def test_cli_runs_the_new_sections(monkeypatch, capsys):
     from rnnkit.cli import main
 
     monkeypatch.setattr(suite, "SIZES", {k: {"quick": v} for k, v in TINY.items()})
-    run = ["bench", "--only", "generation", "minimal", "cells", "--quick"]
+    run = ["bench", "--only", "generation", "minimal", "cells", "--quick", "--device", "cpu"]
     assert main([*run, "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
-    for key in ("gen_ratio_vs_loop", "gen_bandwidth_fraction", "gen_batch64_over_single",
+    for key in ("gen_ratio_vs_loop", "gen_bandwidth_fraction", "gen_batch2_over_single",
                 "mingru_over_gru", "cells_over_fused", "minlstm_over_lstm"):  # fmt: skip
         assert figures[key] > 0, key
-    assert figures["minimal_seq_len"] == 12
+    assert figures["minimal_seq_len"] == 12 and figures["device"] == "cpu"
+    assert figures["minimal_cudnn"] is False
     assert figures["train_ratio_vs_torch"] is None and "gemm_fp32_gflops" not in figures
     assert main(run) == 0
     table = capsys.readouterr().out
     for label in ("rnnkit / nn.LSTM loop", "fraction of DRAM bound", "MinGRU speed-up over nn.GRU",
-                  "cells / fused time"):  # fmt: skip
+                  "cells / fused time", "generate: 2 streams / 1 stream"):  # fmt: skip
         assert label in table
     assert "fp32 GEMM" not in table  # a section not run has no rows
 
@@ -278,3 +281,110 @@ def test_benchmark_scripts_run(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "mingru_over_gru" in printed and "gen_bandwidth_fraction" in printed
     assert torch.get_num_threads() == threads  # the scripts restore what they change
+
+
+# ---- devices -------------------------------------------------------------------------------
+
+
+def test_interleaved_synchronises_the_device_around_each_timed_call(monkeypatch):
+    from rnnkit.benchmark import timing
+
+    events = []
+    monkeypatch.setattr(timing, "synchronize", lambda device: events.append(("sync", device)))
+    timing.interleaved({"a": lambda: events.append("a")}, rounds=2, warmup=1, device="cuda:0")
+    assert events == [("sync", "cuda:0"), "a", ("sync", "cuda:0")] * 3  # warm-up + 2 rounds
+    events.clear()
+    timing.interleaved({"a": lambda: events.append("a")}, rounds=2, warmup=0)
+    assert events == ["a", "a"]  # no device: the CPU's calls are done when they return
+
+
+def test_bench_refuses_a_missing_device_before_measuring(monkeypatch, capsys):
+    from rnnkit.cli import main
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before the device was checked")
+
+    monkeypatch.setattr(suite, "measure", measured)
+    assert main(["bench", "--only", "machine", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "rnnkit: error: --device cuda: this PyTorch has no CUDA support (a CPU build)"
+    assert main(["bench", "--device", "gpu"]) == 2
+    assert "--device must be auto, cpu, cuda, cuda:N or mps" in capsys.readouterr().err
+
+
+def test_the_table_on_an_accelerator_names_it_and_its_targets():
+    figures = {
+        "device": "cuda:0 (NVIDIA H100 80GB HBM3)", "cpu": "AMD EPYC", "threads": 8,
+        "torch": "2.11.0", "cpu_bf16": False, "gemm_fp32_gflops": 5e4, "gemm_bf16_gflops": 7e5,
+        "gemm_fp16_gflops": 7e5, "gen_streams": 1024, "gen_batch1024_over_single": 512.0,
+        "bf16_speedup": 1.7, "fp16_speedup": 1.8, "compiled_over_fused": None,
+        "compiled_error": "BackendCompilerFailed: no C compiler",
+        "precision_refused": {"fp16": "--precision fp16 needs CUDA"},
+    }  # fmt: skip
+    lines = suite.table(figures).splitlines()
+    assert lines[0] == "rnnkit bench: cuda:0 (NVIDIA H100 80GB HBM3), torch 2.11.0 (host: AMD EPYC)"
+    rows = {line[:34].strip(): line[34:].split() for line in lines[2:]}
+    assert rows["generate: 1024 streams / 1 stream"] == ["512.0x", ">=", "200x"]
+    assert rows["bf16 step speed-up over fp32"] == ["1.700x", ">=", "1.4x"]  # not "emulated"
+    assert rows["fp16 GEMM"] == ["700000.0", "GFLOP/s"]
+    assert rows["LSTM 512: compiled / fused time"][:2] == ["not", "measured"]
+    assert "no C compiler" in " ".join(rows["LSTM 512: compiled / fused time"])
+    assert "bf16 GEMM: oneDNN" not in rows  # a CPU library: nothing to say on a GPU
+    assert "--precision fp16 not measured: --precision fp16 needs CUDA" in lines
+
+
+def test_sizes_on_an_accelerator_are_the_gpu_shapes():
+    from rnnkit.benchmark.shapes import CANONICAL, GPU_SHAPE
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert suite.section_sizes("training", False, cuda)["shape"] == GPU_SHAPE
+    assert "shape" not in suite.section_sizes("training", False, cpu)
+    assert suite.section_sizes("precision", False, cuda)["val_shape"] == CANONICAL
+    assert suite.section_sizes("generation", False, cuda)["batch"] == 1024
+    assert suite.section_sizes("generation", True, cuda)["batch"] == 1024
+    assert "batch" not in suite.section_sizes("generation", False, cpu)  # 64, the default
+    assert suite.section_sizes("minimal", False, cuda)["seq_len"] == 2048
+
+
+def test_precision_section_on_a_small_model():
+    """bf16 and fp16 are each measured, or named with the trainer's reason for refusing."""
+    from rnnkit.benchmark.sections import _precision
+
+    tiny = {**SMALL, "hidden": 8, "embed": 4, "layers": 1, "seq_len": 8}
+    lines = []
+    figures = _precision(lines.append, {}, True, torch.device("cpu"), shape=tiny, steps=4,
+                         val_shape=tiny)  # fmt: skip
+    assert figures["precision_val_steps"] == 4 and len(lines) == 1
+    for name in ("bf16", "fp16"):
+        refused = name in figures.get("precision_refused", {})
+        assert (figures[f"{name}_speedup"] is None) == refused
+        if not refused:
+            assert figures[f"{name}_speedup"] > 0
+            assert figures[f"{name}_val_delta"] == pytest.approx(
+                figures[f"{name}_val"] - figures["fp32_val"]
+            )
+    assert figures["bf16_speedup"] is not None  # bf16 runs on any CPU
+
+
+@pytest.mark.gpu
+def test_every_section_measures_on_cuda(monkeypatch):
+    """``rnnkit bench --device cuda`` on tiny shapes: every section runs on the GPU."""
+    tiny = {**SMALL, "hidden": 32, "embed": 16, "layers": 2, "seq_len": 16}
+    sizes = {
+        "machine": {"n": 512, "megabytes": 16},
+        "training": {"rounds": 1, "steps_per_round": 1, "shape": tiny},
+        "precision": {"rounds": 1, "shape": tiny, "steps": 4, "val_shape": tiny},
+        "generation": {**TINY["generation"], "batch": 1024},
+        "minimal": {**TINY["minimal"], "seq_len": 2048},
+        "cells": {**TINY["cells"], "compiled": True},
+    }
+    sections = [name for name in suite.SECTIONS if name != "rss"]
+    figures = suite.measure(sections, True, lambda *_: None, torch.device("cuda"), sizes)
+    assert "failed" not in figures, figures.get("failed")
+    assert figures["device"].startswith("cuda:0 (")
+    assert figures["gemm_fp32_gflops"] > 0 and figures["gemm_fp16_gflops"] > 0
+    assert figures["train_ratio_vs_torch"] > 0 and figures["bf16_speedup"] > 0
+    assert figures["fp16_speedup"] > 0 and abs(figures["bf16_val_delta"]) < 0.5
+    assert figures["gen_batch1024_over_single"] > 0 and figures["gen_streams"] == 1024
+    assert figures["minimal_cudnn"] is True and figures["mingru_over_gru"] > 0
+    assert figures["compiled_error"] is None and figures["compiled_over_fused"] > 0

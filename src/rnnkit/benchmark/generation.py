@@ -1,5 +1,6 @@
 """Generation speed of the canonical character model: rnnkit ``generate()`` against the loop a
-user writes by hand, for one stream and a batch of 64, and against the memory-bandwidth bound.
+user writes by hand, for one stream and a batch of 64 (``rnnkit bench --device cuda``: 1,024),
+and against the memory-bandwidth bound.
 
 The model: vocabulary 65, embedding 64, a 2-layer LSTM of 512 units, float32, random weights
 (speed does not depend on them), eval mode. Contenders, interleaved (see ``timing.py``):
@@ -7,7 +8,8 @@ The model: vocabulary 65, embedding 64, a 2-layer LSTM of 512 units, float32, ra
     rnnkit      generate(model, vocab, length=T, temperature=1.0, seed=0): one forward over
                 "\\n", then one LanguageModel.step per token (torch's one-step cell kernels in
                 eval mode); temperature 1, the loops' plain softmax
-    rnnkit x64  the same with num_samples=64: one batch of 64 streams, one step for all
+    rnnkit xN   the same with num_samples=N (64; 1,024 on a GPU): one batch of N streams, one
+                step for all
     loop        what a user writes (after pytorch/examples word_language_model/generate.py):
                 nn.Embedding + nn.LSTM + nn.Linear holding the same weights, nn.LSTM called on
                 one token at a time with its state carried, softmax, torch.multinomial and
@@ -37,8 +39,15 @@ to be compared with the fp32 GEMM rate of the ``machine`` section.
 
 Other figures: ``gen_ratio_vs_loop`` = rnnkit / loop chars/s (target >= 2),
 ``gen_ratio_vs_loop_cell`` = rnnkit / loop-cell, ``gen_batch64_over_single`` = rnnkit x64 /
-rnnkit chars/s (target >= 20). Timings use the wall clock (``clock="cpu"``: the process's CPU
-time, which leaves out the time other processes hold the core; one thread only).
+rnnkit chars/s (target >= 20; the batch figures are named by their stream count N:
+``gen_batch1024_over_single`` for 1,024, target >= 200 on a GPU). Timings use the wall clock
+(``clock="cpu"``: the process's CPU time, which leaves out the time other processes hold the
+core; one thread only; not on an accelerator, whose work is not the process's CPU time).
+
+On another device (``device=``) every contender runs there -- the model, the loops' tokens and
+their generators -- and the copies measure that device's memory; the timing synchronises the
+device around each call (the loops read each token to the host anyway, ``generate()`` only at
+the end).
 """
 
 from __future__ import annotations
@@ -53,9 +62,10 @@ from functools import partial
 import torch
 from torch import nn
 
+from rnnkit.benchmark.shapes import CANONICAL
 from rnnkit.benchmark.timing import interleaved
-from rnnkit.benchmark.training import CANONICAL
 from rnnkit.data.vocab import Vocab
+from rnnkit.devices import model_device
 from rnnkit.models import LanguageModel
 
 COPY_MEGABYTES = 256
@@ -69,6 +79,7 @@ class GenerationSpeed:
     loop_chars_per_s: float
     loop_cell_chars_per_s: float
     batch_chars_per_s: float  # all streams together
+    streams: int  # how many streams the batch ran (N)
     weight_bytes_per_step: int
     flops_per_char: int  # 2 x the elements of every weight matrix (LSTM and head)
     copy_gbps: float  # 256 MB copy: DRAM
@@ -84,17 +95,18 @@ class GenerationSpeed:
         return self.cache_copy_gbps * 1e9 / self.weight_bytes_per_step
 
     def figures(self) -> dict[str, float | int | bool]:
-        """The ``gen_*`` figures of ``rnnkit bench``."""
-        r = self.rnnkit_chars_per_s
+        """The ``gen_*`` figures of ``rnnkit bench`` (the batch's named by its stream count)."""
+        r, n = self.rnnkit_chars_per_s, self.streams
         return {
             "gen_chars_per_s": r,
             "gen_loop_chars_per_s": self.loop_chars_per_s,
             "gen_loop_cell_chars_per_s": self.loop_cell_chars_per_s,
             "gen_ratio_vs_loop": r / self.loop_chars_per_s,
             "gen_ratio_vs_loop_cell": r / self.loop_cell_chars_per_s,
-            "gen_batch64_chars_per_s": self.batch_chars_per_s,
-            "gen_batch64_over_single": self.batch_chars_per_s / r,
-            "gen_batch64_gflops": self.batch_chars_per_s * self.flops_per_char / 1e9,
+            "gen_streams": n,
+            f"gen_batch{n}_chars_per_s": self.batch_chars_per_s,
+            f"gen_batch{n}_over_single": self.batch_chars_per_s / r,
+            f"gen_batch{n}_gflops": self.batch_chars_per_s * self.flops_per_char / 1e9,
             "gen_weight_mb_per_step": self.weight_bytes_per_step / 1e6,
             "gen_copy_gbps": self.copy_gbps,
             "gen_cache_copy_gbps": self.cache_copy_gbps,
@@ -106,15 +118,16 @@ class GenerationSpeed:
         }
 
 
-def make_model(shape: dict | None = None, seed: int = 0) -> LanguageModel:
-    """An LSTM LanguageModel of the canonical shape (or ``shape``), eval mode."""
+def make_model(shape: dict | None = None, seed: int = 0, device=None) -> LanguageModel:
+    """An LSTM LanguageModel of the canonical shape (or ``shape``), eval mode, on ``device``
+    (the CPU when None)."""
     from rnnkit.config import ModelConfig
 
     c = shape or CANONICAL
     torch.manual_seed(seed)
     config = ModelConfig(vocab_size=c["vocab"], embed=c["embed"], hidden=c["hidden"],
                          layers=c["layers"], cell="lstm")  # fmt: skip
-    return LanguageModel(config).eval()
+    return LanguageModel(config).eval().to(device or "cpu")
 
 
 def make_vocab(size: int) -> Vocab:
@@ -125,27 +138,29 @@ def make_vocab(size: int) -> Vocab:
 
 def hand_parts(model: LanguageModel, cells: bool = False):
     """nn.Embedding, nn.LSTM (or a list of nn.LSTMCell, one per layer) and nn.Linear holding
-    ``model``'s weights."""
-    c = model.config
+    ``model``'s weights, on ``model``'s device."""
+    c, device = model.config, model_device(model)
     embedding, head = nn.Embedding(c.vocab_size, c.embed), nn.Linear(c.hidden, c.vocab_size)
     embedding.load_state_dict(model.embedding.state_dict())
     head.load_state_dict(model.head.state_dict())
     if not cells:
         lstm = nn.LSTM(c.embed, c.hidden, c.layers)
         lstm.load_state_dict(model.rnn.state_dict())
-        return embedding.eval(), lstm.eval(), head.eval()
+        return embedding.eval().to(device), lstm.eval().to(device), head.eval().to(device)
     stack = [nn.LSTMCell(c.embed if k == 0 else c.hidden, c.hidden) for k in range(c.layers)]
     names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
     for k, cell in enumerate(stack):
         cell.load_state_dict({n: getattr(model.rnn, f"{n}_l{k}") for n in names})
-    return embedding.eval(), stack, head.eval()
+    stack = [cell.to(device) for cell in stack]
+    return embedding.eval().to(device), stack, head.eval().to(device)
 
 
 def hand_loop(parts, vocab: Vocab, length: int, seed: int) -> str:
     """The generation loop a user writes with nn.LSTM; reads "\\n" first, like generate()."""
     embedding, lstm, head = parts
-    generator = torch.Generator().manual_seed(seed)
-    token = torch.tensor([[vocab.symbols.index("\n")]])  # (1, 1)
+    device = embedding.weight.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    token = torch.tensor([[vocab.symbols.index("\n")]], device=device)  # (1, 1)
     hidden, chars = None, []
     with torch.no_grad():
         for _ in range(length):
@@ -160,8 +175,9 @@ def hand_loop(parts, vocab: Vocab, length: int, seed: int) -> str:
 def hand_cell_loop(parts, vocab: Vocab, length: int, seed: int) -> str:
     """The same loop with one nn.LSTMCell per layer."""
     embedding, stack, head = parts
-    generator = torch.Generator().manual_seed(seed)
-    token = torch.tensor([vocab.symbols.index("\n")])  # (1,)
+    device = embedding.weight.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    token = torch.tensor([vocab.symbols.index("\n")], device=device)  # (1,)
     states, chars = [None] * len(stack), []
     with torch.no_grad():
         for _ in range(length):
@@ -190,10 +206,10 @@ def flops_per_char(model: LanguageModel) -> int:
     return 2 * sum(p.numel() for p in [*matrices, model.head.weight])
 
 
-def copy_gbps(nbytes: int, rounds: int = 5) -> float:
-    """GB/s moved (read + written) by ``dst.copy_(src)`` of ``nbytes`` of float32; small
-    copies are repeated to last about a millisecond per timed call."""
-    src = torch.rand(max(nbytes // 4, 1))
+def copy_gbps(nbytes: int, rounds: int = 5, device=None) -> float:
+    """GB/s moved (read + written) by ``dst.copy_(src)`` of ``nbytes`` of float32 on ``device``
+    (the CPU when None); small copies are repeated to last about a millisecond per timed call."""
+    src = torch.rand(max(nbytes // 4, 1), device=device)
     dst = torch.empty_like(src)
     repeat = max(1, 2**20 // max(nbytes, 1))
 
@@ -201,14 +217,19 @@ def copy_gbps(nbytes: int, rounds: int = 5) -> float:
         for _ in range(repeat):
             dst.copy_(src)
 
-    seconds = interleaved({"copy": copy}, rounds=rounds)["copy"]
+    seconds = interleaved({"copy": copy}, rounds=rounds, device=device)["copy"]
     return 2 * src.numel() * 4 * repeat / seconds / 1e9
 
 
-def timed(contenders: dict[str, Callable[[], object]], rounds: int, clock: str) -> dict[str, float]:
-    """:func:`interleaved` medians by the wall clock, or by the process's CPU time."""
+def timed(
+    contenders: dict[str, Callable[[], object]], rounds: int, clock: str, device=None
+) -> dict[str, float]:
+    """:func:`interleaved` medians by the wall clock (``device`` synchronised around each
+    call), or by the process's CPU time (the CPU only)."""
     if clock == "wall":
-        return interleaved(contenders, rounds=rounds)
+        return interleaved(contenders, rounds=rounds, device=device)
+    if device is not None and torch.device(device).type != "cpu":
+        raise ValueError(f"clock='cpu' times the CPU only, not {torch.device(device)}")
     spent: dict[str, list[float]] = {name: [] for name in contenders}
 
     def on_cpu(name: str, fn: Callable[[], object]) -> Callable[[], None]:
@@ -226,13 +247,15 @@ def timed(contenders: dict[str, Callable[[], object]], rounds: int, clock: str) 
 def measure_generation(
     rounds: int = 9, *, length: int = 200, batch: int = 64, batch_length: int = 50,
     copy_megabytes: float = COPY_MEGABYTES, clock: str = "wall", shape: dict | None = None,
+    device=None,
 ) -> GenerationSpeed:  # fmt: skip
     """chars/s of the four contenders, interleaved over ``rounds``: ``length`` characters for
     one stream, ``batch`` streams of ``batch_length`` characters; then the two copy bandwidths.
-    ``shape``: a smaller model for tests (keys as ``CANONICAL``)."""
+    ``shape``: a smaller model for tests (keys as ``CANONICAL``); ``device``: where all of it
+    runs (the CPU when None)."""
     from rnnkit.generation import generate
 
-    model = make_model(shape)
+    model = make_model(shape, device=device)
     vocab = make_vocab(model.config.vocab_size)
     parts, cell_parts = hand_parts(model), hand_parts(model, cells=True)
     contenders = {
@@ -243,7 +266,7 @@ def measure_generation(
             generate, model, vocab, length=batch_length, temperature=1.0, seed=0, num_samples=batch
         ),
     }
-    seconds = timed(contenders, rounds, clock)
+    seconds = timed(contenders, rounds, clock, device)
     check = min(length, 40)
     text = generate(model, vocab, length=check, temperature=1.0, seed=1)[0]  # as the loops
     same = text == hand_loop(parts, vocab, check, 1) == hand_cell_loop(cell_parts, vocab, check, 1)
@@ -253,9 +276,10 @@ def measure_generation(
         loop_chars_per_s=length / seconds["loop"],
         loop_cell_chars_per_s=length / seconds["loop-cell"],
         batch_chars_per_s=batch * batch_length / seconds["batch"],
+        streams=batch,
         weight_bytes_per_step=nbytes,
         flops_per_char=flops_per_char(model),
-        copy_gbps=copy_gbps(int(copy_megabytes * 2**20), rounds=max(3, rounds // 2)),
-        cache_copy_gbps=copy_gbps(nbytes, rounds=max(5, rounds)),
+        copy_gbps=copy_gbps(int(copy_megabytes * 2**20), max(3, rounds // 2), device),
+        cache_copy_gbps=copy_gbps(nbytes, max(5, rounds), device),
         text_equals_loop=same,
     )

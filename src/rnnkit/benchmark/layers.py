@@ -8,13 +8,21 @@ of ``out.sum()`` with every gradient reset to None first -- the same measurement
 ``benchmarks/layers.py``, whose table (chars/s over several shapes) this module does not change.
 
 * ``cells_over_fused``: seconds of the cells path / seconds of the fused path (target <= 1.5);
-* ``fused_over_torch``: seconds of the fused path / seconds of ``torch.nn.LSTM`` (about 1).
+* ``fused_over_torch``: seconds of the fused path / seconds of ``torch.nn.LSTM`` (about 1);
+* ``compiled_over_fused``: the cells path with its step compiled
+  (``rnnkit.nn.unroll.compile_steps``: ``torch.compile`` of the step, on CUDA fused elementwise
+  kernels) / the fused path (on CUDA cuDNN; target <= 2). The compilation happens in a trial
+  call before the timed rounds; where ``torch.compile`` cannot run here, the figure is None
+  and ``compiled_error`` says why.
+
+With ``device=`` every contender runs there, the device synchronised around each timed call.
 
 :func:`forward_backward` is also the measured call of :mod:`rnnkit.benchmark.minimal`.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import torch
@@ -31,6 +39,8 @@ class CellsSpeed(NamedTuple):
     cells_s: float
     fused_s: float
     torch_s: float
+    compiled_s: float | None = None  # None: not measured (compiled_error says why)
+    compiled_error: str | None = None
 
     @property
     def cells_over_fused(self) -> float:
@@ -39,6 +49,10 @@ class CellsSpeed(NamedTuple):
     @property
     def fused_over_torch(self) -> float:
         return self.fused_s / self.torch_s
+
+    @property
+    def compiled_over_fused(self) -> float | None:
+        return None if self.compiled_s is None else self.compiled_s / self.fused_s
 
 
 def layer_contenders(cell: str, input_size: int, hidden: int) -> dict[str, nn.Module]:
@@ -66,15 +80,41 @@ def forward_backward(module: nn.Module, x: Tensor) -> None:
     out.sum().backward()
 
 
+def compiled_contender(cells: nn.Module, x: Tensor) -> tuple[nn.Module | None, str | None]:
+    """A copy of the cells-path layer ``cells`` with its step compiled, run once on ``x`` (the
+    compilation); or None and the one-line reason it cannot run here."""
+    try:
+        from rnnkit.nn.unroll import compile_steps
+    except ImportError:
+        return None, "rnnkit.nn.unroll has no compile_steps"
+    module = copy.deepcopy(cells)
+    try:
+        if compile_steps(module) == 0:
+            return None, "compile_steps switched no layer"
+        forward_backward(module, x)
+    except Exception as error:  # inductor without a compiler, an unsupported backend...
+        return None, " ".join(f"{type(error).__name__}: {error}".split())[:200]
+    return module, None
+
+
 def measure_cells(
     rounds: int = 9, *, cell: str = "lstm", input_size: int = 64, hidden: int = 512,
-    seq_len: int = 100, batch: int = 64, seed: int = 0,
+    seq_len: int = 100, batch: int = 64, seed: int = 0, device=None, compiled: bool = True,
 ) -> CellsSpeed:  # fmt: skip
-    """Median seconds of a forward + backward of the cells path, the fused path and torch.nn,
-    interleaved over ``rounds`` (one untimed warm-up round first)."""
+    """Median seconds of a forward + backward of the cells path, the fused path, torch.nn and
+    (``compiled``) the compiled cells path, interleaved over ``rounds`` (one untimed warm-up
+    round first), on ``device`` (the CPU when None)."""
+    device = torch.device(device or "cpu")
     torch.manual_seed(seed)
-    modules = layer_contenders(cell, input_size, hidden)
-    x = torch.randn(seq_len, batch, input_size)  # (L, N, H_in)
+    modules = {name: m.to(device) for name, m in layer_contenders(cell, input_size, hidden).items()}
+    x = torch.randn(seq_len, batch, input_size, device=device)  # (L, N, H_in)
+    error = None
+    if compiled:
+        module, error = compiled_contender(modules["cells"], x)
+        if module is not None:
+            modules["compiled"] = module
     calls = {name: (lambda m=m: forward_backward(m, x)) for name, m in modules.items()}
-    seconds = interleaved(calls, rounds=rounds)
-    return CellsSpeed(seconds["cells"], seconds["fused"], seconds["torch"])
+    seconds = interleaved(calls, rounds=rounds, device=device)
+    return CellsSpeed(
+        seconds["cells"], seconds["fused"], seconds["torch"], seconds.get("compiled"), error
+    )

@@ -9,7 +9,10 @@
   cannot beat;
 * ``cpu_support()``: what this CPU offers the kernels above (PyTorch's vector capability,
   AVX-512, oneDNN's native bf16), so a section measures only what can run here and says
-  "not supported on this CPU" for the rest.
+  "not supported on this CPU" for the rest;
+* ``device_gemm_gflops(device, dtype)``: the same product on an accelerator (cuBLAS on CUDA),
+  timed with the device synchronised -- the yardstick of ``rnnkit bench --device cuda``, where
+  ``copy_gbps(device=...)`` is the accelerator's memory bandwidth.
 """
 
 from __future__ import annotations
@@ -72,12 +75,28 @@ def cpu_support() -> dict:
     }
 
 
-def copy_gbps(megabytes: int = 256, rounds: int = 5) -> float:
-    """GB/s moved (read + written) by copying a ``megabytes`` float32 tensor."""
-    src = torch.ones(megabytes * 2**20 // 4)
+def copy_gbps(megabytes: int = 256, rounds: int = 5, device: torch.device | None = None) -> float:
+    """GB/s moved (read + written) by copying a ``megabytes`` float32 tensor (on ``device``:
+    the CPU when None)."""
+    src = torch.ones(megabytes * 2**20 // 4, device=device)
     dst = torch.empty_like(src)
-    seconds = interleaved({"copy": lambda: dst.copy_(src)}, rounds=rounds)["copy"]
+    copy = {"copy": lambda: dst.copy_(src)}
+    seconds = interleaved(copy, rounds=rounds, device=device)["copy"]
     return 2 * src.numel() * 4 / seconds / 1e9
+
+
+def device_gemm_gflops(
+    device: torch.device, dtype: torch.dtype = torch.float32, n: int = 8192, rounds: int = 5
+) -> float:
+    """GFLOP/s of an ``n`` x ``n`` matrix product in ``dtype`` on ``device`` (median of
+    ``rounds``, synchronised around each call). float32 is what torch does by default: on CUDA
+    full fp32, not TF32, unless ``torch.set_float32_matmul_precision`` says otherwise."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    out = torch.empty(n, n, dtype=dtype, device=device)
+    mm = {"mm": lambda: torch.mm(a, b, out=out)}
+    seconds = interleaved(mm, rounds=rounds, device=device)["mm"]
+    return 2 * n**3 / seconds / 1e9
 
 
 def cpu_model() -> str:

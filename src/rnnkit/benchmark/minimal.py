@@ -4,7 +4,9 @@
 Shape (the one of Feng et al.'s claim that minimal RNNs train much faster): sequences of 2048,
 batches of 16, input 256, hidden 256, float32, sequence-first, one layer (``--quick``: sequences
 of 512). The minimal layers run with ``impl="auto"`` (on a CPU the fused path: the gates of every
-step in one matrix product, then one ``lerp`` per step); torch's layers run their fused kernels.
+step in one matrix product, then one ``lerp`` per step); torch's layers run their fused kernels
+(on CUDA cuDNN's: ``minimal_cudnn`` says whether cuDNN was on). With ``device=`` all four run
+there, the device synchronised around each timed call.
 One contender call is a forward pass plus the backward of ``out.sum()`` with every gradient reset
 first (:func:`rnnkit.benchmark.layers.forward_backward`).
 
@@ -58,13 +60,16 @@ def minimal_contenders(input_size: int, hidden: int, impl: str = "auto") -> dict
 
 def measure_minimal(
     rounds: int = 5, *, seq_len: int = 2048, batch: int = 16, input_size: int = 256,
-    hidden: int = 256, impl: str = "auto", seed: int = 0,
+    hidden: int = 256, impl: str = "auto", seed: int = 0, device=None,
 ) -> MinimalSpeed:  # fmt: skip
     """Median seconds of a forward + backward of the four layers, interleaved over ``rounds``
-    (one untimed warm-up round first)."""
+    (one untimed warm-up round first), on ``device`` (the CPU when None)."""
+    device = torch.device(device or "cpu")
     torch.manual_seed(seed)
-    modules = minimal_contenders(input_size, hidden, impl)
-    x = torch.randn(seq_len, batch, input_size)  # (L, N, H_in)
+    modules = {
+        name: m.to(device) for name, m in minimal_contenders(input_size, hidden, impl).items()
+    }
+    x = torch.randn(seq_len, batch, input_size, device=device)  # (L, N, H_in)
     calls = {name: (lambda m=m: forward_backward(m, x)) for name, m in modules.items()}
-    s = interleaved(calls, rounds=rounds)
+    s = interleaved(calls, rounds=rounds, device=device)
     return MinimalSpeed(s["mingru"], s["gru"], s["minlstm"], s["lstm"])

@@ -4,7 +4,8 @@ A corpus of ``megabytes`` MB is written by repeating the bundled Tiny Shakespear
 ``rnnkit train`` runs on it in a child process for a few steps of the canonical model (the first
 run reads, checks and tokenises the whole corpus into the token cache: the memory-hungry part);
 the child's peak RSS comes from ``os.wait4``. The corpus is streamed and memory-mapped, so the
-peak should be torch's own footprint plus the model, not the corpus size.
+peak should be torch's own footprint plus the model, not the corpus size. The child trains on
+``--device`` (the host's memory is measured either way; on CUDA it includes the CUDA context).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rnnkit.benchmark.training import CANONICAL
+from rnnkit.benchmark.shapes import CANONICAL
 
 
 def write_corpus(path: Path, megabytes: float) -> int:
@@ -33,9 +34,9 @@ def write_corpus(path: Path, megabytes: float) -> int:
     return written
 
 
-def peak_rss_mb(megabytes: float = 200, steps: int = 5, shape=None) -> float:
-    """Peak RSS (MiB) of a child ``rnnkit train`` on a ``megabytes`` MB corpus (``shape``: a
-    smaller model for tests; default the canonical one)."""
+def peak_rss_mb(megabytes: float = 200, steps: int = 5, shape=None, device="cpu") -> float:
+    """Peak RSS (MiB) of a child ``rnnkit train --device DEVICE`` on a ``megabytes`` MB corpus
+    (``shape``: a smaller model for tests; default the canonical one)."""
     c = shape or CANONICAL
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "big.txt"
@@ -45,7 +46,7 @@ def peak_rss_mb(megabytes: float = 200, steps: int = 5, shape=None) -> float:
             "--embed", str(c["embed"]), "--hidden", str(c["hidden"]), "--layers", str(c["layers"]),
             "--seq-len", str(c["seq_len"]), "--batch-size", str(c["batch"]),
             "--max-steps", str(steps), "--eval-batches", "2", "--eval-every", str(steps),
-            "--sample-every", "0", "--threads", "1",
+            "--sample-every", "0", "--threads", "1", "--device", str(device),
         ]  # fmt: skip
         env = {**os.environ, "RNNKIT_CACHE": f"{tmp}/cache"}
         child = subprocess.Popen(

@@ -16,6 +16,14 @@ embedding 64, a 2-layer LSTM of 512 units, sequences of 100 characters, batches 
 FLOPs per character for a training step are counted as 3x the forward multiply-adds x 2 (the
 backward pass costs about twice the forward): per LSTM layer ``2 * 4H * (I + H)``, plus the
 head ``2 * H * V``; the achieved rate over the fp32 GEMM reference is ``train_gemm_fraction``.
+
+On another device (``device=``) both loops run there: the trainer gets ``Trainer(config,
+device=...)``, the hand-written model is moved there and its batches are moved with
+``rnnkit.devices.to_device`` (as the trainer's are); each step ends with one host read (the
+trainer's loss and norm, the loop's ``loss.item()``), and the timing synchronises the device.
+On a GPU the canonical model is too small to measure anything but launch overhead, so
+``rnnkit bench --device cuda`` uses ``rnnkit.benchmark.shapes.GPU_SHAPE``, the ``gpu`` preset's
+model and batch.
 """
 
 from __future__ import annotations
@@ -27,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnkit.benchmark.shapes import CANONICAL
 from rnnkit.benchmark.timing import interleaved
 from rnnkit.config import RunConfig, apply_overrides
-
-CANONICAL = {"vocab": 65, "embed": 64, "hidden": 512, "layers": 2, "seq_len": 100, "batch": 64}
+from rnnkit.devices import to_device
 
 
 def training_flops_per_char(embed: int, hidden: int, layers: int, vocab: int) -> float:
@@ -72,10 +80,10 @@ class TrainingSpeed:
 
 
 def canonical_trainer(
-    out: str, *, cell: str = "lstm", impl: str = "auto", precision=None, shape=None
+    out: str, *, cell: str = "lstm", impl: str = "auto", precision=None, shape=None, device=None
 ):
     """A Trainer of the canonical model (or ``shape``) on the bundled Tiny Shakespeare, with
-    logging and evaluation off."""
+    logging and evaluation off, on ``device`` (the CPU when None)."""
     from rnnkit.trainer.loop import Trainer
 
     c = shape or CANONICAL
@@ -90,25 +98,30 @@ def canonical_trainer(
     if precision is not None:
         settings["train"]["precision"] = precision
     apply_overrides(config, settings, "rnnkit bench")
-    return Trainer(config, log=lambda *_: None)
+    return Trainer(config, log=lambda *_: None, device=device or torch.device("cpu"))
 
 
-def measure_training(rounds: int = 10, steps_per_round: int = 2, shape=None) -> TrainingSpeed:
+def measure_training(
+    rounds: int = 10, steps_per_round: int = 2, shape=None, device=None
+) -> TrainingSpeed:
     """chars/s of both loops, ``steps_per_round`` steps per contender per round (``shape``:
-    a smaller model for tests; default the canonical one)."""
+    a smaller model for tests; default the canonical one), on ``device`` (the CPU when None)."""
     c = shape or CANONICAL
+    device = torch.device(device or "cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = canonical_trainer(f"{tmp}/run", shape=c)
+        trainer = canonical_trainer(f"{tmp}/run", shape=c, device=device)
         model = trainer.model
         hand = HandWritten(len(trainer.task.vocab), c["embed"], c["hidden"], c["layers"])
         hand.embedding.load_state_dict(model.embedding.state_dict())
         hand.rnn.load_state_dict(model.rnn.state_dict())
         hand.head.load_state_dict(model.head.state_dict())
+        hand.to(device)
         optimizer = torch.optim.Adam(hand.parameters(), lr=2e-3)
         state = {"h": None, "index": 0}
 
         def hand_step() -> None:
-            x, y = trainer.task.train_batch(0, state["index"] % trainer.steps_per_epoch)
+            batch = trainer.task.train_batch(0, state["index"] % trainer.steps_per_epoch)
+            x, y = to_device(batch, device)
             state["index"] += 1
             hidden = state["h"]
             if hidden is not None:
@@ -125,7 +138,9 @@ def measure_training(rounds: int = 10, steps_per_round: int = 2, shape=None) -> 
             return lambda: [step() for _ in range(steps_per_round)]
 
         seconds = interleaved(
-            {"rnnkit": repeat(trainer._train_step), "torch": repeat(hand_step)}, rounds=rounds
+            {"rnnkit": repeat(trainer._train_step), "torch": repeat(hand_step)},
+            rounds=rounds,
+            device=device,
         )
     chars = steps_per_round * c["batch"] * c["seq_len"]
     flops = training_flops_per_char(c["embed"], c["hidden"], c["layers"], c["vocab"])
