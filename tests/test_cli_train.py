@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+CUDA_BUILT = torch.backends.cuda.is_built()
+NO_CUDA = pytest.mark.skipif(CUDA_BUILT, reason="this PyTorch has CUDA: --device cuda is valid")
 TEXT = (
     "".join(
         f"{who}: the {what} is {how}, and so the {what} shall be.\n"
@@ -62,7 +65,8 @@ def test_eval_on_validation_split_and_on_a_file(trained):
     result = rnnkit("eval", "run", "--json", cwd=trained)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert set(figures) == {"loss", "bpc", "chars"}
+    assert set(figures) == {"loss", "bpc", "chars", "device"}
+    assert figures["device"] == "cpu" or figures["device"].startswith("cuda")  # --device auto
     assert figures["bpc"] == pytest.approx(figures["loss"] / 0.6931471805599453)
     assert 0 < figures["loss"] < 3.0 and figures["chars"] > 500
     result = rnnkit("eval", "run", "plays.txt", cwd=trained)
@@ -86,9 +90,10 @@ def test_resume_continues_the_run(trained, tmp_path):
     (tmp_path / "plays.txt").write_text(TEXT)
     first = rnnkit("train", "plays.txt", *TINY, "--max-steps", 20, "--out", "r", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    again = rnnkit("train", "--resume", "r", "--max-steps", 30, cwd=tmp_path)
+    again = rnnkit("train", "--resume", "r", "--max-steps", 30, "--device", "cpu", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "stopped (max_steps) at step 30" in again.stdout
+    assert "; on cpu; run directory" in again.stdout  # the header names the device
 
 
 def test_ctrl_c_saves_and_exits_130_then_resumes(tmp_path):
@@ -157,6 +162,27 @@ def one_line_error(result, *needles):
             ["model.hidden must be int", "'big'"],
         ),  # noqa: E501
         (None, ["train", "--preset", "huge"], ["unknown preset 'huge'"]),
+        (None, ["train", "--precision", "fp8"], ["--precision", "fp8"]),
+        (None, ["train", "--device", "bogus"], ["--device must be", "'bogus'"]),
+        (None, ["train", "--device", "cuda:x"], ["--device must be", "'cuda:x'"]),
+        pytest.param(
+            None,
+            ["train", "--device", "cuda"],
+            ["--device cuda: this PyTorch has no CUDA support"],
+            marks=NO_CUDA,
+        ),
+        pytest.param(
+            None,
+            ["train", "--nproc", "2", "--device", "cuda"],
+            ["--device cuda: this PyTorch has no CUDA support"],
+            marks=NO_CUDA,
+        ),
+        pytest.param(
+            None,
+            ["train", "--resume", "r", "--device", "cuda:1"],
+            ["--device cuda:1: this PyTorch has no CUDA support"],  # before the run is read
+            marks=NO_CUDA,
+        ),
         (None, ["sample", "missing-run"], ["missing-run"]),
         (None, ["eval", "missing-run"], ["missing-run"]),
     ],

@@ -96,8 +96,7 @@ def _launch_torchrun(args: argparse.Namespace, config, flags: dict, device) -> i
     get_task(config.task.name).check_world(world)  # only a task whose batches split
     distributed.check_divisible(world, config.train.batch_size)
     distributed.check_gpus(args.nproc, device, args.device)
-    argv = distributed.strip_nproc(sys.argv[2:] if args.argv is None else args.argv)
-    argv = [*distributed.strip_option(argv, "--device"), "--device", device.type]
+    argv = distributed.worker_argv(sys.argv[2:] if args.argv is None else args.argv, device)
     code = distributed.launch(args.nproc, argv, share_cores=not config.train.threads)
     if code not in (0, 130):
         raise UserError(

@@ -75,6 +75,10 @@ class RunLogs:
         )
         self.scalar("train/loss", result.loss, step)
 
+    def skip(self, step: int, epoch: int, loss: float, norm: float, note: str) -> None:
+        """A step whose update was skipped (a non-finite loss or gradient), and why."""
+        self.write(step=step, epoch=epoch, kind="skip", loss=loss, grad_norm=norm, note=note)
+
     def val(self, step: int, epoch: int, lr: float, improved: bool, figures: dict) -> None:
         """An evaluation's figures."""
         note = "best" if improved else ""

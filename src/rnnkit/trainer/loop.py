@@ -30,7 +30,6 @@ the loss picture are ``logs.py``'s.
 from __future__ import annotations
 
 import math
-import os
 import random
 import sys
 import time
@@ -50,7 +49,13 @@ from rnnkit.tasks import get_task
 from rnnkit.tasks.base import summary
 from rnnkit.tasks.saved import load_task, read_run_checkpoint, save_run_checkpoint
 from rnnkit.trainer.logs import RunLogs
-from rnnkit.trainer.state import StepResult, TrainProgress, restore_training, training_state
+from rnnkit.trainer.state import (
+    StepResult,
+    TrainProgress,
+    read_step,
+    restore_training,
+    training_state,
+)
 from rnnkit.training import distributed
 from rnnkit.training.optim import (
     build_optimizer,
@@ -60,7 +65,7 @@ from rnnkit.training.optim import (
     scale_learning_rate,
     time_budget,
 )
-from rnnkit.training.precision import Precision
+from rnnkit.training.precision import Precision, set_deterministic
 from rnnkit.training.progress import Progress, small_data_hint, time_limit_note
 from rnnkit.training.stopping import StopSignal
 from rnnkit.wording import sample_banner
@@ -85,18 +90,6 @@ def _seed(t: TrainConfig) -> None:
     torch.manual_seed(t.seed)  # every device's generator (CUDA's too)
     np.random.seed(t.seed % 2**32)
     random.seed(t.seed)
-
-
-def set_deterministic(on: bool) -> None:
-    """``--deterministic``: torch's deterministic kernels only (an op without one raises),
-    cuBLAS's fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, which cuBLAS reads when its first
-    handle is made: before any CUDA work, so here, unless the environment chose one) and no
-    cuDNN autotuning. ``on`` false changes nothing; the trainer puts torch's previous setting
-    back when its run ends (a library caller's other work is not changed behind its back)."""
-    if on:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
 
 
 def _device(device: torch.device | str | None) -> torch.device:
@@ -356,7 +349,7 @@ class Trainer:
         self.precision.backward(loss)
         self.precision.unscale(self.optimizer)  # fp16: true gradients before clipping
         norm = clip_gradients(self.params, t)  # the pre-clip global norm, still on the device
-        value, norm, logged, info = self._read(loss, norm, output)
+        value, norm, logged, info = read_step(self.world, loss, norm, output, l1=bool(t.l1))
         if not (math.isfinite(value) and math.isfinite(norm)):
             self.precision.step(self.optimizer, apply=False)  # fp16: the scale is halved
             if self.precision.scaler is not None and math.isfinite(value):
@@ -367,23 +360,6 @@ class Trainer:
         self.bad_steps = 0
         self._update(watch=self.logs.ratios is not None and (p.step + 1) % t.log_every == 0)
         return StepResult(logged, output.count, norm, info)
-
-    def _read(self, loss, norm, output) -> tuple[float, float, float, dict[str, float]]:
-        """The step's one host sync: the loss (averaged over the ranks), the gradient norm, the
-        loss without the L1 term (what is logged) and the task's tensor-valued info, stacked
-        on the device and read together. Returns (loss, norm, logged loss, info)."""
-        mean = lambda value: distributed.mean_over_ranks(self.world, value.detach())  # noqa: E731
-        figures = [mean(loss), norm]
-        if self.config.train.l1:
-            figures.append(mean(output.loss))
-        names = [k for k, v in output.info.items() if isinstance(v, torch.Tensor)]
-        figures += [output.info[k].detach() for k in names]
-        values = torch.stack([f.to(self.device, torch.float32).reshape(()) for f in figures])
-        read = values.tolist()
-        value, norm_value = read[0], read[1]
-        logged = read[2] if self.config.train.l1 else value
-        info = {**output.info, **dict(zip(names, read[len(read) - len(names) :], strict=True))}
-        return value, norm_value, logged, info
 
     def _update(self, watch: bool) -> None:
         """The optimiser and schedule step (``watch``: update-to-data ratios around it)."""
@@ -405,14 +381,7 @@ class Trainer:
         skipped, the scale halved, the data moves on; not a bad step, so no reload."""
         p = self.progress
         p.step += 1
-        self.logs.write(
-            step=p.step,
-            epoch=p.epoch,
-            kind="skip",
-            loss=loss,
-            grad_norm=norm,
-            note="fp16 gradient overflow: update skipped, loss scale halved",
-        )
+        self.logs.skip(p.step, p.epoch, loss, norm, "fp16 gradient overflow: loss scale halved")
 
     def _skip_bad_step(self, loss: float, norm: float) -> None:
         """Never let a non-finite loss or gradient reach the weights."""
@@ -421,14 +390,7 @@ class Trainer:
         self.task.reset_carried_state()
         self.bad_steps += 1
         p.step += 1
-        self.logs.write(
-            step=p.step,
-            epoch=p.epoch,
-            kind="skip",
-            loss=loss,
-            grad_norm=norm,
-            note="non-finite loss or gradient: step skipped",
-        )
+        self.logs.skip(p.step, p.epoch, loss, norm, "non-finite loss or gradient: step skipped")
         self.log(f"step {p.step}: non-finite loss ({loss}) or gradient norm ({norm}); skipped")
         if self.bad_steps >= self.config.train.nan_tolerance:
             self._reload_last_good()
@@ -494,7 +456,7 @@ class Trainer:
         forecast, frames), beside loss.png."""
         if not (self.out / "best").exists():
             return
-        _, best, _ = load_task(self.out / "best")
+        _, best, _ = load_task(self.out / "best", self.device)
         with writing(self.out, "write the figures in"):  # a full disk: one line naming the run
             paths = self.task.write_figures(best, self.out, "val")
         for path in paths:

@@ -34,6 +34,8 @@ from rnnkit.checkpoint.state import (
 )
 from rnnkit.errors import UserError, short
 from rnnkit.tasks import Task
+from rnnkit.tasks.base import StepOutput
+from rnnkit.training import distributed
 from rnnkit.training.optim import TimeBudget
 from rnnkit.training.precision import Precision
 
@@ -77,6 +79,27 @@ class StepResult:
     units: int  # what the batch held (chars, tokens, examples): the speed column
     grad_norm: float  # the global gradient norm before clipping (nan when not computed)
     info: dict[str, float] = field(default_factory=dict)  # the task's StepOutput.info
+
+
+def read_step(
+    world: distributed.World,
+    loss: torch.Tensor,
+    norm: torch.Tensor,
+    output: StepOutput,
+    *,
+    l1: bool,
+) -> tuple[float, float, float, dict[str, float]]:
+    """The step's one host sync: the loss backward ran on (averaged over the ranks), the
+    gradient norm, the task's loss without the L1 term (what is logged; ``l1``) and the task's
+    tensor-valued info (``bpc``...), stacked on the device and read together. Returns (loss,
+    norm, logged loss, info with every value a float)."""
+    mean = lambda value: distributed.mean_over_ranks(world, value.detach())  # noqa: E731
+    figures = [mean(loss), norm, *([mean(output.loss)] if l1 else [])]
+    names = [k for k, v in output.info.items() if isinstance(v, torch.Tensor)]
+    figures += [output.info[k].detach() for k in names]
+    read = torch.stack([f.to(world.device, torch.float32).reshape(()) for f in figures]).tolist()
+    info = {**output.info, **dict(zip(names, read[len(read) - len(names) :], strict=True))}
+    return read[0], read[1], read[2] if l1 else read[0], info
 
 
 def training_state(

@@ -208,6 +208,13 @@ def strip_nproc(argv: list[str]) -> list[str]:
     return strip_option(argv, "--nproc")
 
 
+def worker_argv(argv: list[str], device: torch.device) -> list[str]:
+    """What each torchrun process runs ``rnnkit train`` with: ``argv`` without ``--nproc``
+    (they must not launch again) and with ``--device`` as the launcher resolved it (its type:
+    ``cuda`` processes each take the GPU of their LOCAL_RANK)."""
+    return [*strip_option(strip_nproc(argv), "--device"), "--device", device.type]
+
+
 def strip_option(argv: list[str], option: str) -> list[str]:
     """``argv`` without ``option VALUE`` / ``option=VALUE``."""
     out, skip = [], False

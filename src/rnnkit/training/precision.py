@@ -1,4 +1,5 @@
-"""Mixed precision for the training step: ``--precision fp32|bf16|fp16``.
+"""How the training step computes: mixed precision (``--precision fp32|bf16|fp16``) and
+deterministic kernels (``--deterministic``).
 
     precision = Precision("fp16", device)
     with precision.autocast():
@@ -19,13 +20,15 @@ training.json and restored on resume (``state_dict``), so a resumed fp16 run is 
 fp16 and bf16 are fast on CUDA (tensor cores). On the CPU, bf16 is fast only with native
 bfloat16 instructions (AVX512-BF16 or AMX) and fp16 runs (autocast and the scaler exist for the
 CPU in torch >= 2.3) but is slow: it is allowed so that runs, resumes and tests behave alike on
-every device. What is not here: the step itself (``rnnkit.trainer.loop``) and clipping
-(``optim.py``).
+every device. ``set_deterministic`` asks torch for deterministic kernels only: repeatable
+runs (on CUDA some kernels are slower). What is not here: the step itself
+(``rnnkit.trainer.loop``) and clipping (``optim.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -88,3 +91,15 @@ class Precision:
         if not (scale > 0 and scale < float("inf")):
             raise UserError(f"scaler.scale must be a positive finite number, got {scale}")
         self.scaler.load_state_dict(state)
+
+
+def set_deterministic(on: bool) -> None:
+    """``--deterministic``: torch's deterministic kernels only (an op without one raises),
+    cuBLAS's fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, which cuBLAS reads when its first
+    handle is made: so before any CUDA work, unless the environment chose one) and no cuDNN
+    autotuning. ``on`` false changes nothing; the trainer puts torch's previous setting back
+    when its run ends (a library caller's other work is not changed behind its back)."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
