@@ -121,6 +121,8 @@ def test_train_writes_a_run_that_eval_scores(runs, task):
     assert {"step", "loss", "lr", "grad_norm"} <= set(header)
     figures = json.loads(ok(rnnkit("eval", task, "--split", "test", "--json", cwd=runs)))
     assert {"loss", *METRICS[task]} <= set(figures)
+    device = figures.pop("device")  # where it ran: the default (auto) picks it
+    assert device == "cpu" or device.startswith(("cuda:", "mps"))
     assert all(isinstance(v, int | float) for v in figures.values())
     text = ok(rnnkit("eval", task, cwd=runs))
     assert "loss" in text

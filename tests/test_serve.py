@@ -128,6 +128,7 @@ def test_health_and_model_describe_the_run(client, loaded):
     assert about["cell"] == "lstm" and about["hidden"] == 16 and about["embed"] == 8
     assert about["vocab_size"] == len(vocab) and about["run"] == "here"
     assert about["parameters"] == sum(p.numel() for p in model.parameters())
+    assert about["device"] == "cpu"  # load_model's default: the CPU
     assert about["limits"]["max_length"] == 300 and about["limits"]["max_concurrent"] == 2
 
 
