@@ -83,10 +83,10 @@ def forward_backward(module: nn.Module, x: Tensor) -> None:
 def compiled_contender(cells: nn.Module, x: Tensor) -> tuple[nn.Module | None, str | None]:
     """A copy of the cells-path layer ``cells`` with its step compiled, run once on ``x`` (the
     compilation); or None and the one-line reason it cannot run here."""
-    try:
-        from rnnkit.nn.unroll import compile_steps
-    except ImportError:
-        return None, "rnnkit.nn.unroll has no compile_steps"
+    from rnnkit.nn.unroll import compile_steps, compile_unavailable
+
+    if reason := compile_unavailable():
+        return None, reason
     module = copy.deepcopy(cells)
     try:
         if compile_steps(module) == 0:
