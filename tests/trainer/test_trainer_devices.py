@@ -186,6 +186,21 @@ def test_a_bad_scaler_state_is_one_line(tmp_path):
         Trainer(config_for(tmp_path), resume=True, overrides={"train": {"max_steps": 4}})
 
 
+def test_a_state_carried_in_fp16_goes_on_in_an_fp32_resume(tmp_path):
+    """An autocast run carries (and saves) its state in the low precision; resumed in fp32,
+    the fused kernel gets the state in the weights' dtype instead of failing."""
+    first = train(config_for(tmp_path, precision="fp16", max_steps=3), log=quiet)
+    carried = load_checkpoint(first.out / "last").training["state"]
+    assert {s.dtype for s in carried} == {torch.float16}
+    resumed = train(
+        config_for(tmp_path),
+        resume=True,
+        overrides={"train": {"precision": "fp32", "max_steps": 5}},
+        log=quiet,
+    )
+    assert resumed.step == 5 and math.isfinite(resumed.last_val)
+
+
 # ---- device-free checkpoints and the CUDA generators -----------------------------------------
 
 

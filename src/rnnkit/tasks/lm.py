@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from rnnkit.config import RunConfig, TaskOptions
@@ -118,7 +119,7 @@ class LanguageModelTask(Task):
     def train_loss(self, model, batch, step: int) -> StepOutput:
         device = model_device(model)
         x, y = to_device(batch, device)  # (B, T) each, built on the host
-        output = model(x, y, to_device(self.state, device))
+        output = model(x, y, self._carried(model, device))
         self.state = detach_state(output.state)  # carry the values, cut the graph
         return StepOutput(output.loss, y.numel(), {"bpc": output.loss.detach() / LN2})
 
@@ -218,6 +219,19 @@ class LanguageModelTask(Task):
 
     def reset_carried_state(self) -> None:
         self.state = None
+
+    def _carried(self, model, device):
+        """The carried state on ``device``; without autocast, in the weights' dtype: a state
+        carried (or saved) in bf16/fp16 by an autocast run goes on in a run resumed in fp32
+        (the fused kernels take one dtype). Under autocast it stays as it came (exact resume)."""
+        state = to_device(self.state, device)
+        if state is None or torch.is_autocast_enabled(device.type):
+            return state
+        dtype = next(model.parameters()).dtype
+        if isinstance(state, Tensor):
+            return state.to(dtype)
+        cast = [s.to(dtype) for s in state]
+        return type(state)(*cast) if hasattr(state, "_fields") else type(state)(cast)
 
 
 def _figures(loss: float, chars: int) -> dict:
