@@ -5,7 +5,9 @@ Every task's ``evaluate`` on CUDA equals the CPU's within 1e-4 (fp32: TF32 is sw
 the comparison, as it rounds matrix products to 10-bit mantissas); generation runs batched on
 the device for 1 and 64 streams and a seed repeats its text there; greedy and width-1 beam
 decoding pick the CPU's tokens; ``load_task`` puts every tensor on the device; ``serve`` on
-CUDA answers; ``rnnkit eval --device cuda`` scores what ``--device cpu`` scores.
+CUDA answers; ``rnnkit eval --device cuda`` scores what ``--device cpu`` scores; and the
+evaluation loops wait for the GPU as often for one batch as for all of them (their figures are
+summed on the device and read once), counted with ``torch.cuda.set_sync_debug_mode``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -52,7 +55,16 @@ def fp32():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("gpu")
+    return write_data(tmp_path_factory.mktemp("gpu"), copies=1)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> Path:
+    """Data whose validation split takes several evaluation batches in every task."""
+    return write_data(tmp_path_factory.mktemp("gpu-big"), copies=50)
+
+
+def write_data(root: Path, copies: int) -> Path:
     (root / "text.txt").write_text(
         "".join(f"{w} {v} the {o}.\n" for w in NAMES["Italian"] for v in ("saw", "met")
                 for o in ("sea", "hill", "town")) * 4
@@ -60,29 +72,35 @@ def data(tmp_path_factory) -> Path:
     names = root / "names"
     names.mkdir()
     for label, words in NAMES.items():
-        (names / f"{label}.txt").write_text("\n".join(words * 4) + "\n")
-    sentences = [
-        [("the", "DET"), ("cat", "NOUN"), ("sat", "VERB"), (".", "PUNCT")],
-        [("a", "DET"), ("dog", "NOUN"), ("ran", "VERB"), ("home", "ADV"), (".", "PUNCT")],
-    ] * 15
+        (names / f"{label}.txt").write_text("\n".join(words * 4 * copies) + "\n")
+    sentences = (
+        [
+            [("the", "DET"), ("cat", "NOUN"), ("sat", "VERB"), (".", "PUNCT")],
+            [("a", "DET"), ("dog", "NOUN"), ("ran", "VERB"), ("home", "ADV"), (".", "PUNCT")],
+        ]
+        * 15
+        * copies
+    )
     blocks = [
         "\n".join(f"{i}\t{w}\t{w}\t{t}\t_\t_\t0\t_\t_\t_" for i, (w, t) in enumerate(s, 1))
         for s in sentences
     ]
     (root / "tags.conllu").write_text("\n\n".join(blocks) + "\n\n")
+    (root / "copies").write_text(str(copies))
     return root
 
 
 def task_config(name: str, root: Path) -> RunConfig:
     paths = {"lm": "text.txt", "classify": "names", "generate-from": "names", "tag": "tags.conllu"}
     data = {"paths": [str(root / paths[name])]} if name in paths else {}
-    options = {}
+    options, copies = {}, int((root / "copies").read_text())
     if name == "seq2seq":
         data, options = {"synthetic": "reverse", "synthetic_size": 200}, {"max_len": 12}
     elif name == "forecast":
-        data, options = {"synthetic": "sine", "synthetic_size": 400}, {"window": 16, "horizon": 4}
+        data = {"synthetic": "sine", "synthetic_size": 400 * copies}
+        options = {"window": 16, "horizon": 4}
     elif name == "frames":
-        data = {"synthetic": "shapes", "synthetic_size": 24}
+        data = {"synthetic": "shapes", "synthetic_size": 24 * copies}
         options = {"frame_size": 8, "frames": 5}
     model = {**SMALL, "hidden": 4, "layers": 1} if name == "frames" else SMALL
     config = RunConfig.from_dict({
@@ -211,3 +229,24 @@ def test_eval_command_on_cuda_scores_what_the_cpu_scores(data):
     # the command runs with torch's defaults, where cuDNN may use TF32: 1e-3, not 1e-4
     assert on_cuda["loss"] == pytest.approx(on_cpu["loss"], rel=1e-3)
     assert on_cuda["chars"] == on_cpu["chars"]
+
+
+def _syncs(task, model, max_batches: int) -> int:
+    """How many times ``task.evaluate`` waits for the GPU (torch's sync debug warnings)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            task.evaluate(model, "val", max_batches)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("name", ["classify", "generate-from", "tag", "forecast", "frames"])
+def test_evaluation_waits_for_the_gpu_as_often_for_one_batch_as_for_all(big, name):
+    task, model = prepared(name, big)
+    model = model.to(CUDA)
+    task.evaluate(model, "val", 1)  # warm-up: first-use allocations and kernels
+    one, every = _syncs(task, model, 1), _syncs(task, model, 0)
+    assert every == one, f"{name}: {one} syncs for one batch, {every} for the whole split"

@@ -14,10 +14,10 @@ score ``sum log p / length ** length_penalty`` (length counts the EOS); an input
 has ``beam_width`` finished hypotheses (or at ``max_len``, when the live ones are finished as
 they are) and returns its best-scoring one. With ``beam_width=1`` this is greedy decoding.
 
-Devices: everything runs where ``src`` is (the model's device). Per step the host reads the
-step's ids once (greedy and sampling: whether every row is done; beam search: the 2K best
-candidates of each input, whose bookkeeping is Python) and beam search sends the chosen rows,
-tokens and scores back in one pinned, non-blocking copy.
+Devices: everything runs where ``src`` is (the model's device). Per step the host reads only
+what it decides on -- greedy and sampling: whether every row is done; beam search: the scores
+and indices of each input's 2K best candidates, whose bookkeeping is Python -- and beam search
+sends the chosen rows, tokens and scores back in pinned, non-blocking copies.
 """
 
 from __future__ import annotations
