@@ -110,6 +110,22 @@ def test_the_blocker_refuses_what_the_gpu_machine_lacks(tmp_path):
     assert result.stdout.strip() == "No module named 'fastapi' (not on the GPU machine)"
 
 
+def test_the_gpu_tests_collect_with_only_the_gpu_machines_packages(tmp_path):
+    """Step 1 of gpu_check.sh, collection only: every test module imports there (a module that
+    needs a missing package skips itself with ``pytest.importorskip``), and gpu tests exist.
+    (anyio's pytest plugin and hypothesis's entry points are this machine's: off, as there.)"""
+    env = blocked_env(tmp_path) | {"HYPOTHESIS_NO_PLUGINS": "1"}
+    command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu",
+               "-p", "no:cacheprovider", "-p", "no:anyio", "tests"]  # fmt: skip
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR ")]
+    assert not errors, result.stdout[-4000:]
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    collected = [line for line in result.stdout.splitlines() if "::" in line]
+    assert len(collected) >= 10  # the gpu-marked tests of the trainer, tasks, bench ...
+
+
 def test_gpu_check_quick_runs_every_row_with_only_the_gpu_machines_packages(tmp_path):
     """The whole script on the CPU, tiny: figures, the gpu preset's run, its eval, the table."""
     env = blocked_env(tmp_path) | {"OMP_NUM_THREADS": "1"}
