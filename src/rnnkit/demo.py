@@ -3,6 +3,9 @@
 ``rnnkit demo`` prints the module, its parameters (torch.nn's names), the shapes that flow
 through it, the final states of a padded batch taken at each sequence's true end, and the
 largest difference to ``torch.nn`` with copied weights and between rnnkit's two execution paths.
+On ``device`` (CUDA: torch.nn and rnnkit's fused path run cuDNN's kernels, in float64) the layers
+and inputs live there, drawn on the host first, so every device shows the same numbers to
+rounding; the lengths of the padded batch stay on the host, as packing wants them.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ def demo(
     length: int = 12,
     bidirectional: bool = False,
     seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> list[str]:
-    """Run the tour and return the lines to print."""
+    """Run the tour on ``device`` and return the lines to print."""
     torch.manual_seed(seed)
     kwargs = dict(num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
     ours = LAYERS[cell](input_size, hidden_size, **kwargs, dtype=torch.float64)
@@ -33,10 +37,13 @@ def demo(
     theirs.load_state_dict(ours.state_dict())
     cells = LAYERS[cell](input_size, hidden_size, **kwargs, dtype=torch.float64, impl="cells")
     cells.load_state_dict(ours.state_dict())
+    for layer in (ours, theirs, cells):  # built on the host: the same weights on every device
+        layer.to(device)
 
     lines = [f"rnnkit.{type(ours).__name__}: {ours}", "parameters (torch.nn names):"]
     lines += [f"  {name:<22} {tuple(p.shape)}" for name, p in ours.named_parameters()]
-    x = torch.randn(batch, length, input_size, dtype=torch.float64)  # (N, L, H_in)
+    x = torch.randn(batch, length, input_size, dtype=torch.float64)  # (N, L, H_in), seeded
+    x = x.to(device)  # drawn on the host: the same numbers on every device
     output, state = ours(x)
     h_n = state[0] if cell == "lstm" else state
     lines.append(f"input  (N, L, H_in)            {tuple(x.shape)}")

@@ -15,6 +15,10 @@ Every step logs the global gradient norm *before* clipping (what the network pro
 and the largest component *after* clipping (what the update used) and the training loss. The
 runs share the seed, so their first steps see identical gradients and only the clipping differs.
 
+On a ``device`` the model trains there (weights initialised and batches drawn on the host, so
+every device sees the same numbers; each batch moved once); a step's four logged figures are
+computed there and read together, one host read per step -- the figure logs every step.
+
 What is not here: the figure (:func:`rnnkit.analysis.experiment_plots.plot_exploding`).
 """
 
@@ -29,6 +33,7 @@ import torch
 from torch import nn
 
 from rnnkit.analysis.memory import MemoryModel, adding_problem, task_loss
+from rnnkit.devices import to_device
 from rnnkit.errors import UserError
 
 MODES = ("off", "norm", "value")
@@ -61,8 +66,8 @@ def exploding_model(hidden: int, gain: float, seed: int) -> MemoryModel:
     return model
 
 
-def _norm(grads: list[torch.Tensor]) -> float:
-    return float(nn.utils.get_total_norm(grads, norm_type=2.0))
+def _norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    return nn.utils.get_total_norm(grads, norm_type=2.0)
 
 
 def train_once(
@@ -77,29 +82,32 @@ def train_once(
     batch: int,
     max_norm: float,
     max_value: float,
+    device: torch.device | str = "cpu",
 ) -> ExplodingRun:
-    """One SGD run with clipping ``mode``; the weights and batches depend on ``seed`` only."""
-    model = exploding_model(hidden, gain, seed)
+    """One SGD run with clipping ``mode`` on ``device``; the weights and batches depend on
+    ``seed`` only."""
+    model = exploding_model(hidden, gain, seed).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     data = torch.Generator().manual_seed(seed)
     params = list(model.parameters())
     log = np.full((4, steps), np.nan)  # norms, post_norms, post_max, losses
     for step in range(steps):
         inputs, targets, _ = adding_problem(batch, T, data)
+        inputs, targets = to_device((inputs, targets), device)
         loss = task_loss("adding", model(inputs), targets)
-        if not math.isfinite(loss.item()):
-            break  # diverged: nothing after this is meaningful; the rest stays nan
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        log[0, step] = _norm([p.grad for p in params])
+        before = _norm([p.grad for p in params])
         if mode == "norm":
             nn.utils.clip_grad_norm_(params, max_norm)
         elif mode == "value":
             nn.utils.clip_grad_value_(params, max_value)
         grads = [p.grad for p in params]
-        log[1, step] = _norm(grads)
-        log[2, step] = max(float(g.abs().max()) for g in grads)
-        log[3, step] = loss.item()
+        largest = torch.stack([g.abs().max() for g in grads]).max()
+        figures = torch.stack([before, _norm(grads), largest, loss.detach()]).tolist()  # one read
+        if not math.isfinite(figures[3]):
+            break  # diverged: nothing after this is meaningful; the rest stays nan
+        log[:, step] = figures
         optimizer.step()
     threshold = {"off": None, "norm": max_norm, "value": max_value}[mode]
     return ExplodingRun(mode, threshold, *log)
@@ -118,6 +126,7 @@ def exploding_experiment(
     max_norm: float = 1.0,
     max_value: float = 0.1,
     progress: Callable[[ExplodingRun], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, ExplodingRun]:
     """Train the same exploding RNN once per clipping mode; returns ``{mode: ExplodingRun}``.
 
@@ -126,7 +135,7 @@ def exploding_experiment(
     gradient norm climbs through spikes to overflow and its loss to nan within ~80 steps, while
     both clipped runs train to a loss below the 1/6 of predicting 1.0. A run whose loss turns
     non-finite stops there; its remaining entries are nan. ``progress(run)`` is called as each
-    mode's run finishes."""
+    mode's run finishes. The runs train on ``device``."""
     modes = list(modes)
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
@@ -146,7 +155,7 @@ def exploding_experiment(
     )
     runs = {}
     for mode in modes:
-        runs[mode] = train_once(mode, **settings)
+        runs[mode] = train_once(mode, **settings, device=device)
         if progress:
             progress(runs[mode])
     return runs

@@ -17,7 +17,10 @@ What is here (torch + numpy only): the generic core :func:`state_gradients` and
 directory, before and after training) and :func:`fresh_gradient_flow` (an untrained model of a
 cell); :func:`summary` and :func:`to_json`. What is not here: the pictures
 (:mod:`rnnkit.analysis.gradient_plots`) and the command line (``rnnkit analyze gradients``).
-Dropout is never applied: the probes show the network as evaluated.
+Dropout is never applied: the probes show the network as evaluated. The probes run where the
+model's parameters are (``device=`` for a run or a fresh model: built on the host, so the weights
+and token windows are the same on every device, then moved); the norms come to the host in one
+read, and the Jacobians' singular values one step at a time, for the figures.
 """
 
 from __future__ import annotations
@@ -107,9 +110,10 @@ def state_gradients(
             grads = torch.autograd.grad(loss, flat, allow_unused=True)
         else:  # the loss depends on no state
             grads = (None,) * len(flat)
-    norms = [0.0 if g is None else g.detach().double().flatten(1).norm(dim=1).mean().item()
-             for g in grads]  # fmt: skip
-    return StateGradients(np.array(norms).reshape(len(states), len(state0)), loss.item())
+    zero = loss.new_zeros((), dtype=torch.float64)
+    norms = torch.stack([zero if g is None else g.detach().double().flatten(1).norm(dim=1).mean()
+                         for g in grads])  # fmt: skip
+    return StateGradients(norms.cpu().numpy().reshape(len(states), len(state0)), loss.item())
 
 
 def step_jacobian_singular_values(
@@ -145,7 +149,7 @@ def step_jacobian_singular_values(
 
         with torch.enable_grad():
             jacobian = torch.autograd.functional.jacobian(f, before[t], vectorize=True)  # (S, S)
-        rows.append(torch.linalg.svdvals(jacobian.detach().double()).numpy())
+        rows.append(torch.linalg.svdvals(jacobian.detach().double()).cpu().numpy())
     sv = np.stack(rows) if rows else np.zeros((0, sum(sizes)))
     return chosen, sv
 
@@ -312,6 +316,7 @@ def run_gradient_flow(
     seed: int = 0,
     layer_index: int = -1,
     jacobian_steps: int = 20,
+    device: torch.device | str = "cpu",
 ) -> dict[str, GradientFlow]:
     """``{"before": ..., "after": ...}`` for the language model of a run directory/checkpoint.
 
@@ -319,13 +324,13 @@ def run_gradient_flow(
     (``torch.manual_seed(config.train.seed)`` then built, as training starts). Both read the
     same ``batch`` windows of ``length + 1`` tokens at seeded random offsets of ``text`` (the
     text itself; default the last 10% of the bundled Tiny Shakespeare, the default validation
-    split), encoded with the run's vocabulary.
+    split), encoded with the run's vocabulary. Both models run on ``device``.
     """
     _check_window(length, batch, loss)
     from rnnkit.models.language_model import LanguageModel
     from rnnkit.tasks.saved import load_model
 
-    model, vocab, config = load_model(path)
+    model, vocab, config = load_model(path, device)
     if text is None:
         from rnnkit.data.corpus import BUNDLED
 
@@ -343,7 +348,7 @@ def run_gradient_flow(
     idx = _windows(tokens, length, batch, seed)
     with torch.random.fork_rng():
         torch.manual_seed(config.train.seed)
-        fresh = LanguageModel(config.model).eval()
+        fresh = LanguageModel(config.model).eval().to(device)  # built on the host, as trained
     options = {"loss": loss, "layer_index": layer_index, "jacobian_steps": jacobian_steps}
     return {
         "before": lm_gradient_flow(fresh, idx, **options),
@@ -360,6 +365,7 @@ def fresh_gradient_flow(
     seed: int = 0,
     layer_index: int = -1,
     jacobian_steps: int = 20,
+    device: torch.device | str = "cpu",
     **model: Any,
 ) -> GradientFlow:
     """Gradient flow of an untrained LanguageModel of ``cell`` (built after
@@ -368,7 +374,8 @@ def fresh_gradient_flow(
 
     ``model`` overrides :class:`~rnnkit.config.ModelConfig` fields; the defaults here are one
     layer of ``hidden=128``, ``embed=64``, ``vocab_size=65`` (Tiny Shakespeare's characters),
-    e.g. ``forget_bias=1.0``, ``init="orthogonal"``, ``nonlinearity="relu"``.
+    e.g. ``forget_bias=1.0``, ``init="orthogonal"``, ``nonlinearity="relu"``. The model and the
+    tokens are made on the host (the same on every device), then run on ``device``.
     """
     _check_window(length, batch, loss)
     from rnnkit.config import ModelConfig
@@ -378,7 +385,7 @@ def fresh_gradient_flow(
                             **model, "cell": cell})  # fmt: skip
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        lm = LanguageModel(config).eval()
+        lm = LanguageModel(config).eval().to(device)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(config.vocab_size, (batch, length + 1), generator=g)  # (N, L+1)
     return lm_gradient_flow(lm, idx, loss=loss, layer_index=layer_index,

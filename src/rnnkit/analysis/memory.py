@@ -31,6 +31,12 @@ What is here (torch + numpy only):
   grid, optionally in worker processes);
 * :func:`format_table`, the per-task table of success rates.
 
+Devices: a trial trains on ``device`` (``rnnkit experiment memory --device``). Its batches are
+drawn on the host by the seeded CPU generator -- the same data on every device -- and moved
+once per batch (pinned, non-blocking); the weights are initialised on the host, then moved. The
+training losses stay on the device and are read once per ``CHECK_EVERY`` steps (the early-stop
+rule) and the held-out loss once at the end: no host sync per step.
+
 A trial succeeds when its held-out loss is below ``margin * baseline`` (default margin 0.1: at
 least 90% better than the trivial baseline; for the adding problem remembering only one of the
 two values already leaves half the baseline, ratio 0.5). No setting is tuned per cell.
@@ -54,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.devices import describe_device, to_device
 from rnnkit.errors import UserError
 from rnnkit.nn.registry import get_cell, names
 
@@ -213,6 +220,7 @@ def run_trial(
     clip: float = DEFAULTS["clip"],
     margin: float = DEFAULTS["margin"],
     stop_early: bool = True,
+    device: torch.device | str = "cpu",
 ) -> Trial:
     """Train a fresh model for ``steps`` Adam steps on fresh batches, clipping the global gradient
     norm to ``clip``, then score it on a held-out batch of ``TEST_SIZE`` sequences. The data
@@ -222,7 +230,8 @@ def run_trial(
     With ``stop_early`` a trial ends once solved: when, at a multiple of ``CHECK_EVERY`` steps,
     the mean training loss of the last ``CHECK_EVERY`` batches (fresh data, never seen before) is
     below ``margin / 2`` times their mean baseline -- the same rule for every cell; it saves
-    the time of runs that have nothing left to learn. ``steps_run`` says where it stopped."""
+    the time of runs that have nothing left to learn. ``steps_run`` says where it stopped.
+    The model trains on ``device`` (see the module docstring)."""
     if task not in GENERATORS:
         raise UserError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     start = time.perf_counter()
@@ -233,24 +242,28 @@ def run_trial(
     data = torch.Generator().manual_seed(_seed("train", task, T, seed))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seed("init", task, cell, T, seed))
-        model = MemoryModel(cell, input_size, output_size, hidden)
+        model = MemoryModel(cell, input_size, output_size, hidden).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    window = np.zeros((CHECK_EVERY, 2))  # recent (training loss, batch baseline)
+    wide = torch.float32 if torch.device(device).type == "mps" else torch.float64  # MPS: no f64
+    losses = torch.zeros(CHECK_EVERY, dtype=wide, device=device)  # recent training losses
+    bases = np.zeros(CHECK_EVERY)  # and their batches' baselines (computed on the host)
     step = 0
     while step < steps:
         inputs, targets, base = make(batch, T, data)
+        inputs, targets = to_device((inputs, targets), device)
         loss = task_loss(task, model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
-        window[step % CHECK_EVERY] = loss.item(), base
+        losses[step % CHECK_EVERY], bases[step % CHECK_EVERY] = loss.detach(), base
         step += 1
-        if stop_early and step % CHECK_EVERY == 0:
-            if window[:, 0].mean() < 0.5 * margin * window[:, 1].mean():
+        if stop_early and step % CHECK_EVERY == 0:  # the one host read per CHECK_EVERY steps
+            if losses.mean().item() < 0.5 * margin * bases.mean():
                 break
+    test_inputs, test_targets = to_device((test.inputs, test.targets), device)
     with torch.no_grad():
-        final = float(task_loss(task, model(test.inputs), test.targets))
+        final = float(task_loss(task, model(test_inputs), test_targets))
     final = final if math.isfinite(final) else math.inf
     params = sum(p.numel() for p in model.parameters())
     ratio = final / test.baseline
@@ -305,8 +318,8 @@ def _init_worker() -> None:
 
 
 def _run(args: tuple) -> Trial:
-    task, cell, T, seed, options = args
-    return run_trial(task, cell, T, seed, **options)
+    task, cell, T, seed, options, device = args
+    return run_trial(task, cell, T, seed, **options, device=device)
 
 
 def _check_grid(tasks, cells, lengths, seeds, workers) -> None:
@@ -335,10 +348,12 @@ def memory_experiment(
     stop_early: bool = True,
     workers: int = 1,
     progress: Callable[[Trial], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> MemoryResult:
     """Run every (task, cell, T, seed) trial; ``workers > 1`` runs them in a spawn pool of that
     many single-threaded processes (longest first). ``progress(trial)`` is called as each one
-    finishes. The trials come back sorted by (task, cell, T, seed) whatever the order run."""
+    finishes. The trials come back sorted by (task, cell, T, seed) whatever the order run. Every
+    trial trains on ``device`` (a spawn pool is safe with CUDA; the workers share the GPU)."""
     tasks, cells, lengths = list(tasks), list(cells), sorted(int(T) for T in lengths)
     _check_grid(tasks, cells, lengths, seeds, workers)
     options = dict(
@@ -351,7 +366,8 @@ def memory_experiment(
         stop_early=stop_early,
     )
     grid = [(task, cell, T) for T in reversed(lengths) for task in tasks for cell in cells]
-    jobs = [(task, cell, T, seed, options) for task, cell, T in grid for seed in range(seeds)]
+    device = torch.device(device)
+    jobs = [(*key, seed, options, device) for key in grid for seed in range(seeds)]
     trials: list[Trial] = []
     spawn = multiprocessing.get_context("spawn")
     pool = spawn.Pool(workers, initializer=_init_worker) if workers > 1 else nullcontext()
@@ -369,6 +385,7 @@ def memory_experiment(
         test_size=TEST_SIZE,
         copy_symbols=COPY_SYMBOLS,
         copy_alphabet=COPY_ALPHABET,
+        device=describe_device(device),
     )
     return MemoryResult(trials, settings)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from string import Template
 
 import numpy as np
+import torch
 
 from rnnkit.checkpoint.runs import find_checkpoint
 from rnnkit.errors import UserError
@@ -76,8 +77,10 @@ def collect(
     temperatures: tuple[float, ...] = TEMPERATURES,
     seed: int = 0,
     log=print,
+    device: torch.device | str = "cpu",
 ) -> ReportData:
-    """Run every probe that applies to the run at ``path`` and draw its figures."""
+    """Run every probe that applies to the run at ``path`` on ``device`` (gradient flow, the
+    trace with its gates, the samples) and draw its figures on the host."""
     log = log or (lambda *_: None)
     run = Path(path)
     ckpt_dir = find_checkpoint(run)
@@ -99,11 +102,13 @@ def collect(
         return data
     from rnnkit.analysis.runs import language_model_run, validation_text
 
-    model, vocab, _ = language_model_run(ckpt_dir)
+    model, vocab, _ = language_model_run(ckpt_dir, device)
     long_text = text if text is not None else validation_text(ckpt_dir, max(chars, 20000))
     if get_cell(m.cell).probes:
         log(f"report: gradient flow over {plural(gradient_length, 'step')}")
-        data.sections["gradients"] = _gradient_figures(ckpt_dir, long_text, gradient_length, seed)
+        data.sections["gradients"] = _gradient_figures(
+            ckpt_dir, long_text, gradient_length, seed, device
+        )
         log(f"report: tracing {plural(min(chars, len(long_text)), 'character')}")
         _activation_sections(data, model, vocab, long_text[:chars])
     else:
@@ -157,11 +162,12 @@ def _task_figures(run_dir: Path) -> list[Figure]:
     return figures
 
 
-def _gradient_figures(ckpt_dir: Path, text: str, length: int, seed: int) -> list[Figure]:
+def _gradient_figures(ckpt_dir: Path, text: str, length: int, seed: int, device) -> list[Figure]:
     from rnnkit.analysis.gradient_flow import run_gradient_flow
     from rnnkit.analysis.gradient_plots import plot_gradient_flow, plot_jacobian_spectrum
 
-    flows = {"this run": run_gradient_flow(ckpt_dir, text=text, length=length, seed=seed)}
+    flow = run_gradient_flow(ckpt_dir, text=text, length=length, seed=seed, device=device)
+    flows = {"this run": flow}
     return [
         Figure(
             "gradient_flow",

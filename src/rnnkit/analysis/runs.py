@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from rnnkit.data.textfile import read_text
 from rnnkit.errors import UserError
 from rnnkit.tasks.saved import load_model, load_task
 
 
-def language_model_run(path: str | Path):
-    """(model, vocab, config) of a character-level language model run (eval mode, CPU)."""
-    model, vocab, config = load_model(path)
+def language_model_run(path: str | Path, device: torch.device | str | None = None):
+    """(model, vocab, config) of a character-level language model run (eval mode), loaded on
+    the CPU and moved to ``device`` (None: the CPU)."""
+    model, vocab, config = load_model(path, device)
     if vocab.kind != "char":
         raise UserError(
             f"{path}: the analysis tools read a character vocabulary; this run uses --tokenizer "

@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 
 from rnnkit.commands.args import (
+    add_device,
     add_threads,
     check_writable,
     deprecated,
     positive,
     run_name,
+    use_device,
     use_threads,
 )
 from rnnkit.errors import UserError
@@ -50,6 +52,7 @@ def add_parser(commands) -> None:
     grads.add_argument("--jacobian", metavar="PNG", help="also plot the step-Jacobian spectra")
     grads.add_argument("--json", action="store_true", help="print one JSON object")
     add_threads(grads)
+    add_device(grads)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from rnnkit.analysis import gradient_plots
 
     use_threads(args)
+    device = use_device(args)  # a missing device is refused before any model is read
     if bool(args.runs) == bool(args.fresh):
         raise UserError("give run directories, or --fresh CELL... for untrained models (not both)")
     args.output = args.output or ("gradient_flow_fresh.png" if args.fresh else "gradient_flow.png")
@@ -73,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         text = read_text_file(args.text, 10**7)
     flows: dict[str, dict] = {}
     options = {"length": args.length, "batch": args.batch, "loss": args.loss, "seed": args.seed}
+    options["device"] = device
     for run in args.runs:
         name = run_name(run)
         flows[name] = gf.run_gradient_flow(run, text=text, **options)

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import argparse
 
-from rnnkit.commands.args import add_threads, deprecated, positive, use_threads
+from rnnkit.commands.args import (
+    add_device,
+    add_threads,
+    deprecated,
+    positive,
+    use_device,
+    use_threads,
+)
 
 
 def add_parser(commands) -> None:
@@ -23,6 +30,7 @@ def add_parser(commands) -> None:
     demo.add_argument("--bidirectional", action="store_true", help="both directions")
     demo.add_argument("--seed", type=int, default=0, help="random seed of weights and inputs")
     add_threads(demo)
+    add_device(demo)
     deprecated(demo, "--hidden-size", "--hidden", type=positive, metavar="HIDDEN")
     deprecated(demo, "--num-layers", "--layers", type=positive, metavar="LAYERS")
 
@@ -31,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from rnnkit.demo import demo
 
     use_threads(args)
+    device = use_device(args)
     lines = demo(
         cell=args.cell,
         input_size=args.input_size,
@@ -40,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         length=args.length,
         bidirectional=args.bidirectional,
         seed=args.seed,
+        device=device,
     )
     print("\n".join(lines))
     return 0

@@ -11,7 +11,15 @@ import json
 import math
 
 from rnnkit.commands.analyze import fmt
-from rnnkit.commands.args import add_threads, make_dir, positive, use_threads, write_json
+from rnnkit.commands.args import (
+    add_device,
+    add_threads,
+    make_dir,
+    positive,
+    use_device,
+    use_threads,
+    write_json,
+)
 from rnnkit.errors import UserError
 from rnnkit.io_errors import writing
 
@@ -40,18 +48,21 @@ def add_parser(commands) -> None:
     add("--out", metavar="DIR", help="write memory.png and memory.json here")
     add("--json", action="store_true", help="print one JSON object")
     add_threads(memory, help="torch threads of this process (each worker uses one)")
+    add_device(memory)
     exploding = kinds.add_parser("exploding", help="gradient spikes, clipping off / norm / value")
     exploding.add_argument("--steps", type=positive, default=500, help="training steps")
     exploding.add_argument("--seed", type=int, default=0, help="random seed")
     exploding.add_argument("--out", metavar="DIR", help="write exploding.png and .json here")
     exploding.add_argument("--json", action="store_true", help="print one JSON object")
     add_threads(exploding)
+    add_device(exploding)
 
 
 def run(args: argparse.Namespace) -> int:
     from rnnkit.analysis import experiment_plots
 
     use_threads(args)
+    device = use_device(args)  # a missing device is refused before --out is made
     out = make_dir(args.out, "--out") if args.out else None
     if args.experiment == "memory":
         from rnnkit.analysis.memory import format_table, memory_experiment
@@ -68,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             **{k: v for k, v in options.items() if v is not None},
             workers=args.workers,
             progress=progress,
+            device=device,
         )
         payload = result.to_json()
         if out is not None:
@@ -78,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from rnnkit.analysis.exploding import exploding_experiment, summarize
 
-    kwargs = {"seed": args.seed} | ({"steps": args.steps} if args.steps else {})
+    kwargs = {"seed": args.seed, "device": device} | ({"steps": args.steps} if args.steps else {})
     runs = exploding_experiment(**kwargs)
     payload = summarize(runs)
     if out is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from rnnkit.commands.args import add_threads, use_threads
+from rnnkit.commands.args import add_device, add_threads, use_device, use_threads
 from rnnkit.errors import UserError
 
 
@@ -31,6 +31,11 @@ def add_parser(commands) -> None:
         help="torch's ONNX exporter: torchscript (fast) or dynamo (torch.export)",
     )
     add_threads(export)
+    add_device(
+        export,
+        help="checked like every command's --device, then not used: an ONNX file is "
+        "device-free, so the graph is traced and checked against PyTorch on the CPU",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from rnnkit.export.onnx import OPSET
 
     use_threads(args)
+    use_device(args)  # refused at once if missing; the export itself runs on the CPU
     if args.format not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
     path, size, model, vocab, diff = export_checked(args.checkpoint, args.output, args.exporter)

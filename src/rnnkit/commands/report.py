@@ -9,7 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnnkit.commands.args import add_threads, check_writable, make_dir, positive, use_threads
+from rnnkit.commands.args import (
+    add_device,
+    add_threads,
+    check_writable,
+    make_dir,
+    positive,
+    use_device,
+    use_threads,
+)
 from rnnkit.errors import UserError
 
 
@@ -35,6 +43,8 @@ def add_parser(commands) -> None:
     )
     report.add_argument("--seed", type=int, default=0, help="random seed of the sample")
     add_threads(report)
+    add_device(report, help="where the probes, the trace and the samples run: auto, cpu, cuda, "
+               "cuda:N or mps (the figures are drawn on the host)")  # fmt: skip
 
 
 def output(args: argparse.Namespace) -> str:
@@ -57,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from rnnkit.analysis import report
 
     use_threads(args)
+    device = use_device(args)  # a missing device is refused before anything is written
     out = output(args)
     if args.format == "html":
         check_writable(out, "-o")
@@ -75,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         gradient_length=args.length,
         sample_length=args.sample_length,
         seed=args.seed,
+        device=device,
         log=lambda message: print(message, file=sys.stderr),  # progress; stdout names the files
     )
     if args.format == "html":
