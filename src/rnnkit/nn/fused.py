@@ -3,8 +3,12 @@
 What is here: which (cell, activation) pairs torch has a fused kernel for, and one function that
 calls it on either a padded batch or packed data. The kernels read the very parameter tensors that
 :mod:`rnnkit.nn.layers` registers (``weight_ih_l0``, ...), in torch.nn's flat order, so the fused
-and the cells paths share one set of weights and agree to rounding. Under CPU autocast the
-results have torch.nn's dtypes (:func:`autocast_dtype`), on this path and on the cells path.
+and the cells paths share one set of weights and agree to rounding. Under autocast the results
+have the dtypes :func:`autocast_dtype` says, on this path and on the cells path: torch.nn's on
+the CPU; on CUDA the autocast dtype, in which cuDNN's kernel runs -- torch's own autocast rule
+for cuDNN's RNN casts to float16 whatever the autocast dtype, so under bfloat16 this path runs
+the kernel itself, in bfloat16 where cuDNN has it (9.13 and later), else in float32 (never a
+silent float16, whose range bf16 training without a loss scaler does not expect).
 
 What is not here: the equations (``cells.py``), shape checks, masks and the packing of padded
 batches with lengths (``layers.py``).
@@ -25,14 +29,32 @@ def has_fused_kernel(cell: str, nonlinearity: str = "tanh") -> bool:
 
 
 def autocast_dtype(cell: str, x: Tensor) -> torch.dtype | None:
-    """The dtype of torch.nn's output and final state for ``cell`` under CPU autocast, or None
-    outside it. torch has no autocast rule for the recurrent kernels themselves, so their
-    insides decide: its LSTM runs the oneDNN layer that autocast casts whole (output, h and c
+    """The dtype of the output and final state for ``cell`` under autocast on ``x``'s device
+    (CPU or CUDA), or None outside it.
+
+    On the CPU, torch.nn's: torch has no autocast rule for the recurrent kernels there, so their
+    insides decide -- its LSTM runs the oneDNN layer that autocast casts whole (output, h and c
     in the autocast dtype), its RNN's per-step products come out in the autocast dtype and
-    carry it, and its GRU returns the input's dtype."""
-    if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+    carry it, and its GRU returns the input's dtype. On CUDA, the autocast dtype for every cell:
+    the dtype cuDNN's kernel runs in under :func:`run_fused` (see the module docstring)."""
+    kind = x.device.type
+    if kind not in ("cpu", "cuda") or not torch.is_autocast_enabled(kind):
         return None
-    return x.dtype if cell == "gru" else torch.get_autocast_dtype("cpu")
+    dtype = torch.get_autocast_dtype(kind)
+    if kind == "cuda":
+        return dtype
+    return x.dtype if cell == "gru" else dtype
+
+
+def _runs_itself(cell: str, x: Tensor, dtype: torch.dtype | None) -> bool:
+    """Whether :func:`run_fused` runs the kernel under autocast itself (:func:`_run_autocast`)
+    rather than through torch's rules: the CPU's LSTM, and CUDA under any dtype but float16
+    (torch's cuDNN rule casts to float16, right for fp16 alone)."""
+    if dtype is None:
+        return False
+    if x.device.type == "cuda":
+        return dtype != torch.float16
+    return cell == "lstm"
 
 
 def run_fused(
@@ -46,7 +68,7 @@ def run_fused(
     ``data`` of a PackedSequence with its ``batch_sizes``. ``hx`` is ``(h_0,)`` or ``(h_0, c_0)``,
     each (D * num_layers, N, H_out).
     """
-    if layer.cell == "lstm" and autocast_dtype(layer.cell, x) is not None:
+    if _runs_itself(layer.cell, x, autocast_dtype(layer.cell, x)):
         return _run_autocast(layer, x, batch_sizes, hx)
     return _call(layer, x, batch_sizes, hx)
 
@@ -72,29 +94,49 @@ def _call(layer, x, batch_sizes, hx, weights=None):
     return result[0], tuple(result[1:])
 
 
-#: Whether torch's fused kernels ran in bfloat16 on this machine: None until first tried.
+#: Whether torch's fused kernels ran in the autocast dtype on this machine, per "cell-dtype"
+#: on the CPU and "cuda-cell-dtype" on CUDA: absent until first tried.
 _BF16_KERNELS: dict[str, bool] = {}
 
 
+def cast_weights(weights: list[Tensor], dtype: torch.dtype, kind: str) -> list[Tensor]:
+    """``weights`` cast to ``dtype`` (gradients flow back to them), for a kernel on a ``kind``
+    device: on CUDA views of one flat buffer in their order, as cuDNN reads its weights from
+    one (separate tensors would be compacted on every call, with a warning)."""
+    if kind != "cuda":
+        return [w.to(dtype) for w in weights]
+    flat = torch.cat([w.reshape(-1) for w in weights]).to(dtype)
+    parts = flat.split([w.numel() for w in weights])
+    return [part.view_as(w) for part, w in zip(parts, weights, strict=True)]
+
+
+#: cuDNN's version from which its RNN kernels take bfloat16 (torch's PR 164411)
+CUDNN_BF16 = 91300
+
+
 def _run_autocast(layer, x, batch_sizes, hx):
-    """The fused LSTM under CPU autocast (``--precision bf16``). Autocast casts torch's oneDNN
-    LSTM layer whole, and this CPU's oneDNN may have no such primitive (torch.nn.LSTM then
-    fails). So: run the whole kernel in the autocast dtype (weights, input and state cast; the
-    fp32 master weights get their gradients through the casts) where this CPU's oneDNN has that
-    primitive, else -- remembered after the first failure -- in float32, autocast off; either
-    way the output and state come back in the autocast dtype, as torch.nn.LSTM's do."""
-    dtype = torch.get_autocast_dtype("cpu")
-    key = f"{layer.cell}-{dtype}"
-    with torch.autocast("cpu", enabled=False):
+    """The fused kernel under autocast, run here rather than by torch's rules: the CPU's LSTM
+    (``--precision bf16``; autocast casts torch's oneDNN LSTM layer whole, and this CPU's
+    oneDNN may have no such primitive) and CUDA's bfloat16 (torch's cuDNN rule would run it in
+    float16). So: run the whole kernel in the autocast dtype (weights, input and state cast; the
+    fp32 master weights get their gradients through the casts) where the machine has it, else
+    -- remembered after the first failure, or at once for a cuDNN older than 9.13 -- in
+    float32, autocast off; either way the output and state come back in the autocast dtype."""
+    kind = x.device.type
+    dtype = torch.get_autocast_dtype(kind)
+    key = f"{layer.cell}-{dtype}" if kind == "cpu" else f"{kind}-{layer.cell}-{dtype}"
+    if kind == "cuda" and key not in _BF16_KERNELS:
+        _BF16_KERNELS[key] = (torch.backends.cudnn.version() or 0) >= CUDNN_BF16
+    with torch.autocast(kind, enabled=False):
         if _BF16_KERNELS.get(key, True):
             try:
-                cast = [w.to(dtype) for w in layer._flat_weights]
+                cast = cast_weights(layer._flat_weights, dtype, kind)
                 states = tuple(s.to(dtype) for s in hx)
                 out, state = _call(layer, x.to(dtype), batch_sizes, states, cast)
                 _BF16_KERNELS[key] = True
                 return out, state
-            except RuntimeError:
-                _BF16_KERNELS[key] = False  # e.g. no bf16 LSTM primitive without AVX512-BF16
+            except RuntimeError:  # e.g. no bf16 LSTM primitive without AVX512-BF16
+                _BF16_KERNELS[key] = False
         fp32 = layer._flat_weights[0].dtype
         out, state = _call(layer, x.to(fp32), batch_sizes, tuple(s.to(fp32) for s in hx))
         return out.to(dtype), tuple(s.to(dtype) for s in state)

@@ -39,7 +39,13 @@ chunks (z, h~) for minGRU and (i, f, h~) for minLSTM (torch's i, f, g order); th
 ``weight_hh``. Initialisation: torch.nn.GRU's, uniform(-1/sqrt(H), 1/sqrt(H)).
 
 .. note:: The paper's minLSTM/minGRU "in sequential mode" use h~ = W_h x + b_h without g;
-   here every path uses g, so all three compute one function. Not here: GPU kernels.
+   here every path uses g, so all three compute one function. Not here: hand-written GPU
+   kernels; on a GPU the scan is torch's own ops (cumsum, logcumsumexp, exp), all on the device.
+
+Devices: nothing inside a forward goes to the host. ``lengths`` are checked on the host (as
+torch's packing wants them there) and sent to the device once per forward, which the padding
+mask and the reverse direction's gather index are built from; the scan's and the fused path's
+loops over blocks and steps only queue device work.
 """
 
 from __future__ import annotations
@@ -311,20 +317,22 @@ class _MinimalRNN(RecurrentLayer):
     def _run(self, x: Tensor, h0: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
         """Time-major x (L, N, H_in) -> output (L, N, D*H), h_n (D*layers, N, H)."""
         length = x.size(0)
-        valid = None
-        if lengths is not None:
-            valid = torch.arange(length)[:, None] < lengths[None, :]  # (L, N)
-            valid = valid.to(x.device)
+        valid = backwards = None
+        if lengths is not None:  # host -> device once; the mask and the reverse index from it
+            steps = torch.arange(length, device=x.device)[:, None]  # (L, 1)
+            lengths = lengths.to(x.device, non_blocking=True)[None, :]  # (1, N)
+            valid = steps < lengths  # (L, N)
+            backwards = torch.where(valid, lengths - 1 - steps, steps)  # (L, N)
         finals = []
         for layer in range(self.num_layers):
             if layer and self.dropout and self.training:
                 x = F.dropout(x, self.dropout, training=True)
             outputs = []
             for d in range(self.num_directions):
-                seq = x if d == 0 else _reverse(x, lengths)
+                seq = x if d == 0 else _reverse(x, backwards)
                 h = self._direction(seq, h0[layer * self.num_directions + d], valid, layer, d)
                 finals.append(h[-1])  # padded steps kept the state: the state at the true end
-                outputs.append(h if d == 0 else _reverse(h, lengths))
+                outputs.append(h if d == 0 else _reverse(h, backwards))
             x = torch.cat(outputs, dim=-1) if self.bidirectional else outputs[0]  # (L, N, D*H)
             if valid is not None:
                 x = x * valid.unsqueeze(-1).to(x.dtype)  # zeros past each sequence's end
@@ -373,13 +381,12 @@ class _MinimalRNN(RecurrentLayer):
         return PackedSequence(data, packed.batch_sizes, order, packed.unsorted_indices)
 
 
-def _reverse(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Each sequence of x (L, N, F) reversed within its length; padding stays at the end."""
-    if lengths is None:
+def _reverse(x: Tensor, index: Tensor | None) -> Tensor:
+    """Each sequence of x (L, N, F) reversed within its length, padding staying at the end:
+    ``index`` (L, N) on x's device says which step each one reads (None: all full length)."""
+    if index is None:
         return x.flip(0)
-    steps = torch.arange(x.size(0))[:, None]  # (L, 1)
-    index = torch.where(steps < lengths[None, :], lengths[None, :] - 1 - steps, steps)  # (L, N)
-    return x.gather(0, index.to(x.device).unsqueeze(-1).expand_as(x))
+    return x.gather(0, index.unsqueeze(-1).expand_as(x))
 
 
 class MinGRU(_MinimalRNN):
