@@ -46,7 +46,8 @@ TINY = {"vocab": 65, "embed": 8, "hidden": 16, "layers": 2, "seq_len": 12, "batc
 QUICK = {
     "machine": {"n": 128, "megabytes": 4},
     "training": {"rounds": 1, "steps_per_round": 1, "shape": TINY},
-    "precision": {"rounds": 1, "shape": TINY, "steps": 2, "val_shape": TINY},
+    "precision": {"rounds": 1, "shape": TINY, "steps": 2, "val_shape": TINY,
+                  "precisions": ("bf16", "fp16")},
     "generation": {"rounds": 1, "length": 8, "batch": 1024, "batch_length": 2,
                    "copy_megabytes": 1, "shape": TINY},
     "minimal": {"rounds": 1, "seq_len": 64, "batch": 2, "input_size": 5, "hidden": 7},

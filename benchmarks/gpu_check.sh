@@ -26,7 +26,8 @@ echo "== gpu_check: $(date -u +%FT%TZ), output in $out_dir"
 echo "== 1. gpu-marked tests (at most ${TESTS_CAP:-75} s)"
 tests_status=0
 timeout -k 10 "${TESTS_CAP:-75}" "$python" -m pytest -q -m gpu -p no:cacheprovider \
-  --continue-on-collection-errors tests >"$out_dir/gpu_tests.log" 2>&1 || tests_status=$?
+  --continue-on-collection-errors -rfEs --durations=10 tests >"$out_dir/gpu_tests.log" 2>&1 ||
+  tests_status=$?
 tail -n 25 "$out_dir/gpu_tests.log"
 echo "pytest exit status: $tests_status (124: stopped at the time cap)"
 

@@ -368,6 +368,8 @@ def test_sizes_on_an_accelerator_are_the_gpu_shapes():
     assert suite.section_sizes("training", False, cuda)["shape"] == GPU_SHAPE
     assert "shape" not in suite.section_sizes("training", False, cpu)
     assert suite.section_sizes("precision", False, cuda)["val_shape"] == CANONICAL
+    assert suite.section_sizes("precision", True, cuda)["precisions"] == ("bf16", "fp16")
+    assert "precisions" not in suite.section_sizes("precision", False, cpu)  # bf16 alone
     assert suite.section_sizes("generation", False, cuda)["batch"] == 1024
     assert suite.section_sizes("generation", True, cuda)["batch"] == 1024
     assert "batch" not in suite.section_sizes("generation", False, cpu)  # 64, the default
@@ -381,7 +383,7 @@ def test_precision_section_on_a_small_model():
     tiny = {**SMALL, "hidden": 8, "embed": 4, "layers": 1, "seq_len": 8}
     lines = []
     figures = _precision(lines.append, {}, True, torch.device("cpu"), shape=tiny, steps=4,
-                         val_shape=tiny)  # fmt: skip
+                         val_shape=tiny, precisions=("bf16", "fp16"))  # fmt: skip
     assert figures["precision_val_steps"] == 4 and len(lines) == 1
     for name in ("bf16", "fp16"):
         refused = name in figures.get("precision_refused", {})
@@ -401,7 +403,13 @@ def test_every_section_measures_on_cuda(monkeypatch):
     sizes = {
         "machine": {"n": 512, "megabytes": 16},
         "training": {"rounds": 1, "steps_per_round": 1, "shape": tiny},
-        "precision": {"rounds": 1, "shape": tiny, "steps": 4, "val_shape": tiny},
+        "precision": {
+            "rounds": 1,
+            "shape": tiny,
+            "steps": 4,
+            "val_shape": tiny,
+            "precisions": ("bf16", "fp16"),
+        },
         "generation": {**TINY["generation"], "batch": 1024},
         "minimal": {**TINY["minimal"], "seq_len": 2048},
         "cells": TINY["cells"],  # the compiled path: gpu_check.py's figures (a compilation)

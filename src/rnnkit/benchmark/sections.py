@@ -67,29 +67,31 @@ def _training(say, figures: dict, quick: bool, device: torch.device, **size) -> 
 
 def _precision(
     say, figures: dict, quick: bool, device: torch.device, *, rounds: int = 1,
-    shape=None, steps: int = 100, val_shape=None,
+    shape=None, steps: int = 100, val_shape=None, precisions=("bf16",),
 ) -> dict:  # fmt: skip
-    """``--precision bf16`` and ``fp16`` against fp32: step speed-up, val loss at equal steps.
-    bf16 runs on any CPU (emulated without native bf16: slow, but what a user of the flag gets),
-    so it is measured everywhere; the table says when it is emulated. A precision the trainer
-    refuses here is named under ``precision_refused``."""
+    """``--precision`` bf16 (and, where asked, fp16) against fp32: step speed-up, val loss at
+    equal steps. bf16 runs on any CPU (emulated without native bf16: slow, but what a user of
+    the flag gets), so it is measured everywhere; the table says when it is emulated. fp16 is
+    measured on an accelerator (``ACCELERATOR``): on a CPU it is emulated like bf16 without
+    being what anyone would pick. A precision the trainer refuses is named under
+    ``precision_refused``."""
     from rnnkit.benchmark.precision import precision_speedups, precision_val_losses
 
-    say("mixed precision vs fp32: a training step; val loss at equal steps ...")
-    speed = precision_speedups(("bf16", "fp16"), rounds=rounds, shape=shape, device=device)
-    losses = precision_val_losses(("fp32", "bf16", "fp16"), steps, val_shape, device)
+    say(f"{' and '.join(precisions)} vs fp32: a training step; val loss at equal steps ...")
+    speed = precision_speedups(precisions, rounds=rounds, shape=shape, device=device)
+    losses = precision_val_losses(("fp32", *precisions), steps, val_shape, device)
     if "fp32" not in losses:
         raise RuntimeError(f"fp32 training failed: {losses['refused'].get('fp32')}")
-    figures = {"fp32_val": losses["fp32"], "precision_val_steps": steps}
-    for name in ("bf16", "fp16"):
-        figures[f"{name}_speedup"] = speed.get(name)
-        figures[f"{name}_val"] = losses.get(name)
+    result = {"fp32_val": losses["fp32"], "precision_val_steps": steps}
+    for name in precisions:
+        result[f"{name}_speedup"] = speed.get(name)
+        result[f"{name}_val"] = losses.get(name)
         delta = losses[name] - losses["fp32"] if name in losses else None
-        figures[f"{name}_val_delta"] = delta
+        result[f"{name}_val_delta"] = delta
     refused = speed["refused"] | losses["refused"]
     if refused:
-        figures["precision_refused"] = refused
-    return figures
+        result["precision_refused"] = refused
+    return result
 
 
 def _rss(say, figures: dict, quick: bool, device: torch.device, megabytes: int = 0) -> dict:

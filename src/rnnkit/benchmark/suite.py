@@ -12,12 +12,13 @@ Each section (``rnnkit.benchmark.sections``) measures its contenders interleaved
 whose section was skipped is ``null`` in the JSON. Sections: ``machine`` (GEMM GFLOP/s and copy
 GB/s of the CPU, or of the accelerator), ``training`` (rnnkit vs hand-written torch.nn.LSTM
 loop; fraction of the fp32 GEMM rate), ``precision`` (a training step with ``--precision bf16``
-and ``fp16`` vs fp32; val loss at equal steps of a small model), ``rss`` (peak RSS training on
-a 200 MB corpus), ``generation`` (generate() vs hand-written loops, 1 and 64 streams -- 1,024
-on an accelerator; fraction of the memory-bandwidth bound), ``minimal`` (MinGRU vs
-torch.nn.GRU, MinLSTM vs torch.nn.LSTM, forward + backward at L 2048; cuDNN's on CUDA),
-``cells`` (rnnkit.LSTM's cells path, plain and compiled, vs its fused path). ``SIZES`` holds
-the sections' arguments, full and ``--quick``; on an accelerator ``ACCELERATOR`` overrides some.
+-- and ``fp16`` on an accelerator -- vs fp32; val loss at equal steps of a small model),
+``rss`` (peak RSS training on a 200 MB corpus), ``generation`` (generate() vs hand-written
+loops, 1 and 64 streams -- 1,024 on an accelerator; fraction of the memory-bandwidth bound),
+``minimal`` (MinGRU vs torch.nn.GRU, MinLSTM vs torch.nn.LSTM, forward + backward at L 2048;
+cuDNN's on CUDA), ``cells`` (rnnkit.LSTM's cells path, plain and compiled, vs its fused path).
+``SIZES`` holds the sections' arguments, full and ``--quick``; on an accelerator
+``ACCELERATOR`` overrides some.
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ SIZES = {
     "cells": {"full": {"rounds": 9}, "quick": {"rounds": 3}},
 }  # fmt: skip
 #: on an accelerator, what changes: the gpu preset's model for training and precision (the
-#: canonical one measures only launch overhead there), the canonical model 300 steps for the
-#: val loss, 1,024 generation streams, more rounds where a round takes milliseconds
+#: canonical one measures only launch overhead there), fp16 beside bf16, the canonical model
+#: 300 steps for the val loss, 1,024 generation streams, more rounds where a round is short
 ACCELERATOR = {
     "training": {"full": {"shape": GPU_SHAPE}},
     "precision": {"full": {"rounds": 5, "shape": GPU_SHAPE, "steps": 300,
-                           "val_shape": CANONICAL}},
+                           "val_shape": CANONICAL, "precisions": ("bf16", "fp16")},
+                  "quick": {"precisions": ("bf16", "fp16")}},
     "generation": {"full": {"batch": 1024}, "quick": {"batch": 1024}},
     "cells": {"full": {"rounds": 20}},
 }  # fmt: skip
