@@ -19,6 +19,12 @@ from rnnkit.errors import UserError
 from rnnkit.generation import DEFAULT_LENGTH, DEFAULT_TEMPERATURE
 from rnnkit.wording import sample_banner
 
+_DEVICE_HELP = (
+    "where the model runs (--runtime torch): auto (CUDA if available, else MPS if available, "
+    "else the CPU), cpu, cuda, cuda:N or mps; a seed gives the same text on the same device "
+    "(a CUDA generator draws other numbers than the CPU's)"
+)
+
 
 def add_parser(commands) -> None:
     sample = commands.add_parser("sample", help="generate text from a trained model")
@@ -56,13 +62,6 @@ def add_parser(commands) -> None:
     )
     add_threads(sample)
     add_device(sample, help=_DEVICE_HELP)
-
-
-_DEVICE_HELP = (
-    "where the model runs (--runtime torch): auto (CUDA if available, else MPS if available, "
-    "else the CPU), cpu, cuda, cuda:N or mps; a seed gives the same text on the same device "
-    "(a CUDA generator draws other numbers than the CPU's)"
-)
 
 
 def run(args: argparse.Namespace) -> int:
