@@ -2,7 +2,7 @@
 visible; ``benchmarks/gpu_check.sh`` runs them): a few steps in fp32, bf16 and fp16, a CUDA
 run resumed on the CPU and a CPU run resumed on CUDA (state where it must be, one warning
 line, the same data order), one host read per step on CUDA, and a CUDA-trained checkpoint that
-samples on the CPU exactly as the same weights do when written by a CPU process.
+samples on the CPU exactly as its trained weights do; with two GPUs, nccl.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from test_trainer_devices import config_for, losses, quiet, rows
+from test_trainer_devices import TEXT, config_for, losses, quiet, rows
 
 from rnnkit.checkpoint.files import load_checkpoint
 from rnnkit.generation import generate
@@ -97,3 +97,34 @@ def test_a_cuda_trained_checkpoint_samples_on_the_cpu_as_its_trained_weights_do(
     assert texts[0] == texts[1] and len(texts[0]) >= 200
     cuda_model, _, _ = load_model(result.out / "last", CUDA)  # and it samples on CUDA too
     assert len(generate(cuda_model, vocab, length=50, seed=7)[0]) >= 50
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="nccl needs two GPUs, one per process")
+def test_two_gpu_processes_on_nccl_train_as_one_gpu_process(tmp_path):
+    """``rnnkit train --nproc 2 --device cuda``: nccl, each process on its LOCAL_RANK's GPU,
+    identical weights on both, and the weights of one process with the same global batch."""
+    import subprocess
+    import sys
+
+    (tmp_path / "text.txt").write_text(TEXT)
+    flags = (
+        "--hidden 16 --embed 8 --seq-len 16 --batch-size 4 --eval-every 3 --eval-batches 1 "
+        "--sample-every 0 --log-every 1 --lr 0.01 --seed 3 --max-steps 8 --device cuda"
+    ).split()
+    outs = {}
+    for out, extra in (("two", ["--nproc", "2"]), ("one", [])):
+        run = subprocess.run(
+            [sys.executable, "-m", "rnnkit", "train", "text.txt", "--out", out, *flags, *extra],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        outs[out] = run.stdout
+    assert "parameters identical on all 2 ranks" in outs["two"]
+    assert all(r["device"].startswith("cuda:0") for r in rows(tmp_path / "two"))  # rank 0's
+    two = load_checkpoint(tmp_path / "two" / "last").model_state
+    one = load_checkpoint(tmp_path / "one" / "last").model_state
+    for name in one:  # the batch's sum is reduced in another order: float tolerance
+        torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-4, msg=name)

@@ -85,7 +85,7 @@ def test_the_device_is_resolved_said_and_stored_in_metrics(tmp_path):
 
 @pytest.mark.skipif(torch.backends.cuda.is_built(), reason="this PyTorch has CUDA")
 def test_a_missing_device_is_refused_before_anything_is_written(tmp_path):
-    for device in ("cuda", "cuda:1"):
+    for device in ("cuda", "cuda:1", torch.device("cuda", 0)):
         with pytest.raises(UserError, match="this PyTorch has no CUDA support"):
             Trainer(config_for(tmp_path), log=quiet, device=device)
     with pytest.raises(UserError, match="--device must be"):

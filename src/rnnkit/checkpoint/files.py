@@ -16,6 +16,10 @@ when a crash fell between the two renames. Only the file names above are ever op
 else in the directory (``*.bin``, ``*.pt``, ``*.pkl`` ...) is ignored, and there is no pickle and
 no ``torch.load`` anywhere.
 
+A checkpoint never names a device: tensors are written from CPU copies, wherever they were
+trained, and read onto ``map_location`` (the CPU unless asked), so a run trained on a GPU loads,
+resumes and samples on the CPU and the reverse; the caller moves what it loads.
+
 Loading trusts nothing: whoever forges a file can forge its sha256 in config.json too, so each
 parser is safe on its own. Every file must be a regular file (a FIFO or a device is never
 opened); JSON is read once, hashed and parsed from the same bytes, within ``JSON_LIMITS``

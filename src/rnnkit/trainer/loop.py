@@ -93,11 +93,9 @@ def _seed(t: TrainConfig) -> None:
 
 
 def _device(device: torch.device | str | None) -> torch.device:
-    """``device=`` of the library: None means ``--device auto``; text is checked as
-    ``--device`` is (one-line UserError for a device that is not there)."""
-    if device is None or isinstance(device, str):
-        return resolve_device(device or "auto")
-    return torch.device(device)
+    """``device=`` of the library: None means ``--device auto``; text or a torch.device is
+    checked as ``--device`` is (one-line UserError for a device that is not there)."""
+    return resolve_device("auto" if device is None else str(device))
 
 
 class Trainer:
