@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="gpu_check_out", help="directory for the table and run")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run")
     parser.add_argument("--max-time", type=float, default=240.0, help="the gpu preset's run, s")
-    parser.add_argument("--figures-budget", type=float, default=180.0,
+    parser.add_argument("--figures-budget", type=float, default=120.0,
                         help="no new section starts after this many seconds")  # fmt: skip
     parser.add_argument("--tests-log", help="the log of `pytest -m gpu` (a row of the table)")
     parser.add_argument("--tests-status", type=int, help="pytest's exit status")
@@ -83,22 +83,30 @@ def main(argv=None) -> int:
     started = time.monotonic()
     say = timed_say(started)
     say(f"gpu_check on {describe_device(device)}, torch {torch.__version__}")
-    figures = measure_figures(device, args.quick, args.figures_budget, say)
-    run = train_and_score(device, out, args.quick, args.max_time, say)
     tests = read_tests(args.tests_log, args.tests_status)
-    rows = table_rows(figures, run, tests, quick=args.quick)
+    figures = measure_figures(device, args.quick, args.figures_budget, say)
+    pending = {"error": "not finished: the run was still training when this was written"}
+    write_table(out, figures, pending, tests, args.quick, started)  # kept if stopped later
+    run = train_and_score(device, out, args.quick, args.max_time, say)
+    print(write_table(out, figures, run, tests, args.quick, started))
+    say(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
+    failed = figures.get("failed") or run.get("error")
+    return 1 if failed else 0
+
+
+def write_table(out: Path, figures: dict, run: dict, tests, quick: bool, started: float) -> str:
+    """OUT/gpu_check.md and OUT/gpu_check.json (every figure, the run, the tests); returns the
+    markdown table."""
+    rows = table_rows(figures, run, tests, quick=quick)
     title = f"gpu_check: {figures['device']}, torch {torch.__version__}" + (
-        " (--quick: tiny shapes, a smoke run)" if args.quick else ""
+        " (--quick: tiny shapes, a smoke run)" if quick else ""
     )
     text = markdown(title, rows)
-    print(text)
     (out / "gpu_check.md").write_text(text + "\n")
     payload = {"title": title, "rows": rows, "figures": figures, "run": run, "tests": tests,
                "seconds": time.monotonic() - started}  # fmt: skip
     (out / "gpu_check.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    say(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
-    failed = figures.get("failed") or run.get("error")
-    return 1 if failed else 0
+    return text
 
 
 def timed_say(started: float):
@@ -114,7 +122,7 @@ def measure_figures(device: torch.device, quick: bool, budget: float, say) -> di
     """``rnnkit bench``'s sections on ``device``, group by group; a group that would start
     after ``budget`` seconds is skipped and named under ``failed``."""
     start = time.monotonic()
-    figures: dict = {}
+    figures: dict = {"device": describe_device(device)}
     failed: dict = {}
     for group in GROUPS:
         if time.monotonic() - start > budget:

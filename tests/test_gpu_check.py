@@ -175,6 +175,23 @@ def test_the_table_says_why_a_figure_is_missing():
     assert tests == {"summary": "(no summary: see the log)", "status": 2}
 
 
+def test_no_section_starts_after_the_figures_budget(monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    measured = []
+    monkeypatch.setattr(gpu_check, "measure", lambda group, *args: measured.append(group) or {})
+    figures = gpu_check.measure_figures(torch.device("cpu"), True, -1.0, print)
+    assert measured == [] and figures["device"] == "cpu"
+    assert set(figures["failed"]) == {"machine", "training", "precision", "generation",
+                                      "minimal", "cells"}  # fmt: skip
+    assert figures["failed"]["cells"] == "skipped: the figures' time budget (-1 s) was spent"
+    rows = gpu_check.table_rows(figures, {"error": "x"}, None, quick=True)
+    assert all(r["verdict"].startswith("FAILED") for r in rows if r["target"] != "-")
+
+
 FAKE_PYTHON = """#!/usr/bin/env bash
 echo "$*" >> "$FAKE_LOG"
 case "$*" in *"-m pytest"*) echo "1 failed, 2 passed in 1.0s"; exit 1;; esac
