@@ -184,10 +184,11 @@ def scan(
     xs = x if tupled else (x,)
     steps, n = xs[0].shape[:2]
     if lengths is not None:  # sort longest first, so the running sequences are the first rows
-        lengths = lengths.to("cpu")
+        lengths = lengths.to("cpu")  # the step counts are read on the host, once
         order = torch.argsort(lengths, descending=True, stable=True)
-        xs = tuple(a.index_select(1, order.to(a.device)) for a in xs)
-        state = tuple(s.index_select(0, order.to(s.device)) for s in state)
+        moved = order.to(xs[0].device)  # one copy to the device (no-op on the CPU)
+        xs = tuple(a.index_select(1, moved) for a in xs)
+        state = tuple(s.index_select(0, moved) for s in state)
         active = (lengths[None, :] > torch.arange(steps)[:, None]).sum(1).tolist()  # (L,)
     else:
         active = [n] * steps
@@ -205,9 +206,8 @@ def scan(
     output = torch.stack(outputs)  # (L, N, H_out)
     if lengths is None:
         return output, state
-    unorder = torch.argsort(order)
-    output = output.index_select(1, unorder.to(output.device))
-    return output, tuple(s.index_select(0, unorder.to(s.device)) for s in state)
+    unorder = torch.argsort(moved)
+    return output.index_select(1, unorder), tuple(s.index_select(0, unorder) for s in state)
 
 
 def _per_step(xs: tuple[Tensor, ...], project: Callable[[Tensor], Tensor] | None):
