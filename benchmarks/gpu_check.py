@@ -310,7 +310,11 @@ def markdown(title: str, rows: list[dict]) -> str:
         "| figure | measured | target | verdict |",
         "| --- | --- | --- | --- |",
     ]
-    lines += [f"| {r['figure']} | {r['measured']} | {r['target']} | {r['verdict']} |" for r in rows]
+    for r in rows:  # a "|" inside a cell (|x| <= 0.02) would end it: escaped
+        cells = [
+            str(r[key]).replace("|", "\\|") for key in ("figure", "measured", "target", "verdict")
+        ]
+        lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
 

@@ -10,7 +10,8 @@
 # Everything it writes goes under OUT_DIR: gpu_tests.log, gpu_check.md, gpu_check.json,
 # gpu_check.log, train.log and the run (run/). Time caps: TESTS_CAP seconds for the tests
 # (default 75), FIGURES_BUDGET for the figures (default 120: no section starts after it),
-# MAX_TIME for the run (default 240); PYTHON picks the interpreter (default python3).
+# MAX_TIME for the run (default 240); PYTHON picks the interpreter (default python3). A dry run
+# of the whole script without a GPU: GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 bash benchmarks/gpu_check.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ tail -n 25 "$out_dir/gpu_tests.log"
 echo "pytest exit status: $tests_status (124: stopped at the time cap)"
 
 echo "== 2. figures and the gpu preset's run"
-"$python" benchmarks/gpu_check.py --device cuda --out "$out_dir" \
+"$python" benchmarks/gpu_check.py --device "${GPU_CHECK_DEVICE:-cuda}" ${GPU_CHECK_QUICK:+--quick} --out "$out_dir" \
   --figures-budget "${FIGURES_BUDGET:-120}" --max-time "${MAX_TIME:-240}" \
   --tests-log "$out_dir/gpu_tests.log" --tests-status "$tests_status" \
   2>&1 | tee "$out_dir/gpu_check.log"

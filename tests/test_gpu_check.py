@@ -147,6 +147,8 @@ def test_gpu_check_quick_runs_every_row_with_only_the_gpu_machines_packages(tmp_
     assert payload["run"]["steps"] == 4 and (out / "run" / "best").is_dir()
     table = (out / "gpu_check.md").read_text()
     assert table.count("\n| ") == len(rows) + 2  # header, rule, rows
+    cells = [line.replace("\\|", "").count("|") for line in table.splitlines()[2:]]
+    assert set(cells) == {5}  # four cells a line: "|x| <= 0.02" escaped
     assert table.strip() in result.stdout  # printed, the one table
 
 
@@ -209,7 +211,7 @@ def test_gpu_check_sh_runs_its_steps_in_order_into_one_directory(tmp_path, where
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
     out = tmp_path / "results"
-    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    env = {k: v for k, v in os.environ.items() if k != "OUT" and not k.startswith("GPU_CHECK")}
     env |= {"PYTHON": str(fake), "FAKE_LOG": str(tmp_path / "calls.txt")}
     args = [] if where == "OUT" else [str(out)]
     if where != "argument":
