@@ -22,7 +22,8 @@ export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
 echo "== gpu_check: $(date -u +%FT%TZ), output in $out_dir"
-"$python" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)'
+"$python" -c 'import sys, torch; print("python", sys.version.split()[0], "| torch",
+  torch.__version__, "| CUDA", torch.version.cuda)'
 
 echo "== 1. gpu-marked tests (at most ${TESTS_CAP:-75} s)"
 tests_status=0

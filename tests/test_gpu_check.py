@@ -220,7 +220,8 @@ def test_gpu_check_sh_runs_its_steps_in_order_into_one_directory(tmp_path, where
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stderr
     calls = (tmp_path / "calls.txt").read_text().splitlines()
-    assert len(calls) == 3 and calls[0].startswith("-c import torch")
+    assert len(calls) == 4 and calls[0].startswith("-c import sys, torch")  # (a 2-line -c)
+    calls = calls[1:]
     assert calls[1].startswith("-m pytest -q -m gpu -p no:cacheprovider")
     assert calls[2].split()[:5] == [
         "benchmarks/gpu_check.py",
