@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import torch
@@ -113,6 +112,7 @@ def _serve_answer(runs: Path, *flags: str) -> tuple[str, dict]:
     """Start ``rnnkit serve lm --port 0 FLAGS``, ask one seeded request, stop it (SIGINT):
     (its header line, the answer)."""
     pytest.importorskip("uvicorn", reason="rnnkit[serve] is not installed")
+    httpx = pytest.importorskip("httpx", reason="rnnkit[serve]'s tests need httpx")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     server = subprocess.Popen(
         [sys.executable, "-m", "rnnkit", "serve", "lm", "--port", "0", "--log-level", "warning",

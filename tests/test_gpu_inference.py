@@ -189,8 +189,24 @@ def test_forecast_roll_out_on_cuda_equals_the_cpu(data):
     torch.testing.assert_close(on_cuda.cpu(), on_cpu, rtol=1e-4, atol=1e-5)
 
 
+def test_generations_in_threads_share_the_gpu_as_serve_runs_them():
+    """What ``serve``'s workers do (without FastAPI, which the GPU machine lacks): seeded
+    generations from several threads at once on one CUDA model give each its text alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, vocab, _ = load_model(FIXTURE, CUDA)
+    seeds = [1, 2, 3, 4, 1]
+    alone = [generate(model, vocab, prime="ROMEO:", length=80, seed=s)[0] for s in seeds]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(
+            lambda s: generate(model, vocab, prime="ROMEO:", length=80, seed=s)[0], seeds
+        ))  # fmt: skip
+    assert together == alone and alone[0] == alone[4] and len(set(alone)) == 4
+
+
 def test_serve_on_cuda_answers_a_request():
     pytest.importorskip("fastapi", reason="rnnkit[serve] is not installed")
+    pytest.importorskip("httpx", reason="rnnkit[serve]'s tests need httpx")
     import httpx
 
     from rnnkit.serve.app import Limits, create_app
@@ -214,18 +230,17 @@ def test_serve_on_cuda_answers_a_request():
 
 
 def test_eval_command_on_cuda_scores_what_the_cpu_scores(data):
-    def score(device: str) -> dict:
-        env = {**os.environ, "RNNKIT_CACHE": str(data / "cache")}
-        done = subprocess.run(
-            [sys.executable, "-m", "rnnkit", "eval", str(FIXTURE), str(data / "text.txt"),
-             "--json", "--device", device],
-            capture_output=True, text=True, env=env, timeout=300,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-2000:]
-        return json.loads(done.stdout)
-
-    on_cpu, on_cuda = score("cpu"), score("cuda")
-    assert on_cpu.pop("device") == "cpu" and on_cuda.pop("device").startswith("cuda:0 (")
+    env = {**os.environ, "RNNKIT_CACHE": str(data / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "rnnkit", "eval", str(FIXTURE), str(data / "text.txt"), "--json",
+         "--device", "cuda"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    on_cuda = json.loads(done.stdout)
+    task, model, _ = load_task(FIXTURE)  # the same figures on the CPU, in process
+    on_cpu = task.evaluate_paths(model, [str(data / "text.txt")])
+    assert on_cuda.pop("device").startswith("cuda:0 (")
     # the command runs with torch's defaults, where cuDNN may use TF32: 1e-3, not 1e-4
     assert on_cuda["loss"] == pytest.approx(on_cpu["loss"], rel=1e-3)
     assert on_cuda["chars"] == on_cpu["chars"]

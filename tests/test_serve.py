@@ -18,7 +18,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +26,9 @@ from torch import nn
 
 pytest.importorskip("fastapi", reason="rnnkit[serve] is not installed")
 pytest.importorskip("uvicorn", reason="rnnkit[serve] is not installed")
+pytest.importorskip("httpx", reason="rnnkit[serve]'s tests need httpx")
+
+import httpx
 
 from rnnkit.cli import main as rnnkit_main
 from rnnkit.config import RunConfig, apply_overrides
