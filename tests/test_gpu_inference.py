@@ -229,8 +229,9 @@ def test_serve_on_cuda_answers_a_request():
     assert texts[0]["text"] == generate(model, vocab, prime="ROMEO:", length=50, seed=4)[0]
 
 
-def test_eval_command_on_cuda_scores_what_the_cpu_scores(data):
-    env = {**os.environ, "RNNKIT_CACHE": str(data / "cache")}
+def test_eval_command_on_cuda_scores_what_the_cpu_scores(data, monkeypatch):
+    monkeypatch.setenv("RNNKIT_CACHE", str(data / "cache"))  # here and in the command
+    env = dict(os.environ)
     done = subprocess.run(
         [sys.executable, "-m", "rnnkit", "eval", str(FIXTURE), str(data / "text.txt"), "--json",
          "--device", "cuda"],
