@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from analysis_runs import TEXT
 
 from rnnkit.cli import main
 
@@ -89,18 +90,19 @@ def test_device_cuda_without_cuda_is_one_line_exit_2_nothing_written(name, tmp_p
 
 # ---- on a GPU --------------------------------------------------------------------------------
 @pytest.fixture
-def exact_cuda(monkeypatch):
+def exact_cuda():
     """CUDA in float32 proper: no TF32 in cuDNN or cuBLAS, so CPU and GPU agree to ~1e-5."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    return torch.device("cuda")
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield torch.device("cuda")
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.mark.gpu
 def test_gradient_flow_on_cuda_is_the_cpu_s(lstm_run, exact_cuda):
     from rnnkit.analysis.gradient_flow import run_gradient_flow
 
-    options = {"length": 12, "batch": 4, "seed": 0, "text": None}
+    options = {"length": 12, "batch": 4, "seed": 0, "text": TEXT}  # the run's own text
     cpu = run_gradient_flow(str(lstm_run), **options, device="cpu")
     gpu = run_gradient_flow(str(lstm_run), **options, device=exact_cuda)
     for when in ("before", "after"):
