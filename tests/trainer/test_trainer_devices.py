@@ -364,3 +364,38 @@ def test_compile_with_no_cells_path_layer_says_so(tmp_path):
     trainer = Trainer(config_for(tmp_path, compile=True), log=lines.append)  # fused LSTM
     assert trainer.compiled == 0
     assert any("no layer runs on the cells path" in line for line in lines)
+
+
+# ---- evaluation on the device ----------------------------------------------------------------
+
+
+def test_tbptt_evaluation_sums_on_the_device_as_the_host_did_and_reads_once(monkeypatch):
+    """``tbptt.evaluate`` adds each chunk's loss x tokens on the device in float64 and reads the
+    total once: the same figure, to the last bit, as the per-chunk host sum it replaced."""
+    import numpy as np
+
+    from rnnkit.data.streams import TokenStreams
+    from rnnkit.models import LanguageModel
+    from rnnkit.training import tbptt
+
+    torch.manual_seed(0)
+    model_config = RunConfig().model
+    model_config.vocab_size, model_config.embed, model_config.hidden = 11, 8, 16
+    model = LanguageModel(model_config).eval()
+    tokens = np.random.default_rng(0).integers(0, 11, 3000)
+    streams = TokenStreams.for_evaluation(tokens, 4, 25)
+    total, count, state = 0.0, 0, None
+    with torch.no_grad():
+        for index in range(len(streams)):
+            x, y = streams.batch(index)
+            output = model(x, y, state)
+            total, count, state = (
+                total + output.loss.item() * y.numel(),
+                count + y.numel(),
+                output.state,
+            )
+    reads: list[str] = []
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append("item") or item(self))
+    assert tbptt.evaluate(model, streams) == (total / count, count)
+    assert reads == ["item"] and len(streams) > 10  # one read for the whole text
