@@ -68,14 +68,16 @@ def main(argv=None) -> int:
     parser.add_argument("--max-time", type=float, default=240.0, help="the gpu preset's run, s")
     parser.add_argument("--figures-budget", type=float, default=120.0,
                         help="no new section starts after this many seconds")  # fmt: skip
+    parser.add_argument("--run-dir", help="the gpu preset's run directory (default: OUT/run)")
     parser.add_argument("--tests-log", help="the log of `pytest -m gpu` (a row of the table)")
     parser.add_argument("--tests-status", type=int, help="pytest's exit status")
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
         out = Path(args.out)
-        if (out / "run").exists():
-            raise UserError(f"{out / 'run'} exists: give gpu_check a new --out directory")
+        run_dir = Path(args.run_dir) if args.run_dir else out / "run"
+        if run_dir.exists():
+            raise UserError(f"{run_dir} exists: give gpu_check a new --out (or --run-dir)")
         out.mkdir(parents=True, exist_ok=True)
     except UserError as error:
         print(f"gpu_check: error: {error}", file=sys.stderr)
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
     figures = measure_figures(device, args.quick, args.figures_budget, say)
     pending = {"error": "not finished: the run was still training when this was written"}
     write_table(out, figures, pending, tests, args.quick, started)  # kept if stopped later
-    run = train_and_score(device, out, args.quick, args.max_time, say)
+    run = train_and_score(device, out, run_dir, args.quick, args.max_time, say)
     print(write_table(out, figures, run, tests, args.quick, started))
     say(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
     failed = figures.get("failed") or run.get("error")
@@ -146,10 +148,12 @@ def child_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(SRC) + (os.pathsep + path if path else "")}
 
 
-def train_and_score(device: torch.device, out: Path, quick: bool, max_time: float, say) -> dict:
+def train_and_score(
+    device: torch.device, out: Path, run_dir: Path, quick: bool, max_time: float, say
+) -> dict:
     """``rnnkit train --preset gpu`` for ``max_time`` seconds, then ``rnnkit eval`` of its best
     checkpoint on the whole validation split: the loss, steps and seconds, or ``error``."""
-    run_dir, where = out / "run", str(device)
+    where = str(device)
     train = [
         sys.executable,
         "-m",

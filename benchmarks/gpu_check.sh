@@ -8,10 +8,11 @@
 # Runs from the source tree with the system Python (no install, no network):
 #   bash benchmarks/gpu_check.sh [OUT_DIR]       # OUT_DIR: $1, else $OUT, else ./gpu_check_out
 # Everything it writes goes under OUT_DIR: gpu_tests.log, gpu_check.md, gpu_check.json,
-# gpu_check.log, train.log and the run (run/). Time caps: TESTS_CAP seconds for the tests
-# (default 75), FIGURES_BUDGET for the figures (default 120: no section starts after it),
-# MAX_TIME for the run (default 240); PYTHON picks the interpreter (default python3). A dry run
-# of the whole script without a GPU: GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 bash benchmarks/gpu_check.sh
+# gpu_check.log, train.log and the run (run/: ~0.4 GB of checkpoints; RUN_DIR puts it elsewhere).
+# Time caps: TESTS_CAP seconds for the tests (default 75), FIGURES_BUDGET for the figures
+# (default 120: no section starts after it), MAX_TIME for the run (default 240). PYTHON picks
+# the interpreter (default python3). A dry run of the whole script without a GPU:
+#   GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 bash benchmarks/gpu_check.sh /tmp/gpu_check_dry
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -36,5 +37,6 @@ echo "pytest exit status: $tests_status (124: stopped at the time cap)"
 echo "== 2. figures and the gpu preset's run"
 "$python" benchmarks/gpu_check.py --device "${GPU_CHECK_DEVICE:-cuda}" ${GPU_CHECK_QUICK:+--quick} --out "$out_dir" \
   --figures-budget "${FIGURES_BUDGET:-120}" --max-time "${MAX_TIME:-240}" \
+  --run-dir "${RUN_DIR:-$out_dir/run}" \
   --tests-log "$out_dir/gpu_tests.log" --tests-status "$tests_status" \
   2>&1 | tee "$out_dir/gpu_check.log"

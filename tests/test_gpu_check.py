@@ -211,7 +211,8 @@ def test_gpu_check_sh_runs_its_steps_in_order_into_one_directory(tmp_path, where
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
     out = tmp_path / "results"
-    env = {k: v for k, v in os.environ.items() if k != "OUT" and not k.startswith("GPU_CHECK")}
+    unset = ("OUT", "RUN_DIR", "GPU_CHECK_DEVICE", "GPU_CHECK_QUICK")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env |= {"PYTHON": str(fake), "FAKE_LOG": str(tmp_path / "calls.txt")}
     args = [] if where == "OUT" else [str(out)]
     if where != "argument":
@@ -231,6 +232,7 @@ def test_gpu_check_sh_runs_its_steps_in_order_into_one_directory(tmp_path, where
         str(out),
     ]
     assert "--tests-status 1" in calls[2] and f"--tests-log {out}/gpu_tests.log" in calls[2]
+    assert f"--run-dir {out}/run" in calls[2] and "--quick" not in calls[2]
     assert "1 failed, 2 passed" in (out / "gpu_tests.log").read_text()
     assert (out / "gpu_check.log").exists() and not (tmp_path / "not-this-one").exists()
 
