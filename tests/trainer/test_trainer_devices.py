@@ -186,6 +186,28 @@ def test_a_bad_scaler_state_is_one_line(tmp_path):
         Trainer(config_for(tmp_path), resume=True, overrides={"train": {"max_steps": 4}})
 
 
+def test_slow_precisions_are_named_once_before_the_first_step(tmp_path, monkeypatch):
+    from rnnkit.tasks import get_task
+    from rnnkit.trainer.logs import RunLogs
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation: False)
+    said = {}
+    for precision, device in (("bf16", "cuda:0 (Tesla V100)"), ("fp16", "cpu"), ("fp16", "cuda:0")):
+        config = config_for(tmp_path, f"{precision}-{device[:6]}", precision=precision)
+        lines: list[str] = []
+        task = get_task("lm")(config)
+        (tmp_path / config.train.out).mkdir()
+        RunLogs(tmp_path / config.train.out, task, config.train, is_main=True,
+                resume_step=None, log=lines.append, device=device)  # fmt: skip
+        said[precision, device] = lines
+    assert said["bf16", "cuda:0 (Tesla V100)"] == [
+        "--precision bf16: cuda:0 (Tesla V100) has no native bfloat16 (GPUs have it since "
+        "Ampere), so it is emulated and slow: --precision fp16 is the fast one here"
+    ]
+    assert "--precision fp16 on the CPU" in said["fp16", "cpu"][0]
+    assert said["fp16", "cuda:0"] == []  # fp16 on a GPU: what it is for
+
+
 def test_a_state_carried_in_fp16_goes_on_in_an_fp32_resume(tmp_path):
     """An autocast run carries (and saves) its state in the low precision; resumed in fp32,
     the fused kernel gets the state in the weights' dtype instead of failing."""

@@ -50,8 +50,7 @@ class RunLogs:
             extra=[*dict.fromkeys(extra), "device"],  # after the first six, which stay put
         )
         self.tensorboard = _open_tensorboard(out, log) if t.tensorboard else None
-        if device == "cpu":
-            _cpu_precision_note(t.precision, log)
+        _precision_note(t.precision, device, log)
         if t.diagnostics:
             self.ratios = ParameterRatios(out / "diagnostics.csv", resume_step=resume_step)
 
@@ -107,14 +106,23 @@ class RunLogs:
             self.tensorboard.add_scalar(tag, value, step)
 
 
-def _cpu_precision_note(precision: str, log) -> None:
-    """What bf16 or fp16 costs on this CPU, said once before the first step."""
-    if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        log(
-            "--precision bf16: this CPU has no native bfloat16 instructions (oneDNN reports "
-            "none), so bf16 products are emulated: expect training far slower than fp32"
-        )
-    elif precision == "fp16":
+def _precision_note(precision: str, device: str, log) -> None:
+    """What bf16 or fp16 costs on this device (as ``describe_device`` names it), said once
+    before the first step where it is slow: bf16 on a CPU or GPU without native bfloat16
+    (emulated), fp16 on the CPU."""
+    if precision == "bf16" and device == "cpu":
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            log(
+                "--precision bf16: this CPU has no native bfloat16 instructions (oneDNN reports "
+                "none), so bf16 products are emulated: expect training far slower than fp32"
+            )
+    elif precision == "bf16" and device.startswith("cuda"):
+        if not torch.cuda.is_bf16_supported(including_emulation=False):
+            log(
+                f"--precision bf16: {device} has no native bfloat16 (GPUs have it since Ampere), "
+                "so it is emulated and slow: --precision fp16 is the fast one here"
+            )
+    elif precision == "fp16" and device == "cpu":
         log(
             "--precision fp16 on the CPU: correct (autocast and the gradient scaler) but slow; "
             "it pays on CUDA"
