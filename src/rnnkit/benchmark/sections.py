@@ -47,7 +47,8 @@ def _machine(
 
 
 def _training(say, figures: dict, quick: bool, device: torch.device, **size) -> dict:
-    from rnnkit.benchmark.training import CANONICAL, measure_training
+    from rnnkit.benchmark.shapes import CANONICAL
+    from rnnkit.benchmark.training import measure_training
 
     if figures.get("gemm_fp32_gflops") is None:
         raise RuntimeError("needs the fp32 GEMM rate, and the machine section failed")
