@@ -397,7 +397,7 @@ def test_precision_section_on_a_small_model():
 
 
 @pytest.mark.gpu
-def test_every_section_measures_on_cuda(monkeypatch):
+def test_every_section_measures_on_cuda():
     """``rnnkit bench --device cuda`` on tiny shapes: every section runs on the GPU."""
     tiny = {**SMALL, "hidden": 32, "embed": 16, "layers": 2, "seq_len": 16}
     sizes = {
