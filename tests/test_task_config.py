@@ -63,7 +63,7 @@ def test_every_task_preset_names_its_task_and_validates():
         apply_overrides(config, load_preset(name), name)
         validate(config)
         task_options(config)
-        expected = name.split("-fra")[0] if name not in ("tiny", "default", "quality") else "lm"
+        expected = name.split("-fra")[0] if name not in ("tiny", "default", "quality", "gpu") else "lm"
         assert config.task.name == expected
 
 
