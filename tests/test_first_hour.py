@@ -99,7 +99,9 @@ def _fake_run(monkeypatch, name: str, task: _Task) -> None:
     config.task.name = task.name = name
     real = get_task(name)  # what predict reads and whether it draws: the task's declarations
     task.predict_inputs, task.predict_picture = real.predict_inputs, real.predict_picture
-    monkeypatch.setattr(rnnkit.tasks.saved, "load_task", lambda path: (task, None, config))
+    monkeypatch.setattr(
+        rnnkit.tasks.saved, "load_task", lambda path, device=None: (task, None, config)
+    )
 
 
 def test_predict_without_inputs_is_one_line_exit_2(monkeypatch, capsys):

@@ -48,7 +48,9 @@ class StepOutput:
 
     loss: Tensor  # scalar, mean over the batch's targets (what backward runs on)
     count: int  # units processed (chars, tokens, examples, time steps): the speed column
-    info: dict[str, float] = field(default_factory=dict)  # logged with the step (e.g. P(truth))
+    #: logged with the step (e.g. P(truth)); a value may be a 0-dim tensor on the model's device:
+    #: the trainer reads them with the loss and the gradient norm, in its one read per step
+    info: dict[str, float | Tensor] = field(default_factory=dict)
 
 
 class Task:
