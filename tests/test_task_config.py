@@ -63,7 +63,8 @@ def test_every_task_preset_names_its_task_and_validates():
         apply_overrides(config, load_preset(name), name)
         validate(config)
         task_options(config)
-        expected = name.split("-fra")[0] if name not in ("tiny", "default", "quality", "gpu") else "lm"
+        lm = ("tiny", "default", "quality", "gpu")
+        expected = "lm" if name in lm else name.split("-fra")[0]
         assert config.task.name == expected
 
 
