@@ -259,19 +259,7 @@ def _syncs(task, model, max_batches: int) -> int:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-PACKING = pytest.mark.xfail(
-    strict=False,
-    reason="the padded batch is packed by torch's pack_padded_sequence(enforce_sorted=False) "
-    "(rnnkit.nn.layers), which copies its sort order to the GPU with a blocking copy: one wait "
-    "per batch, outside the task",
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(name, marks=PACKING) for name in ("classify", "generate-from", "tag")]
-    + ["forecast", "frames"],
-)
+@pytest.mark.parametrize("name", ["classify", "generate-from", "tag", "forecast", "frames"])
 def test_evaluation_waits_for_the_gpu_as_often_for_one_batch_as_for_all(big, name):
     task, model = prepared(name, big)
     model = model.to(CUDA)

@@ -52,6 +52,7 @@ import torch
 from torch import _VF, Tensor, fx, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnkit.devices import to_device
 from rnnkit.nn.base import RecurrentLayer
 from rnnkit.nn.cells import ACTIVATIONS
 from rnnkit.nn.checks import check_choice, check_lengths, check_probability, check_zoneout
@@ -255,13 +256,25 @@ class _TwoPaths(RecurrentLayer):
         if lengths is None:
             return run_fused(self, x, batch_sizes, hx)
         # Padded batch with lengths: pack it, so the kernel stops at each sequence's true end.
-        packed = pack_padded_sequence(x, lengths, self.batch_first, enforce_sorted=False)
-        hx = tuple(s.index_select(1, packed.sorted_indices) for s in hx)
+        # Sorted here as torch's enforce_sorted=False sorts, but the order goes to the device in
+        # one non-blocking copy (torch's own copy of it waits for the GPU on every batch).
+        lengths = torch.as_tensor(lengths, dtype=torch.int64, device="cpu")
+        sorted_lengths, order = torch.sort(lengths, descending=True)
+        order = to_device(order, x.device)
+        inverse = torch.empty_like(order).scatter_(
+            0, order, torch.arange(len(order), device=x.device)
+        )
+        batch_dim = 0 if self.batch_first else 1
+        x = x.index_select(batch_dim, order)
+        packed = pack_padded_sequence(x, sorted_lengths, self.batch_first)
+        hx = tuple(s.index_select(1, order) for s in hx)
         data, state = run_fused(self, packed.data, packed.batch_sizes, hx)
-        packed_out = PackedSequence(data, *packed[1:])
         total = x.size(1 if self.batch_first else 0)
+        packed_out = PackedSequence(data, packed.batch_sizes)
         output, _ = pad_packed_sequence(packed_out, self.batch_first, total_length=total)
-        return output, tuple(s.index_select(1, packed.unsorted_indices) for s in state)
+        return output.index_select(batch_dim, inverse), tuple(
+            s.index_select(1, inverse) for s in state
+        )
 
     # ---- the cells path ----------------------------------------------------------------------
     def _forward_cells(self, x, batch_sizes, hx, lengths):
