@@ -52,6 +52,7 @@ SKIPPED = {
     r"^rnnkit bench\b": "a benchmark of minutes; its figures are never asserted",
     r"--nnodes": "two machines meeting at host0 (a rendezvous host this test does not have)",
     r"^pip install\b": "the network",
+    r"--device (cuda|mps)|gpu_check\.sh|runs/gpu\b": "needs a GPU (gpu_check.sh runs them)",
 }
 
 # Flags appended to shorten a command; (subcommand, what else the line must hold) -> flags.
