@@ -10,6 +10,7 @@ preset validates and builds. No timing is asserted.
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import importlib.util
 import json
 import os
 import subprocess
@@ -77,13 +78,25 @@ def gpu_machine_distributions() -> set[str]:
     return seen
 
 
+def setuptools_vendored() -> set[str]:
+    """The modules setuptools carries in its ``_vendor`` directory (jaraco, more_itertools...),
+    which it puts on ``sys.path`` once imported: wherever setuptools is, they are too (and
+    ``packages_distributions`` lists them only after some earlier code imported setuptools)."""
+    spec = importlib.util.find_spec("setuptools")
+    if spec is None or spec.origin is None:
+        return set()
+    vendor = Path(spec.origin).parent / "_vendor"
+    return {p.name.removesuffix(".py") for p in vendor.iterdir()} if vendor.is_dir() else set()
+
+
 def blocked_modules() -> list[str]:
     """Top-level modules installed here whose distribution the GPU machine does not have."""
     allowed = gpu_machine_distributions() | {"rnnkit", "pip", "setuptools"}
+    vendored = setuptools_vendored()
     return sorted(
         module
         for module, dists in metadata.packages_distributions().items()
-        if not {d.lower().replace("_", "-") for d in dists} & allowed
+        if not {d.lower().replace("_", "-") for d in dists} & allowed and module not in vendored
     )
 
 

@@ -102,4 +102,5 @@ def set_deterministic(on: bool) -> None:
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+        if torch.backends.cudnn.benchmark:  # (a setter that raises where torch's test
+            torch.backends.cudnn.benchmark = False  # utilities froze the flags: only if on)
