@@ -48,9 +48,11 @@ browser:
 	  echo "could not install chromium + chromedriver: the browser tests will be skipped"; }
 
 # lint-imports first: the one-way layering and the oracle's independence ([tool.importlinter]).
+# The tests run in one process per core (pytest-xdist; most of them wait on the subprocesses
+# they start, so two workers on two cores take ~11 minutes where one took ~19).
 test: install browser
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

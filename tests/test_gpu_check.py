@@ -126,8 +126,12 @@ def test_the_blocker_refuses_what_the_gpu_machine_lacks(tmp_path):
 def test_the_gpu_tests_collect_with_only_the_gpu_machines_packages(tmp_path):
     """Step 1 of gpu_check.sh, collection only: every test module imports there (a module that
     needs a missing package skips itself with ``pytest.importorskip``), and gpu tests exist.
-    (anyio's pytest plugin and hypothesis's entry points are this machine's: off, as there.)"""
-    env = blocked_env(tmp_path) | {"HYPOTHESIS_NO_PLUGINS": "1"}
+    (the pytest plugins installed here -- anyio, xdist -- and hypothesis's entry points are
+    this machine's: off, as there.)"""
+    env = blocked_env(tmp_path) | {
+        "HYPOTHESIS_NO_PLUGINS": "1",
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+    }
     command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu",
                "-p", "no:cacheprovider", "-p", "no:anyio", "tests"]  # fmt: skip
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True,
