@@ -7,6 +7,9 @@ and embedding dropout by their zero patterns and scaling; AR/TAR against hand co
 
 from __future__ import annotations
 
+import copy
+import io
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -152,6 +155,18 @@ def test_weight_drop_keeps_the_layers_state_dict_keys():
         fresh.load_state_dict({})
     # the wrapper reads what it lacks from the layer
     assert wrapped.hidden_size == H and wrapped.num_layers == 2
+
+
+def test_weight_drop_copies_and_pickles():
+    wrapped = WeightDrop(rnnkit.LSTM(IN, H, 2), 0.5)
+    buffer = io.BytesIO()
+    torch.save(wrapped, buffer)
+    buffer.seek(0)
+    for clone in (copy.deepcopy(wrapped), torch.load(buffer, weights_only=False)):
+        assert clone.p == 0.5 and clone.hidden_size == H
+        torch.testing.assert_close(clone.state_dict(), wrapped.state_dict())
+    with pytest.raises(AttributeError):
+        _ = wrapped.no_such_attribute
 
 
 def test_weight_drop_names_picks_the_matrices():

@@ -112,7 +112,7 @@ class WeightDrop(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            layer = self._modules.get("layer")
+            layer = self.__dict__.get("_modules", {}).get("layer")  # none while unpickling
             if layer is None:
                 raise
             return getattr(layer, name)
