@@ -105,6 +105,31 @@ class ModelConfig:
     recurrent_dropout: float = opt(
         0.0, "variational dropout on h(t-1), one mask per sequence for all steps (cells path)"
     )
+    weight_drop: float = opt(
+        0.0,
+        "language model: DropConnect rate on the recurrent (weight_hh) matrices, one mask per "
+        "batch (AWD-LSTM's wdrop, Merity et al. 2017)",
+    )
+    word_dropout: float = opt(
+        0.0,
+        "language model: drop whole words (rows of the embedding) at this rate (AWD-LSTM's "
+        "dropoute, Merity et al. 2017)",
+    )
+    locked_dropout: bool = opt(
+        False,
+        "language model: embed-dropout and dropout become variational, one mask per sequence, "
+        "on the embedding, between layers and on the output (AWD-LSTM, Merity et al. 2017)",
+    )
+    ar: float = opt(
+        0.0,
+        "language model: activation regularisation alpha * mean(h^2) of the last layer's dropped "
+        "output, added to the training loss (Merity et al. 2017)",
+    )
+    tar: float = opt(
+        0.0,
+        "language model: temporal activation regularisation beta * mean((h_t - h_t-1)^2) of the "
+        "last layer's output, added to the training loss (Merity et al. 2017)",
+    )
 
 
 @dataclass
@@ -394,9 +419,12 @@ def validate(config: RunConfig) -> None:
         need(getattr(m, name) >= 1, name, "a positive integer", getattr(m, name))
     for name in ("seq_len", "batch_size"):
         need(getattr(t, name) >= 1, flag_name(name), "a positive integer", getattr(t, name))
-    for name in ("dropout", "embed_dropout"):
+    for name in ("dropout", "embed_dropout", "weight_drop", "word_dropout"):
         value = getattr(m, name)
-        need(0 <= value < 1, flag_name(name), "in [0, 1)", value)
+        need(math.isfinite(value) and 0 <= value < 1, flag_name(name), "in [0, 1)", value)
+    for name in ("ar", "tar"):
+        value = getattr(m, name)
+        need(math.isfinite(value) and value >= 0, flag_name(name), "a number >= 0", value)
     need(0 < d.val_fraction < 1, "val-fraction", "in (0, 1)", d.val_fraction)
     need(0 <= d.test_fraction < 1, "test-fraction", "in [0, 1)", d.test_fraction)
     expected = "< 1 - test-fraction"
@@ -455,6 +483,9 @@ def _check_cell_options(m: ModelConfig) -> None:
             raise UserError(f"--{flag_name(name)} applies to --cell {cells}")
         if value and m.impl == "fused":
             raise UserError(f"--{flag_name(name)} runs on the cells path; drop --impl fused")
+    if m.weight_drop and not cell.weight_drop:  # DropConnect needs weight_hh matrices
+        cells = _listed(registry.where(weight_drop=True))
+        raise UserError(f"--weight-drop applies to --cell {cells} only, got --cell {m.cell}")
     if m.impl not in cell.impls:
         raise UserError(f"--cell {m.cell} has no {m.impl} kernel; use --impl {_listed(cell.impls)}")
     if m.nonlinearity != "tanh" and not cell.nonlinearity:

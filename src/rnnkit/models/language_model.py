@@ -8,6 +8,7 @@ sampling (``rnnkit.generation``) and text encoding (``rnnkit.data``).
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import torch
@@ -17,6 +18,13 @@ from torch import Tensor, nn
 from rnnkit.config import ModelConfig
 from rnnkit.errors import UserError
 from rnnkit.models.common import has_cell_state, recurrent
+from rnnkit.nn.awd import (
+    LockedDropout,
+    WeightDrop,
+    activation_regularisation,
+    embedding_dropout,
+    temporal_activation_regularisation,
+)
 from rnnkit.nn.cells import LSTMState
 from rnnkit.nn.registry import CELLS, get_cell
 
@@ -29,7 +37,10 @@ class LMOutput(NamedTuple):
     """What ``LanguageModel.forward`` returns."""
 
     logits: Tensor  # (N, L, V) unnormalised next-token scores
-    loss: Tensor | None  # mean cross-entropy in nats per token; None without targets
+    # mean cross-entropy in nats per token; None without targets. In training with --ar/--tar
+    # the AR and TAR penalties are added (the logged training loss includes them); in eval
+    # mode it is always the plain cross-entropy.
+    loss: Tensor | None
     state: State  # the recurrent state after the last position, to carry into the next call
 
 
@@ -52,6 +63,27 @@ class LanguageModel(nn.Module):
     torch's default N(0, 1); the head is torch's default; the recurrent stack follows
     ``config.init`` and ``config.forget_bias`` (see :meth:`reset_parameters`). With
     ``tie_weights`` the head's weight *is* the embedding's weight (needs ``embed == hidden``).
+
+    AWD-LSTM regularisers (Merity et al. 2017, "Regularizing and Optimizing LSTM Language
+    Models"; the pieces are in :mod:`rnnkit.nn.awd`), all off by default, and with all off the
+    modules, parameter names and numbers are exactly those of the plain model:
+
+    * ``weight_drop`` p: each recurrent layer is wrapped in :class:`~rnnkit.nn.awd.WeightDrop`,
+      ``W_hh' = M ⊙ W_hh / (1 - p)`` with one mask ``M`` per training forward. The state_dict
+      keys are the bare layer's; eval and ``step`` run the bare layer.
+    * ``word_dropout`` p: whole words dropped, ``E' = diag(m) E / (1 - p)`` with one ``m_v`` per
+      vocabulary entry and forward (:func:`~rnnkit.nn.awd.embedding_dropout`).
+    * ``locked_dropout``: ``embed_dropout`` and ``dropout`` become
+      :class:`~rnnkit.nn.awd.LockedDropout` (one mask per sequence and feature, the same at every
+      step) on the embedding output, between layers and on the last layer's output. With
+      ``layers > 1`` the stack is then ``layers`` single-layer modules (:class:`LockedStack`)
+      whose state_dict keys are renamed to the one-stack model's (``rnn.<name>_l<k>``): a
+      checkpoint of such a run loads into the plain model and back, and its config (which
+      records ``locked_dropout``) rebuilds this layout on load.
+    * ``ar`` alpha, ``tar`` beta: in training, with targets, ``loss = CE + alpha * mean(o_t^2)
+      + beta * mean((h_t - h_{t-1})^2)``, ``o`` the last layer's output after dropout and ``h``
+      before it (section 4.6). The training loss that is logged therefore includes them; eval
+      mode (validation, test, bpc) gives the plain cross-entropy.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -60,9 +92,13 @@ class LanguageModel(nn.Module):
         self.config = config
         V, E, H = config.vocab_size, config.embed, config.hidden
         self.embedding = nn.Embedding(V, E)
-        self.embed_dropout = nn.Dropout(config.embed_dropout)
-        self.rnn = recurrent(config, E)  # batch_first, config.layers, dropout between layers
-        self.dropout = nn.Dropout(config.dropout)
+        dropout = LockedDropout if config.locked_dropout else nn.Dropout
+        self.embed_dropout = dropout(config.embed_dropout, **_batch_first(config))
+        if config.locked_dropout and config.layers > 1:
+            self.rnn = LockedStack(config, E)  # single layers, LockedDropout between them
+        else:  # batch_first, config.layers, dropout between layers
+            self.rnn = _weight_drop(recurrent(config, E), config)
+        self.dropout = dropout(config.dropout, **_batch_first(config))
         self.head = nn.Linear(H, V)
         if config.tie_weights:
             self.head.weight = self.embedding.weight
@@ -86,7 +122,8 @@ class LanguageModel(nn.Module):
         self.rnn.reset_parameters()
         gates = max(1, len(get_cell(self.config.cell).gates))  # blocks of each weight_hh
         with torch.no_grad():
-            for name, param in self.rnn.named_parameters():
+            for path, param in self.rnn.named_parameters():
+                name = path.rpartition(".")[2]  # "weight_hh_l0" of "layers.0.layer.weight_hh_l0"
                 if self.config.init == "orthogonal":
                     if name.startswith("weight_hh") and param.dim() == 2:  # not a vector
                         for block in param.chunk(gates, dim=0):  # (H, H) each
@@ -108,7 +145,7 @@ class LanguageModel(nn.Module):
         if given, and the state after the last position."""
         if idx.dim() != 2:
             raise ValueError(f"idx must be 2-D (N, L) token ids, got shape {tuple(idx.shape)}")
-        logits, state = self._run(idx, state)  # (N, L, V)
+        logits, state, hidden, dropped = self._run(idx, state)  # (N, L, V)
         loss = None
         if targets is not None:
             if targets.shape != idx.shape:
@@ -118,6 +155,12 @@ class LanguageModel(nn.Module):
                 )
             # reshape is a view here (logits come out of the head contiguous): no copy.
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+            if self.training and self.config.ar:  # AR on the dropped output
+                loss = loss + activation_regularisation(dropped, self.config.ar)
+            if self.training and self.config.tar:  # TAR on the undropped output
+                loss = loss + temporal_activation_regularisation(
+                    hidden, self.config.tar, batch_first=True
+                )
         return LMOutput(logits, loss, state)
 
     def step(self, token: Tensor, state: State | None = None) -> tuple[Tensor, State]:
@@ -127,7 +170,7 @@ class LanguageModel(nn.Module):
         zoneout = any(self.rnn.zoneout)  # rates per state tensor: eval uses them
         if None not in kernels and not self.training and not zoneout:
             return self._step_cells(kernels, token, state)
-        logits, state = self._run(token.unsqueeze(1), state)  # (N, 1, V)
+        logits, state, _, _ = self._run(token.unsqueeze(1), state)  # (N, 1, V)
         return logits.squeeze(1), state  # (N, V)
 
     def _step_cells(self, kernels, token: Tensor, state: State | None) -> tuple[Tensor, State]:
@@ -147,11 +190,19 @@ class LanguageModel(nn.Module):
         h, *c = (torch.stack(s) for s in zip(*new, strict=True))  # (layers, N, H) each
         return self.head(x), (LSTMState(h, *c) if lstm else h)
 
-    def _run(self, idx: Tensor, state: State | None) -> tuple[Tensor, State]:
-        emb = self.embed_dropout(self.embedding(idx))  # (N, L, E)
+    def _run(self, idx: Tensor, state: State | None) -> tuple[Tensor, State, Tensor, Tensor]:
+        """logits (N, L, V), the state, and the last layer's output (N, L, H) before and after
+        the output dropout (what TAR and AR read)."""
+        if self.config.word_dropout:
+            words = embedding_dropout(self.embedding, idx, self.config.word_dropout, self.training)
+        else:
+            words = self.embedding(idx)
+        emb = self.embed_dropout(words)  # (N, L, E)
         out, state = self.rnn(emb, state)  # (N, L, H)
-        logits = self.head(self.dropout(out))  # (N, L, V)
-        return logits, (LSTMState(*state) if isinstance(state, tuple) else state)
+        dropped = self.dropout(out)
+        logits = self.head(dropped)  # (N, L, V)
+        state = LSTMState(*state) if isinstance(state, tuple) else state
+        return logits, state, out, dropped
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """Zeros of the structure ``forward`` returns: h (layers, N, H), or LSTMState(h, c)
@@ -165,6 +216,89 @@ class LanguageModel(nn.Module):
     def num_parameters(self) -> int:
         """Number of trainable numbers (a tied matrix counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+
+class LockedStack(nn.Module):
+    """``config.layers`` single-layer recurrent modules (each in
+    :class:`~rnnkit.nn.awd.WeightDrop` with ``weight_drop``) with
+    :class:`~rnnkit.nn.awd.LockedDropout` at rate ``config.dropout`` between them: AWD-LSTM's
+    stack (Merity et al. 2017, dropouth). Called like the one-stack layer, ``(x (N, L, E),
+    state) -> (out (N, L, H), state)`` with the state h (layers, N, H) or (h, c), so
+    ``LanguageModel.step`` and the state layout are unchanged; ``fused_step(k)`` is layer k's.
+
+    Its state_dict has the one-stack layer's keys: ``layers.<k>.<name>_l0`` is saved as
+    ``<name>_l<k>`` and read back from either spelling, so checkpoints move between the two.
+    """
+
+    def __init__(self, config: ModelConfig, input_size: int) -> None:
+        super().__init__()
+        sizes = [input_size] + [config.hidden] * (config.layers - 1)
+        self.layers = nn.ModuleList(
+            _weight_drop(recurrent(config, size, layers=1), config) for size in sizes
+        )
+        self.between = LockedDropout(config.dropout, batch_first=True)
+        self.cell_state = has_cell_state(config.cell)
+        self._register_state_dict_hook(_stack_keys)
+        self._register_load_state_dict_pre_hook(_layer_keys)
+
+    @property
+    def zoneout(self) -> tuple[float, ...]:
+        return self.layers[0].zoneout
+
+    def fused_step(self, layer: int, direction: int = 0):
+        """Layer ``layer``'s one-step kernel (None where it has none)."""
+        return self.layers[layer].fused_step(0, direction)
+
+    def reset_parameters(self) -> None:
+        for layer in self.layers:
+            layer.reset_parameters()
+
+    def forward(self, x: Tensor, state=None):
+        new = []
+        for k, layer in enumerate(self.layers):
+            if k:
+                x = self.between(x)
+            if state is None:
+                own = None
+            elif self.cell_state:
+                own = (state[0][k : k + 1], state[1][k : k + 1])  # (1, N, H) each
+            else:
+                own = state[k : k + 1]
+            x, out = layer(x, own)
+            new.append(tuple(out) if self.cell_state else (out,))
+        h, *c = (torch.cat(s) for s in zip(*new, strict=True))  # (layers, N, H) each
+        return x, ((h, *c) if self.cell_state else h)
+
+
+_INNER = re.compile(r"layers\.(\d+)\.(\w+)_l0")  # LockedStack's own key -> k, name
+_STACKED = re.compile(r"(\w+)_l(\d+)")  # the one-stack key -> name, k
+
+
+def _stack_keys(module: LockedStack, state_dict, prefix: str, local_metadata) -> None:
+    """state_dict hook: ``prefix + 'layers.<k>.<name>_l0'`` -> ``prefix + '<name>_l<k>'``."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        if match := _INNER.fullmatch(key[len(prefix) :]):
+            k, name = match.groups()
+            state_dict[f"{prefix}{name}_l{k}"] = state_dict.pop(key)
+
+
+def _layer_keys(state_dict, prefix: str, *_args) -> None:
+    """load_state_dict pre-hook: ``prefix + '<name>_l<k>'`` -> ``prefix + 'layers.<k>.<name>_l0'``
+    (a key already in the ``layers.<k>.`` spelling is left as it is)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        if match := _STACKED.fullmatch(key[len(prefix) :]):
+            name, k = match.groups()
+            state_dict[f"{prefix}layers.{k}.{name}_l0"] = state_dict.pop(key)
+
+
+def _batch_first(config: ModelConfig) -> dict:
+    """LockedDropout's batch_first=True (the model is batch-first); nn.Dropout takes none."""
+    return {"batch_first": True} if config.locked_dropout else {}
+
+
+def _weight_drop(layer: nn.Module, config: ModelConfig) -> nn.Module:
+    """``layer`` in :class:`~rnnkit.nn.awd.WeightDrop` with ``config.weight_drop`` > 0."""
+    return WeightDrop(layer, config.weight_drop) if config.weight_drop else layer
 
 
 def _check_config(config: ModelConfig) -> None:

@@ -36,6 +36,7 @@ class Cell:
     fused_kernel: bool = False  # torch has a fused multi-layer kernel for it (``fused.py``)
     projection: bool = False  # takes ``proj_size``
     regularisers: bool = False  # takes ``zoneout`` and ``recurrent_dropout`` (cells path)
+    weight_drop: bool = False  # has weight_hh_* matrices, so takes ``weight_drop`` (DropConnect)
     nonlinearity: bool = False  # takes ``nonlinearity`` (``--nonlinearity``)
     onnx: bool = True  # ``rnnkit export`` writes its ONNX step graph
     probes: bool = True  # ``analyze gradients`` and the report's activation trace read it
@@ -64,20 +65,22 @@ CELLS: dict[str, Cell] = {
     cell.name: cell
     for cell in (
         Cell("lstm", "rnnkit.nn.layers:LSTM", "long short-term memory", _LSTM_GATES,
-             ("h", "c"), fused_kernel=True, projection=True, regularisers=True),
+             ("h", "c"), fused_kernel=True, projection=True, regularisers=True,
+             weight_drop=True),
         Cell("gru", "rnnkit.nn.layers:GRU", "gated recurrent unit",
-             ("reset", "update", "candidate"), fused_kernel=True, regularisers=True),
+             ("reset", "update", "candidate"), fused_kernel=True, regularisers=True,
+             weight_drop=True),
         Cell("rnn", "rnnkit.nn.layers:RNN", "Elman RNN", fused_kernel=True, regularisers=True,
-             nonlinearity=True),
+             nonlinearity=True, weight_drop=True),
         Cell("lnlstm", "rnnkit.nn.layernorm:LayerNormLSTM",
              "layer-normalised LSTM, cells path", _LSTM_GATES, ("h", "c"), regularisers=True,
-             impls=CELLS_ONLY),
+             weight_drop=True, impls=CELLS_ONLY),
         Cell("mingru", "rnnkit.nn.minimal:MinGRU", "Feng et al. 2024 minimal GRU",
              ("update", "candidate"), impls=MINIMAL_IMPLS),
         Cell("minlstm", "rnnkit.nn.minimal:MinLSTM", "Feng et al. 2024 minimal LSTM",
              ("input", "forget", "candidate"), impls=MINIMAL_IMPLS),
         Cell("indrnn", "rnnkit.nn.indrnn:IndRNN", "Li et al. 2018 independently recurrent, relu",
-             regularisers=True, impls=CELLS_ONLY),
+             regularisers=True, weight_drop=True, impls=CELLS_ONLY),
     )
 }  # fmt: skip
 
