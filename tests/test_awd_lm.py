@@ -219,3 +219,22 @@ def test_weight_drop_rows_follow_the_layers_parameters():
         layer = cell.layer_class()(3, 4, num_layers=1, batch_first=True)
         has = any(name.startswith("weight_hh") for name, _ in layer.named_parameters())
         assert cell.weight_drop == has, cell.name
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_locked_stack_reads_as_the_one_stack_layer_to_export(cell):
+    from rnnkit.export.onnx import StepGraph
+
+    plain = LanguageModel(ModelConfig(**BASE, cell=cell)).eval()
+    flagged = LanguageModel(ModelConfig(**BASE, cell=cell, **FLAGS)).eval()
+    flagged.load_state_dict(plain.state_dict())
+    rnn = flagged.rnn
+    assert rnn.num_layers == 2 and rnn.hidden_size == 8 and rnn.cell == cell
+    assert rnn.weight_hh_l1 is rnn.layers[1].layer.weight_hh_l0
+    assert rnn.layer_weight("bias_ih", 1) is rnn.layers[1].layer.bias_ih_l0
+    tokens_, h = tokens(8, (3,)), torch.randn(2, 3, 8)
+    extra = (torch.randn(2, 3, 8),) if cell == "lstm" else ()
+    with torch.no_grad():
+        a = StepGraph(plain)(tokens_, h, *extra)
+        b = StepGraph(flagged)(tokens_, h, *extra)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

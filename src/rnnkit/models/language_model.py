@@ -226,6 +226,9 @@ class LockedStack(nn.Module):
     state) -> (out (N, L, H), state)`` with the state h (layers, N, H) or (h, c), so
     ``LanguageModel.step`` and the state layout are unchanged; ``fused_step(k)`` is layer k's.
 
+    It reads as the one-stack layer to what inspects it (ONNX export, the analyses):
+    ``num_layers``, ``step_function(k)``, ``recurrence(k)``, ``layer_weight(name, k)`` and the
+    attribute ``<name>_l<k>`` are layer k's (its ``_l0``); any other attribute is layer 0's.
     Its state_dict has the one-stack layer's keys: ``layers.<k>.<name>_l0`` is saved as
     ``<name>_l<k>`` and read back from either spelling, so checkpoints move between the two.
     """
@@ -238,16 +241,35 @@ class LockedStack(nn.Module):
         )
         self.between = LockedDropout(config.dropout, batch_first=True)
         self.cell_state = has_cell_state(config.cell)
+        self.num_layers = config.layers
         self._register_state_dict_hook(_stack_keys)
         self._register_load_state_dict_pre_hook(_layer_keys)
 
-    @property
-    def zoneout(self) -> tuple[float, ...]:
-        return self.layers[0].zoneout
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            layers = self.__dict__.get("_modules", {}).get("layers")  # none while unpickling
+            if layers is None:
+                raise
+            if match := _STACKED.fullmatch(name):  # weight_hh_l1 -> layers[1].weight_hh_l0
+                kind, k = match.groups()
+                if int(k) < len(layers):
+                    return getattr(layers[int(k)], f"{kind}_l0")
+            return getattr(layers[0], name)
 
     def fused_step(self, layer: int, direction: int = 0):
         """Layer ``layer``'s one-step kernel (None where it has none)."""
         return self.layers[layer].fused_step(0, direction)
+
+    def step_function(self, layer: int, direction: int = 0):
+        return self.layers[layer].step_function(0, direction)
+
+    def recurrence(self, layer: int, direction: int = 0):
+        return self.layers[layer].recurrence(0, direction)
+
+    def layer_weight(self, kind: str, layer: int, direction: int = 0):
+        return self.layers[layer].layer_weight(kind, 0, direction)
 
     def reset_parameters(self) -> None:
         for layer in self.layers:
