@@ -381,3 +381,24 @@ def test_plots_write_pngs(tmp_path):
     for plot, name in ((plot_gradient_flow, "flow.png"), (plot_jacobian_spectrum, "sv.png")):
         path = plot(flows, tmp_path / "sub" / name)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [{"weight_drop": 0.5}, {"locked_dropout": True}, {"weight_drop": 0.5, "locked_dropout": True}],
+)
+def test_awd_wrapped_models_are_probed_with_their_trained_weights(flags):
+    """WeightDrop and LockedStack read as the layer they hold: the flow of a model with AWD's
+    flags equals the plain model's with the same weights (the probe runs undropped weights)."""
+    torch.manual_seed(0)
+    size = {"vocab_size": 20, "embed": 8, "hidden": 16, "layers": 2}
+    plain = LanguageModel(ModelConfig(**size)).eval()
+    wrapped = LanguageModel(ModelConfig(**size, **flags)).eval()
+    wrapped.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 20, (2, 12))
+    for layer_index in (0, -1):
+        want = lm_gradient_flow(plain, idx, layer_index=layer_index)
+        got = lm_gradient_flow(wrapped, idx, layer_index=layer_index)
+        np.testing.assert_allclose(got.h_norm, want.h_norm, rtol=1e-6)
+        np.testing.assert_allclose(got.c_norm, want.c_norm, rtol=1e-6)
+        np.testing.assert_allclose(got.jacobian_sv, want.jacobian_sv, rtol=1e-5, atol=1e-7)

@@ -272,8 +272,10 @@ def _stack_flow(steps, xs, cell, sizes, layer_index, loss, readout, jacobian_ste
 
 def _layer_steps(layer: nn.Module) -> tuple[list[Step], str, tuple[int, ...]]:
     """One step function per depth of an rnnkit recurrent layer or a torch.nn RNN/LSTM/GRU,
-    its cell's name and the sizes of its state tensors (h, then c if any)."""
-    if isinstance(layer, RecurrentLayer):
+    its cell's name and the sizes of its state tensors (h, then c if any). A module that reads
+    as one (AWD-LSTM's ``WeightDrop`` and ``LockedStack``: ``step_function`` and ``state_spec``
+    of the layer they hold) is probed the same way, with its weights as trained (undropped)."""
+    if isinstance(layer, RecurrentLayer) or _reads_as_recurrent(layer):
         cell, sizes = layer.cell, layer.state_spec().sizes
         make = layer.step_function
     elif isinstance(layer, nn.RNNBase) and layer.mode in _TORCH_MODES:
@@ -296,6 +298,10 @@ def _layer_steps(layer: nn.Module) -> tuple[list[Step], str, tuple[int, ...]]:
     if getattr(layer, "proj_size", 0):
         raise UserError(f"LSTM with proj_size={layer.proj_size} is not supported (use proj_size=0)")
     return [make(depth) for depth in range(layer.num_layers)], cell, sizes
+
+
+def _reads_as_recurrent(layer: nn.Module) -> bool:
+    return all(hasattr(layer, name) for name in ("step_function", "state_spec", "cell"))
 
 
 def _check_loss(loss: str) -> None:
