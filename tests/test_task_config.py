@@ -161,3 +161,20 @@ def test_a_new_run_saves_its_tasks_options_in_the_flat_task_table():
     assert saved == {"name": "classify", "bidirectional": False, "pooling": "max", "min_count": 1}
     again = RunConfig.from_dict(config.to_dict())
     assert again == config and task_options(again).pooling == "max"
+
+
+@pytest.mark.parametrize("task", ["classify", "tag", "seq2seq", "generate-from", "forecast"])
+@pytest.mark.parametrize("key,value", [("weight_drop", 0.3), ("locked_dropout", True), ("ar", 2.0)])
+def test_the_language_models_own_options_are_refused_by_other_tasks(task, key, value):
+    from rnnkit.tasks import get_task
+
+    config = RunConfig()
+    apply_overrides(config, {"task": {"name": task}, "model": {key: value}}, "test")
+    with pytest.raises(UserError) as error:
+        get_task(task)(config)
+    flag = "--" + key.replace("_", "-")
+    assert (
+        str(error.value) == f"{flag} applies to the language model (--task lm), not --task {task}"
+    )
+    config.model = type(config.model)()
+    get_task(task)(config)  # without it, the same task is built

@@ -97,6 +97,8 @@ class Task:
         self.options = task_options(config, self.name)
         config.task.options = asdict(self.options)  # what config.json saves: this task's keys
         self.meta_values = check_task_values(self.name, self.options, config, meta)
+        if not self.language_model:
+            _refuse_language_model_options(config, self.name)
 
     # ---- data ----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -226,6 +228,19 @@ class Task:
 
     def reset_carried_state(self) -> None:
         pass
+
+
+#: the model options only the language model reads (AWD-LSTM's regularisers, Merity et al. 2017)
+LANGUAGE_MODEL_OPTIONS = ("weight_drop", "word_dropout", "locked_dropout", "ar", "tar")
+
+
+def _refuse_language_model_options(config: RunConfig, task: str) -> None:
+    """A task whose model is not the language model refuses its options, rather than
+    training without them as if they applied."""
+    given = [name for name in LANGUAGE_MODEL_OPTIONS if getattr(config.model, name, 0)]
+    if given:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+        raise UserError(f"{flags} applies to the language model (--task lm), not --task {task}")
 
 
 def summary(metrics: dict[str, float], names: tuple[str, ...]) -> str:
