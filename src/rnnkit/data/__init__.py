@@ -9,9 +9,19 @@ reads what (``rnnkit.tasks``).
 (['e', 'h', 'l', 'o'], [1, 3, 2, 0], 'ohllo')
 """
 
-from rnnkit.data.corpus import BUNDLED, Corpus, load_corpus, resolve_paths, split
+from rnnkit.data.corpus import (
+    BUNDLED,
+    Corpus,
+    WordText,
+    encode_lines,
+    load_corpus,
+    read_lines,
+    resolve_paths,
+    split,
+    split_lines,
+)
 from rnnkit.data.streams import TokenStreams
-from rnnkit.data.vocab import StreamDecoder, Vocab
+from rnnkit.data.vocab import StreamDecoder, Vocab, WordVocab
 
 __all__ = [
     "BUNDLED",
@@ -19,7 +29,12 @@ __all__ = [
     "StreamDecoder",
     "TokenStreams",
     "Vocab",
+    "WordText",
+    "WordVocab",
+    "encode_lines",
     "load_corpus",
+    "read_lines",
     "resolve_paths",
     "split",
+    "split_lines",
 ]

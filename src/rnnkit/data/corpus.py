@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rnnkit.data.vocab import ENCODE_BLOCK, UNKNOWN_MODES, Vocab, code_points, unknown_message
+from rnnkit.data.vocab import (
+    ENCODE_BLOCK,
+    UNKNOWN_MODES,
+    WORD_UNK,
+    Vocab,
+    WordVocab,
+    code_points,
+    unknown_message,
+)
 from rnnkit.errors import UserError
 
 BUNDLED = Path(__file__).parent / "tinyshakespeare.txt"
@@ -395,3 +403,57 @@ def split(tokens: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray, np
     n_val = int(round(len(tokens) * val_fraction))
     cut = len(tokens) - n_val
     return tokens[:cut], tokens[cut:]
+
+
+# --------------------------------------------------------------------------- words
+
+
+@dataclass
+class WordText:
+    """Word ids of a text and, per token, the characters it stands for: a word its length
+    plus one separator (the space after it, or the line end), ``<eos>`` 1 on an empty line
+    else 0, so ``chars.sum()`` is the text's characters with single spaces and each line end
+    counted once. ``oov``: words of the text outside the vocabulary (now ``<unk>``)."""
+
+    tokens: np.ndarray
+    chars: np.ndarray
+    oov: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def read_lines(inputs: Sequence[str] | None) -> list[str]:
+    """The lines of ``inputs`` (see :func:`resolve_paths`), strict UTF-8, files in order."""
+    lines: list[str] = []
+    for path in resolve_paths(inputs):
+        parts: list[str] = []
+        _read_chunks(path, True, parts.append)  # type: ignore[arg-type]
+        text = "".join(parts)
+        lines.extend(text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"))
+    return lines
+
+
+def encode_lines(lines: Sequence[str], vocab: WordVocab) -> WordText:
+    """:class:`WordText` of ``lines``: each line's words, then ``<eos>`` (a dict lookup a word)."""
+    index = vocab.index
+    ids: list[int] = []
+    chars: list[int] = []
+    eos = vocab.index["<eos>"]
+    for line in lines:
+        words = line.split()
+        ids.extend([index.get(w, WORD_UNK) for w in words])
+        ids.append(eos)
+        chars.extend([len(w) + 1 for w in words])
+        chars.append(0 if words else 1)
+    tokens = np.array(ids, dtype=_token_dtype("word", len(vocab)))
+    oov = sum(1 for line in lines for w in line.split() if w not in index)
+    return WordText(tokens=tokens, chars=np.array(chars, dtype=np.int32), oov=oov)
+
+
+def split_lines(lines: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """(train, validation) lines: the last ``val_fraction`` of the lines (rounded) held out."""
+    if not 0 <= val_fraction < 1:
+        raise UserError(f"--val-fraction must be in [0, 1), got {val_fraction!r}")
+    cut = len(lines) - int(round(len(lines) * val_fraction))
+    return lines[:cut], lines[cut:]

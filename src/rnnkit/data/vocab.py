@@ -209,3 +209,118 @@ class Vocab:
     def decoder(self) -> StreamDecoder:
         """A fresh :class:`StreamDecoder` for this vocabulary."""
         return StreamDecoder(self)
+
+
+WORD_SPECIALS = ("<unk>", "<eos>")
+WORD_UNK, WORD_EOS = 0, 1
+
+
+class WordStreamDecoder:
+    """Word ids -> text one id at a time: words separated by spaces, ``<eos>`` a line break."""
+
+    def __init__(self, vocab: WordVocab) -> None:
+        self._vocab, self._in_line = vocab, False
+
+    def decode(self, id: int) -> str:
+        id = int(id)
+        if not 0 <= id < len(self._vocab):
+            raise UserError(f"token id {id} is outside the vocabulary of {len(self._vocab)}")
+        if id == WORD_EOS:
+            self._in_line = False
+            return "\n"
+        text = (" " if self._in_line else "") + self._vocab.symbols[id]
+        self._in_line = True
+        return text
+
+    def flush(self) -> str:
+        return ""
+
+
+class WordVocab:
+    """Whitespace-separated words of pre-tokenised text (PTB, WikiText) for the language model.
+
+    Ids 0 and 1 are ``<unk>`` (words outside the vocabulary) and ``<eos>`` (each line end);
+    the words follow, most frequent in the training text first, ties in order of first
+    appearance, so the same text always gives the same ids. ``encode`` maps unseen words to
+    ``<unk>``, never raises on them.
+    """
+
+    kind = "word"
+
+    def __init__(self, symbols: list[str]) -> None:
+        self.symbols = list(symbols)
+        self.index = {s: i for i, s in enumerate(self.symbols)}
+
+    @classmethod
+    def build(cls, lines: Iterable[str], vocab_size: int = 0, min_count: int = 1) -> WordVocab:
+        """The vocabulary of ``lines``: words seen at least ``min_count`` times, the
+        ``vocab_size - 2`` most frequent of them when ``vocab_size`` > 0 (the two specials
+        count towards it). A literal ``<unk>`` or ``<eos>`` in the text is that special."""
+        if vocab_size < 0 or 0 < vocab_size < 3:
+            raise UserError(f"--vocab-size must be 0 (all) or at least 3, got {vocab_size}")
+        counts: Counter[str] = Counter()
+        for line in lines:
+            counts.update(line.split())
+        kept = [w for w, n in counts.most_common() if n >= min_count and w not in WORD_SPECIALS]
+        if not kept:
+            raise UserError(
+                f"--min-count {min_count} leaves no words in the vocabulary "
+                f"(the most frequent word is seen {max(counts.values(), default=0)} times)"
+            )
+        if vocab_size:
+            kept = kept[: vocab_size - len(WORD_SPECIALS)]
+        return cls([*WORD_SPECIALS, *kept])
+
+    @classmethod
+    def from_json(cls, data: object, source: str = "vocab.json") -> WordVocab:
+        if not isinstance(data, list) or not all(isinstance(s, str) for s in data):
+            raise UserError(f"{source}: a word vocabulary must be a JSON list of strings")
+        if tuple(data[:2]) != WORD_SPECIALS or len(data) < 3:
+            raise UserError(f"{source}: a word vocabulary starts with <unk>, <eos> and a word")
+        bad = [s for s in data if not s or any(c.isspace() for c in s)]
+        if bad:
+            raise UserError(f"{source}: a word must be non-empty without spaces, got {bad[0]!r}")
+        if len(set(data)) != len(data):
+            dups = sorted(s for s, n in Counter(data).items() if n > 1)
+            raise UserError(f"{source}: duplicate symbols {', '.join(map(repr, dups[:10]))}")
+        return cls(data)
+
+    def to_json(self) -> list[str]:
+        return list(self.symbols)
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WordVocab):
+            return NotImplemented
+        return self.symbols == other.symbols
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"WordVocab(size={len(self)})"
+
+    def encode(
+        self, text: str, unknown: str = "error", *, dtype: npt.DTypeLike = np.int64
+    ) -> npt.NDArray[Any]:
+        """Ids of the words of ``text``, ``<eos>`` after each line ending in a newline;
+        unseen words are ``<unk>`` whatever ``unknown`` says (see :meth:`unknown_words`)."""
+        index, ids = self.index, []
+        lines = text.split("\n")
+        for i, line in enumerate(lines):
+            ids.extend([index.get(w, WORD_UNK) for w in line.split()])
+            if i < len(lines) - 1:
+                ids.append(WORD_EOS)
+        return np.array(ids, dtype=dtype)
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The distinct words of ``text`` outside the vocabulary, in order of appearance."""
+        return list(dict.fromkeys(w for w in text.split() if w not in self.index))
+
+    def decode(self, ids: Iterable[int] | npt.ArrayLike) -> str:
+        decoder = self.decoder()
+        return "".join(decoder.decode(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1))
+
+    def decoder(self) -> WordStreamDecoder:
+        return WordStreamDecoder(self)
