@@ -93,12 +93,19 @@ def run(args: argparse.Namespace) -> int:
                 "--condition needs a --task generate-from run; this is a language model"
             )
         vocab = task.vocab
+    unseen = vocab.unknown_words(args.prime) if hasattr(vocab, "unknown_words") else []
+    if unseen:  # a word model reads them as <unk>
+        listed = ", ".join(map(repr, unseen[:10])) + (" ..." if len(unseen) > 10 else "")
+        print(
+            f"rnnkit: note: prime words not in the vocabulary read as <unk>: {listed}",
+            file=sys.stderr,
+        )
     streaming = args.num_samples == 1
     primed = False  # the prime is printed with the first text: after generate checked it
 
     def emit(text: str) -> None:
         nonlocal primed
-        sys.stdout.write(text if primed else args.prime + text)
+        sys.stdout.write(text if primed else _join(args.prime, text, vocab))
         sys.stdout.flush()
         primed = True
 
@@ -120,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         print("" if primed else args.prime)  # the continuation follows the prime
     else:
         for i, text in enumerate(texts):
-            print(sample_banner(f"sample {i + 1}", args.prime + text))
+            print(sample_banner(f"sample {i + 1}", _join(args.prime, text, vocab)))
     return 0
 
 
@@ -141,3 +148,11 @@ def _sample_conditioned(task, model, args: argparse.Namespace) -> int:
     for text in texts:
         print(text)
     return 0
+
+
+def _join(prime: str, text: str, vocab) -> str:
+    """The prime and its continuation; a word model's first word after a space."""
+    word = getattr(vocab, "kind", None) == "word"
+    if word and prime and text and not prime[-1].isspace() and not text[0].isspace():
+        return f"{prime} {text}"
+    return prime + text
