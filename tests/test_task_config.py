@@ -25,7 +25,6 @@ from rnnkit.tasks import task_options
         ("task", "char_hidden", -1, "--char-hidden must be an integer >= 0"),
         ("data", "test_fraction", 1.0, "--test-fraction must be in"),
         ("data", "synthetic", "mnist", "--synthetic must be one of"),
-        ("data", "tokenizer", "word", "--tokenizer word is for the classify and seq2seq"),
     ],
 )
 def test_impossible_task_options_name_the_flag(section, key, value, message):

@@ -47,7 +47,8 @@ class DataConfig:
     )
     tokenizer: str = opt(
         "char",
-        "char: Unicode characters of the text; byte: 256 byte values, reads any file",
+        "char: Unicode characters of the text; byte: 256 byte values, reads any file; word: "
+        "whitespace tokens of pre-tokenised text, <eos> at each line end (lm, classify, seq2seq)",
         choices=("char", "byte", "word"),
     )
     val: str | None = opt(
