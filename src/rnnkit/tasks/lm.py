@@ -91,7 +91,7 @@ class LanguageModelTask(Task):
         if meta is not None:
             kind = meta.get("vocab_kind")
             if kind not in ("char", "byte", "word"):
-                raise UserError(f"vocab_kind must be 'char', 'byte' or 'word', got {kind!r}")
+                raise UserError(f"vocab_kind must be 'char', 'byte' or 'word', got {short(kind)}")
             if kind == "word":
                 self.vocab = WordVocab.from_json(meta.get("symbols"), source="vocab.json")
             else:
