@@ -48,8 +48,9 @@ class DataConfig:
     tokenizer: str = opt(
         "char",
         "char: Unicode characters of the text; byte: 256 byte values, reads any file; word: "
-        "whitespace tokens of pre-tokenised text, <eos> at each line end (lm, classify, seq2seq)",
-        choices=("char", "byte", "word"),
+        "whitespace tokens of pre-tokenised text, <eos> at each line end (lm, classify, seq2seq); "
+        "bpe: subword units learnt from the training text (lm; Hugging Face tokenizers)",
+        choices=("char", "byte", "word", "bpe"),
     )
     val: str | None = opt(
         None, "validation text (default: the last val_fraction of the training text)"
@@ -81,7 +82,14 @@ class ModelConfig:
     )
     vocab_size: int = opt(0, "number of symbols (set from the data)")
     embed: int = opt(64, "embedding size")
-    hidden: int = opt(512, "hidden units per layer")
+    hidden: int = opt(
+        512,
+        "hidden units per layer, or one size per layer (--hidden 1150,1150,400: the language "
+        "model; the last size is what the head and --tie-weights see)",
+    )
+    #: one size per layer (``--hidden 1150,1150,400``), the last equal to ``hidden``; empty:
+    #: every layer has ``hidden`` units. Set with ``--hidden``; no flag of its own.
+    hidden_sizes: list[int] = opt([], "hidden units of each layer (set by --hidden A,B,C)")
     layers: int = opt(2, "number of stacked recurrent layers")
     dropout: float = opt(0.0, "dropout between recurrent layers and on the output")
     embed_dropout: float = opt(0.0, "dropout on the embedding")
@@ -131,15 +139,43 @@ class ModelConfig:
         "language model: temporal activation regularisation beta * mean((h_t - h_t-1)^2) of the "
         "last layer's output, added to the training loss (Merity et al. 2017)",
     )
+    softmax: str = opt(
+        "full",
+        "language model output layer: full softmax, or adaptive (torch's "
+        "AdaptiveLogSoftmaxWithLoss, Grave et al. 2017: frequent words in a head, the rest in "
+        "smaller tail clusters; for large vocabularies)",
+        choices=("full", "adaptive"),
+    )
+    cutoffs: list[int] = opt(
+        [],
+        "--softmax adaptive: increasing word ranks where the clusters start, e.g. 2000,10000 "
+        "(each below the vocabulary size)",
+    )
+
+    def layer_sizes(self) -> list[int]:
+        """The hidden size of each layer: ``hidden_sizes``, or ``hidden`` for every layer."""
+        return list(self.hidden_sizes) or [self.hidden] * self.layers
 
 
 @dataclass
 class TrainConfig:
     out: str = opt("runs/charlm", "run directory (checkpoints, metrics.csv, loss.png)")
     seq_len: int = opt(100, "truncated-BPTT chunk length T")
+    variable_bptt: bool = opt(
+        False,
+        "language model: draw each batch's length around --seq-len (T with probability 0.95, "
+        "else T/2; then normal with sd 5, at least 5) and scale its learning rate by length / T "
+        "(AWD-LSTM, Merity et al. 2017)",
+    )
     batch_size: int = opt(64, "number of parallel text streams B")
     optimizer: str = opt(
-        "adam", "optimiser", choices=("adam", "adamw", "sgd", "rmsprop", "adagrad")
+        "adam",
+        "optimiser; nt-asgd: SGD that switches to averaged SGD when the validation loss has not "
+        "improved for --nonmono evaluations (AWD-LSTM, Merity et al. 2017)",
+        choices=("adam", "adamw", "sgd", "rmsprop", "adagrad", "nt-asgd"),
+    )
+    nonmono: int = opt(
+        5, "nt-asgd: evaluations without a new best before averaging starts (non-monotone n)"
     )
     lr: float = opt(2e-3, "peak learning rate")
     momentum: float = opt(0.9, "momentum for sgd and rmsprop")
@@ -278,6 +314,8 @@ def _coerce(value: Any, annotation: str, name: str, source: str) -> Any:
         "bool": isinstance(value, bool),
         "str": isinstance(value, str),
         "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "list[int]": isinstance(value, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63 for v in value),
     }[kind]
     if not ok:
         raise UserError(f"{source}: {name} must be {kind}, got {short(value)}")
@@ -373,6 +411,7 @@ def resume_overrides(
         "PATH" if key == "paths" else f"--{flag_name(key if key != 'name' else 'task')}"
         for section in ("data", "model", "task")
         for key in flags.get(section, {})
+        if key != "hidden_sizes"  # set by --hidden, which is named
     )
     if fixed or config_file:
         what = ", ".join(fixed) or "--config"
@@ -455,13 +494,42 @@ def validate(config: RunConfig) -> None:
     need(0 < t.gamma <= 1, "gamma", "in (0, 1]", t.gamma)
     need(0 <= t.beta2 < 1, "beta2", "in [0, 1)", t.beta2)
     need(0 <= t.min_lr_ratio <= 1, "min-lr-ratio", "in [0, 1]", t.min_lr_ratio)
-    if m.tie_weights and m.embed != m.hidden:
-        raise UserError(f"--tie-weights needs --embed == --hidden, got {m.embed} and {m.hidden}")
+    _check_sizes(m)
+    need(t.nonmono >= 1, "nonmono", "a positive integer", t.nonmono)
     _check_cell_options(m)
     for section in (m, t, d):
         check_finite(section)
     bound = MAX_FORGET_BIAS
     need(abs(m.forget_bias) <= bound, "forget-bias", f"in [-{bound:g}, {bound:g}]", m.forget_bias)
+
+
+def _check_sizes(m: ModelConfig) -> None:
+    """Per-layer hidden sizes, tying and the adaptive softmax's cutoffs (the cutoffs against the
+    vocabulary size are checked when the model is built: the data sets it)."""
+    if m.hidden_sizes:
+        sizes = ",".join(map(str, m.hidden_sizes))
+        if len(m.hidden_sizes) != m.layers:
+            raise UserError(
+                f"--hidden {sizes} gives {len(m.hidden_sizes)} sizes but --layers is {m.layers}"
+            )
+        need(min(m.hidden_sizes) >= 1, "hidden", "positive sizes", sizes)
+        if m.hidden != m.hidden_sizes[-1]:
+            raise UserError(
+                f"model.hidden ({m.hidden}) must be the last of model.hidden_sizes ({sizes})"
+            )
+    if m.tie_weights and m.embed != m.hidden:
+        what = "the last layer's size" if m.hidden_sizes else "--hidden"
+        raise UserError(f"--tie-weights needs --embed == {what}, got {m.embed} and {m.hidden}")
+    if m.softmax == "adaptive":
+        cuts = m.cutoffs
+        if not cuts:
+            raise UserError("--softmax adaptive needs --cutoffs (e.g. --cutoffs 2000,10000)")
+        ok = cuts[0] >= 1 and all(a < b for a, b in zip(cuts, cuts[1:], strict=False))
+        need(ok, "cutoffs", "positive and increasing", ",".join(map(str, cuts)))
+        if m.tie_weights:
+            raise UserError("--tie-weights needs --softmax full (the adaptive head has clusters)")
+    elif m.cutoffs:
+        raise UserError("--cutoffs is for --softmax adaptive")
 
 
 def flag_name(f: dataclasses.Field | str) -> str:

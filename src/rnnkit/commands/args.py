@@ -184,7 +184,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"[{section}]", note if section == "data" else None)
         for f in fields(cls):
-            if f.name not in ("paths", "vocab_size", "options", "sources"):
+            if f.name not in ("paths", "vocab_size", "hidden_sizes", "options", "sources"):
                 _add_field(group, section, f, TASK_NAMES if f.name == "name" else None)
     classes = option_classes()
     users: dict[str, list[str]] = {}  # option -> the tasks that have it
@@ -213,8 +213,12 @@ def _add_field(group, section: str, f: Field, choices=None, tasks=()) -> argpars
     options: dict[str, Any] = {"help": text, "default": argparse.SUPPRESS}
     options["dest"] = f"{section}.{f.name}"
     choices = choices or f.metadata.get("choices")
-    if kind == "bool":
+    if f.name == "hidden" and section == "model":
+        options.update(type=hidden_sizes, metavar="H|H1,H2,...")
+    elif kind == "bool":
         options["action"] = argparse.BooleanOptionalAction
+    elif kind == "list[int]":
+        options.update(type=int_list, metavar="N1,N2,...")
     elif kind == "list[str]":
         options.update(nargs="+", metavar=f.name.upper())
     elif choices:
@@ -224,6 +228,21 @@ def _add_field(group, section: str, f: Field, choices=None, tasks=()) -> argpars
     return group.add_argument(f"--{flag_name(f)}", **options)
 
 
+def int_list(text: str) -> list[int]:
+    """``2000,10000`` -> [2000, 10000] (argparse turns the ValueError into a one-line error)."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
+
+
+def hidden_sizes(text: str) -> list[int]:
+    """``--hidden``: one size for every layer (``512``) or one per layer (``1150,1150,400``)."""
+    return int_list(text)
+
+
 def config_flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The config flags given on the command line: ``{"section": {"key": value}}``."""
     flags: dict[str, dict[str, Any]] = {}
@@ -231,6 +250,10 @@ def config_flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         if "." in key:
             section, name = key.split(".")
             flags.setdefault(section, {})[name] = value
+    model = flags.get("model", {})
+    if "hidden" in model:  # --hidden 512 (every layer) or --hidden 1150,1150,400 (each layer)
+        sizes = model["hidden"]
+        model["hidden"], model["hidden_sizes"] = sizes[-1], sizes if len(sizes) > 1 else []
     if "paths" in args:
         flags.setdefault("data", {})["paths"] = args.paths
     return flags

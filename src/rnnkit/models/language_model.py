@@ -42,6 +42,9 @@ class LMOutput(NamedTuple):
     # mode it is always the plain cross-entropy.
     loss: Tensor | None
     state: State  # the recurrent state after the last position, to carry into the next call
+    # the last recurrent layer's output (N, L, H) before the output dropout: what the head
+    # reads in eval mode, and what the neural cache (rnnkit.training.cache) keys on
+    hidden: Tensor | None = None
 
 
 class LanguageModel(nn.Module):
@@ -161,7 +164,12 @@ class LanguageModel(nn.Module):
                 loss = loss + temporal_activation_regularisation(
                     hidden, self.config.tar, batch_first=True
                 )
-        return LMOutput(logits, loss, state)
+        return LMOutput(logits, loss, state, hidden)
+
+    def log_probs(self, hidden: Tensor) -> Tensor:
+        """Log-probabilities of every next token (..., V) from the last layer's output
+        ``hidden`` (..., H) (``LMOutput.hidden``; eval mode: no output dropout)."""
+        return F.log_softmax(self.head(hidden), dim=-1)
 
     def step(self, token: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One position: ``token`` (N,) -> logits (N, V) and the new state. Equal to

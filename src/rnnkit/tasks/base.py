@@ -231,13 +231,24 @@ class Task:
 
 
 #: the model options only the language model reads (AWD-LSTM's regularisers, Merity et al. 2017)
-LANGUAGE_MODEL_OPTIONS = ("weight_drop", "word_dropout", "locked_dropout", "ar", "tar")
+LANGUAGE_MODEL_OPTIONS = (
+    "weight_drop",
+    "word_dropout",
+    "locked_dropout",
+    "ar",
+    "tar",
+    "hidden_sizes",
+    "cutoffs",
+)
 
 
 def _refuse_language_model_options(config: RunConfig, task: str) -> None:
     """A task whose model is not the language model refuses its options, rather than
     training without them as if they applied."""
     given = [name for name in LANGUAGE_MODEL_OPTIONS if getattr(config.model, name, 0)]
+    given = ["hidden A,B,..." if name == "hidden_sizes" else name for name in given]
+    given += ["softmax adaptive"] if config.model.softmax != "full" else []
+    given += ["variable_bptt"] if config.train.variable_bptt else []
     if given:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
         raise UserError(f"{flags} applies to the language model (--task lm), not --task {task}")
