@@ -16,7 +16,8 @@ from rnnkit.checkpoint.files import load_checkpoint
 from rnnkit.config import ModelConfig, RunConfig, apply_overrides, validate
 from rnnkit.errors import UserError
 from rnnkit.generation import generate
-from rnnkit.models.language_model import LanguageModel, LockedStack
+from rnnkit.models.language_model import LanguageModel
+from rnnkit.models.lm_layers import LayerStack
 from rnnkit.nn.awd import LockedDropout, WeightDrop
 from rnnkit.nn.registry import get_cell
 from rnnkit.tasks.saved import load_model
@@ -79,7 +80,7 @@ def test_each_flag_changes_training_and_leaves_eval_equal_to_the_same_weights(fl
 
 def test_the_flags_build_the_awd_modules():
     model = LanguageModel(ModelConfig(**{**BASE, "layers": 3}, **FLAGS))
-    assert isinstance(model.rnn, LockedStack) and len(model.rnn.layers) == 3
+    assert isinstance(model.rnn, LayerStack) and len(model.rnn.layers) == 3
     assert all(isinstance(layer, WeightDrop) and layer.p == 0.5 for layer in model.rnn.layers)
     assert isinstance(model.embed_dropout, LockedDropout) and model.embed_dropout.p == 0.2
     assert model.dropout.p == 0.3 and model.rnn.between.p == 0.3
@@ -161,7 +162,7 @@ def test_a_run_with_every_flag_learns_saves_loads_and_samples(tmp_path, corpus):
     assert last < first - 0.5, (first, last)
     model, vocab, config = load_model(result.out / "last")
     assert config.model.locked_dropout and config.model.weight_drop == 0.3
-    assert isinstance(model.rnn, LockedStack) and not model.training
+    assert isinstance(model.rnn, LayerStack) and not model.training
     text = generate(model, vocab, prime="the ", length=40, seed=1)[0]
     assert len(text) == 40 and set(text) <= set(corpus.read_text())
     # the checkpoint has the plain model's keys: it loads into a model without the flags

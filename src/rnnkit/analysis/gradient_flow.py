@@ -273,7 +273,7 @@ def _stack_flow(steps, xs, cell, sizes, layer_index, loss, readout, jacobian_ste
 def _layer_steps(layer: nn.Module) -> tuple[list[Step], str, tuple[int, ...]]:
     """One step function per depth of an rnnkit recurrent layer or a torch.nn RNN/LSTM/GRU,
     its cell's name and the sizes of its state tensors (h, then c if any). A module that reads
-    as one (AWD-LSTM's ``WeightDrop`` and ``LockedStack``: ``step_function`` and ``state_spec``
+    as one (AWD-LSTM's ``WeightDrop`` and ``LayerStack``: ``step_function`` and ``state_spec``
     of the layer they hold) is probed the same way, with its weights as trained (undropped)."""
     if isinstance(layer, RecurrentLayer) or _reads_as_recurrent(layer):
         cell, sizes = layer.cell, layer.state_spec().sizes

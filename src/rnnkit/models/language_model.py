@@ -1,14 +1,15 @@
-"""Character-level language model: embedding -> recurrent stack -> linear head.
+"""Language model: embedding -> recurrent stack -> head (full or adaptive softmax).
 
 What is here: ``LanguageModel`` (``forward`` with an optional loss, ``step`` for generation,
-``initial_state``, the ``torch`` / ``orthogonal`` initialisations and the LSTM forget-gate bias)
-and its return type ``LMOutput``. What is not here: the training loop (``rnnkit.training``),
-sampling (``rnnkit.generation``) and text encoding (``rnnkit.data``).
+``log_probs``, ``initial_state``, the ``torch`` / ``orthogonal`` initialisations and the LSTM
+forget-gate bias) and its return type ``LMOutput``. The stack of single layers (locked dropout,
+per-layer sizes) and the heads are in :mod:`rnnkit.models.lm_layers`. What is not here: the
+training loop (``rnnkit.training``), sampling (``rnnkit.generation``) and text encoding
+(``rnnkit.data``).
 """
 
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
 import torch
@@ -18,9 +19,16 @@ from torch import Tensor, nn
 from rnnkit.config import ModelConfig
 from rnnkit.errors import UserError
 from rnnkit.models.common import has_cell_state, recurrent
+from rnnkit.models.lm_layers import (
+    LayerStack,
+    head_scores,
+    make_head,
+    pad_state,
+    uneven,
+    weight_dropped,
+)
 from rnnkit.nn.awd import (
     LockedDropout,
-    WeightDrop,
     activation_regularisation,
     embedding_dropout,
     temporal_activation_regularisation,
@@ -28,15 +36,19 @@ from rnnkit.nn.awd import (
 from rnnkit.nn.cells import LSTMState
 from rnnkit.nn.registry import CELLS, get_cell
 
-#: The recurrent state between calls: h (layers, N, H) for RNN/GRU/minGRU/minLSTM,
-#: LSTMState(h, c) for LSTM.
+#: The recurrent state between calls: h (layers, N, Hmax) for RNN/GRU/minGRU/minLSTM,
+#: LSTMState(h, c) for LSTM; Hmax is the widest layer (every layer's size without --hidden A,B).
 State = Tensor | LSTMState
 
 
 class LMOutput(NamedTuple):
     """What ``LanguageModel.forward`` returns."""
 
-    logits: Tensor  # (N, L, V) unnormalised next-token scores
+    # (N, L, V) next-token scores: the head's logits, or with --softmax adaptive its
+    # log-probabilities (a softmax of either is the model's distribution). None in one case:
+    # --softmax adaptive, training mode, with targets (the loss is torch's, which never builds
+    # the (N, L, V) tensor; nothing reads logits there).
+    logits: Tensor | None
     # mean cross-entropy in nats per token; None without targets. In training with --ar/--tar
     # the AR and TAR penalties are added (the logged training loss includes them); in eval
     # mode it is always the plain cross-entropy.
@@ -48,24 +60,43 @@ class LMOutput(NamedTuple):
 
 
 class LanguageModel(nn.Module):
-    """embedding -> dropout -> rnnkit RNN/LSTM/GRU/MinGRU/MinLSTM stack (batch_first) -> dropout
-    -> linear head; optional weight tying.
+    """embedding -> dropout -> rnnkit recurrent stack (batch_first) -> dropout -> head (linear,
+    or torch's adaptive softmax); optional weight tying.
 
     Shape legend: ``N`` batch, ``L`` sequence length, ``V`` vocabulary size (``vocab_size``),
-    ``E`` embedding size (``embed``), ``H`` hidden units per layer (``hidden``).
+    ``E`` embedding size (``embed``), ``H`` the last layer's units (``hidden``), ``H_k`` layer
+    k's units (``config.layer_sizes()``), ``Hmax`` the widest layer's.
 
     * ``forward(idx (N, L), targets (N, L) | None, state) -> LMOutput(logits (N, L, V), loss,
-      state)``. ``loss`` is the mean cross-entropy over all N*L positions in **nats** per token
-      (per character for a char vocabulary); divide by ln 2 for bits per character.
+      state, hidden)``. ``loss`` is the mean cross-entropy over all N*L positions in **nats**
+      per token (per character for a char vocabulary); divide by ln 2 for bits per character.
     * ``step(token (N,), state) -> (logits (N, V), state)``: one position, for generation.
-    * ``state`` is None (zeros), or what a previous call returned: h (layers, N, H) for
-      RNN/GRU/minGRU/minLSTM, ``LSTMState(h, c)`` with both (layers, N, H) for LSTM.
+    * ``log_probs(hidden (..., H)) -> (..., V)``: log-probabilities from ``LMOutput.hidden``.
+    * ``state`` is None (zeros), or what a previous call returned: h (layers, N, Hmax) for
+      RNN/GRU/minGRU/minLSTM, ``LSTMState(h, c)`` with both (layers, N, Hmax) for LSTM.
 
     Dropout: ``embed_dropout`` on the embeddings; ``dropout`` between recurrent layers (the
     layer's own) and on the recurrent output before the head. Initialisation: the embedding is
     torch's default N(0, 1); the head is torch's default; the recurrent stack follows
     ``config.init`` and ``config.forget_bias`` (see :meth:`reset_parameters`). With
     ``tie_weights`` the head's weight *is* the embedding's weight (needs ``embed == hidden``).
+
+    Per-layer sizes (``hidden_sizes``, ``--hidden 1150,1150,400``; AWD-LSTM's stack whose last
+    layer matches the embedding so the weights tie): layer k has ``H_k`` units and reads layer
+    k-1's output; the stack is then ``layers`` single-layer modules
+    (:class:`~rnnkit.models.lm_layers.LayerStack`, with ``nn.Dropout`` or, with
+    ``locked_dropout``, ``LockedDropout`` between them). The state keeps ONE tensor per state
+    kind, (layers, N, Hmax): layer k uses ``[k, :, :H_k]`` and the rest is zero, so generation,
+    the carried TBPTT state, checkpoints and serving see the layout they always had. The
+    state_dict keys are the one-stack layer's (``rnn.weight_hh_l<k>`` ...).
+
+    Output layer (``softmax``): ``full`` is ``nn.Linear(H, V)``; ``adaptive`` is
+    ``nn.AdaptiveLogSoftmaxWithLoss(H, V, cutoffs, div_value=4.0)`` (Grave et al. 2017; see
+    :func:`~rnnkit.models.lm_layers.make_head`). With it the training loss is the head's own
+    ``.loss`` (mean nats per token, computed per target cluster: no (N, L, V) tensor, and
+    ``LMOutput.logits`` is None); everywhere else (no targets, eval mode, ``step``,
+    ``log_probs``) the "logits" are the full log-probabilities ``log p(w)``, and the loss is
+    ``-mean(log p(target))``, the same quantity.
 
     AWD-LSTM regularisers (Merity et al. 2017, "Regularizing and Optimizing LSTM Language
     Models"; the pieces are in :mod:`rnnkit.nn.awd`), all off by default, and with all off the
@@ -79,10 +110,10 @@ class LanguageModel(nn.Module):
     * ``locked_dropout``: ``embed_dropout`` and ``dropout`` become
       :class:`~rnnkit.nn.awd.LockedDropout` (one mask per sequence and feature, the same at every
       step) on the embedding output, between layers and on the last layer's output. With
-      ``layers > 1`` the stack is then ``layers`` single-layer modules (:class:`LockedStack`)
-      whose state_dict keys are renamed to the one-stack model's (``rnn.<name>_l<k>``): a
-      checkpoint of such a run loads into the plain model and back, and its config (which
-      records ``locked_dropout``) rebuilds this layout on load.
+      ``layers > 1`` the stack is then a :class:`~rnnkit.models.lm_layers.LayerStack` whose
+      state_dict keys are the one-stack model's (``rnn.<name>_l<k>``): a checkpoint of such a
+      run loads into the plain model and back, and its config (which records
+      ``locked_dropout``) rebuilds this layout on load.
     * ``ar`` alpha, ``tar`` beta: in training, with targets, ``loss = CE + alpha * mean(o_t^2)
       + beta * mean((h_t - h_{t-1})^2)``, ``o`` the last layer's output after dropout and ``h``
       before it (section 4.6). The training loss that is logged therefore includes them; eval
@@ -93,16 +124,18 @@ class LanguageModel(nn.Module):
         super().__init__()
         _check_config(config)
         self.config = config
-        V, E, H = config.vocab_size, config.embed, config.hidden
+        self.sizes = config.layer_sizes()  # H_k of each layer
+        V, E = config.vocab_size, config.embed
         self.embedding = nn.Embedding(V, E)
         dropout = LockedDropout if config.locked_dropout else nn.Dropout
         self.embed_dropout = dropout(config.embed_dropout, **_batch_first(config))
-        if config.locked_dropout and config.layers > 1:
-            self.rnn = LockedStack(config, E)  # single layers, LockedDropout between them
+        if (config.locked_dropout and config.layers > 1) or uneven(config):
+            self.rnn = LayerStack(config, E)  # single layers, dropout between them
         else:  # batch_first, config.layers, dropout between layers
-            self.rnn = _weight_drop(recurrent(config, E), config)
+            self.rnn = weight_dropped(recurrent(config, E), config)
         self.dropout = dropout(config.dropout, **_batch_first(config))
-        self.head = nn.Linear(H, V)
+        self.head = make_head(config)  # Linear(H, V) or AdaptiveLogSoftmaxWithLoss
+        self.adaptive = isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss)
         if config.tie_weights:
             self.head.weight = self.embedding.weight
         self.reset_parameters()
@@ -144,20 +177,29 @@ class LanguageModel(nn.Module):
     def forward(
         self, idx: Tensor, targets: Tensor | None = None, state: State | None = None
     ) -> LMOutput:
-        """Logits for every position of ``idx`` (N, L), the loss against ``targets`` (N, L)
-        if given, and the state after the last position."""
+        """Next-token scores for every position of ``idx`` (N, L), the loss against
+        ``targets`` (N, L) if given, the state after the last position and the last layer's
+        output. With the adaptive softmax in training mode with targets, ``logits`` is None
+        (see the class docstring)."""
         if idx.dim() != 2:
             raise ValueError(f"idx must be 2-D (N, L) token ids, got shape {tuple(idx.shape)}")
-        logits, state, hidden, dropped = self._run(idx, state)  # (N, L, V)
-        loss = None
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(
+                f"targets must have the shape of idx {tuple(idx.shape)}, got {tuple(targets.shape)}"
+            )
+        hidden, dropped, state = self._recur(idx, state)  # (N, L, H) each
+        loss = logits = None
+        if self.adaptive and self.training and targets is not None:
+            # torch's loss: each target's head and cluster scores only, never (N*L, V)
+            loss = self.head(dropped.reshape(-1, dropped.size(-1)), targets.reshape(-1)).loss
+        else:
+            logits = head_scores(self.head, dropped)  # (N, L, V)
         if targets is not None:
-            if targets.shape != idx.shape:
-                raise ValueError(
-                    f"targets must have the shape of idx {tuple(idx.shape)}, "
-                    f"got {tuple(targets.shape)}"
-                )
-            # reshape is a view here (logits come out of the head contiguous): no copy.
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+            if logits is not None:
+                # reshape is a view here (logits come out of the head contiguous): no copy.
+                flat, wanted = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
+                # adaptive: the scores are log p already, the loss -mean(log p(target))
+                loss = (F.nll_loss if self.adaptive else F.cross_entropy)(flat, wanted)
             if self.training and self.config.ar:  # AR on the dropped output
                 loss = loss + activation_regularisation(dropped, self.config.ar)
             if self.training and self.config.tar:  # TAR on the undropped output
@@ -169,7 +211,8 @@ class LanguageModel(nn.Module):
     def log_probs(self, hidden: Tensor) -> Tensor:
         """Log-probabilities of every next token (..., V) from the last layer's output
         ``hidden`` (..., H) (``LMOutput.hidden``; eval mode: no output dropout)."""
-        return F.log_softmax(self.head(hidden), dim=-1)
+        scores = head_scores(self.head, hidden)
+        return scores if self.adaptive else F.log_softmax(scores, dim=-1)
 
     def step(self, token: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One position: ``token`` (N,) -> logits (N, V) and the new state. Equal to
@@ -178,45 +221,45 @@ class LanguageModel(nn.Module):
         zoneout = any(self.rnn.zoneout)  # rates per state tensor: eval uses them
         if None not in kernels and not self.training and not zoneout:
             return self._step_cells(kernels, token, state)
-        logits, state, _, _ = self._run(token.unsqueeze(1), state)  # (N, 1, V)
-        return logits.squeeze(1), state  # (N, V)
+        _, dropped, state = self._recur(token.unsqueeze(1), state)  # (N, 1, H)
+        return head_scores(self.head, dropped).squeeze(1), state  # (N, V)
 
     def _step_cells(self, kernels, token: Tensor, state: State | None) -> tuple[Tensor, State]:
         """``step`` in eval mode: torch's one-step cell kernels layer by layer. The fused
         multi-layer kernel pays its (oneDNN) set-up on every call -- several times the two
         matrix-vector products of one token -- so generation takes this path; same weights,
-        same numbers (tested against ``forward``)."""
+        same numbers (tested against ``forward``). Layer k reads and writes its ``H_k``
+        columns of the (layers, N, Hmax) state; the rest is zero."""
         if state is None:
             state = self.initial_state(token.size(0), token.device)
         lstm = has_cell_state(self.config.cell)
-        states = zip(*state, strict=True) if lstm else ((h,) for h in state)  # (h,) or (h, c)
+        parts = tuple(state) if lstm else (state,)  # (layers, N, Hmax) each
+        width = parts[0].size(-1)
         x = self.embedding(token)  # (N, E)
         new = []
-        for kernel, old in zip(kernels, states, strict=True):
-            new.append(kernel(x, old))  # (h,) or (h, c), each (N, H)
+        for k, (kernel, size) in enumerate(zip(kernels, self.sizes, strict=True)):
+            new.append(kernel(x, tuple(s[k, :, :size] for s in parts)))  # (N, H_k) each
             x = new[-1][0]
-        h, *c = (torch.stack(s) for s in zip(*new, strict=True))  # (layers, N, H) each
-        return self.head(x), (LSTMState(h, *c) if lstm else h)
+        h, *c = (torch.stack([pad_state(t, width) for t in s]) for s in zip(*new, strict=True))
+        return head_scores(self.head, x), (LSTMState(h, *c) if lstm else h)  # (N, V)
 
-    def _run(self, idx: Tensor, state: State | None) -> tuple[Tensor, State, Tensor, Tensor]:
-        """logits (N, L, V), the state, and the last layer's output (N, L, H) before and after
-        the output dropout (what TAR and AR read)."""
+    def _recur(self, idx: Tensor, state: State | None) -> tuple[Tensor, Tensor, State]:
+        """The last layer's output (N, L, H) before and after the output dropout (what TAR
+        and AR read; the head reads the second) and the state."""
         if self.config.word_dropout:
             words = embedding_dropout(self.embedding, idx, self.config.word_dropout, self.training)
         else:
             words = self.embedding(idx)
         emb = self.embed_dropout(words)  # (N, L, E)
         out, state = self.rnn(emb, state)  # (N, L, H)
-        dropped = self.dropout(out)
-        logits = self.head(dropped)  # (N, L, V)
         state = LSTMState(*state) if isinstance(state, tuple) else state
-        return logits, state, out, dropped
+        return out, self.dropout(out), state
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """Zeros of the structure ``forward`` returns: h (layers, N, H), or LSTMState(h, c)
+        """Zeros of the structure ``forward`` returns: h (layers, N, Hmax), or LSTMState(h, c)
         for an LSTM (minLSTM has no cell state: h only)."""
-        weight = self.head.weight
-        shape = (self.config.layers, batch_size, self.config.hidden)
+        weight = self.embedding.weight
+        shape = (self.config.layers, batch_size, max(self.sizes))
         device = weight.device if device is None else device
         h = torch.zeros(shape, dtype=weight.dtype, device=device)
         return LSTMState(h, torch.zeros_like(h)) if has_cell_state(self.config.cell) else h
@@ -226,109 +269,9 @@ class LanguageModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-class LockedStack(nn.Module):
-    """``config.layers`` single-layer recurrent modules (each in
-    :class:`~rnnkit.nn.awd.WeightDrop` with ``weight_drop``) with
-    :class:`~rnnkit.nn.awd.LockedDropout` at rate ``config.dropout`` between them: AWD-LSTM's
-    stack (Merity et al. 2017, dropouth). Called like the one-stack layer, ``(x (N, L, E),
-    state) -> (out (N, L, H), state)`` with the state h (layers, N, H) or (h, c), so
-    ``LanguageModel.step`` and the state layout are unchanged; ``fused_step(k)`` is layer k's.
-
-    It reads as the one-stack layer to what inspects it (ONNX export, the analyses):
-    ``num_layers``, ``step_function(k)``, ``recurrence(k)``, ``layer_weight(name, k)`` and the
-    attribute ``<name>_l<k>`` are layer k's (its ``_l0``); any other attribute is layer 0's.
-    Its state_dict has the one-stack layer's keys: ``layers.<k>.<name>_l0`` is saved as
-    ``<name>_l<k>`` and read back from either spelling, so checkpoints move between the two.
-    """
-
-    def __init__(self, config: ModelConfig, input_size: int) -> None:
-        super().__init__()
-        sizes = [input_size] + [config.hidden] * (config.layers - 1)
-        self.layers = nn.ModuleList(
-            _weight_drop(recurrent(config, size, layers=1), config) for size in sizes
-        )
-        self.between = LockedDropout(config.dropout, batch_first=True)
-        self.cell_state = has_cell_state(config.cell)
-        self.num_layers = config.layers
-        self._register_state_dict_hook(_stack_keys)
-        self._register_load_state_dict_pre_hook(_layer_keys)
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            layers = self.__dict__.get("_modules", {}).get("layers")  # none while unpickling
-            if layers is None:
-                raise
-            if match := _STACKED.fullmatch(name):  # weight_hh_l1 -> layers[1].weight_hh_l0
-                kind, k = match.groups()
-                if int(k) < len(layers):
-                    return getattr(layers[int(k)], f"{kind}_l0")
-            return getattr(layers[0], name)
-
-    def fused_step(self, layer: int, direction: int = 0):
-        """Layer ``layer``'s one-step kernel (None where it has none)."""
-        return self.layers[layer].fused_step(0, direction)
-
-    def step_function(self, layer: int, direction: int = 0):
-        return self.layers[layer].step_function(0, direction)
-
-    def recurrence(self, layer: int, direction: int = 0):
-        return self.layers[layer].recurrence(0, direction)
-
-    def layer_weight(self, kind: str, layer: int, direction: int = 0):
-        return self.layers[layer].layer_weight(kind, 0, direction)
-
-    def reset_parameters(self) -> None:
-        for layer in self.layers:
-            layer.reset_parameters()
-
-    def forward(self, x: Tensor, state=None):
-        new = []
-        for k, layer in enumerate(self.layers):
-            if k:
-                x = self.between(x)
-            if state is None:
-                own = None
-            elif self.cell_state:
-                own = (state[0][k : k + 1], state[1][k : k + 1])  # (1, N, H) each
-            else:
-                own = state[k : k + 1]
-            x, out = layer(x, own)
-            new.append(tuple(out) if self.cell_state else (out,))
-        h, *c = (torch.cat(s) for s in zip(*new, strict=True))  # (layers, N, H) each
-        return x, ((h, *c) if self.cell_state else h)
-
-
-_INNER = re.compile(r"layers\.(\d+)\.(\w+)_l0")  # LockedStack's own key -> k, name
-_STACKED = re.compile(r"(\w+)_l(\d+)")  # the one-stack key -> name, k
-
-
-def _stack_keys(module: LockedStack, state_dict, prefix: str, local_metadata) -> None:
-    """state_dict hook: ``prefix + 'layers.<k>.<name>_l0'`` -> ``prefix + '<name>_l<k>'``."""
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        if match := _INNER.fullmatch(key[len(prefix) :]):
-            k, name = match.groups()
-            state_dict[f"{prefix}{name}_l{k}"] = state_dict.pop(key)
-
-
-def _layer_keys(state_dict, prefix: str, *_args) -> None:
-    """load_state_dict pre-hook: ``prefix + '<name>_l<k>'`` -> ``prefix + 'layers.<k>.<name>_l0'``
-    (a key already in the ``layers.<k>.`` spelling is left as it is)."""
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        if match := _STACKED.fullmatch(key[len(prefix) :]):
-            name, k = match.groups()
-            state_dict[f"{prefix}layers.{k}.{name}_l0"] = state_dict.pop(key)
-
-
 def _batch_first(config: ModelConfig) -> dict:
     """LockedDropout's batch_first=True (the model is batch-first); nn.Dropout takes none."""
     return {"batch_first": True} if config.locked_dropout else {}
-
-
-def _weight_drop(layer: nn.Module, config: ModelConfig) -> nn.Module:
-    """``layer`` in :class:`~rnnkit.nn.awd.WeightDrop` with ``config.weight_drop`` > 0."""
-    return WeightDrop(layer, config.weight_drop) if config.weight_drop else layer
 
 
 def _check_config(config: ModelConfig) -> None:
@@ -337,9 +280,16 @@ def _check_config(config: ModelConfig) -> None:
         raise UserError(f"vocab_size must be >= 1 (set from the data), got {config.vocab_size}")
     if config.cell not in CELLS:
         raise UserError(f"--cell must be one of {tuple(CELLS)}, got {config.cell!r}")
-    if config.tie_weights and config.embed != config.hidden:
+    sizes = config.layer_sizes()
+    if len(sizes) != config.layers or sizes[-1] != config.hidden:
         raise UserError(
-            f"--tie-weights needs --embed == --hidden, got {config.embed} and {config.hidden}"
+            f"--hidden {','.join(map(str, sizes))} must give --layers {config.layers} sizes, "
+            f"the last {config.hidden}"
+        )
+    if config.tie_weights and config.embed != config.hidden:
+        what = "the last layer's size" if uneven(config) else "--hidden"
+        raise UserError(
+            f"--tie-weights needs --embed == {what}, got {config.embed} and {config.hidden}"
         )
     if config.forget_bias != 0.0 and not has_cell_state(config.cell):
         raise UserError(
