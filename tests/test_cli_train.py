@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -65,9 +66,11 @@ def test_eval_on_validation_split_and_on_a_file(trained):
     result = rnnkit("eval", "run", "--json", cwd=trained)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert set(figures) == {"loss", "bpc", "chars", "device"}
+    assert set(figures) == {"loss", "ppl", "tokens", "bpc", "chars", "device"}
     assert figures["device"] == "cpu" or figures["device"].startswith("cuda")  # --device auto
     assert figures["bpc"] == pytest.approx(figures["loss"] / 0.6931471805599453)
+    assert figures["ppl"] == pytest.approx(math.exp(figures["loss"]))
+    assert figures["tokens"] == figures["chars"]  # a char model: one character a token
     assert 0 < figures["loss"] < 3.0 and figures["chars"] > 500
     result = rnnkit("eval", "run", "plays.txt", cwd=trained)
     assert result.returncode == 0 and "nats/char" in result.stdout and "bits/char" in result.stdout

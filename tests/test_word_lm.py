@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnkit.data import TokenStreams, WordVocab, encode_lines, split_lines
+from rnnkit.data import ScoredText, TokenStreams, WordVocab, encode_lines, scored_chars, split_lines
 from rnnkit.errors import UserError
-from rnnkit.tasks.lm import _figures, _scored_chars
+from rnnkit.tasks.lm import _figures
 
 SUBJECTS = ("the cat", "a dog", "the old man", "my sister")
 VERBS = ("sat on", "looked at", "ran to", "slept near")
@@ -131,8 +131,9 @@ def test_scored_chars_follow_the_streams_layout():
     assert len(streams) == 2
     # the targets scored: stream 0 tokens 1..8, stream 1 tokens 11..18 (0-based positions)
     expected = int(chars[1:9].sum() + chars[11:19].sum())
-    assert _scored_chars(chars, streams, 0) == expected
-    assert _scored_chars(chars, streams, 1) == int(chars[1:5].sum() + chars[11:15].sum())
+    text = ScoredText(streams, chars, None)
+    assert scored_chars(text, 0) == expected
+    assert scored_chars(text, 1) == int(chars[1:5].sum() + chars[11:15].sum())
 
 
 def test_word_figures_give_perplexity_and_bits_per_character():
@@ -140,7 +141,8 @@ def test_word_figures_give_perplexity_and_bits_per_character():
     assert figures["ppl"] == pytest.approx(math.exp(2.0))
     assert figures["bpc"] == pytest.approx(2.0 * 100 / 450 / math.log(2))
     assert (figures["tokens"], figures["chars"]) == (100, 450)
-    assert _figures(2.0, 100) == {"loss": 2.0, "bpc": 2.0 / math.log(2), "chars": 100}
+    same = {"loss": 2.0, "ppl": math.exp(2.0), "tokens": 100, "bpc": 2.0 / math.log(2)}
+    assert _figures(2.0, 100, 100) == {**same, "chars": 100}  # a char model: bpc as before
 
 
 # ---- end to end ---------------------------------------------------------------------------
@@ -251,7 +253,7 @@ def test_resume_continues_the_word_run(word_run, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--vocab-size", 10), "rnnkit: error: --vocab-size is for --tokenizer word"),
+        (("--vocab-size", 10), "rnnkit: error: --vocab-size is for --tokenizer word or bpe"),
         (("--min-count", 2), "rnnkit: error: --min-count is for --tokenizer word"),
         (("--tokenizer", "word", "--min-count", 10000), "rnnkit: error: --min-count 10000 leaves"),
         (("--tokenizer", "word", "--vocab-size", 1), "rnnkit: error: --vocab-size must be 0"),

@@ -1,12 +1,13 @@
-"""The language model as a task: many-to-many, the next character (or byte, or word).
+"""The language model as a task: many-to-many, the next character (or byte, word, subword).
 
 The corpus is read as B parallel streams cut into T-token chunks (truncated BPTT, see
 ``rnnkit.training.tbptt``); the recurrent state after each chunk is carried into the next one,
-so this is the one task with state between batches (``carried_state``). Metrics: the loss in
-nats per token, ``ppl = exp(loss)`` and ``bpc`` (bits per character of the text: for a word
-model, total nats / characters / ln 2, each line end one character, so char and word models of
-one text compare). ``--tokenizer word`` reads whitespace-separated words, ``<eos>`` at each
-line end, the vocabulary from the training lines (``--vocab-size``, ``--min-count``).
+so this is the one task with state between batches (``carried_state``). Metrics, for every
+tokenizer: the loss in nats per token, ``ppl = exp(loss)``, ``tokens`` and ``bpc``, bits per
+character of the original text (total nats / characters / ln 2, each line end one character),
+so char, byte, word and BPE models of one text compare. ``--tokenizer word`` reads
+whitespace-separated words, ``<eos>`` at each line end; ``--tokenizer bpe`` byte-level BPE
+subwords (``rnnkit.data.bpe``); both learn their vocabulary from the training lines only.
 The token streams are built on the host; each batch goes to the model's device (pinned,
 non-blocking), where the carried state lives; a step's ``bpc`` (a word model's ``ppl``) stays a
 tensor there, for the trainer's one read per step.
@@ -17,22 +18,28 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from rnnkit.config import RunConfig, TaskOptions, opt
 from rnnkit.data import (
+    BpeVocab,
+    ScoredText,
     TokenStreams,
     Vocab,
-    WordText,
     WordVocab,
+    char_counts,
     encode_lines,
     load_corpus,
     read_lines,
+    scored_chars,
     split,
     split_lines,
 )
+from rnnkit.data.bpe import DEFAULT_VOCAB_SIZE
 from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError, short
 from rnnkit.generation import generate
@@ -48,27 +55,35 @@ LN2 = math.log(2)
 
 @dataclass
 class LanguageModelOptions(TaskOptions):
-    """The word vocabulary's size rules (``--tokenizer word``); char and byte have none."""
+    """The vocabulary's size rules: word (``--vocab-size``, ``--min-count``) and BPE
+    (``--vocab-size``); char and byte vocabularies keep every symbol."""
 
     vocab_size: int = opt(
-        0, "--tokenizer word: keep the N most frequent words, <unk> and <eos> included (0 = all)"
+        0,
+        "--tokenizer word: keep the N most frequent words, <unk> and <eos> included (0 = all); "
+        f"--tokenizer bpe: N subword units, the 256 bytes included (0 = {DEFAULT_VOCAB_SIZE})",
     )
-    min_count: int = opt(1, "words seen fewer times map to <unk> (word tokens)")
+    min_count: int = opt(1, "words seen fewer times map to <unk> (--tokenizer word only)")
 
     def validate(self, config: RunConfig) -> None:
         super().validate(config)
-        if config.data.tokenizer != "word":
-            for flag, value, default in (
-                ("vocab-size", self.vocab_size, 0),
-                ("min-count", self.min_count, 1),
-            ):
-                if value != default:
-                    raise UserError(
-                        f"--{flag} is for --tokenizer word; a {config.data.tokenizer} "
-                        "vocabulary keeps every symbol"
-                    )
+        tokenizer = config.data.tokenizer
+        for flag, value, default, kinds in (
+            ("vocab-size", self.vocab_size, 0, ("word", "bpe")),
+            ("min-count", self.min_count, 1, ("word",)),
+        ):
+            if value != default and tokenizer not in kinds:
+                raise UserError(
+                    f"--{flag} is for --tokenizer {' or '.join(kinds)}; a {tokenizer} "
+                    "vocabulary keeps every symbol" + (" it learns" if tokenizer == "bpe" else "")
+                )
         if self.min_count < 0:
             raise UserError(f"--min-count must be an integer >= 0, got {self.min_count}")
+        if tokenizer == "bpe" and 0 < self.vocab_size < 256:
+            raise UserError(
+                f"--vocab-size must be 0 (default {DEFAULT_VOCAB_SIZE}) or at least 256 with "
+                f"--tokenizer bpe (the byte alphabet), got {self.vocab_size}"
+            )
         if self.vocab_size < 0 or 0 < self.vocab_size < 3:
             raise UserError(f"--vocab-size must be 0 (all) or at least 3, got {self.vocab_size}")
 
@@ -87,13 +102,17 @@ class LanguageModelTask(Task):
 
     def __init__(self, config, meta=None, world: World | None = None) -> None:
         super().__init__(config, meta, world)
-        self.vocab: Vocab | WordVocab | None = None
+        self.vocab: Vocab | WordVocab | BpeVocab | None = None
         if meta is not None:
             kind = meta.get("vocab_kind")
-            if kind not in ("char", "byte", "word"):
-                raise UserError(f"vocab_kind must be 'char', 'byte' or 'word', got {short(kind)}")
+            if kind not in ("char", "byte", "word", "bpe"):
+                raise UserError(
+                    f"vocab_kind must be 'char', 'byte', 'word' or 'bpe', got {short(kind)}"
+                )
             if kind == "word":
                 self.vocab = WordVocab.from_json(meta.get("symbols"), source="vocab.json")
+            elif kind == "bpe":
+                self.vocab = BpeVocab.from_json(meta.get("symbols"), source="vocab.json")
             else:
                 self.vocab = Vocab.from_json(kind, meta.get("symbols"), source="vocab.json")
             if config.model.vocab_size != len(self.vocab):
@@ -102,15 +121,17 @@ class LanguageModelTask(Task):
                     f"{len(self.vocab)} symbols"
                 )
         self.state = None  # the carried hidden state (truncated BPTT)
-        self.val_chars = None  # word models: the characters each validation token stands for
-        if config.data.tokenizer == "word" or isinstance(self.vocab, WordVocab):
-            self.unit, self.loss_name = "word", "nats/word"
+        self.val_text: ScoredText | None = None  # the validation split, after prepare()
+        kind = self.vocab.kind if self.vocab is not None else config.data.tokenizer
+        if kind in ("word", "bpe"):  # perplexity in the progress line and metrics.csv
+            self.unit = "word" if kind == "word" else "token"
+            self.loss_name = f"nats/{self.unit}"
             self.metric_names, self.info_names = ("ppl", "bpc", "tokens"), ("ppl",)
 
     # ---- data ----------------------------------------------------------------------------
     def prepare(self) -> None:
         d, t = self.config.data, self.config.train
-        if d.tokenizer == "word":
+        if d.tokenizer in ("word", "bpe"):
             self._prepare_words()
             return
         corpus = load_corpus(d.paths or None, d.tokenizer, vocab=self.vocab, cache_dir=d.cache_dir)
@@ -128,29 +149,36 @@ class LanguageModelTask(Task):
         )
         if self.world.enabled:  # this process's contiguous block of the streams
             self.train_streams = self.train_streams.shard(self.world.rows(t.batch_size))
+        if t.variable_bptt:  # AWD-LSTM's lengths around T, drawn from (seed, epoch)
+            self.train_streams = self.train_streams.varying(t.seed)
         self.val_streams = TokenStreams.for_evaluation(val_tokens, t.batch_size, t.seq_len)
+        self.val_text = ScoredText(self.val_streams, char_counts(val_tokens, d.tokenizer), None)
 
     def _prepare_words(self) -> None:
-        """Word streams: the vocabulary from the training lines only (unless resuming), the
-        validation lines (the last val_fraction, or --val) with unseen words as <unk>."""
+        """Word or BPE streams: the vocabulary from the training lines only (unless resuming),
+        the validation lines (the last val_fraction, or --val) encoded with it."""
         d, t, o = self.config.data, self.config.train, self.options
         lines = read_lines(d.paths or None)
         if d.val:
             train_lines, val_lines = lines, read_lines([d.val])
         else:
             train_lines, val_lines = split_lines(lines, d.val_fraction)
-        if self.vocab is None:
+        if self.vocab is None and d.tokenizer == "bpe":
+            self.vocab = BpeVocab.build(train_lines, o.vocab_size)
+        elif self.vocab is None:
             self.vocab = WordVocab.build(train_lines, o.vocab_size, o.min_count)
-        train = encode_lines(train_lines, self.vocab)
-        val = encode_lines(val_lines, self.vocab)
-        self.val_tokens, self.val_chars = val.tokens, val.chars
+        train, val = _encode(train_lines, self.vocab), _encode(val_lines, self.vocab)
+        self.val_tokens = val.tokens
         self.config.model.vocab_size = len(self.vocab)
         self.train_streams = TokenStreams(
             train.tokens, t.batch_size, t.seq_len, name="training text"
         )
         if self.world.enabled:
             self.train_streams = self.train_streams.shard(self.world.rows(t.batch_size))
+        if t.variable_bptt:
+            self.train_streams = self.train_streams.varying(t.seed)
         self.val_streams = TokenStreams.for_evaluation(val.tokens, t.batch_size, t.seq_len)
+        self.val_text = ScoredText(self.val_streams, val.chars, val.unk)
 
     def meta(self) -> dict:
         return {"vocab_kind": self.vocab.kind}
@@ -159,10 +187,13 @@ class LanguageModelTask(Task):
         return self.vocab.to_json()
 
     def steps_per_epoch(self) -> int:
-        return len(self.train_streams)
+        return self.train_streams.epoch_steps(0)  # --variable-bptt: epochs differ a little
+
+    def epoch_steps(self, epoch: int) -> int:
+        return self.train_streams.epoch_steps(epoch)
 
     def train_batch(self, epoch: int, index: int):
-        return self.train_streams.batch(index)
+        return self.train_streams.epoch_batch(epoch, index)
 
     # ---- model ---------------------------------------------------------------------------
     def build_model(self) -> LanguageModel:
@@ -183,33 +214,46 @@ class LanguageModelTask(Task):
         output = model(x, y, self._carried(model, device))
         self.state = detach_state(output.state)  # carry the values, cut the graph
         if self.unit == "word":
-            return StepOutput(output.loss, y.numel(), {"ppl": output.loss.detach().exp()})
-        return StepOutput(output.loss, y.numel(), {"bpc": output.loss.detach() / LN2})
+            info = {"ppl": output.loss.detach().exp()}
+        else:
+            info = {"bpc": output.loss.detach() / LN2}
+        scale = y.shape[1] / self.config.train.seq_len  # --variable-bptt: length / T, else 1
+        return StepOutput(output.loss, y.numel(), info, lr_scale=scale)
 
     def evaluate(self, model, split: str = "val", max_batches: int = 0) -> dict:
         if split != "val":
             raise UserError(f"--task lm has a validation split only, not {split!r}")
-        loss, count = evaluate(model, self.val_streams, max_batches, show=self.show_progress)
-        if self.unit != "word":
-            return _figures(loss, count)
-        chars = _scored_chars(self.val_chars, self.val_streams, max_batches)
-        return _figures(loss, count, chars)
+        text = self.val_text
+        loss, count = evaluate(model, text.streams, max_batches, show=self.show_progress)
+        return self.figures_for(loss, count, text, max_batches)
 
-    def evaluate_paths(self, model, paths: list[str]) -> dict:
+    def text_streams(self, paths: list[str]) -> ScoredText:
+        """``paths`` as this model reads them, for scoring: evaluation streams, the characters
+        behind each token and (word vocabularies) how many words became ``<unk>``."""
         d, t = self.config.data, self.config.train
-        if isinstance(self.vocab, WordVocab):
-            text: WordText = encode_lines(read_lines(paths), self.vocab)
-            streams = TokenStreams.for_evaluation(
-                text.tokens, t.batch_size, t.seq_len, name="evaluation text"
-            )
-            loss, count = evaluate(model, streams, show=self.show_progress)
-            chars = _scored_chars(text.chars, streams, 0)
-            return {**_figures(loss, count, chars), "unk": text.oov}
-        tokens = load_corpus(paths, self.vocab.kind, vocab=self.vocab, cache_dir=d.cache_dir).tokens
+        if isinstance(self.vocab, WordVocab | BpeVocab):
+            encoded = _encode(read_lines(paths), self.vocab)
+            tokens, chars, unk = encoded.tokens, encoded.chars, encoded.unk
+        else:
+            kind = self.vocab.kind
+            tokens = load_corpus(paths, kind, vocab=self.vocab, cache_dir=d.cache_dir).tokens
+            chars, unk = char_counts(tokens, kind), None
         streams = TokenStreams.for_evaluation(
             tokens, t.batch_size, t.seq_len, name="evaluation text"
         )
-        return _figures(*evaluate(model, streams, show=self.show_progress))
+        return ScoredText(streams, chars, unk)
+
+    def evaluate_paths(self, model, paths: list[str]) -> dict:
+        text = self.text_streams(paths)
+        loss, count = evaluate(model, text.streams, show=self.show_progress)
+        return self.figures_for(loss, count, text)
+
+    def figures_for(self, loss: float, count: int, text: ScoredText, max_batches: int = 0) -> dict:
+        """``rnnkit eval --json``'s figures for ``loss`` (nats per token) over the ``count``
+        targets of ``text``'s first ``max_batches`` batches (0: all): see :func:`_figures`;
+        ``unk`` added where ``text`` has it."""
+        figures = _figures(loss, count, scored_chars(text, max_batches))
+        return figures if text.unk is None else {**figures, "unk": text.unk}
 
     def progress_sample(self, model) -> str:
         text = generate(
@@ -230,19 +274,20 @@ class LanguageModelTask(Task):
 
     def score_line(self, metric: str, value: float) -> str:
         line = super().score_line(metric, value)
-        if metric == "loss" and self.unit == "word":
+        if metric == "loss" and self.unit in ("word", "token"):
             return f"{line} (perplexity {math.exp(value):.2f})"
         return f"{line} ({value / LN2:.4f} bits/char)" if metric == "loss" else line
 
     def eval_line(self, figures: dict) -> str:
         loss, bpc, chars = figures["loss"], figures["bpc"], figures["chars"]
-        if self.unit == "word":
+        if self.unit in ("word", "token"):
             unk = f" | {figures['unk']:,} words became <unk>" if "unk" in figures else ""
             return (
-                f"loss {loss:.4f} nats/word | perplexity {figures['ppl']:.2f} | {bpc:.4f} "
-                f"bits/char | {figures['tokens']:,} words, {chars:,} chars{unk}"
+                f"loss {loss:.4f} nats/{self.unit} | perplexity {figures['ppl']:.2f} | "
+                f"{bpc:.4f} bits/char | {figures['tokens']:,} {self.unit}s, {chars:,} chars{unk}"
             )
-        return f"loss {loss:.4f} nats/char | {bpc:.4f} bits/char | {chars:,} chars"
+        per = "" if self.vocab.kind == "char" else f" | {figures['tokens']:,} bytes"
+        return f"loss {loss:.4f} nats/{self.unit} | {bpc:.4f} bits/char | {chars:,} chars{per}"
 
     def own_data(self, split: str = "val") -> str:
         d = self.config.data
@@ -278,7 +323,8 @@ class LanguageModelTask(Task):
             self.state = None
             return
         m, batch = self.config.model, self.config.train.batch_size
-        count, shape = (2 if has_cell_state(m.cell) else 1), (m.layers, batch, m.hidden)
+        width = max(m.layer_sizes())  # per-layer sizes: the state is padded to the widest
+        count, shape = (2 if has_cell_state(m.cell) else 1), (m.layers, batch, width)
         if not (
             isinstance(carried, tuple)
             and len(carried) == count
@@ -317,20 +363,29 @@ class LanguageModelTask(Task):
         return type(state)(*cast) if hasattr(state, "_fields") else type(state)(cast)
 
 
-def _figures(loss: float, tokens: int, chars: int | None = None) -> dict:
-    """A word model's figures (``chars`` given): ``ppl = exp(loss)`` (loss in nats per word),
-    ``bpc = loss * tokens / chars / ln 2``, bits per character of the text. A char or byte
-    model (``chars`` None) keeps its figures as they were: loss, ``bpc = loss / ln 2``, and
-    ``chars`` (the tokens scored)."""
-    if chars is None:
-        return {"loss": loss, "bpc": loss / LN2, "chars": tokens}
+def _figures(loss: float, tokens: int, chars: int) -> dict:
+    """The figures of ``tokens`` targets scored at ``loss`` nats each, standing for ``chars``
+    characters of the text::
+
+        ppl = exp(loss)                       perplexity per token
+        bpc = loss * tokens / chars / ln 2    bits per character of the original text
+
+    A char model has ``chars == tokens``, so ``bpc = loss / ln 2`` as before."""
     ppl = math.exp(loss) if loss < 700 else math.inf
-    bpc = loss * tokens / chars / LN2
+    bpc = loss / LN2 if chars == tokens else loss * tokens / chars / LN2
     return {"loss": loss, "ppl": ppl, "tokens": tokens, "bpc": bpc, "chars": chars}
 
 
-def _scored_chars(chars, streams: TokenStreams, max_batches: int) -> int:
-    """The characters of the targets ``evaluate`` scores: ``chars`` laid out as ``streams``."""
-    layout = TokenStreams(chars, streams.batch_size, streams.seq_len, name="characters")
-    count = len(layout) if max_batches <= 0 else min(max_batches, len(layout))
-    return int(sum(int(layout.batch(i)[1].sum()) for i in range(count)))
+class _Encoded(NamedTuple):
+    tokens: np.ndarray
+    chars: np.ndarray
+    unk: int | None
+
+
+def _encode(lines: list[str], vocab: WordVocab | BpeVocab) -> _Encoded:
+    """Token ids of ``lines`` (each with its line end), the characters behind each token and
+    the words that became ``<unk>`` (word vocabularies; BPE has every byte: None)."""
+    if isinstance(vocab, BpeVocab):
+        return _Encoded(*vocab.encode_lines(lines), None)
+    text = encode_lines(lines, vocab)
+    return _Encoded(text.tokens, text.chars, text.oov)
