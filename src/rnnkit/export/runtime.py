@@ -36,8 +36,9 @@ import torch
 from torch import Tensor
 
 from rnnkit.checkpoint.jsonfile import VOCAB, Refused, loads, read_regular, regular_stat
-from rnnkit.data.vocab import Vocab
-from rnnkit.errors import UserError
+from rnnkit.data.bpe import BpeVocab
+from rnnkit.data.vocab import Vocab, WordVocab
+from rnnkit.errors import UserError, short
 from rnnkit.export.onnx import (
     FORMAT,
     FORMAT_VERSION,
@@ -63,7 +64,8 @@ class OnnxLanguageModel:
     * ``step(token (N,), state) -> (logits (N, V), state)``: one session run.
     * ``model(idx (N, L), state=None) -> LMOutput(logits (N, L, V), None, state)``: L steps.
     * ``state`` is None (zeros), h (layers, N, H), or ``LSTMState(h, c)`` for lstm/lnlstm.
-    * ``vocab`` (the run's ``Vocab``), ``cell``, ``layers``, ``hidden``, ``metadata``.
+    * ``vocab`` (the run's vocabulary: ``Vocab``, ``WordVocab`` or ``BpeVocab``, as the metadata's
+      ``vocab_kind`` says), ``cell``, ``layers``, ``hidden``, ``metadata``.
 
     It has no parameters to train: ``eval``/``train`` only set ``training``, and
     ``parameters()`` yields one empty CPU tensor, which tells ``generate`` the device.
@@ -196,7 +198,9 @@ def _messages(message) -> Iterator:
                 yield from _messages(item)
 
 
-def _read_metadata(meta: dict[str, str], source: str) -> tuple[str, int, int, Vocab]:
+def _read_metadata(
+    meta: dict[str, str], source: str
+) -> tuple[str, int, int, Vocab | WordVocab | BpeVocab]:
     """(cell, layers, hidden, vocab) from ``metadata_props``, checked."""
     if meta.get("format") != FORMAT:
         raise UserError(f"{source} was not written by rnnkit export (no {FORMAT!r} metadata)")
@@ -221,11 +225,25 @@ def _read_metadata(meta: dict[str, str], source: str) -> tuple[str, int, int, Vo
         symbols = loads(meta.get("vocab", "").encode("utf-8", "surrogatepass"), VOCAB)
     except Refused as error:
         raise UserError(f"{source}: metadata vocab is not a JSON list ({error})") from None
-    vocab = Vocab.from_json(meta.get("vocab_kind"), symbols, source=f"{source}: metadata vocab")
+    vocab = _vocabulary(meta.get("vocab_kind"), symbols, f"{source}: metadata vocab")
     if len(vocab) != sizes["vocab_size"]:
         raise UserError(f"{source}: metadata vocab has {len(vocab)} symbols, vocab_size says "
                         f"{sizes['vocab_size']}")  # fmt: skip
     return cell, sizes["layers"], sizes["hidden"], vocab
+
+
+def _vocabulary(kind: str | None, symbols: object, source: str) -> Vocab | WordVocab | BpeVocab:
+    """The vocabulary the metadata holds, as the checkpoint's vocab.json holds it: characters
+    or bytes (``Vocab``), words (``WordVocab``), or one byte-level BPE tokenizer JSON."""
+    if kind == "word":
+        return WordVocab.from_json(symbols, source=source)
+    if kind == "bpe":
+        return BpeVocab.from_json(symbols, source=source)
+    if kind not in ("char", "byte"):
+        raise UserError(
+            f"{source}: vocab_kind must be 'char', 'byte', 'word' or 'bpe', got {short(kind)}"
+        )
+    return Vocab.from_json(kind, symbols, source=source)
 
 
 def _check_operators(onnx, proto, source: str) -> None:

@@ -213,7 +213,7 @@ class LanguageModelTask(Task):
         x, y = to_device(batch, device)  # (B, T) each, built on the host
         output = model(x, y, self._carried(model, device))
         self.state = detach_state(output.state)  # carry the values, cut the graph
-        if self.unit == "word":
+        if self.unit in ("word", "token"):  # word and BPE models: perplexity
             info = {"ppl": output.loss.detach().exp()}
         else:
             info = {"bpc": output.loss.detach() / LN2}
