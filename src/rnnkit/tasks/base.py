@@ -10,7 +10,7 @@ in this order::
     model = task.build_model()
     for step ...:
         batch = task.train_batch(epoch, index)      # pure function of (seed, epoch, index)
-        out = task.train_loss(model, batch, step)   # StepOutput(loss, count, info)
+        out = task.train_loss(model, batch, step)   # StepOutput(loss, count, info, lr_scale)
         ... backward, clip, optimiser ...
         task.evaluate(model, "val", max_batches)    # {"loss": ..., metric: ...} every eval_every
     task.write_figures(model, run_dir)              # PNGs beside loss.png at the end
@@ -51,6 +51,9 @@ class StepOutput:
     #: logged with the step (e.g. P(truth)); a value may be a 0-dim tensor on the model's device:
     #: the trainer reads them with the loss and the gradient norm, in its one read per step
     info: dict[str, float | Tensor] = field(default_factory=dict)
+    #: the learning rate of this batch's step is lr * lr_scale, restored after the step (the
+    #: schedule never sees it): a --variable-bptt batch's length / T
+    lr_scale: float = 1.0
 
 
 class Task:
@@ -116,6 +119,11 @@ class Task:
 
     def steps_per_epoch(self) -> int:
         raise NotImplementedError
+
+    def epoch_steps(self, epoch: int) -> int:
+        """Batches in epoch ``epoch`` (the loop's epoch boundary): ``steps_per_epoch()`` unless
+        epochs differ in length (the language model's ``--variable-bptt``)."""
+        return self.steps_per_epoch()
 
     def train_batch(self, epoch: int, index: int) -> Any:
         """Batch ``index`` of epoch ``epoch``: a pure function of (seed, epoch, index)."""

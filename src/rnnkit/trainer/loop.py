@@ -57,12 +57,14 @@ from rnnkit.trainer.state import (
     training_state,
 )
 from rnnkit.training import distributed
+from rnnkit.training.ntasgd import Averaging
 from rnnkit.training.optim import (
     build_optimizer,
     build_scheduler,
     clip_gradients,
     l1_penalty,
     scale_learning_rate,
+    scaled_learning_rate,
     time_budget,
 )
 from rnnkit.training.precision import Precision, set_deterministic
@@ -160,6 +162,7 @@ class Trainer:
         self.compiled = self._compile() if t.compile else 0
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, t)
+        self.averaging = Averaging(self.optimizer, t.nonmono)  # nt-asgd: the averaged weights
         self.budget = time_budget(t)  # with --max-time the cosine schedule follows the clock
         self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch, self.budget)
         self.progress, self.bad_steps = TrainProgress(), 0
@@ -223,16 +226,24 @@ class Trainer:
             log=log,
         )
         self.progress.load(saved)  # in place: the loop holds self.progress
-        self.model.load_state_dict(ckpt.model_state)
+        self.model.load_state_dict(ckpt.model_state)  # after an nt-asgd switch: the averages
+        self.averaging.restore(ckpt.training.get("raw_weights"), f"{ckpt.path}/training.json")
 
     def save(self, name: str) -> None:
         self.progress.elapsed_s = self.elapsed()
         self.progress.time_used = self.budget.fraction if self.budget is not None else 0.0
         state = training_state(
-            self.progress, self.optimizer, self.scheduler, self.task, self.precision, self.device
+            self.progress,
+            self.optimizer,
+            self.scheduler,
+            self.task,
+            self.precision,
+            self.device,
+            self.averaging,
         )
-        if self.world.is_main:  # (training_state on every rank: the carried state is gathered)
-            save_run_checkpoint(self.out / name, self.config, self.model, self.task, state)
+        with self.averaging.averaged():  # nt-asgd: the model's files hold the averaged weights
+            if self.world.is_main:  # (training_state on every rank: the carried state is gathered)
+                save_run_checkpoint(self.out / name, self.config, self.model, self.task, state)
 
     def _reload_last_good(self) -> None:
         distributed.barrier(self.world)  # rank 0's last save is complete
@@ -334,7 +345,7 @@ class Trainer:
         before the optimiser touches anything (fp16: a non-finite norm alone is the gradient
         scaler's overflow, ``_skip_overflow``)."""
         t, p = self.config.train, self.progress
-        if p.batch_index >= self.steps_per_epoch:  # epoch boundary: data restarts
+        if p.batch_index >= self.task.epoch_steps(p.epoch):  # epoch boundary: data restarts
             p.epoch, p.batch_index = p.epoch + 1, 0
             self.task.reset_carried_state()
         batch = self.task.train_batch(p.epoch, p.batch_index)  # moved to the device by the task
@@ -356,14 +367,17 @@ class Trainer:
             self._skip_bad_step(value, norm)
             return StepResult(None, output.count, norm, info)
         self.bad_steps = 0
-        self._update(watch=self.logs.ratios is not None and (p.step + 1) % t.log_every == 0)
+        watch = self.logs.ratios is not None and (p.step + 1) % t.log_every == 0
+        self._update(watch, output.lr_scale)
         return StepResult(logged, output.count, norm, info)
 
-    def _update(self, watch: bool) -> None:
-        """The optimiser and schedule step (``watch``: update-to-data ratios around it)."""
+    def _update(self, watch: bool, lr_scale: float = 1.0) -> None:
+        """The optimiser and schedule step (``watch``: update-to-data ratios around it), at
+        the learning rate times the batch's ``lr_scale`` (--variable-bptt)."""
         if watch:
             self.logs.before_update(self.model)
-        self.precision.step(self.optimizer, apply=True)
+        with scaled_learning_rate(self.optimizer, lr_scale):
+            self.precision.step(self.optimizer, apply=True)
         if watch:
             self.logs.after_update(self.model, self.progress.step + 1)
         if self.budget is not None:  # the ranks' mean clock: one learning rate for all
@@ -413,7 +427,8 @@ class Trainer:
             return "interrupted"
         if t.max_steps and p.step >= t.max_steps:
             return "max_steps"
-        if t.max_epochs and p.step >= t.max_epochs * self.steps_per_epoch:
+        epochs = p.epoch + p.batch_index / self.task.epoch_steps(p.epoch)  # epochs may differ
+        if t.max_epochs and epochs >= t.max_epochs:
             return "max_epochs"
         if t.max_time and time.perf_counter() - start >= t.max_time:
             return "max_time"
@@ -426,9 +441,15 @@ class Trainer:
         t, p = self.config.train, self.progress
         figures = None
         if self.world.is_main:  # one rank scores the (identical) weights; all get the figures
-            figures = self.task.evaluate(self.model, "val", t.eval_batches)
+            with self.averaging.averaged():  # nt-asgd: after its switch, the averaged weights
+                figures = self.task.evaluate(self.model, "val", t.eval_batches)
         figures = distributed.broadcast(self.world, figures)
         val = figures["loss"]
+        # nt-asgd's rule reads the scheduled evaluations only (not a stop's), as a resume does
+        switch = self.averaging.observe(p, val) if p.step % t.eval_every == 0 else None
+        if switch:
+            self.logs.write(step=p.step, epoch=p.epoch, kind="nt-asgd", note=switch)
+            self.log(switch)
         metric, direction = self.task.selection
         score = figures[metric] if direction == "min" else -figures[metric]  # lower is better
         p.last_val, p.last_eval_step = score, p.step

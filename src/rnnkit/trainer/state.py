@@ -1,10 +1,12 @@
 """What the trainer carries from step to step, as values: its resumable progress and what one
 step returns.
 
-``TrainProgress`` is the run's position (step, epoch, batch), its scores and its clock: one
+``TrainProgress`` is the run's position (step, epoch, batch), its scores, its clock and
+nt-asgd's record (the validation losses its rule reads, the step it switched at): one
 dataclass, saved into training.json and restored from it as a unit, beside the optimiser, the
 schedule, the gradient scaler (fp16), the random generators and the task's carried state
-(``training_state`` and ``restore_training``). ``StepResult`` is what one optimiser step
+(``training_state`` and ``restore_training``); after an nt-asgd switch the raw weights too
+(``raw_weights``: the model's files hold the averages). ``StepResult`` is what one optimiser step
 reports to the loop.
 
 The training state is device-free: its tensors are written from the CPU (``checkpoint.files``),
@@ -36,6 +38,7 @@ from rnnkit.errors import UserError, short
 from rnnkit.tasks import Task
 from rnnkit.tasks.base import StepOutput
 from rnnkit.training import distributed
+from rnnkit.training.ntasgd import Averaging
 from rnnkit.training.optim import TimeBudget
 from rnnkit.training.precision import Precision
 
@@ -54,6 +57,8 @@ class TrainProgress:
     last_eval_step: int = -1
     elapsed_s: float = 0.0  # seconds trained, every session together (as of the last save)
     time_used: float = 0.0  # the share of --max-time the schedule has followed (TimeBudget)
+    val_losses: list[float] = field(default_factory=list)  # nt-asgd: v_1 .. v_k until it switches
+    averaged_from: int = -1  # nt-asgd: the step it switched to averaged SGD at (-1: not yet)
 
     @classmethod
     def from_saved(cls, saved: dict) -> TrainProgress:
@@ -63,6 +68,12 @@ class TrainProgress:
         values = {f.name: saved[f.name] for f in fields(cls) if f.name in saved}
         values["elapsed_s"] = min(float(values.get("elapsed_s", 0.0)), 1e12)
         values["time_used"] = float(values.get("time_used", 0.0))
+        losses, since = values.get("val_losses", []), values.get("averaged_from", -1)
+        if not isinstance(losses, list) or not all(_number(v) for v in losses):
+            raise UserError(f"val_losses must be a list of numbers, got {short(losses)}")
+        if not (_number(since) and isinstance(since, int) and -1 <= since <= saved["step"]):
+            raise UserError(f"averaged_from must be an integer in [-1, step], got {short(since)}")
+        values["val_losses"] = [float(v) for v in losses]
         return cls(**values)
 
     def load(self, other: TrainProgress) -> None:
@@ -79,6 +90,10 @@ class StepResult:
     units: int  # what the batch held (chars, tokens, examples): the speed column
     grad_norm: float  # the global gradient norm before clipping (nan when not computed)
     info: dict[str, float] = field(default_factory=dict)  # the task's StepOutput.info
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def read_step(
@@ -109,11 +124,13 @@ def training_state(
     task: Task,
     precision: Precision | None = None,
     device: torch.device | None = None,
+    averaging: Averaging | None = None,
 ) -> dict:
     """training.json's content: the progress, then the optimiser, schedule, gradient scaler,
-    RNG (CUDA's too when ``device`` is CUDA) and the task's carried state (a collective under
-    several processes: every rank calls it)."""
+    RNG (CUDA's too when ``device`` is CUDA), the task's carried state (a collective under
+    several processes: every rank calls it) and, after an nt-asgd switch, the raw weights."""
     cuda = device is not None and torch.device(device).type == "cuda"
+    raw = averaging.raw_weights() if averaging is not None else None
     return {
         **asdict(progress),
         "optimizer": optimizer.state_dict(),
@@ -121,6 +138,7 @@ def training_state(
         "scaler": precision.state_dict() if precision is not None else {},
         "rng": rng_state(cuda=cuda),
         "state": task.carried_state(),
+        **({"raw_weights": raw} if raw is not None else {}),
     }
 
 

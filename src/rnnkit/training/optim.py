@@ -1,27 +1,32 @@
 """Optimisers, learning-rate schedules, gradient clipping and the L1 penalty, from TrainConfig.
 
 Everything here is torch's own (``torch.optim``, ``torch.optim.lr_scheduler``,
-``torch.nn.utils``): this file only maps the config's names onto them, so their state dicts go
-into checkpoints unchanged. With ``--max-time`` the cosine schedule also follows the clock
-(``TimeBudget``): its progress is the larger of steps done / planned and time used / the time
-limit, so a slower or busier machine gets a whole schedule over fewer steps rather than one cut
-off at a high learning rate. Without ``--max-time`` it is a function of the step alone (a
-resumed run is bit-exact). What is not here: the loop that calls them (``rnnkit.trainer.loop``).
+``torch.nn.utils``; nt-asgd is torch's ASGD, ``ntasgd.py``): this file only maps the config's
+names onto them, so their state dicts go into checkpoints unchanged. With ``--max-time`` the
+cosine schedule also follows the clock (``TimeBudget``): its progress is the larger of steps
+done / planned and time used / the time limit, so a slower or busier machine gets a whole
+schedule over fewer steps rather than one cut off at a high learning rate. Without
+``--max-time`` it is a function of the step alone (a resumed run is bit-exact). What is not
+here: the loop that calls them (``rnnkit.trainer.loop``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
 from rnnkit.config import TrainConfig
 from rnnkit.errors import UserError
+from rnnkit.training.ntasgd import NTASGD
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """adam, adamw, sgd (momentum, nesterov), rmsprop or adagrad with ``weight_decay``."""
+    """adam, adamw, sgd (momentum, nesterov), rmsprop, adagrad or nt-asgd (plain SGD, then
+    averaged: ``ntasgd.py``; --momentum does not apply) with ``weight_decay``."""
     params = [p for p in model.parameters() if p.requires_grad]
     lr, wd = config.lr, config.weight_decay
     betas = (0.9, config.beta2)
@@ -37,6 +42,8 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         )
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=config.momentum, weight_decay=wd)
+    if config.optimizer == "nt-asgd":
+        return NTASGD(params, lr=lr, weight_decay=wd)
     return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
 
 
@@ -129,6 +136,24 @@ def scale_learning_rate(optimizer: torch.optim.Optimizer, scheduler, factor: flo
         group["lr"] *= factor
     if hasattr(scheduler, "base_lrs"):
         scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+
+
+@contextmanager
+def scaled_learning_rate(optimizer: torch.optim.Optimizer, factor: float) -> Iterator[None]:
+    """The learning rate times ``factor`` for the block (one optimiser step: a --variable-bptt
+    batch's length / T), each group's own value put back after it, so the schedule never
+    sees the scaling. ``factor == 1``: nothing is touched."""
+    if factor == 1.0:
+        yield
+        return
+    saved = [group["lr"] for group in optimizer.param_groups]
+    for group, lr in zip(optimizer.param_groups, saved, strict=True):
+        group["lr"] = lr * factor
+    try:
+        yield
+    finally:
+        for group, lr in zip(optimizer.param_groups, saved, strict=True):
+            group["lr"] = lr
 
 
 def l1_penalty(model: nn.Module) -> Tensor:
