@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,19 @@ def test_resume_is_exact_with_the_adaptive_head(tmp_path, corpus):
     b = load_checkpoint(resumed.out / "last").model_state
     assert any(key.startswith("head.tail.") for key in a)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_onnx_export_refuses_the_adaptive_head_in_one_line():
+    pytest.importorskip("onnx")
+    from rnnkit.data.vocab import Vocab
+    from rnnkit.export import to_onnx
+    from rnnkit.export.onnx import check_exportable
+
+    config = RunConfig()
+    apply_overrides(config, {"model": {"softmax": "adaptive", "cutoffs": [5]}}, "test")
+    message = "--softmax adaptive cannot be exported to ONNX (--softmax full only)"
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_exportable(config)
+    vocab = Vocab.from_text_chars("abcdefghijklmnopqrstuvw")  # V = 23
+    with pytest.raises(UserError, match="--softmax adaptive cannot be exported"):
+        to_onnx(adaptive(), vocab)

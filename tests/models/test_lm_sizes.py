@@ -247,3 +247,24 @@ def test_a_run_saves_loads_samples_and_resumes_exactly(tmp_path, corpus, sizes):
                     overrides={"train": {"max_steps": 16}}, log=quiet)  # fmt: skip
     other = load_checkpoint(resumed.out / "last").model_state
     assert all(torch.equal(saved[k], other[k]) for k in saved)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_onnx_graph_steps_like_the_model_with_per_layer_sizes(cell):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from rnnkit.data.vocab import Vocab
+    from rnnkit.export import OnnxLanguageModel, to_onnx
+    from rnnkit.export.checked import max_difference
+
+    vocab = Vocab.from_text_chars("abcdefghijk")
+    torch.manual_seed(3)
+    model = LanguageModel(sized(cell, (5, 9, 7))).eval()  # the middle layer is the widest
+    proto = to_onnx(model, vocab)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert (meta["hidden"], meta["hidden_sizes"]) == ("9", "5,9,7")
+    runtime = OnnxLanguageModel(proto.SerializeToString(), threads=1)
+    assert max_difference(model, runtime, steps=6) <= 1e-5
+    _, state = runtime.step(tokens(7, (3,)))
+    h = state[0] if isinstance(state, tuple) else state
+    assert h.shape == (3, 3, 9) and torch.equal(h[0, :, 5:], torch.zeros(3, 4))

@@ -12,9 +12,15 @@ The graph (opset :data:`OPSET`, batch axis ``N`` dynamic)::
     c      float32 (layers, N, H) --+    -> head             +--> c_next (layers, N, H)
 
 ``c`` and ``c_next`` exist for the cells with a cell state (lstm, lnlstm) only. The zero state
-is all zeros, as in ``LanguageModel.initial_state``. ``metadata_props`` carry what a sampler
-needs besides the graph (see :func:`metadata`): the vocabulary, the cell and the sizes, so
-``rnnkit sample model.onnx --runtime onnx`` needs nothing else.
+is all zeros, as in ``LanguageModel.initial_state``. With per-layer sizes (``--hidden 30,20``)
+``H`` is the widest layer's: layer k reads and writes its first ``H_k`` columns and passes the
+rest through (zeros from the zero state), the model's own layout; the metadata's ``hidden`` is
+that width (what a runtime allocates) and ``hidden_sizes`` lists the layers'. The adaptive
+softmax (``--softmax adaptive``) is not exported: a one-line refusal.
+
+``metadata_props`` carry what a sampler needs besides the graph (see :func:`metadata`): the
+vocabulary, the cell and the sizes, so ``rnnkit sample model.onnx --runtime onnx`` needs
+nothing else.
 
 The graph is traced from :class:`StepGraph`, the model's eval-mode step calling the step
 equations of each cell (through the public cell interface,
@@ -85,7 +91,8 @@ def onnx_modules():
 
 class StepGraph(nn.Module):
     """``LanguageModel.step`` in eval mode, by the layers' own step equations over the model's
-    own parameters (no copies): embedding -> one step of each layer -> head.
+    own parameters (no copies): embedding -> one step of each layer -> head. Layer k of size
+    ``H_k`` steps on columns ``[:H_k]`` of its row of the state; the columns after pass through.
 
     ``forward(tokens (N,), h (layers, N, H), c (layers, N, H) | None) -> (logits (N, V), h_next,
     c_next)``, c only for cells with a cell state. Dropout is off (eval); zoneout is its eval
@@ -98,8 +105,11 @@ class StepGraph(nn.Module):
         if cell not in SUPPORTED_CELLS:
             raise UserError(f"--cell {cell} cannot be exported to ONNX (supported: "
                             f"{', '.join(SUPPORTED_CELLS)})")  # fmt: skip
+        _check_softmax(model.config)
         self.model = model
         self.cell, self.layers = cell, model.config.layers
+        self.sizes = model.config.layer_sizes()  # H_k of each layer
+        self.width = max(self.sizes)  # the state's columns
         rates = tuple(model.rnn.zoneout)  # one per state tensor; () without zoneout
         self.rates = rates if any(rates) else ()
         self.steps = [model.rnn.step_function(depth) for depth in range(self.layers)]
@@ -107,14 +117,18 @@ class StepGraph(nn.Module):
     def forward(self, tokens: Tensor, h: Tensor, c: Tensor | None = None):
         x = self.model.embedding(tokens)  # (N, E)
         hs, cs = [], []
-        for depth in range(self.layers):
-            old = (h[depth],) if c is None else (h[depth], c[depth])  # (N, H) each
+        for depth, size in enumerate(self.sizes):
+            rows = (h[depth],) if c is None else (h[depth], c[depth])  # (N, Hmax) each
+            old = tuple(row[:, :size] for row in rows)  # (N, H_k) each
             new = tuple(self.steps[depth](x, old))  # the layer's own step equations
             if self.rates:
                 new = zoneout(old, new, self.rates)
+            x = new[0]  # (N, H_k): the next layer's input
+            if size < self.width:  # per-layer sizes: the other columns pass through
+                pairs = zip(new, rows, strict=True)
+                new = tuple(torch.cat([s, row[:, size:]], dim=-1) for s, row in pairs)
             hs.append(new[0])
             cs.extend(new[1:])
-            x = new[0]  # (N, H): the next layer's input
         logits = self.model.head(x)  # (N, V)
         if c is None:
             return logits, torch.stack(hs)  # (layers, N, H)
@@ -128,6 +142,12 @@ def check_exportable(config) -> None:
                         f"--task {config.task.name} run")  # fmt: skip
     if config.model.cell not in SUPPORTED_CELLS:
         raise UserError(f"--cell {config.model.cell} cannot be exported to ONNX")
+    _check_softmax(config.model)
+
+
+def _check_softmax(m) -> None:
+    if m.softmax != "full":
+        raise UserError(f"--softmax {m.softmax} cannot be exported to ONNX (--softmax full only)")
 
 
 def metadata(model: nn.Module, vocab, source_sha256: str = "") -> dict[str, str]:
@@ -147,7 +167,8 @@ def metadata(model: nn.Module, vocab, source_sha256: str = "") -> dict[str, str]
         "cell": m.cell,
         "nonlinearity": getattr(model.rnn, "nonlinearity", ""),
         "layers": str(m.layers),
-        "hidden": str(m.hidden),
+        "hidden": str(max(m.layer_sizes())),  # the state's width
+        "hidden_sizes": ",".join(map(str, m.layer_sizes())),
         "embed": str(m.embed),
         "vocab_size": str(len(vocab)),
         "state": "h,c" if has_cell_state(m.cell) else "h",
@@ -167,8 +188,8 @@ def to_onnx(model: nn.Module, vocab, *, exporter: str = "torchscript", source_sh
     stateful = has_cell_state(m.cell)
     names_in, names_out = list(INPUTS[: 2 + stateful]), list(OUTPUTS[: 2 + stateful])
     n = 2  # an example batch above 1, so the exporters keep N symbolic
-    weight = model.head.weight
-    states = [torch.zeros(m.layers, n, m.hidden, dtype=weight.dtype) for _ in names_in[1:]]
+    weight, width = model.embedding.weight, max(m.layer_sizes())
+    states = [torch.zeros(m.layers, n, width, dtype=weight.dtype) for _ in names_in[1:]]
     example = (torch.zeros(n, dtype=torch.long), *states)  # distinct tensors: no aliasing
     was_training = model.training
     graph = StepGraph(model.eval())
@@ -181,7 +202,7 @@ def to_onnx(model: nn.Module, vocab, *, exporter: str = "torchscript", source_sh
     finally:
         model.train(was_training)
     shapes = {"tokens": ["N"], "logits": ["N", len(vocab)]}
-    shapes |= dict.fromkeys(names_in[1:] + names_out[1:], [m.layers, "N", m.hidden])
+    shapes |= dict.fromkeys(names_in[1:] + names_out[1:], [m.layers, "N", width])
     _name_shapes(proto, shapes)
     proto.producer_name, proto.doc_string = "rnnkit", f"rnnkit {m.cell} language model, one step"
     onnx.helper.set_model_props(proto, metadata(model, vocab, source_sha256))
