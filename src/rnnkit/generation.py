@@ -146,6 +146,7 @@ class _Stream:
         self.pieces: list[str] = []  # the final text, in pieces
         self.pending = ""  # decoded, not yet final: may be the start of a stop string
         self.stopped = False
+        self.met_stop = False  # a stop string ended the text (not the length)
 
     @property
     def text(self) -> str:
@@ -183,6 +184,7 @@ class _Stream:
         starts = [i for i in (text.find(s) for s in self.stop) if i >= 0]
         if starts:
             piece, self.pending, self.stopped = text[: min(starts)], "", True
+            self.met_stop = True
         else:
             held = self._held(text)
             piece, self.pending = text[: len(text) - held], text[len(text) - held :]
@@ -250,6 +252,7 @@ def generate(
     unknown: str = "error",
     on_text: Callable[[str], None] | None = None,
     num_samples: int = 1,
+    finish_reasons: list[str] | None = None,
 ) -> list[str]:
     """Sample ``num_samples`` continuations of ``prime``, ``length`` tokens each at most.
 
@@ -281,11 +284,14 @@ def generate(
     occurrence of any ``stop`` string (excluded); each sample stops on its own. ``on_text``
     (only with ``num_samples == 1``) receives each piece of text as soon as it is final, and
     the pieces join to exactly the returned text: nothing that may belong to a stop string is
-    emitted early.
+    emitted early. ``finish_reasons``, if given, receives each sample's reason: ``"stop"`` (a
+    stop string ended it) or ``"length"`` (``length`` tokens drawn), in order.
     """
     stop = _check_arguments(length, temperature, top_k, top_p, stop, unknown, on_text, num_samples)
     ids = np.concatenate([_start_token(vocab), vocab.encode(prime, unknown=unknown)])
     if length == 0:
+        if finish_reasons is not None:
+            finish_reasons.extend(["length"] * num_samples)
         return ["" for _ in range(num_samples)]
     watch = bool(stop) or on_text is not None  # else nothing needs the text before the end
     streams = [_Stream(vocab.decoder(), stop) for _ in range(num_samples)] if watch else None
@@ -299,11 +305,15 @@ def generate(
     finally:
         model.train(was_training)
     if streams is None:
+        if finish_reasons is not None:
+            finish_reasons.extend(["length"] * num_samples)
         return [_decode(vocab.decoder(), row) for row in rows]
     for stream in streams:
         piece = stream.finish()
         if on_text is not None and piece:
             on_text(piece)
+    if finish_reasons is not None:
+        finish_reasons.extend("stop" if s.met_stop else "length" for s in streams)
     return [stream.text for stream in streams]
 
 

@@ -105,11 +105,16 @@ class Workers:
         with self.lock:
             return {"running": self.running, "waiting": self.admitted - self.running}
 
-    def _run(self, settings: dict, on_text) -> str:
+    def _run(self, settings: dict, on_text) -> tuple[str, str]:
+        """The text and its finish reason ("stop" or "length")."""
         with self.lock:
             self.running += 1
         try:
-            return generate(self.model, self.vocab, on_text=on_text, **settings)[0]
+            reasons: list[str] = []
+            text = generate(
+                self.model, self.vocab, on_text=on_text, finish_reasons=reasons, **settings
+            )[0]
+            return text, reasons[0]
         finally:
             with self.lock:
                 self.running -= 1
@@ -161,24 +166,23 @@ def create_app(model, vocab, config, limits: Limits | None = None, *, threads: i
     async def generate_text(http: Request):
         request, settings = parse(await http.body(), vocab, limits)
         if request.stream:
-            return _stream(workers, settings, vocab)
+            return _stream(workers, settings)
         future = workers.submit(settings)
         try:
-            text = await asyncio.wrap_future(future)
+            text, reason = await asyncio.wrap_future(future)
         except UserError as error:  # the model, not the request: e.g. non-finite logits
             raise ApiError(500, str(error)) from None
-        return _summary(text, settings, vocab)
+        return _summary(text, reason, settings)
 
     return app
 
 
-def _summary(text: str, settings: dict, vocab) -> dict:
-    """The final fields of an answer. A generation that stopped early met a stop string
-    (counted in tokens: characters, or UTF-8 bytes for a byte vocabulary)."""
-    stop, length = settings["stop"], settings["length"]
-    stopped = bool(stop) and len(vocab.encode(text, unknown="skip")) < length
-    return {"text": text, "finish_reason": "stop" if stopped else "length",
-            "seed": settings["seed"], "chars": len(text)}  # fmt: skip
+def _summary(text: str, reason: str, settings: dict) -> dict:
+    """The final fields of an answer; ``reason`` is generate's: "stop" when a stop string
+    ended it, else "length" (told by the sampler: re-encoding the text would miscount a BPE
+    model's tokens, which need not be the tokenizer's own split of that text)."""
+    return {"text": text, "finish_reason": reason, "seed": settings["seed"],
+            "chars": len(text)}  # fmt: skip
 
 
 def _event(name: str, data: dict) -> str:
@@ -186,7 +190,7 @@ def _event(name: str, data: dict) -> str:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n"
 
 
-def _stream(workers: Workers, settings: dict, vocab) -> StreamingResponse:
+def _stream(workers: Workers, settings: dict) -> StreamingResponse:
     """Server-sent events. The worker's ``on_text`` appends each final piece to a list (atomic
     under the GIL: no lock, no wake-up of the event loop per token); every ``STREAM_INTERVAL``
     the event generator sends what arrived since its last event as one ``text`` event. However
@@ -217,7 +221,7 @@ def _stream(workers: Workers, settings: dict, vocab) -> StreamingResponse:
             if not finished:
                 await asyncio.sleep(STREAM_INTERVAL)
         try:
-            summary = _summary(future.result(), settings, vocab)
+            summary = _summary(*future.result(), settings)
             yield _event("done", {k: v for k, v in summary.items() if k != "text"})
         except UserError as error:
             yield _event("error", {"error": str(error)})
