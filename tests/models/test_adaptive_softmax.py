@@ -222,3 +222,16 @@ def test_onnx_export_refuses_the_adaptive_head_in_one_line():
     vocab = Vocab.from_text_chars("abcdefghijklmnopqrstuvw")  # V = 23
     with pytest.raises(UserError, match="--softmax adaptive cannot be exported"):
         to_onnx(adaptive(), vocab)
+
+
+def test_the_analyses_refuse_the_adaptive_head_in_one_line():
+    from rnnkit.analysis.activations import trace
+    from rnnkit.analysis.gradient_flow import lm_gradient_flow
+    from rnnkit.data.vocab import Vocab
+
+    model = adaptive().eval()
+    with pytest.raises(UserError) as error:
+        lm_gradient_flow(model, tokens(0, (2, 5)))
+    assert str(error.value) == "gradient flow needs --softmax full, got --softmax adaptive"
+    with pytest.raises(UserError, match="the activation trace needs --softmax full"):
+        trace(model, Vocab.from_text_chars("abcdefghijklmnopqrstuvw"), "abc")

@@ -18,6 +18,7 @@ from torch.func import functional_call
 
 from rnnkit.checkpoint.files import load_checkpoint
 from rnnkit.config import ModelConfig, RunConfig, apply_overrides
+from rnnkit.errors import UserError
 from rnnkit.generation import generate
 from rnnkit.models.language_model import LanguageModel
 from rnnkit.models.lm_layers import LayerStack
@@ -268,3 +269,23 @@ def test_the_onnx_graph_steps_like_the_model_with_per_layer_sizes(cell):
     _, state = runtime.step(tokens(7, (3,)))
     h = state[0] if isinstance(state, tuple) else state
     assert h.shape == (3, 3, 9) and torch.equal(h[0, :, 5:], torch.zeros(3, 4))
+
+
+def test_the_analyses_refuse_per_layer_sizes_in_one_line():
+    from rnnkit.analysis.activations import trace
+    from rnnkit.analysis.gradient_flow import lm_gradient_flow
+    from rnnkit.data.vocab import Vocab
+
+    model = LanguageModel(sized("lstm", (7, 5))).eval()
+    vocab = Vocab.from_text_chars("abcdefghijk")
+    with pytest.raises(UserError) as error:
+        lm_gradient_flow(model, tokens(0, (2, 5)))
+    assert str(error.value) == "gradient flow needs one size for every layer, got --hidden 7,5"
+    with pytest.raises(UserError) as error:
+        trace(model, vocab, "abc")
+    assert str(error.value) == (
+        "the activation trace needs one size for every layer, got --hidden 7,5"
+    )
+    even = LanguageModel(sized("lstm", (5, 5))).eval()  # equal sizes: the one-stack layer
+    assert not isinstance(even.rnn, LayerStack)
+    assert trace(even, vocab, "abc").layers == 2

@@ -31,6 +31,7 @@ from torch import Tensor
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError
 from rnnkit.models.language_model import LanguageModel, State
+from rnnkit.models.lm_layers import refuse_uneven
 from rnnkit.nn.cells import ACTIVATIONS
 
 MAX_CHARS = 20_000
@@ -97,8 +98,10 @@ def trace(
 
     Raises :class:`UserError` for an empty text, a text over ``max_chars`` characters,
     characters outside a char vocabulary, a bad ``top_k`` or ``state``, a vocabulary whose
-    size is not the model's, and bidirectional or projected recurrent layers.
+    size is not the model's, bidirectional or projected recurrent layers, per-layer sizes
+    (``--hidden 30,20``) and the adaptive softmax.
     """
+    refuse_uneven(model.config, "the activation trace")  # one size per layer, a linear head
     rnn = model.rnn
     ids = _check_inputs(model, vocab, text, top_k, max_chars)
     weight = model.head.weight

@@ -216,9 +216,13 @@ def lm_gradient_flow(
     cross-entropy at the last position (``loss="last"``) or summed over the L positions
     (``"sum"``), summed over the batch (``loss_value`` is per sequence, i.e. for ``"last"`` the
     model's own mean cross-entropy at the last position). Embedding -> the stack's step
-    functions -> ``model.head``, without dropout.
+    functions -> ``model.head``, without dropout. Per-layer sizes (``--hidden 30,20``) and the
+    adaptive softmax are refused in one line.
     """
+    from rnnkit.models.lm_layers import refuse_uneven
+
     _check_loss(loss)
+    refuse_uneven(model.config, "gradient flow")  # one size per layer, a linear head
     if idx.dim() != 2 or idx.size(1) < 2:
         raise UserError(f"idx must be (N, L+1) token ids with L >= 1, got shape {tuple(idx.shape)}")
     vocab_size = model.head.out_features
