@@ -289,3 +289,13 @@ def test_the_analyses_refuse_per_layer_sizes_in_one_line():
     even = LanguageModel(sized("lstm", (5, 5))).eval()  # equal sizes: the one-stack layer
     assert not isinstance(even.rnn, LayerStack)
     assert trace(even, vocab, "abc").layers == 2
+
+
+def test_orthogonal_init_and_forget_bias_per_layer_size():
+    model = LanguageModel(sized("lstm", (7, 5), init="orthogonal", forget_bias=1.0))
+    for k, size in enumerate(model.sizes):
+        for block in getattr(model.rnn, f"weight_hh_l{k}").detach().chunk(4):  # i, f, g, o
+            assert block.shape == (size, size)
+            torch.testing.assert_close(block @ block.t(), torch.eye(size), rtol=0, atol=1e-5)
+        forget = getattr(model.rnn, f"bias_ih_l{k}").detach().chunk(4)[1]
+        assert torch.equal(forget, torch.ones(size))
