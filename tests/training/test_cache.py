@@ -148,6 +148,7 @@ def test_tuning_picks_the_brute_force_grid_point():
     assert (tuned.theta, tuned.lam) == best
     assert tuned.loss == pytest.approx(grid[best], rel=1e-12)
     assert tuned.count == B * T * len(streams)
+    assert tuned.plain == pytest.approx(evaluate(model, streams)[0], rel=1e-12)
     for k, t in enumerate(thetas):
         for j, lam in enumerate(lambdas):
             assert tuned.losses[k, j].item() == pytest.approx(grid[t, lam], rel=1e-12)

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.data.streams import TokenStreams
@@ -60,6 +61,7 @@ class CacheTuning(NamedTuple):
     loss: float  # mean nats per token at (theta, lam)
     count: int  # tokens scored
     losses: Tensor  # (K, L) float64: the mean loss at every (thetas[k], lambdas[l])
+    plain: float  # mean nats per token without the cache, from the same pass
 
 
 @torch.no_grad()
@@ -76,9 +78,9 @@ def cache_probabilities(
     window of the last ``size`` positions of each stream, for every token ``streams`` scores
     (the first ``max_batches`` chunks if > 0; state and history carried across chunks).
 
-    ``model`` is a language model: ``model(x, None, state)`` returns ``.hidden`` (N, L, H) and
-    ``.state``, ``model.log_probs(hidden)`` the (N, L, V) log-probabilities. ``show``:
-    progress on stderr."""
+    ``model`` is a language model: in eval mode ``model(x, None, state)`` returns ``.logits``
+    (N, L, V) scores whose softmax is the model's distribution, ``.hidden`` (N, L, H) and
+    ``.state``. ``show``: progress on stderr."""
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     if any(theta < 0 for theta in thetas):
@@ -95,7 +97,7 @@ def cache_probabilities(
             x, y = to_device(streams.batch(index), device)  # (B, T) each
             output = model(x, None, state)
             state, h = output.state, output.hidden  # h (B, T, H)
-            log_model = model.log_probs(h).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (B, T)
+            log_model = _log_model(output.logits, y)  # (B, T)
             keys = h if keys is None else torch.cat([keys, h], dim=1)  # (B, S + T, H)
             targets = y if targets is None else torch.cat([targets, y], dim=1)  # (B, S + T)
             cache, history = _chunk_cache(h, keys, targets, y, size, thetas)  # (K, B, T), (T,)
@@ -106,6 +108,16 @@ def cache_probabilities(
     finally:
         model.train(was_training)
     return CacheProbabilities(torch.cat(logs), torch.cat(caches, dim=1), torch.cat(histories))
+
+
+def _log_model(logits: Tensor, y: Tensor) -> Tensor:
+    """``log p_model(y_t)`` (B, T) from the model's scores (B, T, V), whose softmax is its
+    distribution (full head: logits; adaptive softmax: log-probabilities, which a log-softmax
+    leaves as they are). The scores ``forward`` computed anyway: a second pass through the head
+    (``model.log_probs(hidden)``, the same numbers) would double the evaluation's largest cost
+    at a 10k vocabulary."""
+    flat = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")  # (B*T,)
+    return -flat.view_as(y)
 
 
 def _chunk_cache(
@@ -192,4 +204,5 @@ def tune_cache(
     best = int(torch.argmin(losses.reshape(-1)))  # the first minimum, theta-major
     k, j = divmod(best, len(lambdas))
     count = probs.log_model.numel()
-    return CacheTuning(thetas[k], lambdas[j], losses[k, j].item(), count, losses.cpu())
+    plain = -probs.log_model.mean().item()
+    return CacheTuning(thetas[k], lambdas[j], losses[k, j].item(), count, losses.cpu(), plain)
