@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnkit.checkpoint.files import load_checkpoint
-from rnnkit.config import ModelConfig, RunConfig, apply_overrides
+from rnnkit.config import ModelConfig, RunConfig, apply_overrides, validate
 from rnnkit.errors import UserError
 from rnnkit.models.language_model import LanguageModel
 from rnnkit.trainer.loop import train
@@ -86,12 +86,14 @@ def test_the_training_loss_is_torchs_without_the_full_matrix_in_value_and_gradie
     loss.backward()
     for name, p in model.named_parameters():
         torch.testing.assert_close(ours[name], p.grad, rtol=0, atol=1e-12, msg=name)
-    # AR and TAR are still added in training
-    regularised = adaptive(ar=2.0, tar=1.0).double()
-    regularised.load_state_dict(model.state_dict(), strict=False)
-    with_penalty = regularised(x, y)
-    plain = regularised.eval()(x, y).loss
-    assert with_penalty.loss > plain + 1e-6
+    # AR and TAR are still added in training (dropout 0: the output before and after is h)
+    regularised = adaptive(layers=2, ar=2.0, tar=1.0).double()
+    regularised.load_state_dict(model.state_dict())
+    penalised = regularised.train()(x, y)
+    h = penalised.hidden  # (N, L, H)
+    expected = loss + 2.0 * (h**2).mean() + 1.0 * ((h[:, 1:] - h[:, :-1]) ** 2).mean()
+    torch.testing.assert_close(penalised.loss, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(regularised.eval()(x, y).loss, loss, rtol=0, atol=1e-12)
 
 
 def test_step_and_sampling_read_the_log_probabilities():
@@ -127,6 +129,24 @@ def test_bad_cutoffs_are_one_line_errors(cutoffs, hidden, message):
     with pytest.raises(UserError) as error:
         adaptive(cutoffs=cutoffs, hidden=hidden)
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"softmax": "adaptive", "cutoffs": [10, 5]}, "--cutoffs must be positive and increasing"),
+        ({"softmax": "adaptive"}, "--softmax adaptive needs --cutoffs"),
+        ({"softmax": "adaptive", "cutoffs": [5], "tie_weights": True, "embed": 512},
+         "--tie-weights needs --softmax full"),
+        ({"cutoffs": [5]}, "--cutoffs is for --softmax adaptive"),
+    ],
+)  # fmt: skip
+def test_the_configs_refusals_are_one_line(model, message):
+    config = RunConfig()
+    apply_overrides(config, {"model": model}, "test")
+    with pytest.raises(UserError) as error:
+        validate(config)
+    assert message in str(error.value) and "\n" not in str(error.value)
 
 
 # ---- end to end -------------------------------------------------------------------------------
