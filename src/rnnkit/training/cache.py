@@ -137,15 +137,18 @@ def _chunk_cache(
     visible = (key < query) & (key >= query - size)  # (T, S + T)
     history = visible.any(dim=1)  # (T,): false only at a stream's first position
     dots = torch.bmm(h, keys.transpose(1, 2))  # (B, T, S + T)
-    dots = dots.masked_fill(~visible, -math.inf)
-    dots = dots - dots.amax(dim=-1, keepdim=True).nan_to_num(neginf=0.0)  # <= 0 where visible
-    same = targets.unsqueeze(1) == y.unsqueeze(2)  # (B, T, S + T): [y_j = y_t]
+    dots.masked_fill_(~visible, -math.inf)
+    dots.sub_(dots.amax(dim=-1, keepdim=True).nan_to_num_(neginf=0.0))  # <= 0 where visible
+    miss = targets.unsqueeze(1) != y.unsqueeze(2)  # (B, T, S + T): [y_j != y_t]
+    w = torch.empty_like(dots)  # one buffer for every theta: no allocation per theta
     out = []
     for theta in thetas:
-        # exp(0 * -inf) would be nan: at theta 0 every visible key weighs 1
-        w = visible.to(h.dtype).expand_as(dots) if theta == 0 else torch.exp(theta * dots)
+        if theta == 0:  # exp(0 * -inf) would be nan: at theta 0 every visible key weighs 1
+            w.copy_(visible.expand_as(w))
+        else:
+            torch.mul(dots, theta, out=w).exp_()
         total = w.sum(dim=-1)  # (B, T), >= 1 where there is history (the max weighs 1)
-        hit = w.masked_fill(~same, 0.0).sum(dim=-1)  # (B, T)
+        hit = w.masked_fill_(miss, 0.0).sum(dim=-1)  # (B, T)
         out.append(torch.where(history, hit / total.clamp_min(1e-30), 0.0))
     return torch.stack(out), history
 
