@@ -153,8 +153,8 @@ def test_averaged_swaps_the_averages_in_and_the_raw_weights_back_bit_for_bit():
         progress.step = 5 + step
         lines.append(averaging.observe(progress, loss))
     assert lines == [None, None, (
-        "step 7: nt-asgd switches to averaged SGD (validation loss 2.5000 not below 2.0000, "
-        "the best before the last 1 evaluations)"
+        "step 7: nt-asgd switches to averaged SGD (validation loss 2.5000 above 2.0000, "
+        "the best before the last 1 evaluation)"
     )]  # fmt: skip
     assert progress.averaged_from == 7 and progress.val_losses == [2.0, 3.0, 2.5]
     assert averaging.observe(progress, 9.0) is None and progress.val_losses == [2.0, 3.0, 2.5]

@@ -32,6 +32,12 @@ state, so a resume continues them exactly), nothing for any other optimiser.
    the switch (its ``mu`` lags one step too); here ``t0 = -1`` with the step count restarted,
    so the average is over every step since the switch, as the paper writes it.
 
+ASGD keeps its rate and ``mu`` as float32 scalars: the average of float64 weights is exact to
+float32's precision. Several processes apply the rule to the same (broadcast) losses and average
+the same weights, so they switch together; two processes train as one does. AWD-LSTM evaluates
+once an epoch; here the rule reads every ``--eval-every`` evaluation, so ``--nonmono`` counts
+those.
+
 What is not here: evaluating (the task's), the loop, the checkpoint format.
 """
 
@@ -122,11 +128,11 @@ class Averaging:
             return None
         self.optimizer.switch()
         progress.averaged_from = progress.step
-        best = min(progress.val_losses[: -1 - self.nonmono])
+        best, n = min(progress.val_losses[: -1 - self.nonmono]), self.nonmono
         return (
             f"step {progress.step}: nt-asgd switches to averaged SGD (validation loss "
-            f"{loss:.4f} not below {best:.4f}, the best before the last {self.nonmono} "
-            "evaluations)"
+            f"{loss:.4f} above {best:.4f}, the best before the last {n} evaluation"
+            + ("s)" if n > 1 else ")")
         )
 
     @contextmanager
