@@ -91,21 +91,25 @@ def prepare_data(out: Path, data: Path | None, quick: bool) -> dict[str, Path]:
     return paths
 
 
-def stopped_at(stdout: str) -> int:
-    """The step of the trainer's final ``stopped (...) at step N: ...`` line."""
+def stopped_at(stdout: str) -> tuple[int, float]:
+    """The step and the best validation loss of the trainer's final line, ``stopped (...) at
+    step N: best val L nats/...``."""
     line = [line for line in stdout.splitlines() if line.startswith("stopped")][-1]
-    return int(line.split(" at step ")[1].split(":")[0].replace(",", ""))
+    step = int(line.split(" at step ")[1].split(":")[0].replace(",", ""))
+    return step, float(line.split(" best val ")[1].split()[0])
 
 
 def train(preset: str, args: list[str], seconds: float, run: Path) -> dict:
-    """``rnnkit train --preset PRESET ARGS`` for ``seconds`` into ``run``: steps and wall time."""
+    """``rnnkit train --preset PRESET ARGS`` for ``seconds`` into ``run``: steps, wall time and
+    the best validation loss (the whole split where the preset's eval_batches is 0)."""
     start = time.perf_counter()
     done = rnnkit(
         *("train", "--preset", preset, *args, "--max-time", f"{seconds:g}"),
         *("--sample-every", "0", "--out", str(run)),
     )
     wall = round(time.perf_counter() - start)
-    return {"seconds": seconds, "wall_s": wall, "steps": stopped_at(done.stdout)}
+    steps, val_loss = stopped_at(done.stdout)
+    return {"seconds": seconds, "wall_s": wall, "steps": steps, "val_loss": val_loss}
 
 
 def score(run: Path, test: Path, cache_size: int, threads: str) -> dict:
