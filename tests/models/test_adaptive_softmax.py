@@ -207,7 +207,7 @@ def run_config(tmp_path, corpus, out, **train_options):
         "model": {"embed": 16, "hidden": 32, "layers": 2, "dropout": 0.2, "softmax": "adaptive",
                   "cutoffs": [8, 20]},
         "train": {"out": str(tmp_path / out), "seq_len": 10, "batch_size": 4, "lr": 0.01,
-                  "max_steps": 16, "eval_every": 8, "eval_batches": 2, "sample_every": 0,
+                  "max_steps": 10, "eval_every": 5, "eval_batches": 2, "sample_every": 0,
                   "log_every": 1, "threads": 1, "seed": 3, **train_options},
     }  # fmt: skip
     apply_overrides(config, settings, "test")
@@ -219,9 +219,9 @@ def test_resume_is_exact_with_the_adaptive_head(tmp_path, corpus):
         pass
 
     straight = train(run_config(tmp_path, corpus, "straight"), log=quiet)
-    train(run_config(tmp_path, corpus, "resumed", max_steps=7), log=quiet)
+    train(run_config(tmp_path, corpus, "resumed", max_steps=4), log=quiet)
     resumed = train(run_config(tmp_path, corpus, "resumed"), resume=True,
-                    overrides={"train": {"max_steps": 16}}, log=quiet)  # fmt: skip
+                    overrides={"train": {"max_steps": 10}}, log=quiet)  # fmt: skip
     a = load_checkpoint(straight.out / "last").model_state
     b = load_checkpoint(resumed.out / "last").model_state
     assert any(key.startswith("head.tail.") for key in a)

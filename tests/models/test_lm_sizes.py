@@ -220,7 +220,7 @@ def run_config(tmp_path, corpus, out, sizes, **train_options):
                   "layers": len(sizes), "dropout": 0.1, "weight_drop": 0.2,
                   "locked_dropout": True, "tie_weights": sizes[-1] == 8},
         "train": {"out": str(tmp_path / out), "seq_len": 12, "batch_size": 4, "lr": 0.01,
-                  "max_steps": 16, "eval_every": 8, "eval_batches": 2, "sample_every": 0,
+                  "max_steps": 10, "eval_every": 5, "eval_batches": 2, "sample_every": 0,
                   "log_every": 1, "threads": 1, "seed": 3, **train_options},
     }  # fmt: skip
     apply_overrides(config, settings, "test")
@@ -243,9 +243,9 @@ def test_a_run_saves_loads_samples_and_resumes_exactly(tmp_path, corpus, sizes):
     fresh.load_state_dict(saved)
     x = tokens(6, (2, 10)) % config.model.vocab_size
     assert torch.equal(fresh.eval()(x).logits, model(x).logits)
-    train(run_config(tmp_path, corpus, "resumed", sizes, max_steps=7), log=quiet)
+    train(run_config(tmp_path, corpus, "resumed", sizes, max_steps=4), log=quiet)
     resumed = train(run_config(tmp_path, corpus, "resumed", sizes), resume=True,
-                    overrides={"train": {"max_steps": 16}}, log=quiet)  # fmt: skip
+                    overrides={"train": {"max_steps": 10}}, log=quiet)  # fmt: skip
     other = load_checkpoint(resumed.out / "last").model_state
     assert all(torch.equal(saved[k], other[k]) for k in saved)
 
