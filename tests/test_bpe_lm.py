@@ -278,3 +278,23 @@ def test_bad_bpe_options_are_one_line_errors(tmp_path, capsys, flags, message):
     err = capsys.readouterr().err
     assert err.startswith("rnnkit: error: ") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_encoded_lines_are_cached_by_tokenizer_and_text(vocab, tmp_path):
+    lines = LINES[:40]
+    tokens, chars = vocab.encode_lines(lines)
+
+    def cached(lines=lines) -> list[int]:
+        got, got_chars = vocab.encode_lines(lines, cache_dir=tmp_path, cache=True)
+        assert got_chars.tolist() == vocab.lead_counts[got].tolist()
+        return got.tolist()
+
+    assert cached() == cached() == tokens.tolist()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and files[0].endswith("-bpe.json") and files[1].endswith("-bpe.tokens")
+    stem = tmp_path / files[0].removesuffix(".json")
+    stem.with_suffix(".tokens").write_bytes(b"\x00\x00" * len(tokens))  # read, not encoded
+    assert cached() == [0] * len(tokens)
+    stem.with_suffix(".tokens").write_bytes(b"\x00")  # torn: does not match its .json
+    assert cached() == tokens.tolist()
+    assert len(cached(lines[:-1])) < len(tokens) and len(list(tmp_path.iterdir())) == 4

@@ -10,14 +10,19 @@ Each token stands for bytes of the UTF-8 text; a character counts for the token 
 first byte, so ``chars.sum()`` over a text's tokens is its number of characters (bpc per
 character compares a BPE model with char, byte and word models of the same text).
 
+Encoded text is cached like a char corpus (``corpus.py``): under the cache directory, named by
+the sha256 of the tokenizer's JSON and the lines, written atomically, its ``.json`` last.
+
 Not in this file: reading files (``corpus.py``), batching (``streams.py``).
 """
 
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -149,14 +154,33 @@ class BpeVocab:
             raise UserError(f"text is not encodable as UTF-8: {short(str(error))}") from None
         return np.array(ids, dtype=dtype)
 
-    def encode_lines(self, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def encode_lines(
+        self, lines: Sequence[str], *, cache_dir: str | Path | None = None, cache: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(tokens, chars)`` of ``lines``, each with its line end: ids as uint16/uint32 and,
-        per token, the characters it stands for (``chars.sum()`` is the text's characters)."""
-        dtype = np.uint16 if len(self) <= 1 << 16 else np.uint32
-        encodings = self.tokenizer.encode_batch([f"{line}\n" for line in lines])
-        count = sum(len(e.ids) for e in encodings)
-        tokens = np.fromiter((i for e in encodings for i in e.ids), dtype=dtype, count=count)
+        per token, the characters it stands for (``chars.sum()`` is the text's characters).
+        With ``cache``, the tokens are read from (or written to) ``cache_dir`` (None: the
+        default cache directory, see ``corpus.load_corpus``)."""
+        dtype = np.dtype(np.uint16 if len(self) <= 1 << 16 else np.uint32)
+        stem = self._cache_stem(lines, cache_dir) if cache else None
+        tokens = _read_cached(stem, dtype) if stem is not None else None
+        if tokens is None:
+            encodings = self.tokenizer.encode_batch([f"{line}\n" for line in lines])
+            count = sum(len(e.ids) for e in encodings)
+            tokens = np.fromiter((i for e in encodings for i in e.ids), dtype=dtype, count=count)
+            if stem is not None:
+                _write_cached(stem, tokens)
         return tokens, self.lead_counts[tokens]
+
+    def _cache_stem(self, lines: Sequence[str], cache_dir: str | Path | None) -> Path:
+        """``<cache dir>/<sha256 of the tokenizer and the lines>-bpe``."""
+        from rnnkit.data.corpus import _cache_root
+
+        digest = hashlib.sha256(f"rnnkit-bpe {CACHE_FORMAT}\n".encode())
+        digest.update(self.tokenizer.to_str().encode())
+        for line in lines:
+            digest.update(b"\n" + line.encode("utf-8", "surrogatepass"))
+        return _cache_root(cache_dir) / f"{digest.hexdigest()}-bpe"
 
     def token_bytes(self, id: int) -> bytes:
         id = int(id)
@@ -171,6 +195,35 @@ class BpeVocab:
 
     def decoder(self) -> BpeStreamDecoder:
         return BpeStreamDecoder(self)
+
+
+CACHE_FORMAT = 1
+
+
+def _read_cached(stem: Path, dtype: np.dtype) -> np.ndarray | None:
+    """The cached tokens if ``stem.tokens`` and its ``.json`` are complete and agree."""
+    try:
+        meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+        count = meta["count"]
+        ok = (
+            meta.get("format") == CACHE_FORMAT
+            and meta.get("dtype") == dtype.name
+            and isinstance(count, int)
+            and stem.with_suffix(".tokens").stat().st_size == count * dtype.itemsize
+        )
+        return np.fromfile(stem.with_suffix(".tokens"), dtype=dtype) if ok else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _write_cached(stem: Path, tokens: np.ndarray) -> None:
+    """``stem.tokens`` then ``stem.json``, each atomically (a crash leaves no trusted cache)."""
+    from rnnkit.data.corpus import _atomic_write
+
+    _atomic_write(stem.with_suffix(".tokens"), lambda f: f.write(tokens.tobytes()))
+    meta = {"format": CACHE_FORMAT, "dtype": tokens.dtype.name, "count": len(tokens)}
+    data = json.dumps(meta).encode("ascii")
+    _atomic_write(stem.with_suffix(".json"), lambda f: f.write(data))
 
 
 def _check_spec(spec: object, source: str) -> None:

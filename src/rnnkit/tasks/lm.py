@@ -167,7 +167,8 @@ class LanguageModelTask(Task):
             self.vocab = BpeVocab.build(train_lines, o.vocab_size)
         elif self.vocab is None:
             self.vocab = WordVocab.build(train_lines, o.vocab_size, o.min_count)
-        train, val = _encode(train_lines, self.vocab), _encode(val_lines, self.vocab)
+        cache = d.cache_dir
+        train, val = _encode(train_lines, self.vocab, cache), _encode(val_lines, self.vocab, cache)
         self.val_tokens = val.tokens
         self.config.model.vocab_size = len(self.vocab)
         self.train_streams = TokenStreams(
@@ -232,7 +233,7 @@ class LanguageModelTask(Task):
         behind each token and (word vocabularies) how many words became ``<unk>``."""
         d, t = self.config.data, self.config.train
         if isinstance(self.vocab, WordVocab | BpeVocab):
-            encoded = _encode(read_lines(paths), self.vocab)
+            encoded = _encode(read_lines(paths), self.vocab, d.cache_dir)
             tokens, chars, unk = encoded.tokens, encoded.chars, encoded.unk
         else:
             kind = self.vocab.kind
@@ -382,10 +383,11 @@ class _Encoded(NamedTuple):
     unk: int | None
 
 
-def _encode(lines: list[str], vocab: WordVocab | BpeVocab) -> _Encoded:
+def _encode(lines: list[str], vocab: WordVocab | BpeVocab, cache_dir) -> _Encoded:
     """Token ids of ``lines`` (each with its line end), the characters behind each token and
-    the words that became ``<unk>`` (word vocabularies; BPE has every byte: None)."""
+    the words that became ``<unk>`` (word vocabularies; BPE has every byte: None). BPE tokens
+    are cached in ``cache_dir`` (None: the default cache) as char corpora are."""
     if isinstance(vocab, BpeVocab):
-        return _Encoded(*vocab.encode_lines(lines), None)
+        return _Encoded(*vocab.encode_lines(lines, cache_dir=cache_dir, cache=True), None)
     text = encode_lines(lines, vocab)
     return _Encoded(text.tokens, text.chars, text.oov)
