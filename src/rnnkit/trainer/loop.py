@@ -233,14 +233,9 @@ class Trainer:
         self.progress.elapsed_s = self.elapsed()
         self.progress.time_used = self.budget.fraction if self.budget is not None else 0.0
         state = training_state(
-            self.progress,
-            self.optimizer,
-            self.scheduler,
-            self.task,
-            self.precision,
-            self.device,
-            self.averaging,
+            self.progress, self.optimizer, self.scheduler, self.task, self.precision, self.device
         )
+        state.update(self.averaging.training_fields())  # nt-asgd: the raw weights, if switched
         with self.averaging.averaged():  # nt-asgd: the model's files hold the averaged weights
             if self.world.is_main:  # (training_state on every rank: the carried state is gathered)
                 save_run_checkpoint(self.out / name, self.config, self.model, self.task, state)

@@ -38,7 +38,6 @@ from rnnkit.errors import UserError, short
 from rnnkit.tasks import Task
 from rnnkit.tasks.base import StepOutput
 from rnnkit.training import distributed
-from rnnkit.training.ntasgd import Averaging
 from rnnkit.training.optim import TimeBudget
 from rnnkit.training.precision import Precision
 
@@ -124,13 +123,12 @@ def training_state(
     task: Task,
     precision: Precision | None = None,
     device: torch.device | None = None,
-    averaging: Averaging | None = None,
 ) -> dict:
     """training.json's content: the progress, then the optimiser, schedule, gradient scaler,
-    RNG (CUDA's too when ``device`` is CUDA), the task's carried state (a collective under
-    several processes: every rank calls it) and, after an nt-asgd switch, the raw weights."""
+    RNG (CUDA's too when ``device`` is CUDA) and the task's carried state (a collective under
+    several processes: every rank calls it); the loop adds nt-asgd's raw weights
+    (``Averaging.training_fields``)."""
     cuda = device is not None and torch.device(device).type == "cuda"
-    raw = averaging.raw_weights() if averaging is not None else None
     return {
         **asdict(progress),
         "optimizer": optimizer.state_dict(),
@@ -138,7 +136,6 @@ def training_state(
         "scaler": precision.state_dict() if precision is not None else {},
         "rng": rng_state(cuda=cuda),
         "state": task.carried_state(),
-        **({"raw_weights": raw} if raw is not None else {}),
     }
 
 

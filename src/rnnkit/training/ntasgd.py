@@ -159,6 +159,10 @@ class Averaging:
         the switch only (before it, model.safetensors holds them)."""
         return [p.detach().clone() for p, _ in self.optimizer.averages()] if self.active else None
 
+    def training_fields(self) -> dict[str, list[Tensor]]:
+        """What the training state adds: ``raw_weights`` after the switch, else nothing."""
+        return {"raw_weights": self.raw_weights()} if self.active else {}
+
     def restore(self, saved: object, source: str = "training.json") -> None:
         """Put a checkpoint's raw weights (``raw_weights`` of its training state) back into the
         model, whose loaded weights are the averages. Raises UserError if they do not fit."""
