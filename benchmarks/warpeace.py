@@ -37,7 +37,7 @@ FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
 PUBLISHED = [("LSTM 3 x 512, Karpathy et al. (2015), GPU", 1.077)]
 QUICK_FLAGS = [
     *("--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "20"),
-    *("--batch-size", "4", "--max-steps", "10", "--eval-every", "5", "--max-time", "60"),
+    *("--batch-size", "4", "--max-steps", "10", "--eval-every", "5"),
 ]
 
 

@@ -46,7 +46,7 @@ TARGETS = (87.0, 80.0)
 QUICK_LINES = {"train": 600, "valid": 80, "test": 80}
 QUICK_FLAGS = [
     *("--layers", "1", "--hidden", "32", "--embed", "32", "--seq-len", "16"),
-    *("--batch-size", "4", "--max-steps", "12", "--eval-every", "6", "--max-time", "60"),
+    *("--batch-size", "4", "--max-steps", "12", "--eval-every", "6"),
 ]
 
 
