@@ -512,7 +512,8 @@ def _check_sizes(m: ModelConfig) -> None:
             raise UserError(
                 f"--hidden {sizes} gives {len(m.hidden_sizes)} sizes but --layers is {m.layers}"
             )
-        need(min(m.hidden_sizes) >= 1, "hidden", "positive sizes", sizes)
+        if min(m.hidden_sizes) < 1:
+            raise UserError(f"--hidden sizes must be positive integers, got {sizes}")
         if m.hidden != m.hidden_sizes[-1]:
             raise UserError(
                 f"model.hidden ({m.hidden}) must be the last of model.hidden_sizes ({sizes})"
@@ -524,8 +525,9 @@ def _check_sizes(m: ModelConfig) -> None:
         cuts = m.cutoffs
         if not cuts:
             raise UserError("--softmax adaptive needs --cutoffs (e.g. --cutoffs 2000,10000)")
-        ok = cuts[0] >= 1 and all(a < b for a, b in zip(cuts, cuts[1:], strict=False))
-        need(ok, "cutoffs", "positive and increasing", ",".join(map(str, cuts)))
+        if cuts[0] < 1 or any(a >= b for a, b in zip(cuts, cuts[1:], strict=False)):
+            listed = ",".join(map(str, cuts))
+            raise UserError(f"--cutoffs must be positive and increasing, got {listed}")
         if m.tie_weights:
             raise UserError("--tie-weights needs --softmax full (the adaptive head has clusters)")
     elif m.cutoffs:

@@ -161,7 +161,7 @@ def test_tying_with_the_last_layer_and_the_one_line_refusals(tmp_path, capsys):
         (("--hidden", "30,20", "--layers", "2", "--embed", "30", "--tie-weights"),
          "--tie-weights needs --embed == the last layer's size, got 30 and 20"),
         (("--hidden", "30,20", "--layers", "3"), "--hidden 30,20 gives 2 sizes but --layers is 3"),
-        (("--hidden", "0,20", "--layers", "2"), "--hidden must be positive sizes, got '0,20'"),
+        (("--hidden", "0,20", "--layers", "2"), "--hidden sizes must be positive integers"),
     ]:  # fmt: skip
         out = str(tmp_path / "run")
         assert main(["train", str(corpus), *flags, "--max-steps", "1", "--out", out]) == 2
