@@ -55,8 +55,7 @@ LN2 = math.log(2)
 
 @dataclass
 class LanguageModelOptions(TaskOptions):
-    """The vocabulary's size rules: word (``--vocab-size``, ``--min-count``) and BPE
-    (``--vocab-size``); char and byte vocabularies keep every symbol."""
+    """Vocabulary size: --vocab-size (word, bpe), --min-count (word); char and byte keep all."""
 
     vocab_size: int = opt(
         0,
