@@ -164,18 +164,22 @@ class TrainConfig:
     variable_bptt: bool = opt(
         False,
         "language model: draw each batch's length around --seq-len (T with probability 0.95, "
-        "else T/2; then normal with sd 5, at least 5) and scale its learning rate by length / T "
+        "else T/2; then normal with sd 5, at least 5, at most 2T) and scale its learning rate by "
+        "length / T "
         "(AWD-LSTM, Merity et al. 2017)",
     )
     batch_size: int = opt(64, "number of parallel text streams B")
     optimizer: str = opt(
         "adam",
-        "optimiser; nt-asgd: SGD that switches to averaged SGD when the validation loss has not "
-        "improved for --nonmono evaluations (AWD-LSTM, Merity et al. 2017)",
+        "optimiser; nt-asgd: plain SGD that switches to averaged SGD when a validation loss is "
+        "above the best one from before the last --nonmono evaluations (AWD-LSTM, Merity et al. "
+        "2017); evaluation and checkpoints then use the averaged weights",
         choices=("adam", "adamw", "sgd", "rmsprop", "adagrad", "nt-asgd"),
     )
     nonmono: int = opt(
-        5, "nt-asgd: evaluations without a new best before averaging starts (non-monotone n)"
+        5,
+        "nt-asgd: switch when a validation loss is above the best from before the last N "
+        "evaluations (only those every --eval-every steps count)",
     )
     lr: float = opt(2e-3, "peak learning rate")
     momentum: float = opt(0.9, "momentum for sgd and rmsprop")

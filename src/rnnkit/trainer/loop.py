@@ -196,7 +196,10 @@ class Trainer:
         if not self.world.enabled:
             return model
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        # the adaptive softmax leaves a tail cluster out of the graph when no target of the
+        # batch falls in it: DDP must not wait for those gradients
+        unused = self.config.model.softmax == "adaptive"
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
     def _compile(self) -> int:
         """``--compile``: ``torch.compile`` each cells-path layer's step (``rnnkit.nn.unroll.
