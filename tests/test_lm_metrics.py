@@ -169,4 +169,8 @@ def test_eval_json_has_one_key_set_for_every_tokenizer(tmp_path, capsys, tokeniz
     assert figures["bpc"] == pytest.approx(nats_total / figures["chars"] / math.log(2))
     assert rnnkit_main(argv) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "bits/char" in line and f"{figures['chars']:,} chars" in line
+    unit = {"char": "char", "byte": "byte", "word": "word", "bpe": "token"}[tokenizer]
+    assert line.startswith(f"loss {figures['loss']:.4f} nats/{unit} | ")
+    assert f"{figures['bpc']:.4f} bits/char" in line and f"{figures['chars']:,} chars" in line
+    if tokenizer != "char":
+        assert f"{figures['tokens']:,} {unit}s, {figures['chars']:,} chars" in line

@@ -286,8 +286,12 @@ class LanguageModelTask(Task):
                 f"loss {loss:.4f} nats/{self.unit} | perplexity {figures['ppl']:.2f} | "
                 f"{bpc:.4f} bits/char | {figures['tokens']:,} {self.unit}s, {chars:,} chars{unk}"
             )
-        per = "" if self.vocab.kind == "char" else f" | {figures['tokens']:,} bytes"
-        return f"loss {loss:.4f} nats/{self.unit} | {bpc:.4f} bits/char | {chars:,} chars{per}"
+        if self.vocab.kind == "byte":  # bits per character of the text, not per byte
+            return (
+                f"loss {loss:.4f} nats/byte | {bpc:.4f} bits/char | {figures['tokens']:,} bytes, "
+                f"{chars:,} chars"
+            )
+        return f"loss {loss:.4f} nats/char | {bpc:.4f} bits/char | {chars:,} chars"
 
     def own_data(self, split: str = "val") -> str:
         d = self.config.data
