@@ -236,11 +236,11 @@ def test_eval_line_of_a_bpe_run(bpe_run, capsys):
 @pytest.mark.parametrize("tokenizer", ["bpe", "word"])
 def test_resume_equals_an_uninterrupted_run(tmp_path, tokenizer):
     (tmp_path / "corpus.txt").write_text(corpus_text(300), encoding="utf-8")
-    straight = train(run_config(tmp_path, "straight", tokenizer), log=quiet)
-    train(run_config(tmp_path, "resumed", tokenizer, max_steps=7), log=quiet)
+    straight = train(run_config(tmp_path, "straight", tokenizer, max_steps=10), log=quiet)
+    train(run_config(tmp_path, "resumed", tokenizer, max_steps=4), log=quiet)
     resumed = train(run_config(tmp_path, "resumed", tokenizer), resume=True,
-                    overrides={"train": {"max_steps": 16}}, log=quiet)  # fmt: skip
-    assert resumed.step == straight.step == 16
+                    overrides={"train": {"max_steps": 10}}, log=quiet)  # fmt: skip
+    assert resumed.step == straight.step == 10
     a = load_checkpoint(straight.out / "last")
     b = load_checkpoint(resumed.out / "last")
     assert a.vocab == b.vocab
