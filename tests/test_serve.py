@@ -128,6 +128,7 @@ def test_health_and_model_describe_the_run(client, loaded):
     about = client.get("/model").json()
     model, vocab, _ = loaded
     assert about["cell"] == "lstm" and about["hidden"] == 16 and about["embed"] == 8
+    assert about["hidden_sizes"] == [16]
     assert about["vocab_size"] == len(vocab) and about["run"] == "here"
     assert about["parameters"] == sum(p.numel() for p in model.parameters())
     assert about["device"] == "cpu"  # load_model's default: the CPU

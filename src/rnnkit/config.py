@@ -156,6 +156,11 @@ class ModelConfig:
         """The hidden size of each layer: ``hidden_sizes``, or ``hidden`` for every layer."""
         return list(self.hidden_sizes) or [self.hidden] * self.layers
 
+    def stack(self) -> str:
+        """The stack as a run's header says it: ``2x512``, or ``1150,1150,400`` per layer."""
+        sizes = self.hidden_sizes
+        return ",".join(map(str, sizes)) if sizes else f"{self.layers}x{self.hidden}"
+
 
 @dataclass
 class TrainConfig:

@@ -89,8 +89,7 @@ def collect(
     m = config.model
     data = ReportData(
         title=f"rnnkit report: {run_dir.name}",
-        subtitle=f"--task {config.task.name}, {m.cell.upper()} {m.layers}x{m.hidden}, "
-        f"checkpoint {ckpt_dir}",
+        subtitle=f"--task {config.task.name}, {m.cell.upper()} {m.stack()}, checkpoint {ckpt_dir}",
     )
     data.sections["training"] = _training_figures(run_dir, config, meta)
     if not get_task(config.task.name).language_model:

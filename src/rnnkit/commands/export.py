@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
     path, size, model, vocab, diff = export_checked(args.checkpoint, args.output, args.exporter)
     m = model.config
-    sizes = ",".join(map(str, m.hidden_sizes)) if m.hidden_sizes else f"{m.layers}x{m.hidden}"
+    sizes = m.stack()
     print(f"wrote {path} ({size / 1024:,.0f} KiB, ONNX opset {OPSET}, {m.cell} "
           f"{sizes}, vocab {len(vocab)}; max |difference| from PyTorch over "
           f"8 steps: {diff:.1e})")  # fmt: skip

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     m = config.model
     print(
-        f"rnnkit serve: {source} ({m.cell} {m.layers}x{m.hidden}, {len(vocab)} symbols, "
+        f"rnnkit serve: {source} ({m.cell} {m.stack()}, {len(vocab)} symbols, "
         f"{describe_device(device)}) on {url} (max-concurrent {limits.max_concurrent}, "
         f"queue {limits.queue}; Ctrl-C stops)",
         file=sys.stderr,

@@ -146,7 +146,8 @@ def create_app(model, vocab, config, limits: Limits | None = None, *, threads: i
     m = config.model
     shown_limits = {**asdict(limits), "max_body": limits.max_body, "max_stop": MAX_STOP,
                     "max_stop_chars": MAX_STOP_CHARS, "threads": threads}  # fmt: skip
-    about = {"cell": m.cell, "layers": m.layers, "hidden": m.hidden, "embed": m.embed,
+    about = {"cell": m.cell, "layers": m.layers, "hidden": m.hidden,
+             "hidden_sizes": m.layer_sizes(), "embed": m.embed,
              "vocab_size": len(vocab), "vocab_kind": vocab.kind,
              "parameters": sum(p.numel() for p in model.parameters()), "run": source,
              "device": describe_device(model_device(model)),

@@ -170,7 +170,7 @@ class Task:
     def title(self) -> str:
         """The model in figure titles: ``classify: LSTM 2x128, embed 64``."""
         m = self.config.model
-        return f"{self.name}: {m.cell.upper()} {m.layers}x{m.hidden}, embed {m.embed}"
+        return f"{self.name}: {m.cell.upper()} {m.stack()}, embed {m.embed}"
 
     def score_line(self, metric: str, value: float) -> str:
         """A selection score as the run's last line says it: ``0.4120 MSE``, ``chrf 0.5310``."""

@@ -202,7 +202,7 @@ class LanguageModelTask(Task):
     def describe(self, model) -> str:
         m, t = self.config.model, self.config.train
         return (
-            f"{m.cell.upper()} {m.layers}x{m.hidden}, embed {m.embed}, "
+            f"{m.cell.upper()} {m.stack()}, embed {m.embed}, "
             f"{model.num_parameters():,} parameters, vocab {len(self.vocab)} ({self.vocab.kind});"
             f" {self.steps_per_epoch():,} steps/epoch of {t.batch_size}x{t.seq_len} {self.unit}s"
         )
