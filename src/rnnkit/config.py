@@ -84,8 +84,7 @@ class ModelConfig:
     embed: int = opt(64, "embedding size")
     hidden: int = opt(
         512,
-        "hidden units per layer, or one size per layer (--hidden 1150,1150,400: the language "
-        "model; the last size is what the head and --tie-weights see)",
+        "hidden units of every layer, or of each (language model: 1150,1150,400)",
     )
     #: one size per layer (``--hidden 1150,1150,400``), the last equal to ``hidden``; empty:
     #: every layer has ``hidden`` units. Set with ``--hidden``; no flag of its own.

@@ -207,6 +207,9 @@ def test_given_vocab_is_used_and_checked(tmp_path, cache):
     other = write(tmp_path / "u.txt", "bad Zoo")
     with pytest.raises(UserError, match=rf"{other}: characters not in the vocabulary: 'Z', 'o'"):
         load_corpus([str(other)], vocab=vocab, cache_dir=cache)
+    with pytest.raises(UserError) as refused:  # data has no --unknown: say what does help
+        load_corpus([str(other)], vocab=vocab, cache_dir=cache)
+    assert "--unknown" not in str(refused.value) and "--tokenizer byte" in str(refused.value)
     skipped = load_corpus([str(other)], vocab=vocab, cache_dir=cache, unknown="skip")
     assert vocab.decode(skipped.tokens) == "bad "
     with pytest.raises(UserError, match="--tokenizer char does not match"):

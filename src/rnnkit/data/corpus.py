@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rnnkit.data.vocab import (
+    CORPUS_HINT,
     ENCODE_BLOCK,
     UNKNOWN_MODES,
     WORD_UNK,
@@ -191,7 +192,8 @@ def _scan(
         records.append(_read_chunks(path, char, visit))
         if allowed is not None and unknown == "error" and (seen & ~allowed).any():
             missing = np.flatnonzero(seen & ~allowed)
-            raise UserError(f"{path}: {unknown_message(chr(c) for c in missing)}")
+            message = unknown_message((chr(c) for c in missing), CORPUS_HINT)
+            raise UserError(f"{path}: {message}")
     return records, seen
 
 

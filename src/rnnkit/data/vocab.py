@@ -27,12 +27,20 @@ ENCODE_BLOCK = 1 << 16  # characters converted at a time: bounds the temporary a
 _MAX_LISTED = 10
 
 
-def unknown_message(chars: Iterable[str]) -> str:
-    """The one-line message for characters missing from a vocabulary (at most 10 listed)."""
+#: what a text read as data (``train --val``, ``eval FILE``) can do about unknown characters
+CORPUS_HINT = (
+    "a char model knows only its training text's characters: train with --tokenizer byte, "
+    "or with this text among the training files"
+)
+
+
+def unknown_message(chars: Iterable[str], hint: str = "use --unknown skip to drop them") -> str:
+    """The one-line message for characters missing from a vocabulary (at most 10 listed), with
+    what to do about them: a prime's ``--unknown skip`` (sample, serve) or ``hint``."""
     ordered = sorted(set(chars))
     listed = ", ".join(repr(c) for c in ordered[:_MAX_LISTED])
     more = f" and {len(ordered) - _MAX_LISTED} more" if len(ordered) > _MAX_LISTED else ""
-    return f"characters not in the vocabulary: {listed}{more} (use --unknown skip to drop them)"
+    return f"characters not in the vocabulary: {listed}{more} ({hint})"
 
 
 def code_points(text: str) -> npt.NDArray[np.uint32]:

@@ -65,7 +65,7 @@ class CacheSettings(NamedTuple):
 
 def check_task(task) -> None:
     """The cache is the language model's: any other task is refused in one line."""
-    if task.name != "lm":
+    if not task.language_model:
         raise UserError(
             f"--cache-size, --cache-theta, --cache-lambda and --tune-cache are for --task lm "
             f"(a language model), this run is --task {task.name}"
