@@ -62,7 +62,7 @@ def test_every_task_preset_names_its_task_and_validates():
         apply_overrides(config, load_preset(name), name)
         validate(config)
         task_options(config)
-        lm = ("tiny", "default", "quality", "gpu")
+        lm = ("tiny", "default", "quality", "gpu", "ptb", "ptb-awd", "warpeace")
         expected = "lm" if name in lm else name.split("-fra")[0]
         assert config.task.name == expected
 
