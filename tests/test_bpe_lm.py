@@ -8,16 +8,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from subprocess_cli import rnnkit
 
 pytest.importorskip("tokenizers")
 
@@ -184,12 +183,6 @@ def bpe_run(tmp_path_factory):
     (tmp / "corpus.txt").write_text(corpus_text(), encoding="utf-8")
     train(run_config(tmp, "run", "bpe"), log=quiet)
     return tmp
-
-
-def rnnkit(*args, cwd):
-    env = {**os.environ, "RNNKIT_CACHE": str(Path(cwd) / "cache")}
-    argv = [sys.executable, "-m", "rnnkit", *map(str, args)]
-    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 def test_a_bpe_run_saves_its_tokenizer_learnt_from_the_training_lines(bpe_run):

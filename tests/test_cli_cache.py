@@ -10,7 +10,6 @@ import math
 import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from rnnkit.tasks.lm_cache import MAX_SIZE, check_task
 from rnnkit.tasks.saved import load_task
 from rnnkit.training.cache import LAMBDAS, THETAS, cache_evaluate, tune_cache
 from rnnkit.training.tbptt import evaluate
+from subprocess_cli import rnnkit
 
 WORDS = "the cat dog sat on a mat ran to old tree house my sister looked at".split()
 TRAIN = ("--hidden", 24, "--embed", 16, "--layers", 1, "--batch-size", 4, "--seq-len", 10)
@@ -36,18 +36,6 @@ def lines(count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     pool = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) for _ in range(12)]
     return [rng.choice(pool) for _ in range(count)]
-
-
-def rnnkit(*args, cwd, timeout=300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RNNKIT_CACHE": str(Path(cwd) / "cache")}
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def ok(result: subprocess.CompletedProcess) -> str:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from subprocess_cli import rnnkit as run_rnnkit
 
 SMALL = [
     *("--threads", "1", "--max-steps", "24", "--eval-every", "12", "--log-every", "4"),
@@ -21,15 +21,7 @@ SMALL = [
 
 
 def rnnkit(*args, cwd, timeout=300):
-    env = {**os.environ, "RNNKIT_CACHE": str(Path(cwd) / "cache"), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
+    return run_rnnkit(*args, cwd=cwd, env_extra={"OMP_NUM_THREADS": "1"}, timeout=timeout)
 
 
 def ok(result: subprocess.CompletedProcess) -> str:

@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+
+from subprocess_cli import rnnkit
 
 CUDA_BUILT = torch.backends.cuda.is_built()
 NO_CUDA = pytest.mark.skipif(CUDA_BUILT, reason="this PyTorch has CUDA: --device cuda is valid")
@@ -25,18 +26,6 @@ TEXT = (
     )
     * 3
 )  # about 13,000 characters
-
-
-def rnnkit(*args, cwd, env_extra=None, timeout=300):
-    env = {**os.environ, "RNNKIT_CACHE": str(Path(cwd) / "cache"), **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
 
 
 TINY = ["--preset", "tiny", "--threads", "1", "--eval-batches", "2"]

@@ -7,11 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ import pytest
 from rnnkit.data import ScoredText, TokenStreams, WordVocab, encode_lines, scored_chars, split_lines
 from rnnkit.errors import UserError
 from rnnkit.tasks.lm import _figures
+from subprocess_cli import rnnkit
 
 SUBJECTS = ("the cat", "a dog", "the old man", "my sister")
 VERBS = ("sat on", "looked at", "ran to", "slept near")
@@ -32,18 +30,6 @@ def corpus_lines(count: int = 400, seed: int = 0) -> list[str]:
     return [
         f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} ." for _ in range(count)
     ]
-
-
-def rnnkit(*args, cwd, timeout=300):
-    env = {**os.environ, "RNNKIT_CACHE": str(Path(cwd) / "cache")}
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
 
 
 # ---- the vocabulary -----------------------------------------------------------------------

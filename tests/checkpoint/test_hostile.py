@@ -339,7 +339,9 @@ def test_hostile_vocab_is_refused_with_one_line(ckpt, case):
 
 def test_hostile_vocab_kind_is_refused(ckpt):
     set_config(ckpt, "vocab_kind", "", ["char"] * 100_000)
-    refused(lambda: load_task(ckpt), "config.json", "vocab_kind must be 'char', 'byte', 'word' or 'bpe'")
+    refused(
+        lambda: load_task(ckpt), "config.json", "vocab_kind must be 'char', 'byte', 'word' or 'bpe'"
+    )
 
 
 # --- training.json ------------------------------------------------------------------------
