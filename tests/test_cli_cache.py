@@ -129,7 +129,7 @@ def test_tune_cache_picks_the_grid_point_and_scores_the_test_text(work, loaded, 
     text = capsys.readouterr().out.splitlines()
     assert len(text) == 5
     assert text[0] == (
-        "cache tuned on the validation split (theta 0..1 step 0.05 x lambda 0.05..0.5 step "
+        "cache tuned on the validation split (theta 0..2 step 0.05 x lambda 0.05..0.5 step "
         f"0.05, size 2,000): theta {tuned.theta:g}, lambda {tuned.lam:g}"
     )
     names = ["validation, cache", "validation, no cache", "test, cache", "test, no cache"]

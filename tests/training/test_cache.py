@@ -155,7 +155,7 @@ def test_tuning_picks_the_brute_force_grid_point():
 
 
 def test_default_grid():
-    assert THETAS[0] == 0.0 and THETAS[-1] == 1.0 and len(THETAS) == 21
+    assert THETAS[0] == 0.0 and THETAS[-1] == 2.0 and len(THETAS) == 41
     assert LAMBDAS[0] == 0.05 and LAMBDAS[-1] == 0.5 and len(LAMBDAS) == 10
 
 

@@ -63,7 +63,7 @@ def add_parser(commands) -> None:
     cache.add_argument(
         "--tune-cache",
         action="store_true",
-        help="choose theta and lambda on the run's validation split (theta 0..1 step 0.05 x "
+        help="choose theta and lambda on the run's validation split (theta 0..2 step 0.05 x "
         "lambda 0.05..0.5 step 0.05), then score PATH (the test text) with them and without",
     )
     add_threads(evaluate)

@@ -39,8 +39,10 @@ from rnnkit.data.streams import TokenStreams
 from rnnkit.devices import model_device, to_device
 from rnnkit.training.progress import counted
 
-#: The grid of ``--tune-cache``: theta 0, 0.05, ..., 1 (21) x lambda 0.05, 0.10, ..., 0.5 (10).
-THETAS = tuple(round(0.05 * k, 2) for k in range(21))
+#: The grid of ``--tune-cache``: theta 0, 0.05, ..., 2 (41) x lambda 0.05, 0.10, ..., 0.5 (10).
+#: Theta reaches 2: an unnormalised LSTM's states are small (|h| < 1 per unit), and a Penn
+#: Treebank model's best theta sat on the edge of an earlier grid that stopped at 1.
+THETAS = tuple(round(0.05 * k, 2) for k in range(41))
 LAMBDAS = tuple(round(0.05 * k, 2) for k in range(1, 11))
 
 
