@@ -177,3 +177,22 @@ def test_the_language_models_own_options_are_refused_by_other_tasks(task, key, v
     )
     config.model = type(config.model)()
     get_task(task)(config)  # without it, the same task is built
+
+
+def test_float_lists_are_finite_numbers_from_a_file_or_a_flag():
+    """``list[float]`` options (forecast quantiles): ints become floats; a bool, a string, NaN
+    or inf is refused naming the key; the flag's parser wants numbers separated by commas."""
+    import argparse
+
+    from rnnkit.commands.args import float_list
+    from rnnkit.config import _coerce
+
+    assert _coerce([0.1, 1], "list[float]", "q", "f.toml") == [0.1, 1.0]
+    assert _coerce([], "list[float]", "q", "f.toml") == []
+    for bad in ([True], ["0.5"], [float("nan")], [float("inf")], 0.5):
+        with pytest.raises(UserError, match="f.toml: q must be list\\[float\\]"):
+            _coerce(bad, "list[float]", "q", "f.toml")
+    assert float_list("0.1,0.5,0.9") == [0.1, 0.5, 0.9]
+    for bad in ("", "0.1,,0.9", "a", "nan", "0.1,inf"):
+        with pytest.raises(argparse.ArgumentTypeError, match="numbers separated by commas"):
+            float_list(bad)

@@ -324,10 +324,20 @@ def _coerce(value: Any, annotation: str, name: str, source: str) -> Any:
         "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
         "list[int]": isinstance(value, list)
         and all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63 for v in value),
+        "list[float]": isinstance(value, list) and all(_finite_number(v) for v in value),
     }[kind]
     if not ok:
         raise UserError(f"{source}: {name} must be {kind}, got {short(value)}")
+    if kind == "list[float]":
+        return [float(v) for v in value]
     return float(value) if kind == "float" else value
+
+
+def _finite_number(value: Any) -> bool:
+    """A list[float] element: an int or a finite float (never a bool, never NaN or inf)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return abs(value) < 2**63 if isinstance(value, int) else math.isfinite(value)
 
 
 def key_name(key: object) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import MISSING, Field, fields
@@ -219,6 +220,8 @@ def _add_field(group, section: str, f: Field, choices=None, tasks=()) -> argpars
         options["action"] = argparse.BooleanOptionalAction
     elif kind == "list[int]":
         options.update(type=int_list, metavar="N1,N2,...")
+    elif kind == "list[float]":
+        options.update(type=float_list, metavar="X1,X2,...")
     elif kind == "list[str]":
         options.update(nargs="+", metavar=f.name.upper())
     elif choices:
@@ -236,6 +239,18 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected integers separated by commas, got {text!r}"
         ) from None
+
+
+def float_list(text: str) -> list[float]:
+    """``0.1,0.5,0.9`` -> [0.1, 0.5, 0.9]: finite numbers only (argparse turns the error into
+    a one-line message)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+    return values
 
 
 def hidden_sizes(text: str) -> list[int]:
