@@ -1,13 +1,18 @@
-"""``--task classify``: many-to-one, a label for each text (names -> language, reviews -> rating).
+"""``--task classify``: many-to-one, a label for each text (names -> language, reviews -> rating)
+or each numeric series (sensor recordings, the UCR/UEA archives).
 
     rnnkit train --preset classify data/names/     # or --task classify --bidirectional ...
     rnnkit predict runs/classify Rossi Nguyen      # Rossi: Italian 0.91, Spanish 0.04, ...
+    rnnkit train --preset ucr X_TRAIN.ts           # .ts, .npz, series CSV: numeric inputs
+    rnnkit predict runs/ucr X_TEST.ts              # X_TEST.ts:9: 1 0.97, 2 0.03
 
 What is here: ``ClassifyTask`` (the :class:`~rnnkit.tasks.base.Task` contract): read the
 labelled files (``rnnkit.data.labelled``), tokenise as characters or words, split
 train/val/test, build the vocabulary from the training split, batch by similar length, mean
 cross-entropy per example, accuracy and macro-F1, a confusion-matrix figure and ``predict``.
-What is not here: the model (``rnnkit.models.classifier``), the loop (``rnnkit.training``).
+Numeric series take the same path with normalised vectors for token ids
+(``rnnkit.tasks.classify_numeric``). What is not here: the model
+(``rnnkit.models.classifier``), the loop (``rnnkit.training``).
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ from rnnkit.errors import UserError
 from rnnkit.models.classifier import SequenceClassifier
 from rnnkit.tasks import metrics
 from rnnkit.tasks.base import StepOutput, Task, World
+from rnnkit.tasks.classify_numeric import SeriesInputs, pad_series, wants_series
 from rnnkit.wording import plural
 
 TOKENIZERS = ("char", "word")
-Batch = tuple[Tensor, Tensor, Tensor]  # tokens (N, L), lengths (N,), targets (N,)
+Batch = tuple[Tensor, Tensor, Tensor]  # tokens (N, L) or series (N, L, K), lengths (N,), targets
+Example = tuple[list[int] | np.ndarray, int]  # token ids or a normalised series (T, K); label
 
 
 @dataclass
@@ -43,16 +50,30 @@ class ClassifyOptions(TaskOptions):
     bidirectional: bool = opt(False, "read the input both ways")
     pooling: str = opt("last", "sequence summary", choices=("last", "mean", "max"))
     min_count: int = opt(1, "words seen fewer times map to <unk> (word tokens)")
+    inputs: str = opt(
+        "auto",
+        "what the files hold: auto (numeric series for a .ts, an .npz, a directory of "
+        "LABEL/*.csv files or a .csv whose header names --label-column and >= 2 steps; "
+        "labelled text otherwise), text or series",
+        choices=("auto", "text", "series"),
+    )
+    label_column: str = opt("label", "the label column of a series CSV (a sequence per row)")
+    project: bool = opt(
+        False,
+        "series: a linear layer maps each step's channels to --embed features before the RNN "
+        "(default: the RNN reads the channels)",
+    )
 
     def validate(self, config: RunConfig) -> None:
         super().validate(config)
         need(self.min_count >= 0, "min-count", "an integer >= 0", self.min_count)
+        need(bool(self.label_column.strip()), "label-column", "a column name", self.label_column)
 
 
 class ClassifyTask(Task):
     name = "classify"
     Options = ClassifyOptions
-    predict_inputs = "one or more texts to classify"
+    predict_inputs = "one or more texts (or series files: .ts, .npz, .csv) to classify"
     unit = "example"
     loss_name = "nats/example"
     metric_names = ("accuracy", "macro_f1")
@@ -64,9 +85,10 @@ class ClassifyTask(Task):
         self.labels: list[str] = []
         self.vocab: TokenVocab | None = None
         self.tokenizer = config.data.tokenizer
-        self.examples: list[tuple[list[int], int]] = []
+        self.examples: list[Example] = []
         self.splits: dict[str, np.ndarray] = {}
         self.order: EpochOrder | None = None
+        self.series: SeriesInputs | None = None  # numeric inputs (set by prepare or the meta)
         if meta is not None:
             self._load_meta(meta)
         elif self.tokenizer not in TOKENIZERS:
@@ -87,6 +109,8 @@ class ClassifyTask(Task):
                 "--task classify needs labelled data: "
                 "a directory of LABEL.txt files, a .tsv or a .csv"
             )
+        if wants_series(data.paths, self.options.inputs, self.options.label_column):
+            return self._prepare_series()
         pairs = read_labelled(data.paths)
         found = [label for label, _ in pairs]
         check_classes(found)
@@ -113,7 +137,44 @@ class ClassifyTask(Task):
             len(train), self.config.train.batch_size, self.config.train.seed, lengths=lengths
         )
 
+    def _prepare_series(self) -> None:
+        """Numeric series: split (``--val FILE`` is the val split when given), fit the
+        normalisation on the training split only, normalise every split with it."""
+        data = self.config.data
+        if self.series is None:
+            self.series = SeriesInputs(self.options.label_column)
+        found = self.series.read(data.paths)
+        val = self.series.read([data.val]) if data.val else None
+        check_classes(found.labels)
+        if self.saved_meta is None:
+            self.labels = sorted(set(found.labels))
+        else:
+            self._check_known(found.labels, data.paths)
+        if val is not None:
+            self._check_known(val.labels, [data.val])
+        n, seed = len(found.values), self.config.train.seed
+        train, held, test = split_indices(
+            n, 0 if val else data.val_fraction, data.test_fraction, seed
+        )
+        if len(train) == 0:
+            raise UserError(f"{n} sequences leave none for training; add more sequences")
+        if self.saved_meta is None:
+            self.series.fit([found.values[i] for i in train])
+        if val is not None:
+            held = np.arange(n, n + len(val.values))
+            found.extend(val)
+        index = {label: i for i, label in enumerate(self.labels)}
+        self.examples = [
+            (self.series.scale(v), index[label])
+            for v, label in zip(found.values, found.labels, strict=True)
+        ]
+        self.splits = {"train": train, "val": held, "test": test}
+        lengths = [len(self.examples[i][0]) for i in train]
+        self.order = EpochOrder(len(train), self.config.train.batch_size, seed, lengths=lengths)
+
     def meta(self) -> dict[str, Any]:
+        if self.series is not None:
+            return {"labels": list(self.labels), **self.series.to_json()}
         return {
             "labels": list(self.labels),
             "vocab": self._vocab().to_json(),
@@ -121,7 +182,7 @@ class ClassifyTask(Task):
         }
 
     def vocab_symbols(self) -> list[str]:
-        return list(self._vocab().symbols)
+        return [] if self.series is not None else list(self._vocab().symbols)
 
     def steps_per_epoch(self) -> int:
         return len(self._order())
@@ -131,6 +192,16 @@ class ClassifyTask(Task):
 
     # ---- model ---------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
+        if self.series is not None:
+            return SequenceClassifier(
+                self.config.model,
+                0,
+                len(self.labels),
+                self.options.bidirectional,
+                self.options.pooling,
+                channels=self.series.channels,
+                project=self.options.project,
+            )
         return SequenceClassifier(
             self.config.model,
             len(self._vocab()),
@@ -142,9 +213,14 @@ class ClassifyTask(Task):
     def describe(self, model: nn.Module) -> str:
         sizes = "/".join(f"{len(self.splits.get(s, ())):,}" for s in ("train", "val", "test"))
         params = sum(p.numel() for p in model.parameters())
+        inputs = (
+            f"{self.series.channels} channels"
+            if self.series is not None
+            else f"{len(self._vocab())} {self.tokenizer} symbols"
+        )
         return (
             f"classify: {params:,} parameters, {len(self.labels)} classes, "
-            f"{len(self._vocab())} {self.tokenizer} symbols, train/val/test {sizes} examples"
+            f"{inputs}, train/val/test {sizes} examples"
         )
 
     # ---- training and evaluation ---------------------------------------------------------
@@ -161,6 +237,15 @@ class ClassifyTask(Task):
         return _metrics(loss, matrix)
 
     def evaluate_paths(self, model: nn.Module, paths: list[str]) -> dict:
+        if self.series is not None:
+            found = self.series.read(paths)
+            self._check_known(found.labels, paths)
+            index = {label: i for i, label in enumerate(self.labels)}
+            examples: list[Example] = [
+                (self.series.scale(v), index[label])
+                for v, label in zip(found.values, found.labels, strict=True)
+            ]
+            return _metrics(*self._score(model, examples))
         pairs = read_labelled(paths)
         self._check_known([label for label, _ in pairs], paths)
         index = {label: i for i, label in enumerate(self.labels)}
@@ -183,16 +268,23 @@ class ClassifyTask(Task):
             raise UserError(f"--top must be a positive integer, got {top!r}")
         if not inputs:
             raise UserError("rnnkit predict needs at least one text to classify")
-        texts = []
-        for number, text in enumerate(inputs, start=1):
-            if not text.strip():
-                raise UserError(f"input {number} is empty; give a text to classify")
-            texts.append(text.strip())
-        examples = [(self._encode(text), 0) for text in texts]
-        tokens, lengths, _ = _batch(examples)
-        model.eval()
-        with torch.no_grad():
-            probs = model(to_device(tokens, model_device(model)), lengths).softmax(-1).cpu()
+        if self.series is not None:  # files: one line per sequence, named by file and line
+            found = self.series.read(inputs, labelled=False)
+            texts = found.sources
+            examples: list[Example] = [(self.series.scale(v), 0) for v in found.values]
+        else:
+            texts = []
+            for number, text in enumerate(inputs, start=1):
+                if not text.strip():
+                    raise UserError(f"input {number} is empty; give a text to classify")
+                texts.append(text.strip())
+            examples = [(self._encode(text), 0) for text in texts]
+        probs = torch.cat(
+            [
+                self._probabilities(model, examples[i : i + 256])
+                for i in range(0, len(examples), 256)
+            ]
+        )
         values, ids = probs.topk(min(top, len(self.labels)), dim=-1)
         lines = []
         for text, p, i in zip(texts, values.tolist(), ids.tolist(), strict=True):
@@ -201,6 +293,12 @@ class ClassifyTask(Task):
         return "\n".join(lines)
 
     # ---- helpers -------------------------------------------------------------------------
+    def _probabilities(self, model: nn.Module, examples: list[Example]) -> Tensor:
+        tokens, lengths, _ = _batch(examples)
+        model.eval()
+        with torch.no_grad():
+            return model(to_device(tokens, model_device(model)), lengths).softmax(-1).cpu()
+
     def _vocab(self) -> TokenVocab:
         if self.vocab is None:
             raise RuntimeError("ClassifyTask: call prepare() (or pass saved meta) first")
@@ -217,7 +315,7 @@ class ClassifyTask(Task):
     def _collate(self, ids: np.ndarray) -> Batch:
         return _batch([self.examples[i] for i in ids])
 
-    def _split(self, split: str) -> list[tuple[list[int], int]]:
+    def _split(self, split: str) -> list[Example]:
         if split not in ("train", "val", "test"):
             raise UserError(f"split must be train, val or test, got {split!r}")
         if split not in self.splits:
@@ -227,7 +325,7 @@ class ClassifyTask(Task):
         return [self.examples[i] for i in self.splits[split]]
 
     def _score(
-        self, model: nn.Module, examples: list[tuple[list[int], int]], max_batches: int = 0
+        self, model: nn.Module, examples: list[Example], max_batches: int = 0
     ) -> tuple[float, np.ndarray]:
         """Mean cross-entropy and confusion matrix over ``examples``, batched by length;
         ``max_batches`` > 0 scores a fixed seeded sample of that many batches. Both are summed
@@ -268,12 +366,13 @@ class ClassifyTask(Task):
         """Labels, vocabulary and tokenizer from a checkpoint, each checked."""
         if not isinstance(meta, dict):
             raise UserError(f"classify meta must be a JSON object, got {type(meta).__name__}")
-        for key in ("labels", "vocab", "tokenizer"):
+        series = meta.get("inputs") == "series"
+        for key in ("labels",) if series else ("labels", "vocab", "tokenizer"):
             if key not in meta:
                 raise UserError(
                     f"classify meta: missing key {key!r} (the checkpoint is incomplete)"
                 )
-        labels, tokenizer = meta["labels"], meta["tokenizer"]
+        labels, tokenizer = meta["labels"], meta.get("tokenizer", "char")
         if (
             not isinstance(labels, list)
             or not all(isinstance(x, str) for x in labels)
@@ -287,11 +386,17 @@ class ClassifyTask(Task):
         if tokenizer not in TOKENIZERS:
             raise UserError(f"classify meta: 'tokenizer' must be char or word, got {tokenizer!r}")
         self.labels, self.tokenizer = list(labels), tokenizer
+        if series:
+            self.series = SeriesInputs.from_json(meta)
+            return
         self.vocab = TokenVocab.from_json(meta["vocab"], source="classify meta 'vocab'")
 
 
-def _batch(examples: list[tuple[list[int], int]]) -> Batch:
-    tokens, lengths = pad([ids for ids, _ in examples], PAD)  # (N, L), (N,)
+def _batch(examples: list[Example]) -> Batch:
+    if examples and isinstance(examples[0][0], np.ndarray):
+        tokens, lengths = pad_series([x for x, _ in examples])  # (N, L, K), (N,)
+    else:
+        tokens, lengths = pad([ids for ids, _ in examples], PAD)  # (N, L), (N,)
     targets = torch.tensor([label for _, label in examples], dtype=torch.long)  # (N,)
     return tokens, lengths, targets
 
