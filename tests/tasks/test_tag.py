@@ -280,3 +280,96 @@ def test_split_words_splits_punctuation():
     assert split_words("The cat sat. ") == ["The", "cat", "sat", "."]
     assert split_words("(wait...) Yes!?") == ["(", "wait", "...", ")", "Yes", "!", "?"]
     assert split_words("-- ...") == ["--", "..."]
+
+
+# ---- the CRF output layer (--crf) and --val ------------------------------------------------
+def test_crf_training_lowers_the_loss_and_learns_the_rule(tmp_path):
+    task = make_task(tmp_path, crf=True)
+    torch.manual_seed(0)
+    model = task.build_model()
+    assert model.crf is not None and "CRF" in task.describe(model)
+    before = task.evaluate(model, "val")
+    losses = [out.loss.item() for out in fit(task, model, 120, 1e-2)]
+    after = task.evaluate(model, "val")
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) / 4
+    assert after["loss"] < before["loss"] / 4
+    assert after["token_accuracy"] > 0.95
+    assert task.tag_words(model, [["zzzing", "qqqly", "vvvs"]]) == [["ING", "LY", "S"]]
+
+
+def test_crf_loss_is_the_nll_per_token_and_predictions_are_viterbi(tmp_path):
+    """Transitions that forbid every tag but X after X: Viterbi's tags, not each position's
+    argmax, are what tag_words, predict and evaluate report; the loss is the CRF's NLL summed
+    over sentences over the token count."""
+    task = make_task(tmp_path, crf=True)
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    x = task.tags.index("X")
+    with torch.no_grad():
+        model.crf.transitions.fill_(-1e4)
+        model.crf.transitions[:, x] = 0.0  # any tag -> X only
+    sentences = [words for words, _ in task.splits["val"]]
+    tagged = task.tag_words(model, sentences)
+    assert all(tags[1:] == ["X"] * (len(tags) - 1) for tags in tagged)
+    batch = collate(task.encoded["val"])
+    with torch.no_grad():
+        logits = model(batch.words, batch.lengths, batch.chars, batch.char_lengths)
+        viterbi = model.crf.decode(logits, batch.lengths)[0]
+        nll = model.crf(logits, batch.tags, batch.lengths).sum() / batch.lengths.sum()
+    assert not torch.equal(viterbi, logits.argmax(-1))  # the test can tell them apart
+    valid = batch.tags != -100
+    result = task.evaluate(model, "val")
+    want = float((viterbi[valid] == batch.tags[valid]).float().mean())
+    assert result["token_accuracy"] == pytest.approx(want)
+    assert result["loss"] == pytest.approx(float(nll), rel=1e-5)
+    first = task.predict(model, [" ".join(sentences[0])], {})
+    assert [pair.rsplit("/", 1)[1] for pair in first.split()] == tagged[0]
+
+
+def test_val_file_is_the_validation_split(tmp_path):
+    config = tiny_config()
+    config.data.paths = [suffix_corpus(tmp_path, n=50)]
+    config.data.val = write(tmp_path, "dev.tsv", "bkting\tING\nfoo\tX\n\ndgly\tLY\n")
+    config.data.val_fraction, config.data.test_fraction = 0.5, 0.0
+    task = get_task("tag")(config)
+    task.prepare()
+    assert task.splits["val"] == [(["bkting", "foo"], ["ING", "X"]), (["dgly"], ["LY"])]
+    assert len(task.splits["train"]) == 50 and task.splits["test"] == []  # all of the file
+    assert task.own_data("val").startswith("the validation file ")
+    assert "dev.tsv (data.val" in task.own_data("val")
+    with pytest.raises(UserError, match=r"the test split is empty .*rnnkit eval RUN TEST"):
+        task.evaluate(task.build_model(), "test")
+    config.data.test_fraction = 0.2
+    task.prepare()
+    assert (len(task.splits["train"]), len(task.splits["test"])) == (40, 10)
+    config.data.val = write(tmp_path, "bad.tsv", "foo\tADJ\n")
+    with pytest.raises(UserError, match="bad.tsv"):
+        TagTask(config, task.meta()).prepare()
+
+
+def test_crf_run_trains_saves_evaluates_and_predicts_from_the_cli(tmp_path):
+    """rnnkit train --task tag --crf TRAIN --val DEV, then eval RUN TEST and predict: the
+    CRF's tensors are in model.safetensors and the reloaded run scores what it trained."""
+    from safetensors import safe_open
+
+    from subprocess_cli import rnnkit
+
+    train = suffix_corpus(tmp_path, n=60, seed=1)
+    dev = write(tmp_path, "dev.tsv", "bkting\tING\nfoo\tX\n\ndgly\tLY\n")
+    test = write(tmp_path, "test.tsv", "grs\tS\nmlking\tING\n")
+    flags = ["--task", "tag", "--crf", "--char-hidden", "4", "--hidden", "8", "--embed", "8"]
+    steps = ["--max-steps", "6", "--eval-every", "3", "--batch-size", "8", "--threads", "1"]
+    done = rnnkit(
+        "train", train, "--val", dev, *flags, *steps, "--test-fraction", "0", "--out", "run",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with safe_open(tmp_path / "run" / "best" / "model.safetensors", "pt") as weights:
+        assert {"crf.transitions", "crf.start", "crf.end"} <= set(weights.keys())
+    scored = rnnkit("eval", "run", test, "--json", "--threads", "1", cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    assert 0.0 <= json.loads(scored.stdout.splitlines()[-1])["token_accuracy"] <= 1.0
+    own = rnnkit("eval", "run", "--threads", "1", cwd=tmp_path)
+    assert own.returncode == 0 and "the validation file" in own.stderr, own.stderr
+    said = rnnkit("predict", "run", "grs mlking", "--threads", "1", cwd=tmp_path)
+    assert said.returncode == 0 and re.fullmatch(r"grs/\w+ mlking/\w+\n", said.stdout), said

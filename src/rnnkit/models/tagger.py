@@ -2,13 +2,18 @@
 
     x_t = [E_word[lower(w_t)] ; charBiRNN(w_t)]        word embedding + spelling
     h_t = BiRNN(x_1..x_L)_t                            the sentence, read both ways
-    logits_t = W h_t + b                               (N, L, T)
+    logits_t = W h_t + b                               (N, L, T) emission scores
+    loss: -sum_t log softmax(logits_t)[y_t]            per position (the default), or
+          -log p_CRF(y_1..y_L | logits)                a linear-chain CRF (``crf=True``)
 
 The character encoder reads each word's characters both ways and concatenates its final
 forward and backward states, so a word never seen in training (its word id is ``<unk>``)
 still gets a representation from its spelling (suffixes, capitals, digits). Padding never
 changes a valid position: both RNNs run with ``lengths=`` (packed), and padded words never
-reach the character encoder. Not here: vocabularies, word dropout, the loss (``tasks/tag.py``).
+reach the character encoder. With ``crf`` the tags of a sentence are scored together
+(``models/crf.py``: transition scores, the forward algorithm, Viterbi decoding), so the
+tagger can learn that, say, a determiner is rarely followed by a verb. Not here:
+vocabularies, word dropout, averaging the loss over tokens (``tasks/tag.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from rnnkit.config import ModelConfig
 from rnnkit.data.batching import mask
 from rnnkit.devices import to_device
 from rnnkit.models.common import last_hidden, recurrent
+from rnnkit.models.crf import LinearChainCRF
 
 CHAR_EMBED = 32  # character embedding size (the character encoder is small by design)
 WORD_INIT_STD = 0.1  # word embeddings start N(0, 0.1^2), not torch's N(0, 1): see the class
@@ -49,6 +55,7 @@ class SequenceTagger(nn.Module):
         num_tags: int,
         char_hidden: int = 0,
         bidirectional: bool = True,
+        crf: bool = False,
     ) -> None:
         super().__init__()
         for name, value, least in (
@@ -73,6 +80,7 @@ class SequenceTagger(nn.Module):
         self.rnn = recurrent(config, features, bidirectional=bidirectional)
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(config.hidden * (2 if bidirectional else 1), num_tags)
+        self.crf = LinearChainCRF(num_tags) if crf else None
 
     def forward(
         self, words: Tensor, lengths: Tensor, chars: Tensor, char_lengths: Tensor
@@ -105,3 +113,22 @@ class SequenceTagger(nn.Module):
         spelled = last_hidden(state, bidirectional=True)  # (M, 2C)
         out = spelled.new_zeros(N * L, spelled.size(-1))  # (N*L, 2C)
         return out.index_copy(0, rows, spelled).view(N, L, -1)  # (N, L, 2C)
+
+    def summed_loss(self, logits: Tensor, tags: Tensor, lengths: Tensor) -> Tensor:
+        """The loss summed over the batch (a scalar) for ``logits`` (N, L, T) from ``forward``
+        and gold ``tags`` (N, L), -100 past each length: the CRF's negative log-likelihood of
+        each sentence, else the cross-entropy of each position (padding ignored by index,
+        never cut out by a mask, which would wait for the device)."""
+        if self.crf is not None:
+            return self.crf(logits, tags, lengths).sum()
+        return nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), tags.flatten(), ignore_index=-100, reduction="sum"
+        )
+
+    @torch.no_grad()
+    def decode(self, logits: Tensor, lengths: Tensor) -> Tensor:
+        """The predicted tags (N, L): Viterbi's best sequence with the CRF, else each
+        position's argmax. Past each length: meaningless."""
+        if self.crf is not None:
+            return self.crf.decode(logits, lengths)[0]
+        return logits.argmax(-1)

@@ -1,13 +1,18 @@
 """``--task tag``: one label per word (many-to-many, aligned), e.g. part-of-speech tagging.
 
-    rnnkit train --preset tag en_ewt-ud-train.conllu --out runs/tag
+    rnnkit train --preset tag en_ewt-ud-train.conllu --val en_ewt-ud-dev.conllu --out runs/tag
+    rnnkit eval runs/tag/best en_ewt-ud-test.conllu        # token_accuracy: UPOS accuracy
     rnnkit predict runs/tag "The cat sat on the mat."   # The/DET cat/NOUN sat/VERB ...
 
 Data: CoNLL-U (FORM and UPOS) or ``token<TAB>tag`` files (``data/conllu.py``), split into
-train/val/test sentences. Vocabularies come from the training sentences: lower-cased words seen
-``min_count`` times, characters (original casing, for the spelling encoder), and every tag.
-Training replaces rare words by ``<unk>`` now and then (word dropout, probability
-``alpha / (alpha + count)``) so the ``<unk>`` embedding learns to lean on the spelling.
+train/val/test sentences; with ``--val FILE`` (an official dev split) the validation sentences
+are that file's and the training files lose only ``--test-fraction``. Vocabularies come from
+the training sentences: lower-cased words seen ``min_count`` times, characters (original
+casing, for the spelling encoder), and every tag. Training replaces rare words by ``<unk>``
+now and then (word dropout, probability ``alpha / (alpha + count)``) so the ``<unk>``
+embedding learns to lean on the spelling.
+``--crf`` scores each sentence's tags together with a linear-chain CRF (``models/crf.py``):
+the loss is its negative log-likelihood per token, and predictions are Viterbi's.
 Metrics: token accuracy, macro-F1 and each tag's F1 (``f1_<TAG>``). Not here: the model
 (``models/tagger.py``) and the loop (``rnnkit/trainer/loop.py``).
 """
@@ -22,7 +27,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.config import RunConfig, TaskOptions, need, opt
@@ -33,7 +37,7 @@ from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError
 from rnnkit.models.tagger import SequenceTagger
 from rnnkit.tasks import metrics
-from rnnkit.tasks.base import StepOutput, Task, World
+from rnnkit.tasks.base import StepOutput, Task, World, data_names
 from rnnkit.wording import plural
 
 IGNORE = -100  # target at padded positions (cross_entropy's ignore_index)
@@ -58,6 +62,9 @@ class TagOptions(TaskOptions):
     bidirectional: bool = opt(False, "read the input both ways")
     char_hidden: int = opt(0, "per-word character RNN size, 0: off")
     min_count: int = opt(1, "words seen fewer times map to <unk> (word tokens)")
+    crf: bool = opt(
+        False, "a linear-chain CRF output layer: tag transitions, Viterbi decoding (Lample 2016)"
+    )
 
     def validate(self, config: RunConfig) -> None:
         super().validate(config)
@@ -92,26 +99,30 @@ class TagTask(Task):
 
     # ---- data ----------------------------------------------------------------------------
     def prepare(self) -> None:
-        sentences = read_tagged(self.config.data.paths)
         d, seed = self.config.data, self.config.train.seed
-        train, val, test = split_indices(len(sentences), d.val_fraction, d.test_fraction, seed)
+        sentences = read_tagged(d.paths)
+        held_out = read_tagged([d.val]) if d.val else []  # --val: the validation sentences
+        val_fraction = 0.0 if d.val else d.val_fraction
+        train, val, test = split_indices(len(sentences), val_fraction, d.test_fraction, seed)
         if len(train) == 0:
             raise UserError(
                 f"no training sentences left of {len(sentences)} after the val/test split "
                 "(add sentences or lower --val-fraction / --test-fraction)"
             )
         self.splits = {
-            name: [sentences[i] for i in idx]
-            for name, idx in (("train", train), ("val", val), ("test", test))
+            "train": [sentences[i] for i in train],
+            "val": held_out or [sentences[i] for i in val],
+            "test": [sentences[i] for i in test],
         }
         if self.saved_meta is None:
             lowered = [[w.lower() for w in words] for words, _ in self.splits["train"]]
             self.words = TokenVocab.build(lowered, max(1, self.options.min_count))
             self.chars = TokenVocab.build("".join(words) for words, _ in self.splits["train"])
-            self.tags = sorted({t for _, tags in sentences for t in tags})
+            self.tags = sorted({t for _, tags in sentences + held_out for t in tags})
             self.tag_index = {t: i for i, t in enumerate(self.tags)}
         else:
-            self._check_tags(sentences, self.config.data.paths)
+            self._check_tags(sentences, d.paths)
+            self._check_tags(held_out, [d.val])
         counts = Counter(w.lower() for words, _ in self.splits["train"] for w in words)
         self.drop_p = np.array(
             [WORD_DROPOUT_ALPHA / (WORD_DROPOUT_ALPHA + counts[s]) for s in self.words.symbols]
@@ -168,6 +179,7 @@ class TagTask(Task):
             len(self.tags),
             t.char_hidden,
             t.bidirectional,
+            t.crf,
         )
 
     def describe(self, model: nn.Module) -> str:
@@ -175,7 +187,7 @@ class TagTask(Task):
         return (
             f"tag: {sum(p.numel() for p in model.parameters()):,} parameters, "
             f"{plural(len(self.words), 'word')}, {plural(len(self.chars), 'char')}, "
-            f"{plural(len(self.tags), 'tag')}; "
+            f"{plural(len(self.tags), 'tag')}{', CRF' if self.options.crf else ''}; "
             f"sentences: {sizes}"
         )
 
@@ -184,14 +196,17 @@ class TagTask(Task):
         model.train()
         logits = _forward(model, batch)  # (N, L, T)
         targets = to_device(batch.tags, logits.device)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
-        return StepOutput(loss, int(batch.lengths.sum()))
+        tokens = int(batch.lengths.sum())
+        return StepOutput(model.summed_loss(logits, targets, batch.lengths) / tokens, tokens)
 
     def evaluate(self, model: nn.Module, split: str = "val", max_batches: int = 0) -> dict:
         if split not in self.splits:
             raise UserError(f"unknown split {split!r}: choose val or test")
         if not self.encoded[split]:
-            raise UserError(f"the {split} split is empty (raise --{split}-fraction)")
+            raise UserError(
+                f"the {split} split is empty (raise --{split}-fraction, or score a file: "
+                f"rnnkit eval RUN {split.upper()}.conllu)"
+            )
         return self._metrics(model, self.encoded[split], max_batches)
 
     def evaluate_paths(self, model: nn.Module, paths: list[str]) -> dict:
@@ -247,6 +262,12 @@ class TagTask(Task):
         result.update({f"f1_{tag}": float(f1[i]) for i, tag in enumerate(self.tags)})
         return result
 
+    def own_data(self, split: str = "val") -> str:
+        d = self.config.data
+        if d.val and split == "val":
+            return f"the validation file {data_names([d.val])} (data.val from the checkpoint)"
+        return super().own_data(split)
+
     def _check_tags(self, sentences: list[Sentence], paths: list[str]) -> None:
         unknown = sorted({t for _, tags in sentences for t in tags} - set(self.tags))
         if unknown:
@@ -282,14 +303,15 @@ def _forward(model: nn.Module, batch: TagBatch) -> Tensor:
 @torch.no_grad()
 def _predict(model: nn.Module, batch: TagBatch) -> Tensor:
     model.eval()
-    return _forward(model, batch).argmax(-1).cpu()  # (N, L)
+    return model.decode(_forward(model, batch), batch.lengths).cpu()  # (N, L)
 
 
 @torch.no_grad()
 def _confusion(
     model: nn.Module, encoded: list, num_tags: int, max_batches: int = 0
 ) -> tuple[np.ndarray, float, int]:
-    """Confusion matrix over every valid token, summed cross-entropy and the token count.
+    """Confusion matrix over every valid token, the summed loss (cross-entropy, or the CRF's
+    negative log-likelihood, with Viterbi's tags) and the token count.
     Summed on the model's device (padding ignored by index, never cut out by a mask, which
     would wait for the device) and read once at the end."""
     model.eval()
@@ -304,11 +326,10 @@ def _confusion(
         tokens += int((batch.tags != IGNORE).sum())  # on the host
         logits = _forward(model, batch).float()  # (N, L, T)
         tags = to_device(batch.tags, device)  # (N, L)
-        loss = F.cross_entropy(logits.flatten(0, 1), tags.flatten(), ignore_index=IGNORE,
-                               reduction="sum")  # fmt: skip
-        loss_sum.add("loss", loss)
+        loss_sum.add("loss", model.summed_loss(logits, tags, batch.lengths))
         valid = tags != IGNORE
-        metrics.count_pairs(counts, tags.clamp(min=0), logits.argmax(-1), valid)
+        predicted = model.decode(logits, batch.lengths)  # (N, L)
+        metrics.count_pairs(counts, tags.clamp(min=0), predicted, valid)
     return counts.cpu().numpy(), loss_sum.read()["loss"], tokens
 
 
