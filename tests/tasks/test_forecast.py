@@ -157,7 +157,8 @@ def test_task_windows_never_straddle_parts(tmp_path):
     task = ForecastTask(make_config([series_csv(tmp_path, values)]))
     task.prepare()
     seen = []
-    for part, raw in task.raw.items():
+    for part, block in task.blocks.items():
+        raw = block.raw
         assert (task.starts[part] + 12 <= len(raw)).all()
         seen.append(raw)
     np.testing.assert_allclose(np.concatenate(seen), values)
@@ -221,9 +222,9 @@ def test_forecast_equals_forward_on_its_own_predictions(cell):
     model = Forecaster(config, channels=3).eval()
     x = torch.randn(4, 7, 3)
     with torch.no_grad():
-        future = model.forecast(x, horizon=5)  # (4, 5, 3)
+        future = model.forecast(x, horizon=5)[..., 0]  # (4, 5, 3): P = 1, a point forecast
         fed = torch.cat([x, future[:, :-1]], dim=1)  # the window, then its own predictions
-        again = model(fed)[:, 6:]  # the prediction after each of those steps
+        again = model(fed)[:, 6:, :, 0]  # the prediction after each of those steps
     assert future.shape == (4, 5, 3)
     torch.testing.assert_close(future, again, rtol=1e-5, atol=1e-6)
 
@@ -233,7 +234,7 @@ def test_forecast_carries_state_instead_of_rereading_the_window():
     model = Forecaster(make_config().model, channels=2).eval()
     lengths = []
     original = model.step
-    model.step = lambda x, state=None: (lengths.append(x.size(1)), original(x, state))[1]
+    model.step = lambda x, z=None, state=None: (lengths.append(x.size(1)), original(x, z, state))[1]
     model.forecast(torch.randn(2, 9, 2), horizon=4)
     assert lengths == [9, 1, 1, 1]
 
@@ -277,7 +278,7 @@ def test_meta_round_trip_and_predict(tmp_path):
     assert lines[0] == "a,b" and len(lines) == 1 + task.options.horizon
     x = torch.tensor((values[-8:] - meta["mean"]) / meta["std"], dtype=torch.float32)
     with torch.no_grad():
-        future = model.eval().forecast(x[None], 4)[0].double().numpy()
+        future = model.eval().forecast(x[None], 4)[0, :, :, 0].double().numpy()
     expected = future * meta["std"] + meta["mean"]
     got = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
     np.testing.assert_allclose(got, expected, rtol=1e-5)
@@ -289,7 +290,7 @@ def test_meta_round_trip_and_predict(tmp_path):
     whole = series_csv(tmp_path, values, "all.csv")
     copy = series_csv(tmp_path, values, "copy.csv")
     metrics = loaded.evaluate_paths(clone, [whole, copy])
-    assert set(metrics) == {"loss", *ForecastTask.metric_names}
+    assert set(metrics) == {"loss", *ForecastTask.metric_names[:5]}  # a point forecast
     single = loaded.evaluate_paths(clone, [whole])  # the same windows twice: the same means
     assert metrics == pytest.approx(single, rel=1e-9)
     with pytest.raises(UserError, match="recent.csv: --window 8 .* longer than the 10-step"):

@@ -5,10 +5,12 @@
     rnnkit eval runs/charlm other.txt           # data in the training format
     rnnkit eval runs/ptb test.txt --cache-size 2000 --cache-theta 0.3 --cache-lambda 0.1
     rnnkit eval runs/ptb test.txt --tune-cache  # theta, lambda chosen on the validation split
+    rnnkit eval runs/demand demand.csv --backtest --horizon 48 --windows 7   # rolling origin
 
 What the metrics are and how their line reads are the task's (``Task.evaluate``,
 ``Task.eval_line``, ``Task.own_data``). The neural cache (Grave et al. 2017) is the language
-model's, at evaluation time only (``rnnkit.tasks.lm_cache``, ``rnnkit.training.cache``).
+model's, at evaluation time only (``rnnkit.tasks.lm_cache``, ``rnnkit.training.cache``); the
+rolling-origin backtest is the forecaster's (``rnnkit.tasks.forecast_eval.backtest``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,20 @@ def add_parser(commands) -> None:
         help="choose theta and lambda on the run's validation split (theta 0..2 step 0.05 x "
         "lambda 0.05..0.5 step 0.05), then score PATH (the test text) with them and without",
     )
+    backtest = evaluate.add_argument_group(
+        "rolling-origin backtest (--task forecast)",
+        "In each series of PATH, the last --windows stretches of --horizon steps, each forecast "
+        "from the history before it: MASE (scaled by the in-sample seasonal-naive MAE, the "
+        "run's --season), sMAPE, MAE and, for a probabilistic run, CRPS or quantile loss and the "
+        "interval's coverage, averaged over windows and series.",
+    )
+    backtest.add_argument("--backtest", action="store_true", help="run the backtest on PATH")
+    backtest.add_argument(
+        "--horizon", type=int, metavar="H", help="steps per window (default: the run's)"
+    )
+    backtest.add_argument(
+        "--windows", type=int, metavar="K", help="windows per series (default: 5)"
+    )
     add_threads(evaluate)
     add_device(evaluate)
 
@@ -76,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     use_threads(args)
     cache = _cache_settings(args)  # bad cache flags: refused before the checkpoint is read
+    _check_backtest(args)
     device = use_device(args)  # a missing device is refused before the checkpoint is read
     task, model, config = load_task(args.checkpoint, device)
     config.data.cache_dir = args.cache_dir  # never the checkpoint's: it would choose our writes
@@ -86,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     task.show_progress = True  # a whole corpus takes minutes: never silent
     if cache is not None:
         return _run_cache(args, task, model, cache, describe_device(device))
+    if args.backtest:
+        return _run_backtest(args, task, model, describe_device(device))
     if args.paths:
         figures = task.evaluate_paths(model, args.paths)
     else:
@@ -126,6 +145,43 @@ def _cache_settings(args: argparse.Namespace):
     settings = CacheSettings(*(d if v is None else v for v, d in zip(given, defaults, strict=True)))
     settings.check()
     return settings
+
+
+def _check_backtest(args: argparse.Namespace) -> None:
+    """The backtest flags, checked before the checkpoint is read."""
+    if not args.backtest:
+        given = [
+            f
+            for f, v in (("--horizon", args.horizon), ("--windows", args.windows))
+            if v is not None
+        ]
+        if given:
+            raise UserError(f"{given[0]} is a --backtest flag: add --backtest")
+        return
+    for flag, value, high in (
+        ("--horizon", args.horizon, 10_000),
+        ("--windows", args.windows, 10_000),
+    ):
+        if value is not None and not 1 <= value <= high:
+            raise UserError(f"{flag} must be an integer in [1, {high:,}], got {value}")
+    if not args.paths:
+        raise UserError("--backtest needs the CSV files: rnnkit eval RUN FILE.csv --backtest")
+    cache = (args.cache_size, args.cache_theta, args.cache_lambda)
+    if args.figures or args.tune_cache or cache != (None, None, None):
+        raise UserError("--backtest scores PATH alone: drop --figures and the cache flags")
+
+
+def _run_backtest(args: argparse.Namespace, task, model, device: str) -> int:
+    """``rnnkit eval RUN FILE --backtest``: the task's rolling-origin backtest."""
+    if not hasattr(task, "backtest"):
+        raise UserError(f"--backtest is for --task forecast runs, not --task {task.name}")
+    horizon = args.horizon or task.options.horizon
+    figures = task.backtest(model, args.paths, horizon, args.windows or 5)
+    if args.json:
+        print(json.dumps({**figures, "device": device}))
+    else:
+        print(task.backtest_line(figures))
+    return 0
 
 
 def _run_cache(args: argparse.Namespace, task, model, cache, device: str) -> int:

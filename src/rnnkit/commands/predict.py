@@ -3,6 +3,7 @@
     rnnkit predict runs/names Rossi Nakamura --top 3
     rnnkit predict runs/dates "March 3, 2021" --decode beam --beam-width 5
     rnnkit predict runs/frames -o frames.png           # default: runs/frames/frames_predict.png
+    rnnkit predict runs/forecast recent.csv --horizon 24    # median and interval columns
 
 What each task predicts, what it reads and whether it draws a picture are the task's
 (``Task.predict``, ``predict_inputs``, ``predict_picture``); this module checks the arguments
@@ -39,7 +40,10 @@ def add_parser(commands) -> None:
     predict.add_argument("--top", type=positive, help="classes shown per input (classify)")
     add_decoding(predict)
     predict.add_argument("--temperature", type=float, help="(seq2seq, generate-from)")
-    predict.add_argument("--num-samples", type=positive, help="(generate-from)")
+    predict.add_argument(
+        "--num-samples", type=positive, help="(generate-from; forecast: sample paths)"
+    )
+    predict.add_argument("--horizon", type=positive, help="steps to forecast (forecast)")
     predict.add_argument("--seed", type=int, help="random seed (default: the run's)")
     predict.add_argument(
         "-o",
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     use_threads(args)
     device = use_device(args)  # a missing device is refused before the checkpoint is read
     task, model, _ = load_task(args.checkpoint, device)
-    names = ("top", "decode", "beam_width", "temperature", "num_samples", "seed")
+    names = ("top", "decode", "beam_width", "temperature", "num_samples", "horizon", "seed")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if not args.inputs and task.predict_inputs:
         raise UserError(

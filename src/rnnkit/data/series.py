@@ -92,7 +92,9 @@ def _csv_rows(path: Path, text: str):
         yield reader.line_num, row
 
 
-def _read_csv(path: Path, columns: list[str] | None) -> tuple[list[str], np.ndarray]:
+def read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the non-blank data rows ``(line, cells)`` of one CSV file, every row as
+    wide as the header (cells stripped). UserError naming the file and line otherwise."""
     text = read_text(path, empty_hint="expected a CSV header row and data rows")
     records = _csv_rows(path, text)
     first = next(records, None)
@@ -113,6 +115,36 @@ def _read_csv(path: Path, columns: list[str] | None) -> tuple[list[str], np.ndar
         rows.append((line, [cell.strip() for cell in row]))
     if not rows:
         raise UserError(f"{path}: no data rows after the header (one time step per row)")
+    return header, rows
+
+
+def column_indices(path: Path, header: list[str], columns: Sequence[str]) -> list[int]:
+    """Where each of ``columns`` sits in ``header``; UserError naming the first unknown one."""
+    unknown = [c for c in columns if c not in header]
+    if unknown:
+        raise UserError(f"{path}: no column {unknown[0]!r} (available: {', '.join(header)})")
+    return [header.index(c) for c in columns]
+
+
+def parse_value(path: Path, line: int, column: str, cell: str) -> float:
+    """One cell as a finite float of magnitude at most MAX_ABS_VALUE, or a UserError naming
+    the file, line and column."""
+    value = _number(cell)
+    if value is None:
+        what = "an empty cell" if not cell else f"{cell!r}"
+        raise UserError(f"{path}:{line}: column {column!r}: {what} is not a number")
+    if not math.isfinite(value):
+        raise UserError(f"{path}:{line}: column {column!r}: {cell!r} is not a finite number")
+    if abs(value) > MAX_ABS_VALUE:
+        raise UserError(
+            f"{path}:{line}: column {column!r}: {cell!r} is too large to "
+            f"normalise (|value| must be at most {MAX_ABS_VALUE:g})"
+        )
+    return value
+
+
+def _read_csv(path: Path, columns: list[str] | None) -> tuple[list[str], np.ndarray]:
+    header, rows = read_table(path)
     if columns is None:
         used = [
             j
@@ -122,27 +154,11 @@ def _read_csv(path: Path, columns: list[str] | None) -> tuple[list[str], np.ndar
         if not used:
             raise UserError(f"{path}: no numeric column (columns: {', '.join(header)})")
     else:
-        unknown = [c for c in columns if c not in header]
-        if unknown:
-            raise UserError(f"{path}: no column {unknown[0]!r} (available: {', '.join(header)})")
-        used = [header.index(c) for c in columns]
+        used = column_indices(path, header, columns)
     values = np.empty((len(rows), len(used)), dtype=np.float64)
     for i, (line, cells) in enumerate(rows):
         for k, j in enumerate(used):
-            value = _number(cells[j])
-            if value is None:
-                what = "an empty cell" if not cells[j] else f"{cells[j]!r}"
-                raise UserError(f"{path}:{line}: column {header[j]!r}: {what} is not a number")
-            if not math.isfinite(value):
-                raise UserError(
-                    f"{path}:{line}: column {header[j]!r}: {cells[j]!r} is not a finite number"
-                )
-            if abs(value) > MAX_ABS_VALUE:
-                raise UserError(
-                    f"{path}:{line}: column {header[j]!r}: {cells[j]!r} is too large to "
-                    f"normalise (|value| must be at most {MAX_ABS_VALUE:g})"
-                )
-            values[i, k] = value
+            values[i, k] = parse_value(path, line, header[j], cells[j])
     return [header[j] for j in used], values
 
 

@@ -35,6 +35,7 @@ CONFIG: dict[str, dict[str, Bound]] = {
     "forecast": {
         "window": Bound(1, 100_000, "input steps per forecast window; the presets read 48-50"),
         "horizon": Bound(1, 10_000, "steps forecast one at a time; the presets forecast 12-100"),
+        "num_samples": Bound(1, 10_000, "sample paths per forecast; the default draws 100"),
     },
     "frames": {
         "frame_size": Bound(4, 128, "pixels per side; the preset draws 16"),
