@@ -248,7 +248,7 @@ def _csv_header(path: Path) -> list[str]:
 def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     """(line, cells) of every non-blank row, one width throughout."""
     text = read_text(path, empty_hint=_EMPTY)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[tuple[int, list[str]]] = []
     try:
         for row in reader:
@@ -282,12 +282,13 @@ def _read_csv(path: Path, label_column: str, labelled: bool) -> Series:
     where = header.index(label_column)
     out = Series()
     for number, row in rows[1:]:
-        label = row.pop(where)
+        label = row[where]
         if labelled and not label:
             raise UserError(f"{path}:{number}: empty label in column {label_column!r}")
-        while row and row[-1] == "":  # trailing empty cells: a shorter sequence
-            row.pop()
-        values = [_cell(c, f"{path}:{number}", f"column {i + 2}") for i, c in enumerate(row)]
+        cells = [(i + 1, cell) for i, cell in enumerate(row) if i != where]
+        while cells and cells[-1][1] == "":  # trailing empty cells: a shorter sequence
+            cells.pop()
+        values = [_cell(c, f"{path}:{number}", f"column {i}") for i, c in cells]
         out.values.append(_present(np.array(values, dtype=np.float32)[:, None], f"{path}:{number}"))
         out.labels.append(label)
         out.sources.append(f"{path}:{number}")
