@@ -64,6 +64,7 @@ def test_ptb_awd_is_the_awd_lstm_readme_command():
         True,
     )
     assert (m.locked_dropout, m.embed_dropout, m.dropout, m.word_dropout) == (True, 0.4, 0.4, 0.1)
+    assert (m.layer_dropout, m.between_dropout()) == (0.25, 0.25)
     assert (m.weight_drop, m.ar, m.tar) == (0.5, 2.0, 1.0)
     assert (t.seq_len, t.variable_bptt, t.batch_size) == (70, True, 20)
     assert (t.optimizer, t.nonmono, t.lr, t.momentum) == ("nt-asgd", 5, 30.0, 0.0)

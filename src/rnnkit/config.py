@@ -91,6 +91,10 @@ class ModelConfig:
     hidden_sizes: list[int] = opt([], "hidden units of each layer (set by --hidden A,B,C)")
     layers: int = opt(2, "number of stacked recurrent layers")
     dropout: float = opt(0.0, "dropout between recurrent layers and on the output")
+    #: None: the layers get ``dropout`` too (every config written before this field existed)
+    layer_dropout: float | None = opt(
+        None, "dropout between recurrent layers only (AWD-LSTM's dropouth; default: --dropout)"
+    )
     embed_dropout: float = opt(0.0, "dropout on the embedding")
     tie_weights: bool = opt(
         False, "share the embedding and output matrices (needs embed == hidden)"
@@ -154,6 +158,10 @@ class ModelConfig:
     def layer_sizes(self) -> list[int]:
         """The hidden size of each layer: ``hidden_sizes``, or ``hidden`` for every layer."""
         return list(self.hidden_sizes) or [self.hidden] * self.layers
+
+    def between_dropout(self) -> float:
+        """The dropout rate between recurrent layers: ``layer_dropout``, else ``dropout``."""
+        return self.dropout if self.layer_dropout is None else self.layer_dropout
 
     def stack(self) -> str:
         """The stack as a run's header says it: ``2x512``, or ``1150,1150,400`` per layer."""
@@ -480,6 +488,9 @@ def validate(config: RunConfig) -> None:
     for name in ("dropout", "embed_dropout", "weight_drop", "word_dropout"):
         value = getattr(m, name)
         need(math.isfinite(value) and 0 <= value < 1, flag_name(name), "in [0, 1)", value)
+    if m.layer_dropout is not None:
+        value = m.layer_dropout
+        need(math.isfinite(value) and 0 <= value < 1, "layer-dropout", "in [0, 1)", value)
     for name in ("ar", "tar"):
         value = getattr(m, name)
         need(math.isfinite(value) and value >= 0, flag_name(name), "a number >= 0", value)

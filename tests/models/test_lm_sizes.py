@@ -299,3 +299,43 @@ def test_orthogonal_init_and_forget_bias_per_layer_size():
             torch.testing.assert_close(block @ block.t(), torch.eye(size), rtol=0, atol=1e-5)
         forget = getattr(model.rnn, f"bias_ih_l{k}").detach().chunk(4)[1]
         assert torch.equal(forget, torch.ones(size))
+
+
+@pytest.mark.parametrize("sizes", [(7, 7), (9, 5)])
+def test_layer_dropout_is_the_rate_between_layers_and_dropout_stays_on_the_output(sizes):
+    """``--layer-dropout`` (AWD-LSTM's dropouth): the layers' own rate, the output keeps
+    ``--dropout``. With it at 0, the stack's training-mode output equals its eval-mode output
+    while the output dropout still drops; unset, the layers get ``--dropout`` as before."""
+    flags = {"locked_dropout": True, "dropout": 0.5, "embed_dropout": 0.0}
+    model = LanguageModel(sized("lstm", sizes, layer_dropout=0.0, **flags))
+    assert model.rnn.between.p == 0.0 and model.dropout.p == 0.5
+    x = model.embedding(tokens(3))
+    train_out = model.rnn(x)[0]
+    model.eval()
+    assert torch.equal(train_out, model.rnn(x)[0])
+    model.train()
+    out, dropped, _ = model._recur(tokens(3), None)  # before and after the output dropout
+    assert (dropped == 0).any() and not torch.equal(out, dropped)
+    unset = LanguageModel(sized("lstm", sizes, **flags))
+    assert unset.config.between_dropout() == 0.5 and unset.rnn.between.p == 0.5
+    one_stack = LanguageModel(sized("gru", (6, 6), layer_dropout=0.25, dropout=0.4))
+    assert one_stack.rnn.dropout == 0.25 and one_stack.dropout.p == 0.4
+
+
+def test_layer_dropout_flag_and_its_refusal():
+    from rnnkit.cli import build_parser
+    from rnnkit.commands.args import config_flags
+
+    args = build_parser().parse_args(["train", "--layer-dropout", "0.25"])
+    assert config_flags(args)["model"]["layer_dropout"] == 0.25
+    config = RunConfig()
+    apply_overrides(config, {"model": {"layer_dropout": 0.25}}, "flags")
+    assert config.model.layer_dropout == 0.25 and config.model.between_dropout() == 0.25
+    apply_overrides(config, {"model": {"layer_dropout": None}}, "config.json")  # unset
+    assert config.model.between_dropout() == config.model.dropout
+    from rnnkit.config import validate
+
+    for bad in (1.0, -0.1, float("nan")):
+        config.model.layer_dropout = bad
+        with pytest.raises(UserError, match="--layer-dropout must be in \\[0, 1\\)"):
+            validate(config)

@@ -30,16 +30,16 @@ def recurrent(
     bidirectional: bool = False,
 ) -> nn.Module:
     """The rnnkit layer (batch_first) of ``config.cell`` with the config's sizes, dropout
-    between layers, and what its registry row says it takes: nonlinearity, implementation
-    path (``--impl cells`` is the minimal cells' sequential path; a one-path layer takes
-    none), zoneout and recurrent dropout."""
+    between layers (``config.between_dropout()``), and what its registry row says it takes:
+    nonlinearity, implementation path (``--impl cells`` is the minimal cells' sequential path;
+    a one-path layer takes none), zoneout and recurrent dropout."""
     cell = get_cell(config.cell)
     layers = config.layers if layers is None else layers
     options = {
         "num_layers": layers,
         "batch_first": True,
         "bidirectional": bidirectional,
-        "dropout": config.dropout if layers > 1 else 0.0,
+        "dropout": config.between_dropout() if layers > 1 else 0.0,
     }
     if (impl := cell.layer_impl(config.impl)) is not None:
         options["impl"] = impl

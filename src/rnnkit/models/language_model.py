@@ -75,8 +75,9 @@ class LanguageModel(nn.Module):
     * ``state`` is None (zeros), or what a previous call returned: h (layers, N, Hmax) for
       RNN/GRU/minGRU/minLSTM, ``LSTMState(h, c)`` with both (layers, N, Hmax) for LSTM.
 
-    Dropout: ``embed_dropout`` on the embeddings; ``dropout`` between recurrent layers (the
-    layer's own) and on the recurrent output before the head. Initialisation: the embedding is
+    Dropout: ``embed_dropout`` on the embeddings; ``dropout`` on the recurrent output before
+    the head and between recurrent layers (the layer's own), unless ``layer_dropout`` gives the
+    layers their own rate (AWD-LSTM's dropouth). Initialisation: the embedding is
     torch's default N(0, 1); the head is torch's default; the recurrent stack follows
     ``config.init`` and ``config.forget_bias`` (see :meth:`reset_parameters`). With
     ``tie_weights`` the head's weight *is* the embedding's weight (needs ``embed == hidden``).

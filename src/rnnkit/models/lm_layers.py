@@ -45,7 +45,7 @@ def layer_state(state, k: int, size: int, cell_state: bool):
 class LayerStack(nn.Module):
     """``config.layers`` single-layer recurrent modules, layer k with ``config.layer_sizes()[k]``
     units reading layer k-1's output (each in :class:`~rnnkit.nn.awd.WeightDrop` with
-    ``weight_drop``), with dropout at rate ``config.dropout`` between them:
+    ``weight_drop``), with dropout at rate ``config.between_dropout()`` between them:
     :class:`~rnnkit.nn.awd.LockedDropout` with ``locked_dropout`` (AWD-LSTM's dropouth, Merity et
     al. 2017), else ``nn.Dropout`` as the one-stack layer applies between its layers.
 
@@ -76,10 +76,8 @@ class LayerStack(nn.Module):
             weight_dropped(recurrent(config, size_in, hidden=size, layers=1), config)
             for size_in, size in zip(inputs, self.sizes, strict=True)
         )
-        if config.locked_dropout:
-            self.between = LockedDropout(config.dropout, batch_first=True)
-        else:
-            self.between = nn.Dropout(config.dropout)
+        rate = config.between_dropout()
+        self.between = LockedDropout(rate, True) if config.locked_dropout else nn.Dropout(rate)
         self.cell_state = has_cell_state(config.cell)
         self.num_layers = config.layers
         self.width = max(self.sizes)
