@@ -59,7 +59,11 @@ class Step:
     def __str__(self) -> str:
         if self.unit == "months":
             return f"{self.size} month" + ("s" if self.size > 1 else "")
-        return str(timedelta(seconds=self.size))
+        for unit, seconds in (("day", _DAY), ("hour", 3600), ("minute", 60), ("second", 1)):
+            if self.size % seconds == 0:
+                count = self.size // seconds
+                return f"{count} {unit}" + ("s" if count > 1 else "")
+        raise AssertionError("unreachable: every size is a whole number of seconds")
 
 
 def parse_time(path: Path, line: int, column: str, cell: str) -> datetime:

@@ -7,8 +7,9 @@
 
 Every location is residual: it is ``last`` (the value the step read) plus a head output, so a
 fresh model starts near "no change". Scales are ``softplus(.) + MIN_SCALE`` (positive), the
-Student-t degrees of freedom ``2 + softplus(.)`` (above 2: a finite variance). Losses come from
-``torch.distributions`` (negative log-likelihood) or, for quantiles, the pinball loss.
+Student-t degrees of freedom ``2 + softplus(.) + MIN_SCALE`` (above 2: a finite variance).
+Losses come from ``torch.distributions`` (negative log-likelihood) or, for quantiles, the
+pinball loss.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class _Parametric(Likelihood):
     def constrain(self, raw: Tensor, last: Tensor) -> Tensor:
         loc = raw[..., 0] + last
         scale = F.softplus(raw[..., 1]) + MIN_SCALE
-        rest = [2.0 + F.softplus(raw[..., 2])] if self.params == 3 else []
+        rest = [2.0 + F.softplus(raw[..., 2]) + MIN_SCALE] if self.params == 3 else []
         return torch.stack([loc, scale, *rest], dim=-1)
 
     def loss(self, params: Tensor, target: Tensor) -> Tensor:
@@ -92,7 +93,7 @@ class Gaussian(_Parametric):
 
 class StudentTLikelihood(_Parametric):
     """y ~ mu + sigma t_nu: mu = last + a, sigma = softplus(b) + MIN_SCALE, nu = 2 +
-    softplus(c) (heavy tails, a finite variance)."""
+    softplus(c) + MIN_SCALE (heavy tails, a finite variance)."""
 
     name, params = "studentt", 3
 
