@@ -5,8 +5,9 @@
     rnnkit predict runs/tag "The cat sat on the mat."   # The/DET cat/NOUN sat/VERB ...
 
 Data: CoNLL-U (FORM and UPOS) or ``token<TAB>tag`` files (``data/conllu.py``), split into
-train/val/test sentences; with ``--val FILE`` (an official dev split) the validation sentences
-are that file's and the training files lose only ``--test-fraction``. Vocabularies come from
+train/val/test sentences by ``--val-fraction`` and ``--test-fraction``; with ``--val FILE`` (an
+official dev split) the validation sentences are that file's, every sentence of the training
+files trains, and ``rnnkit eval RUN TEST_FILE`` scores the test split. Vocabularies come from
 the training sentences: lower-cased words seen ``min_count`` times, characters (original
 casing, for the spelling encoder), and every tag. Training replaces rare words by ``<unk>``
 now and then (word dropout, probability ``alpha / (alpha + count)``) so the ``<unk>``
@@ -84,6 +85,7 @@ class TagTask(Task):
     unit = "token"
     loss_name = "nats/token"
     metric_names = ("token_accuracy", "macro_f1")
+    selection = ("token_accuracy", "max")  # best/ is the run's best tagger, not its best loss
 
     def __init__(
         self, config: RunConfig, meta: dict[str, Any] | None = None, world: World | None = None
@@ -102,8 +104,8 @@ class TagTask(Task):
         d, seed = self.config.data, self.config.train.seed
         sentences = read_tagged(d.paths)
         held_out = read_tagged([d.val]) if d.val else []  # --val: the validation sentences
-        val_fraction = 0.0 if d.val else d.val_fraction
-        train, val, test = split_indices(len(sentences), val_fraction, d.test_fraction, seed)
+        fractions = (0.0, 0.0) if d.val else (d.val_fraction, d.test_fraction)
+        train, val, test = split_indices(len(sentences), *fractions, seed)
         if len(train) == 0:
             raise UserError(
                 f"no training sentences left of {len(sentences)} after the val/test split "
