@@ -184,6 +184,8 @@ def test_inputs_text_reads_a_series_file_as_text_and_series_needs_numbers(tmp_pa
     (names / "A.txt").write_text("x\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"has no LABEL/\*.csv files"):
         prepared(make_config([names], task={"inputs": "series"}))
+    with pytest.raises(UserError, match=r"--project applies to numeric series inputs"):
+        prepared(make_config([names], task={"project": True}))
     with pytest.raises(UserError, match=r"--label-column must be a column name"):
         ClassifyTask(make_config([train], task={"label_column": " "}))
 
@@ -239,3 +241,19 @@ def test_cli_train_eval_predict_end_to_end(tmp_path):
     bad = rnnkit("predict", "runs/toy", "bad.ts", *common, cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().endswith("bad.ts:8: dimensions of different lengths (2, 1)")
+
+
+def test_npz_csv_and_directory_inputs_are_found_from_the_files(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "s.npz", x=rng.normal(size=(10, 5, 3)), y=np.array(["a", "b"] * 5))
+    assert prepared(make_config([tmp_path / "s.npz"])).series.channels == 3
+    rows = "\n".join(f"{'ab'[i % 2]},{i},{i + 1},{i + 2}" for i in range(10))
+    (tmp_path / "s.csv").write_text("kind,t1,t2,t3\n" + rows + "\n", encoding="utf-8")
+    task = prepared(make_config([tmp_path / "s.csv"], task={"label_column": "kind"}))
+    assert task.series.channels == 1 and task.labels == ["a", "b"]
+    for i in range(6):
+        folder = tmp_path / "d" / "ab"[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.csv").write_text("x,y\n1,2\n3,4\n", encoding="utf-8")
+    task = prepared(make_config([tmp_path / "d"]))
+    assert task.series.channels == 2 and len(task.examples) == 6

@@ -111,6 +111,8 @@ class ClassifyTask(Task):
             )
         if wants_series(data.paths, self.options.inputs, self.options.label_column):
             return self._prepare_series()
+        if self.options.project:
+            raise UserError("--project applies to numeric series inputs, not labelled text")
         pairs = read_labelled(data.paths)
         found = [label for label, _ in pairs]
         check_classes(found)
