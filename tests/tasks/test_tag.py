@@ -343,8 +343,11 @@ def test_val_file_is_the_validation_split(tmp_path):
     task.prepare()
     assert (len(task.splits["train"]), len(task.splits["test"])) == (50, 0)
     config.data.val = write(tmp_path, "bad.tsv", "foo\tADJ\n")
-    with pytest.raises(UserError, match="bad.tsv"):
+    with pytest.raises(UserError, match="bad.tsv: tags the model was not trained on: ADJ"):
         TagTask(config, task.meta()).prepare()
+    config.data.val = str(tmp_path / "nowhere.conllu")
+    with pytest.raises(UserError, match="nowhere.conllu"):
+        TagTask(config).prepare()
 
 
 def test_crf_run_trains_saves_evaluates_and_predicts_from_the_cli(tmp_path):
