@@ -205,9 +205,14 @@ class TagTask(Task):
         if split not in self.splits:
             raise UserError(f"unknown split {split!r}: choose val or test")
         if not self.encoded[split]:
+            why = (
+                "--val: every sentence of the training files trains"
+                if self.config.data.val
+                else f"raise --{split}-fraction"
+            )
             raise UserError(
-                f"the {split} split is empty (raise --{split}-fraction, or score a file: "
-                f"rnnkit eval RUN {split.upper()}.conllu)"
+                f"the {split} split is empty ({why}); score a file: rnnkit eval RUN "
+                f"{split.upper()}.conllu"
             )
         return self._metrics(model, self.encoded[split], max_batches)
 
