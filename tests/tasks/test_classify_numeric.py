@@ -257,3 +257,15 @@ def test_npz_csv_and_directory_inputs_are_found_from_the_files(tmp_path):
         (folder / f"{i}.csv").write_text("x,y\n1,2\n3,4\n", encoding="utf-8")
     task = prepared(make_config([tmp_path / "d"]))
     assert task.series.channels == 2 and len(task.examples) == 6
+
+
+def test_a_saved_run_reprepared_keeps_its_normalisation_and_mode(tmp_path):
+    """``rnnkit eval RUN`` re-reads data.paths: the saved statistics, never refitted."""
+    meta = prepared(make_config([toy_ts(tmp_path / "a.ts", 20)])).meta()
+    other = toy_ts(tmp_path / "b.ts", 20, seed=4, scale=50.0)
+    again = ClassifyTask(make_config([other], task={"inputs": "text"}), meta)
+    again.prepare()  # the meta says series, whatever --inputs says now
+    assert again.series.mean == meta["mean"] and again.series.std == meta["std"]
+    raw = read_series([str(other)]).values[0]
+    expected = np.nan_to_num((raw - np.array(meta["mean"])) / np.array(meta["std"]), nan=0.0)
+    assert np.allclose(again.examples[0][0], expected, atol=1e-5)

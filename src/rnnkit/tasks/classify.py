@@ -109,7 +109,11 @@ class ClassifyTask(Task):
                 "--task classify needs labelled data: "
                 "a directory of LABEL.txt files, a .tsv or a .csv"
             )
-        if wants_series(data.paths, self.options.inputs, self.options.label_column):
+        if self.saved_meta is not None:  # a saved run reads what it was trained on
+            series = self.series is not None
+        else:
+            series = wants_series(data.paths, self.options.inputs, self.options.label_column)
+        if series:
             return self._prepare_series()
         if self.options.project:
             raise UserError("--project applies to numeric series inputs, not labelled text")
