@@ -106,8 +106,13 @@ def test_padding_never_changes_a_sentence():
     paths, _ = crf.decode(emissions, lengths)
     garbage = emissions.clone()
     pad = torch.arange(5) >= lengths.unsqueeze(1)
-    garbage[pad] = 1e6  # anything at padded positions
+    garbage[pad] = float("nan")  # anything at padded positions: never read
     torch.testing.assert_close(crf(garbage, tags, lengths), together)
+    assert crf.decode(garbage, lengths)[0].tolist() == paths.tolist()
+    clean, dirty = emissions.requires_grad_(True), garbage.requires_grad_(True)
+    (g_clean,) = torch.autograd.grad(crf(clean, tags, lengths).sum(), clean)
+    (g_dirty,) = torch.autograd.grad(crf(dirty, tags, lengths).sum(), dirty)
+    torch.testing.assert_close(g_dirty, g_clean)  # zero at padding, no NaN leaks in
     for i, n in enumerate(lengths.tolist()):
         alone = crf(emissions[i : i + 1, :n], tags[i : i + 1, :n], lengths[i : i + 1])
         torch.testing.assert_close(alone[0], together[i])

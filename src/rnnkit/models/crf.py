@@ -62,7 +62,7 @@ class LinearChainCRF(nn.Module):
         emitted = emissions.gather(2, y.unsqueeze(2)).squeeze(2)  # (N, L)
         moved = self.transitions[y[:, :-1], y[:, 1:]]  # (N, L-1) A[y_{t-1}, y_t]
         last = y.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # (N,) y_n
-        total = (emitted * valid).sum(1) + (moved * valid[:, 1:]).sum(1)
+        total = emitted.masked_fill(~valid, 0).sum(1) + (moved * valid[:, 1:]).sum(1)
         return total + self.start[y[:, 0]] + self.end[last]
 
     def log_partition(self, emissions: Tensor, lengths: Tensor) -> Tensor:
