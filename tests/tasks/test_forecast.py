@@ -22,7 +22,8 @@ from rnnkit.data.series import (
 from rnnkit.errors import UserError
 from rnnkit.models.forecaster import Forecaster
 from rnnkit.tasks import get_task
-from rnnkit.tasks.forecast import ForecastTask, _check_meta, seasonal_naive
+from rnnkit.tasks.forecast import ForecastTask, seasonal_naive
+from rnnkit.tasks.forecast_options import check_meta
 
 
 def write(tmp_path, name, text, encoding="utf-8"):
@@ -342,6 +343,6 @@ def test_synthetic_sources_and_figure(tmp_path):
 )
 def test_a_hostile_saved_meta_is_one_short_line(meta):
     with pytest.raises(UserError) as caught:
-        _check_meta(meta)
+        check_meta(meta)
     message = str(caught.value)
     assert "\n" not in message and len(message) < 300, message[:500]
