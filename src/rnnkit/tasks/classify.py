@@ -169,11 +169,7 @@ class ClassifyTask(Task):
         if val is not None:
             held = np.arange(n, n + len(val.values))
             found.extend(val)
-        index = {label: i for i, label in enumerate(self.labels)}
-        self.examples = [
-            (self.series.scale(v), index[label])
-            for v, label in zip(found.values, found.labels, strict=True)
-        ]
+        self.examples = self.series.examples(found, self.labels)
         self.splits = {"train": train, "val": held, "test": test}
         lengths = [len(self.examples[i][0]) for i in train]
         self.order = EpochOrder(len(train), self.config.train.batch_size, seed, lengths=lengths)
@@ -246,12 +242,7 @@ class ClassifyTask(Task):
         if self.series is not None:
             found = self.series.read(paths)
             self._check_known(found.labels, paths)
-            index = {label: i for i, label in enumerate(self.labels)}
-            examples: list[Example] = [
-                (self.series.scale(v), index[label])
-                for v, label in zip(found.values, found.labels, strict=True)
-            ]
-            return _metrics(*self._score(model, examples))
+            return _metrics(*self._score(model, self.series.examples(found, self.labels)))
         pairs = read_labelled(paths)
         self._check_known([label for label, _ in pairs], paths)
         index = {label: i for i, label in enumerate(self.labels)}
@@ -277,7 +268,7 @@ class ClassifyTask(Task):
         if self.series is not None:  # files: one line per sequence, named by file and line
             found = self.series.read(inputs, labelled=False)
             texts = found.sources
-            examples: list[Example] = [(self.series.scale(v), 0) for v in found.values]
+            examples: list[Example] = self.series.examples(found)
         else:
             texts = []
             for number, text in enumerate(inputs, start=1):

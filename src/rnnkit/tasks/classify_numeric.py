@@ -63,6 +63,13 @@ class SeriesInputs:
     def scale(self, values: np.ndarray) -> np.ndarray:
         return normalise(values, self.mean, self.std)
 
+    def examples(self, series: Series, labels: list[str] | None = None) -> list:
+        """``(x', class index)`` per sequence, the index into ``labels`` (None: unlabelled
+        sequences, class 0, for ``predict``)."""
+        index = {label: i for i, label in enumerate(labels or [])}
+        targets = [index[y] for y in series.labels] if labels else [0] * len(series.values)
+        return [(self.scale(v), y) for v, y in zip(series.values, targets, strict=True)]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "inputs": "series",
