@@ -297,3 +297,20 @@ def test_cli_train_predict_backtest_end_to_end(tmp_path):
     assert "before the first origin" in too_many.stderr
     no_future = rnnkit("predict", "run", panel_csv(tmp_path, name="n.csv"), cwd=tmp_path)
     assert no_future.returncode == 2 and "end the file with one row per step" in no_future.stderr
+
+
+def test_backtest_is_refused_for_other_tasks_and_without_its_flag():
+    from types import SimpleNamespace
+
+    from rnnkit.commands.eval import _check_backtest, _run_backtest
+
+    args = SimpleNamespace(backtest=True, horizon=None, windows=None, json=False, paths=["x"])
+    with pytest.raises(UserError, match="--backtest is for --task forecast runs, not --task tag"):
+        _run_backtest(args, SimpleNamespace(name="tag"), None, "cpu")
+    flags = dict(figures=None, tune_cache=False, cache_size=None, cache_theta=None)
+    bad = SimpleNamespace(backtest=True, horizon=0, windows=None, paths=["x"], **flags)
+    with pytest.raises(UserError, match=r"--horizon must be an integer in \[1, 10,000\], got 0"):
+        _check_backtest(bad)
+    nopath = SimpleNamespace(backtest=True, horizon=None, windows=2, paths=[], **flags)
+    with pytest.raises(UserError, match="--backtest needs the CSV files"):
+        _check_backtest(nopath)
