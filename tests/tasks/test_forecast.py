@@ -223,9 +223,9 @@ def test_forecast_equals_forward_on_its_own_predictions(cell):
     model = Forecaster(config, channels=3).eval()
     x = torch.randn(4, 7, 3)
     with torch.no_grad():
-        future = model.forecast(x, horizon=5)[..., 0]  # (4, 5, 3): P = 1, a point forecast
+        future = model.forecast(x, horizon=5)  # (4, 5, 3)
         fed = torch.cat([x, future[:, :-1]], dim=1)  # the window, then its own predictions
-        again = model(fed)[:, 6:, :, 0]  # the prediction after each of those steps
+        again = model(fed)[:, 6:]  # the prediction after each of those steps
     assert future.shape == (4, 5, 3)
     torch.testing.assert_close(future, again, rtol=1e-5, atol=1e-6)
 
@@ -279,7 +279,7 @@ def test_meta_round_trip_and_predict(tmp_path):
     assert lines[0] == "a,b" and len(lines) == 1 + task.options.horizon
     x = torch.tensor((values[-8:] - meta["mean"]) / meta["std"], dtype=torch.float32)
     with torch.no_grad():
-        future = model.eval().forecast(x[None], 4)[0, :, :, 0].double().numpy()
+        future = model.eval().forecast(x[None], 4)[0].double().numpy()
     expected = future * meta["std"] + meta["mean"]
     got = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
     np.testing.assert_allclose(got, expected, rtol=1e-5)

@@ -176,9 +176,10 @@ def test_paths_are_seeded_and_follow_forward():
         a = model.sample_paths(x, 4, 7, z)
         torch.manual_seed(1)
         b = model.sample_paths(x, 4, 7, z)
-        median = model.forecast(x, 4, z)[..., 0]
+        median = model.forecast(x, 4, z)
+        assert model.forecast_params(x, 4, z).shape == (3, 4, 2, 3)
         fed = torch.cat([x, median[:, :-1]], dim=1)
-        again = model(fed, z)[:, 4:, :, 0]
+        again = model(fed, z)[:, 4:]
     assert a.shape == (3, 7, 4, 2)
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(median, again, rtol=1e-5, atol=1e-6)

@@ -1,8 +1,9 @@
 """Forecaster: a recurrent model of a real-valued series that predicts its own next step.
 
     model = Forecaster(config.model, channels=3)            # a point forecast (MSE/MAE)
-    params = model(x)                        # (N, W, C, P): step t + 1 from x[:, :t + 1]
-    future = model.forecast(x, horizon=12)   # (N, 12, C, P), the median fed back
+    pred = model(x)                          # (N, W, C): x[:, t + 1] predicted from x[:, :t + 1]
+    future = model.forecast(x, horizon=12)   # (N, 12, C), fed back autoregressively
+    params = model.params(x)                 # (N, W, C, P): the distribution of each next step
     model = Forecaster(config.model, 1, inputs=4, likelihood=make_likelihood("gaussian"))
     paths = model.sample_paths(x, 12, samples=100, z=z)     # (N, 100, 12, C)
 
@@ -44,10 +45,12 @@ class Forecaster(nn.Module):
     correction, which trains much faster than predicting the value itself.
     ``config.dropout`` applies between recurrent layers and before the head.
 
-    * ``forward(x (N, W, C), z (N, W, K)) -> (N, W, C, P)``: the distribution of step t + 1
-      at every t (teacher forcing: the network reads the true values).
-    * ``forecast(x, horizon, z (N, W + horizon - 1, K)) -> (N, horizon, C, P)``: read ``x``
-      once, then feed each median back as the next input, carrying the recurrent state.
+    * ``params(x (N, W, C), z (N, W, K)) -> (N, W, C, P)``: the distribution of step t + 1
+      at every t (teacher forcing: the network reads the true values); ``forward``: its
+      median (N, W, C).
+    * ``forecast_params(x, horizon, z (N, W + horizon - 1, K)) -> (N, horizon, C, P)``: read
+      ``x`` once, then feed each median back as the next input, carrying the recurrent state;
+      ``forecast``: the medians (N, horizon, C).
     * ``sample_paths(x, horizon, samples, z) -> (N, S, horizon, C)``: the same with a draw
       fed back; draws come from torch's global generator (seed it for repeatable paths).
     * ``step(x (N, L, C), z, state) -> (params (N, L, C, P), state)``: the building block.
@@ -81,10 +84,14 @@ class Forecaster(nn.Module):
         raw = self.head(self.dropout(h)).unflatten(-1, (self.channels, -1))  # (N, L, C, P)
         return self.likelihood.constrain(raw, x), state
 
-    def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
+    def params(self, x: Tensor, z: Tensor | None = None) -> Tensor:
         """One-step-ahead distribution parameters (N, W, C, P) for ``x`` (N, W, C)."""
         _check_input(x, self.channels, z, self.inputs, x.size(1) if x.dim() == 3 else 0)
         return self.step(x, z)[0]
+
+    def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
+        """One-step-ahead predictions (N, W, C) for ``x`` (N, W, C): the medians."""
+        return self.likelihood.point(self.params(x, z))
 
     def _walk(self, x: Tensor, horizon: int, z: Tensor | None, sample: bool) -> Tensor:
         """Read ``x``, then ``horizon - 1`` fed-back steps; the parameters (N, horizon, C, P)
@@ -106,10 +113,15 @@ class Forecaster(nn.Module):
             params, state = self.step(value, step_z, state)  # (N, 1, C, P), state carried
         return torch.cat(outputs, dim=1)
 
-    def forecast(self, x: Tensor, horizon: int, z: Tensor | None = None) -> Tensor:
+    def forecast_params(self, x: Tensor, horizon: int, z: Tensor | None = None) -> Tensor:
         """The distributions (N, horizon, C, P) of the ``horizon`` steps after ``x``, each
         median fed back as the next input."""
         return self._walk(x, horizon, z, sample=False)
+
+    def forecast(self, x: Tensor, horizon: int, z: Tensor | None = None) -> Tensor:
+        """The ``horizon`` steps after ``x`` (N, W, C), autoregressively: (N, horizon, C),
+        the medians of ``forecast_params``."""
+        return self.likelihood.point(self._walk(x, horizon, z, sample=False))
 
     def sample_paths(
         self, x: Tensor, horizon: int, samples: int, z: Tensor | None = None

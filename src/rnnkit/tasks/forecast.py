@@ -312,7 +312,7 @@ class ForecastTask(Task):
     def _loss(self, model: nn.Module, y: Tensor, z: Tensor) -> Tensor:
         """Per-stretch teacher-forced loss (B,) on every next step, model units: the step at
         t + 1 predicted from y[:, :t + 1] and its own inputs z[:, t + 1]."""
-        params = model(y[:, :-1], z[:, 1:])  # (B, W + H - 1, C, P)
+        params = model.params(y[:, :-1], z[:, 1:])  # (B, W + H - 1, C, P)
         return self.likelihood.loss(params, y[:, 1:]).mean(dim=(1, 2))
 
     def train_loss(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int) -> StepOutput:
@@ -360,7 +360,7 @@ class ForecastTask(Task):
                 low, med, high = np.quantile(paths, [lo, 0.5, 1 - lo], axis=-1)
                 out["score"].append(crps_from_samples(paths, truth))
             else:
-                params = model.forecast(x, horizon, zin).cpu().double().numpy()  # (B, H, C, P)
+                params = model.forecast_params(x, horizon, zin).cpu().double().numpy()
                 params = params * std[..., None] + mean[..., None]
                 med = (
                     params[..., lik.quantile_levels.index(0.5)]
