@@ -24,6 +24,7 @@ from rnnkit.cli import main
 from rnnkit.config import RunConfig, apply_overrides
 from rnnkit.tasks import metrics
 from rnnkit.tasks.saved import load_task
+from subprocess_cli import rnnkit as run_rnnkit
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release-0.1.0-lm"
 NAMES = {
@@ -61,13 +62,10 @@ def runs(tmp_path_factory) -> Path:
 
 
 def rnnkit(*args: str, cwd: Path, hide_gpus: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RNNKIT_CACHE": str(cwd / "cache"), "OMP_NUM_THREADS": "1"}
+    env = {"OMP_NUM_THREADS": "1"}
     if hide_gpus:  # the default (auto) picks the CPU here even on a machine with a GPU
         env["CUDA_VISIBLE_DEVICES"] = ""
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
-    )  # fmt: skip
+    return run_rnnkit(*args, cwd=cwd, env_extra=env)
 
 
 def one_line_error(done: subprocess.CompletedProcess) -> str:

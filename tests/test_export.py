@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from rnnkit.export.checked import load_for_sample  # noqa: E402
 from rnnkit.generation import generate  # noqa: E402
 from rnnkit.models import LanguageModel  # noqa: E402
 from rnnkit.tasks.saved import load_task  # noqa: E402
+from subprocess_cli import rnnkit as run_rnnkit  # noqa: E402
 
 TEXT = "the rose is red, the night is dark.\nso the moon shall be.\n" * 8
 VOCAB = Vocab.from_text_chars(TEXT)  # 19 symbols
@@ -361,9 +361,7 @@ def test_other_tasks_are_refused(tmp_path):
 
 
 def rnnkit(*args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "rnnkit", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return run_rnnkit(*args, cwd=cwd, env_extra={"OMP_NUM_THREADS": "1"}, timeout=120)
 
 
 def test_cli_export_then_sample_on_onnxruntime_prints_the_torch_text(trained_run):

@@ -10,9 +10,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +29,7 @@ from rnnkit.training.progress import (
     time_left,
     time_limit_note,
 )
+from subprocess_cli import rnnkit as run_rnnkit
 
 TINY = ["--preset", "tiny", "--threads", "1", "--eval-batches", "2", "--sample-every", "0"]
 TEXT = "".join(f"{w}: the {x} is here, and so the {x} shall be.\n" for w in "ABCD" for x in "xyz")
@@ -46,15 +44,7 @@ class FakeClock:
 
 
 def rnnkit(*args, cwd):
-    env = {**os.environ, "RNNKIT_CACHE": str(Path(cwd) / "cache")}
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *map(str, args)],
-        capture_output=True,  # stdout a pipe: not a terminal
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
+    return run_rnnkit(*args, cwd=cwd)  # stdout a pipe: not a terminal
 
 
 def rows(path: Path) -> list[dict]:

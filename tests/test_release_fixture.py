@@ -10,10 +10,11 @@ machine, whose generator draws other numbers, checks the same figures).
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from subprocess_cli import rnnkit as run_rnnkit
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release-0.1.0-lm"
 SAMPLE = "ROMEO:\nCawos lhere the uagl, uthatme ony m ce hos winrsa vhardear \n"
@@ -22,9 +23,7 @@ RESUMED_VAL_LOSS = 2.79682  # metrics.csv after --resume to step 70
 
 
 def rnnkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *args], cwd=cwd, capture_output=True, text=True
-    )
+    return run_rnnkit(*args, cwd=cwd)
 
 
 @pytest.fixture

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from rnnkit.config import RunConfig, apply_overrides, load_preset
 from rnnkit.trainer.loop import train
+from subprocess_cli import rnnkit as run_rnnkit
 
 #: Text with quotes, parentheses, capitals and line structure, so every text feature varies.
 TEXT = (
@@ -39,8 +36,4 @@ def make_run(root, cell: str, *, layers: int = 2, steps: int = 40, diagnostics: 
 
 def rnnkit(*args, cwd):
     """``python -m rnnkit ARGS`` in ``cwd`` on one thread: the CompletedProcess."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
-    )  # fmt: skip
+    return run_rnnkit(*args, cwd=cwd, env_extra={"OMP_NUM_THREADS": "1"})

@@ -7,12 +7,8 @@ samples, evaluates and resumes exactly."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +20,7 @@ from rnnkit.config import ModelConfig, RunConfig, apply_overrides, validate
 from rnnkit.errors import UserError
 from rnnkit.models.language_model import LanguageModel
 from rnnkit.trainer.loop import train
+from subprocess_cli import rnnkit as run_rnnkit
 
 V, H, CUTOFFS = 23, 32, [5, 13]
 
@@ -155,9 +152,7 @@ WORDS = [f"w{i}" for i in range(40)]
 
 
 def rnnkit(*args, cwd, timeout=300):
-    env = {**os.environ, "RNNKIT_CACHE": str(Path(cwd) / "cache")}
-    return subprocess.run([sys.executable, "-m", "rnnkit", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=timeout)  # fmt: skip
+    return run_rnnkit(*args, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,6 +23,7 @@ from rnnkit.nn.awd import LockedDropout, WeightDrop
 from rnnkit.nn.registry import CELLS
 from rnnkit.tasks.saved import load_model
 from rnnkit.trainer.loop import train
+from subprocess_cli import rnnkit as run_rnnkit
 
 V = 11
 
@@ -40,9 +38,7 @@ def tokens(seed=0, shape=(3, 6)):
 
 
 def rnnkit(*args, cwd, timeout=300):
-    env = {**os.environ, "RNNKIT_CACHE": str(Path(cwd) / "cache")}
-    return subprocess.run([sys.executable, "-m", "rnnkit", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=timeout)  # fmt: skip
+    return run_rnnkit(*args, cwd=cwd, timeout=timeout)
 
 
 def parts(state):

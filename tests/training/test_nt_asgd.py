@@ -8,10 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,7 @@ from rnnkit.trainer.loop import train
 from rnnkit.trainer.state import TrainProgress
 from rnnkit.training.ntasgd import NTASGD, Averaging, should_switch
 from rnnkit.training.optim import build_optimizer, scaled_learning_rate
+from subprocess_cli import rnnkit as run_rnnkit
 
 
 def awd_first_switch(losses: list[float], nonmono: int) -> int | None:
@@ -215,9 +213,7 @@ OBJECTS = ("the mat", "a tree", "the house", "our car")
 
 
 def rnnkit(*args, cwd):
-    env = {**os.environ, "RNNKIT_CACHE": str(Path(cwd) / "cache")}
-    command = [sys.executable, "-m", "rnnkit", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    return run_rnnkit(*args, cwd=cwd)
 
 
 def word_corpus(work: Path) -> tuple[Path, Path]:
