@@ -63,7 +63,7 @@ def test_every_task_preset_names_its_task_and_validates():
         validate(config)
         task_options(config)
         lm = ("tiny", "default", "quality", "gpu", "ptb", "ptb-awd", "warpeace")
-        expected = "lm" if name in lm else name.split("-fra")[0]
+        expected = "lm" if name in lm else {"ucr": "classify"}.get(name, name.split("-fra")[0])
         assert config.task.name == expected
 
 
@@ -157,7 +157,15 @@ def test_a_new_run_saves_its_tasks_options_in_the_flat_task_table():
     apply_overrides(config, {"task": {"name": "classify", "pooling": "max", "window": 9}}, "t")
     get_task("classify")(config)
     saved = config.to_dict()["task"]
-    assert saved == {"name": "classify", "bidirectional": False, "pooling": "max", "min_count": 1}
+    assert saved == {
+        "name": "classify",
+        "bidirectional": False,
+        "pooling": "max",
+        "min_count": 1,
+        "inputs": "auto",
+        "label_column": "label",
+        "project": False,
+    }
     again = RunConfig.from_dict(config.to_dict())
     assert again == config and task_options(again).pooling == "max"
 
