@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
+import tempfile
 
 import pytest
 
 import rnnkit
+from subprocess_cli import rnnkit as run_rnnkit
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rnnkit", *args], capture_output=True, text=True, timeout=120
-    )
+    return run_rnnkit(*args, cwd=tempfile.gettempdir(), timeout=120)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
