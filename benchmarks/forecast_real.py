@@ -2,7 +2,8 @@
 SeasonalNaive, AutoETS and AutoARIMA, on the same rolling-origin windows, with the same metrics.
 
     python benchmarks/forecast_real.py --out runs/forecast_real       # the full run
-    python benchmarks/forecast_real.py --quick --out /tmp/fr          # a smoke run, seconds
+    python benchmarks/forecast_real.py --quick --out /tmp/fr          # a smoke run, ~1.5 min
+    python benchmarks/forecast_real.py --data-only --out data/series  # just the CSV files
 
 The data are read as FILES from installed wheels, never imported or committed:
 
@@ -26,7 +27,9 @@ for seasons up to 24 (``statsforecast/ets.py``: ``if m > 24 and season != Nothin
 so at 48 and 52 its search ends on whatever non-seasonal form fits best; reported as it comes.
 
 rnnkit: ``rnnkit train`` on the series before the first backtest origin (its last 15% as the
-validation part), Student-t likelihood, calendar features from the time column, then the
+validation part), Student-t likelihood, calendar features from the time column, each window
+centred on its last value (``--center``: 25 s of training on co2 gave backtest MASE 0.43
+with it, 2.38 without, the trend carrying the series past the training levels), then the
 trained model's sampled paths (``--num-samples``) at each origin. The baselines are refitted
 at every origin by ``StatsForecast.cross_validation`` (80% intervals); the windows are checked
 to be rnnkit's own (``rnnkit.tasks.forecast_eval.backtest_origins``). Metrics, averaged over
@@ -124,19 +127,19 @@ def write_csv(path: Path, times: list[datetime], values: np.ndarray) -> str:
     return str(path)
 
 
-def run_rnnkit(name, times, y, origins, horizon, season, flags, out, args) -> dict:
-    """Train on the part before the first origin; sampled forecasts at every origin."""
+def run_rnnkit(name, csvs, origins, horizon, season, flags, out, args) -> dict:
+    """Train on ``csvs[0]``, the part before the first origin; sampled forecasts at every
+    origin of ``csvs[1]``, the whole series."""
     from rnnkit.tasks.saved import load_task
 
-    train_csv = write_csv(out / f"{name}_train.csv", times[: origins[0]], y[: origins[0]])
-    full_csv = write_csv(out / f"{name}.csv", times, y)
+    train_csv, full_csv = csvs
     run_dir = out / f"{name}_run"
     if (run_dir / "last").is_dir():  # this script's own earlier run: start afresh
         shutil.rmtree(run_dir)
     val = 0.5 if args.quick else 0.15  # the validation part must hold window + horizon steps
     command = [
         sys.executable, "-m", "rnnkit", "train", "--task", "forecast", train_csv,
-        "--time-column", "time", "--calendar", "--likelihood", "studentt",
+        "--time-column", "time", "--calendar", "--center", "--likelihood", "studentt",
         "--horizon", str(horizon), "--season", str(season), "--num-samples", str(args.samples),
         "--val-fraction", str(val), "--test-fraction", "0", "--eval-every", "250",
         "--max-time", str(args.max_time), "--threads", str(args.threads),
@@ -239,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-time", type=float, default=900, help="rnnkit training seconds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--data-only", action="store_true", help="write the series' CSV files and stop"
+    )
     args = parser.parse_args(argv)
 
     out = Path(args.out)
@@ -254,9 +260,16 @@ def main(argv: list[str] | None = None) -> int:
         horizon, windows, season = setting["horizon"], setting["windows"], setting["season"]
         window = int(setting["flags"].split("--window ")[1].split()[0])
         origins = backtest_origins(len(y), horizon, windows, window, season)
+        csvs = (
+            write_csv(out / f"{name}_train.csv", times[: origins[0]], y[: origins[0]]),
+            write_csv(out / f"{name}.csv", times, y),
+        )
+        if args.data_only:
+            print(f"wrote {csvs[1]} (time,y) and {csvs[0]} (before the first origin)")
+            continue
         found = run_baselines(y, origins, horizon, season, setting["fourier"])
         found["rnnkit"] = run_rnnkit(
-            name, times, y, origins, horizon, season, setting["flags"], out, args
+            name, csvs, origins, horizon, season, setting["flags"], out, args
         )
         results[name] = {
             "steps": len(y),
@@ -265,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             "season": season,
             "models": {k: score(v, y, origins, horizon, season) for k, v in found.items()},
         }
+    if args.data_only:
+        return 0
     print(table(results))
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out / 'results.json'}")

@@ -203,3 +203,30 @@ def test_training_lowers_each_loss(tmp_path, likelihood):
     assert after["loss"] < before["loss"], (before, after)
     key = "quantile_loss" if likelihood == "quantile" else "crps"
     assert after[key] < before[key] and 0 <= after["coverage"] <= 1
+
+
+def test_center_makes_forecasts_follow_the_level(tmp_path):
+    """--center: the model reads each window minus its last value, so a series moved up by a
+    constant gets the same forecasts moved up by it (paths, median, interval); training on a
+    stretch uses only the window's value, never the horizon's."""
+    from rnnkit.data.panel import Series
+
+    t = np.arange(200)
+    values = np.sin(2 * np.pi * t / 12) + 0.01 * t
+    config = make_config([write_csv(tmp_path, values)], likelihood="gaussian", center=True)
+    task = ForecastTask(config)
+    task.prepare()
+    torch.manual_seed(0)
+    model = task.build_model()
+    runs = []
+    for shift in (0.0, 25.0):
+        series = Series("", (values + shift)[:, None], np.zeros((200, 0)))
+        block = task.block([(series, slice(None), task.normaliser)])
+        runs.append(task.run_windows(model, block, np.array([0, 50, 150]), 6, 64))
+    for key in ("forecast", "lower", "upper"):
+        np.testing.assert_allclose(runs[1][key], runs[0][key] + 25.0, atol=1e-4)
+    np.testing.assert_allclose(runs[1]["loss"], runs[0]["loss"], rtol=1e-4, atol=1e-5)
+    y, z = task.train_batch(0, 0)
+    poisoned = y.clone()
+    poisoned[:, task.window :] += 100.0  # the horizon: the loss changes, the reference not
+    torch.testing.assert_close(task._reference(poisoned), task._reference(y))

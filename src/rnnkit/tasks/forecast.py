@@ -15,7 +15,9 @@ part of one series; one model learns from the windows of every series. Training 
 forced: the model reads the whole stretch and is scored on every next step: ``--loss`` (mse or
 mae) for a point forecast, the negative log-likelihood for ``--likelihood gaussian|studentt``,
 the pinball loss at ``--quantiles`` for ``quantile``. Inputs known in advance (``--exogenous``
-columns, ``--calendar`` features) are read beside the value of each step. Evaluation is the
+columns, ``--calendar`` features) are read beside the value of each step; ``--center``
+subtracts each window's last value from its stretch (a trending series leaves the training
+levels; its shapes recur). Evaluation is the
 real use: read the window, forecast the horizon autoregressively (feeding back the median, or
 ``--num-samples`` sampled paths), and score it in the ORIGINAL units (mae, rmse, and CRPS or
 quantile loss with the interval's coverage) beside the seasonal-naive baseline (``--season``
@@ -309,9 +311,16 @@ class ForecastTask(Task):
         )
 
     # ---- training and evaluation ---------------------------------------------------------
+    def _reference(self, y: Tensor) -> Tensor:
+        """(B, 1, C): what ``--center`` subtracts from a stretch ``y`` (B, W + H, C), the
+        window's last value (known at the forecast origin); zeros without it."""
+        last = y[:, self.window - 1 : self.window]
+        return last if self.options.center else torch.zeros_like(last)
+
     def _loss(self, model: nn.Module, y: Tensor, z: Tensor) -> Tensor:
         """Per-stretch teacher-forced loss (B,) on every next step, model units: the step at
         t + 1 predicted from y[:, :t + 1] and its own inputs z[:, t + 1]."""
+        y = y - self._reference(y)
         params = model.params(y[:, :-1], z[:, 1:])  # (B, W + H - 1, C, P)
         return self.likelihood.loss(params, y[:, 1:]).mean(dim=(1, 2))
 
@@ -347,10 +356,11 @@ class ForecastTask(Task):
             y, z = to_device(self._stretches(block, chunk, horizon), device)
             if with_loss:  # teacher forced over the stretch: reads the truth, scores it
                 out["loss"].append(self._loss(model, y, z).cpu().double().numpy())
-            mean = block.mean[chunk + W - 1][:, None, :]  # (B, 1, C): the window's scaler
-            std = block.std[chunk + W - 1][:, None, :]
+            ref = self._reference(y)  # (B, 1, C) model units: --center's shift, or 0
+            std = block.std[chunk + W - 1][:, None, :]  # (B, 1, C): the window's scaler
+            mean = block.mean[chunk + W - 1][:, None, :] + std * ref.cpu().double().numpy()
             truth = block.raw[chunk[:, None] + W + np.arange(horizon)]
-            x, zin = y[:, :W], z[:, 1:]  # the window, and the inputs of every step forecast
+            x, zin = (y - ref)[:, :W], z[:, 1:]  # the window; the inputs of the steps forecast
             if lik.sampled:
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                     torch.manual_seed(self.config.train.seed + i)

@@ -103,6 +103,9 @@ class ForecastOptions(TaskOptions):
         [], "CSV columns read as inputs known in advance (predict needs their future rows)"
     )
     calendar: bool = opt(False, "hour/weekday/month sin-cos inputs from --time-column")
+    center: bool = opt(
+        False, "subtract each window's last value: the model sees shapes, not levels (trends)"
+    )
     likelihood: str = opt(
         "point",
         "output: point (--loss), or a distribution trained on its NLL (gaussian, studentt) "
