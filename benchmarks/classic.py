@@ -224,6 +224,8 @@ def markdown(rows: list[Row], runs: str, stated: str) -> str:
     for row in rows:
         lines = baseline_lines(row)
         base = "<br>".join(cell(label) for label, _ in lines)
+        if row.figure is None:  # the command, as code
+            base = f"run `{cell(row.command)}`" + (f" ({cell(row.note)})" if row.note else "")
         sources = "<br>".join(cell(source) for _, source in lines)
         ours = f"**{figure(row.figure)}**" if row.figure is not None else "*not run*"
         note = row.note if row.figure is not None else ""
