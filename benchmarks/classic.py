@@ -170,7 +170,7 @@ def build(
             if not set(run.keys) <= rows.keys():
                 command = shell_command(bench, run.flags, out_dir(runs, bench, run))
                 table.append(Row(bench.name, run.label, run.task, run.data, None, "", run.budget,
-                                 note=failures.get(run.label, ""), command=command))  # fmt: skip
+                                 run.published, failures.get(run.label, ""), command))  # fmt: skip
     return table
 
 
@@ -185,13 +185,16 @@ def figure(value: float | str | None) -> str:
 
 
 def baseline_lines(row: Row) -> list[tuple[str, str]]:
-    """``(label figure, source)`` per baseline; a missing row: its command."""
-    if row.figure is None:
-        why = f" ({row.note})" if row.note else ""
-        return [(f"run: {row.command}{why}", "")]
-    return [(f"{label} {figure(value)}", source) for label, value, source in row.baselines] or [
-        ("-", "")
-    ]
+    """``(label figure, source)`` per baseline (a missing row: its published ones, if any)."""
+    lines = [(f"{label} {figure(value)}", source) for label, value, source in row.baselines]
+    if row.figure is None and not lines:
+        return [("(the baselines run beside ours)", "")]
+    return lines or [("-", "")]
+
+
+def how_to_run(row: Row) -> str:
+    """A missing row's command (and why the run classic made failed, if it did)."""
+    return f"run: {row.command}" + (f" (failed: {row.note})" if row.note else "")
 
 
 def text_table(rows: list[Row]) -> str:
@@ -203,6 +206,8 @@ def text_table(rows: list[Row]) -> str:
         first = (row.task, row.data, figure(row.figure), row.unit, row.budget, *lines[0])
         body.append(first)
         body += [("", "", "", "", "", *more) for more in lines[1:]]
+        if row.figure is None:
+            body.append(("", "", "", "", "", how_to_run(row), ""))
     widths = [max(len(str(r[i])) for r in [head, *body]) for i in range(len(head))]
     fmt = lambda r: "  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([fmt(head), "-" * (sum(widths) + 2 * len(widths) - 2), *map(fmt, body)])
@@ -224,14 +229,14 @@ def markdown(rows: list[Row], runs: str, stated: str) -> str:
     for row in rows:
         lines = baseline_lines(row)
         base = "<br>".join(cell(label) for label, _ in lines)
-        if row.figure is None:  # the command, as code
-            base = f"run `{cell(row.command)}`" + (f" ({cell(row.note)})" if row.note else "")
         sources = "<br>".join(cell(source) for _, source in lines)
         ours = f"**{figure(row.figure)}**" if row.figure is not None else "*not run*"
-        note = row.note if row.figure is not None else ""
+        note = cell(row.note)
+        if row.figure is None:  # the command, as code
+            note = f"run `{cell(row.command)}`" + (f" (failed: {note})" if note else "")
         out.append(
             f"| {cell(row.task)} | {cell(row.data)} | {ours} | {cell(row.unit)} | "
-            f"{cell(row.budget)} | {base} | {sources} | {cell(note)} |"
+            f"{cell(row.budget)} | {base} | {sources} | {note} |"
         )
     files = sorted({row.source_file for row in rows if row.source_file})
     out += ["", "Result files read:", "", *[f"- `{f}`" for f in files or ["none"]], ""]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import charlm_quality
 import tagger_ewt
+import ucr
 import warpeace
 import word_lm
 
@@ -49,6 +50,7 @@ class Run:
     data: str
     budget: str
     flags: list[str]
+    published: list[tuple[str, float | str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -84,6 +86,8 @@ CHARLM_SOURCES = {
     "nanoGPT 10M transformer, A100 GPU": NANOGPT + ", the A100 run",
 }
 SHAKESPEARE = "Tiny Shakespeare (bundled), contiguous 90/10, val"
+CHARLM_PUBLISHED = [(name, value, CHARLM_SOURCES.get(name, "charlm_quality.py"))
+                    for name, value in charlm_quality.REFERENCES]  # fmt: skip
 
 
 def charlm_rows(results: list[dict]) -> list[Row]:
@@ -97,10 +101,7 @@ def charlm_rows(results: list[dict]) -> list[Row]:
             r["loss"],
             "val nats/char",
             minutes(r["seconds"]),
-            [
-                (name, value, CHARLM_SOURCES.get(name, "charlm_quality.py"))
-                for name, value in charlm_quality.REFERENCES
-            ],
+            CHARLM_PUBLISHED,
             f"{r['steps']:,} steps; target <= {charlm_quality.TARGETS[r['preset']][1]}",
         )  # fmt: skip
         for r in results
@@ -108,6 +109,7 @@ def charlm_rows(results: list[dict]) -> list[Row]:
 
 
 KARPATHY = "Karpathy, Johnson & Fei-Fei (2015), arXiv:1506.02078, Table 1"
+WARPEACE_PUBLISHED = [(name, loss, KARPATHY) for name, loss in warpeace.PUBLISHED]
 
 
 def warpeace_rows(results: list[dict]) -> list[Row]:
@@ -121,7 +123,7 @@ def warpeace_rows(results: list[dict]) -> list[Row]:
             r["test_loss"],
             "test nats/char",
             minutes(r["seconds"]),
-            [(name, loss, KARPATHY) for name, loss in warpeace.PUBLISHED],
+            WARPEACE_PUBLISHED,
             f"{r['steps']:,} steps; {r['test_bpc']:.3f} bits/char",
         )  # fmt: skip
         for r in results
@@ -137,14 +139,20 @@ def ptb_source(name: str) -> str:
     return "github.com/salesforce/awd-lstm-lm README"
 
 
+def ptb_published() -> tuple[list, list]:
+    """word_lm.PUBLISHED's test perplexities without the cache, and with one (where given)."""
+    plain = [(name, test, ptb_source(name)) for name, test, _ in word_lm.PUBLISHED]
+    cached = [(n, c, ptb_source(n)) for n, _, c in word_lm.PUBLISHED if c is not None]
+    return plain, cached
+
+
 def word_lm_rows(results: list[dict]) -> list[Row]:
     """word_lm.py: ``[{seconds, steps, test_ppl, cache_ppl, cache_theta, ...}]``: a row
     without the cache and one with it."""
     rows = []
     for r in results:
         budget, data = minutes(r["seconds"]), "Penn Treebank (Mikolov), test"
-        plain = [(name, test, ptb_source(name)) for name, test, _ in word_lm.PUBLISHED]
-        cached = [(n, c, ptb_source(n)) for n, _, c in word_lm.PUBLISHED if c is not None]
+        plain, cached = ptb_published()
         steps = f"{r['steps']:,} steps"
         rows += [
             Row("word_lm", f"{r['seconds']:g}", "word LM, ptb preset", data, r["test_ppl"],
@@ -157,10 +165,15 @@ def word_lm_rows(results: list[dict]) -> list[Row]:
     return rows
 
 
+def ewt_published(published: list) -> list[tuple[str, float, str]]:
+    """tagger_ewt.PUBLISHED's rows (or their JSON copy) as (system (treebank), UPOS %, where)."""
+    return [(f"{s} ({tb})", upos, src) for s, tb, upos, src in published]
+
+
 def tagger_rows(results: dict) -> list[Row]:
     """tagger_ewt.py: ``{"results": [{variant, max_time_s, quick, test_upos, ...}],
     "published": [[system, treebank, upos %, source]]}``."""
-    published = [(f"{s} ({tb})", upos, src) for s, tb, upos, src in results["published"]]
+    published = ewt_published(results["published"])
     return [
         Row(
             "tagger_ewt",
@@ -257,33 +270,37 @@ def memory_rows(results: dict) -> list[Row]:
 BENCHES = [
     Bench(
         "charlm_quality", "benchmarks/charlm_quality.py", charlm_rows,
-        [Run(p, (p,), f"char LM, {p} preset", SHAKESPEARE, minutes(t), ["--preset", p])
+        [Run(p, (p,), f"char LM, {p} preset", SHAKESPEARE, minutes(t), ["--preset", p],
+             CHARLM_PUBLISHED)
          for p, (t, _) in charlm_quality.TARGETS.items()],
         ["--max-time", "3", "--threads", "1"],
     ),
     Bench(
         "warpeace", "benchmarks/warpeace.py", warpeace_rows,
         [Run(f"{s}s", (f"{s}",), "char LM, warpeace preset", "War and Peace", minutes(s),
-             ["--short-time", "0", "--max-time", f"{s}"]) for s in (900, 3600)],
+             ["--short-time", "0", "--max-time", f"{s}"], WARPEACE_PUBLISHED)
+         for s in (900, 3600)],
         ["--quick", "--threads", "1"],
     ),
     Bench(
         "word_lm", "benchmarks/word_lm.py", word_lm_rows,
         [Run(f"{s}s", (f"{s}", f"{s}+cache"), "word LM, ptb preset, with and without the cache",
-             "Penn Treebank", minutes(s), ["--short-time", "0", "--max-time", f"{s}"])
+             "Penn Treebank", minutes(s), ["--short-time", "0", "--max-time", f"{s}"],
+             ptb_published()[0] + [(f"{n} + cache", c, w) for n, c, w in ptb_published()[1]])
          for s in (900, 3600)],
         ["--quick", "--threads", "1"],
     ),
     Bench(
         "tagger_ewt", "benchmarks/tagger_ewt.py", tagger_rows,
         [Run(v, (v,), f"UPOS tagging, tag preset, {v}", "English-EWT", minutes(900),
-             ["--variant", v]) for v in tagger_ewt.VARIANTS],
+             ["--variant", v], ewt_published(tagger_ewt.PUBLISHED))
+         for v in tagger_ewt.VARIANTS],
         ["--quick", "--threads", "1"],
     ),
     Bench(
         "ucr", "benchmarks/ucr.py", ucr_rows,
         [Run(n, (n,), "sequence classification, ucr preset", f"{n} (UCR/UEA)", minutes(180),
-             ["--sets", n]) for n in ("JapaneseVowels", "ArrowHead", "ItalyPowerDemand")],
+             ["--sets", n], ucr.PUBLISHED[n]) for n in ucr.SETS],
         ["--quick", "--threads", "1"],
     ),
     Bench(

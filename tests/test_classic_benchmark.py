@@ -226,3 +226,30 @@ def test_quick_runs_a_benchmark_end_to_end(tmp_path):
     assert [r["key"] for r in saved] == ["adding-rnn", "adding-lstm", "copy-rnn", "copy-lstm"]
     assert all("--quick, 1 thread per worker" in r["budget"] for r in saved)
     assert "--quick smoke runs" in doc.read_text()
+
+
+def test_run_missing_runs_only_the_missing_invocation(tmp_path, monkeypatch, capsys):
+    """--run-missing with the copy results present: only the adding run (its flags shrunk to a
+    few steps) is made, into RUNS/memory_tasks-adding with its sidecar; a second call runs
+    nothing."""
+    memory = next(b for b in classic.BENCHES if b.name == "memory_tasks")
+    small = ["--cells", "rnn", "lstm", "gru", "--lengths", "5", "--seeds", "1", "--steps", "3"]
+    for run in memory.runs:
+        monkeypatch.setattr(
+            run, "flags", ["--tasks", run.label, *small, "--workers", "1", "--json"]
+        )
+    copy = MemoryResult([Trial("copy", cell, 5, 0, 8, 5000, 1.0, 2.0, 0.5, False, 3, 0.1)
+                         for cell in ("rnn", "lstm", "gru")], {})  # fmt: skip
+    (tmp_path / "memory_tasks").mkdir()
+    (tmp_path / "memory_tasks/results.json").write_text(json.dumps(copy.to_json()))
+    rows = classic.build(tmp_path, run_missing=True, fresh=False, quick=False,
+                         only=["memory_tasks"])  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memory_tasks", "memory_tasks-adding"]
+    sidecar = json.loads((tmp_path / "memory_tasks-adding" / classic.SIDECAR).read_text())
+    assert sidecar["command"][:3] == ["benchmarks/memory_tasks.py", "--tasks", "adding"]
+    assert [r.key for r in rows] == [f"{t}-{c}" for t in ("adding", "copy")
+                                     for c in ("rnn", "lstm", "gru")]  # fmt: skip
+    assert all(r.figure is not None for r in rows) and rows[3].figure == "none"
+    capsys.readouterr()
+    classic.build(tmp_path, run_missing=True, fresh=False, quick=False, only=["memory_tasks"])
+    assert "classic: running" not in capsys.readouterr().out
