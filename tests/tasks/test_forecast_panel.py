@@ -314,3 +314,28 @@ def test_backtest_is_refused_for_other_tasks_and_without_its_flag():
     nopath = SimpleNamespace(backtest=True, horizon=None, windows=2, paths=[], **flags)
     with pytest.raises(UserError, match="--backtest needs the CSV files"):
         _check_backtest(nopath)
+
+
+def test_predict_reads_the_future_rows_and_refuses_holes(tmp_path):
+    task = ForecastTask(make_config([panel_csv(tmp_path)], likelihood="quantile"))
+    task.prepare()
+    torch.manual_seed(0)
+    model = task.build_model()
+    text = task.predict(model, [panel_csv(tmp_path, steps=30, name="f.csv", future=2)], {})
+    lines = text.splitlines()
+    assert lines[0] == "store,time,sales,sales_p10,sales_p90" and len(lines) == 1 + 2 * 2
+    assert [line.split(",")[1] for line in lines[1:3]] == [
+        str(START + timedelta(hours=30)),
+        str(START + timedelta(hours=31)),
+    ]
+    hole = tmp_path / "hole.csv"
+    rows = (tmp_path / "f.csv").read_text().splitlines()
+    body = sorted(r for r in rows[1:] if ",north," in r)
+    t, store, sales, price = body[5].split(",")
+    body[5] = ",".join((t, store, "", price))  # an empty target cell amid the history
+    hole.write_text("\n".join([rows[0], *body]) + "\n")
+    with pytest.raises(UserError, match=r"hole.csv:7: empty target cells before the last row"):
+        task.predict(model, [str(hole)], {})
+    short = panel_csv(tmp_path, steps=5, name="short.csv", future=2)
+    with pytest.raises(UserError, match=r"short.csv \(series 'north'\): 5 rows, fewer than"):
+        task.predict(model, [short], {})
