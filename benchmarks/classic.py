@@ -67,11 +67,12 @@ def budget_note(path: Path, budget: str) -> str:
     run (and "--quick" where that run was a smoke run the results file does not say was)."""
     sidecar = path.parent / SIDECAR
     if not sidecar.is_file():
-        parts = [budget, "threads/machine not recorded"]
+        parts = [budget, "machine not recorded" if "thread" in budget else "threads not recorded"]
     else:
         run = json.loads(sidecar.read_text())
         quick = "--quick" if run.get("quick") and "--quick" not in budget else ""
-        parts = [budget, quick, run["threads"], run["machine"]]
+        threads = "" if "thread" in budget else run["threads"]
+        parts = [budget, quick, threads, run["machine"]]
     return ", ".join(part for part in parts if part)
 
 

@@ -79,6 +79,15 @@ def minutes(seconds: float) -> str:
     return word_lm.budget(seconds)
 
 
+def spent(seconds: float, figures: dict) -> str:
+    """The budget, with ``--quick`` and the threads where the results record them."""
+    parts = ["--quick" if figures.get("quick") else minutes(seconds)]
+    if figures.get("threads") is not None:
+        threads = int(figures["threads"])
+        parts.append(f"{threads} thread{'s' if threads != 1 else ''}")
+    return ", ".join(parts)
+
+
 NANOGPT = "github.com/karpathy/nanoGPT README (shakespeare_char)"
 CHARLM_SOURCES = {
     "nanoGPT char model, CPU recipe, ~2 min": NANOGPT + ", the CPU/MacBook recipe",
@@ -100,7 +109,7 @@ def charlm_rows(results: list[dict]) -> list[Row]:
             SHAKESPEARE,
             r["loss"],
             "val nats/char",
-            minutes(r["seconds"]),
+            spent(r["seconds"], r),
             CHARLM_PUBLISHED,
             f"{r['steps']:,} steps; target <= {charlm_quality.TARGETS[r['preset']][1]}",
         )  # fmt: skip
@@ -122,7 +131,7 @@ def warpeace_rows(results: list[dict]) -> list[Row]:
             "War and Peace, contiguous 80/10/10, test",
             r["test_loss"],
             "test nats/char",
-            minutes(r["seconds"]),
+            spent(r["seconds"], r),
             WARPEACE_PUBLISHED,
             f"{r['steps']:,} steps; {r['test_bpc']:.3f} bits/char",
         )  # fmt: skip
@@ -151,7 +160,7 @@ def word_lm_rows(results: list[dict]) -> list[Row]:
     without the cache and one with it."""
     rows = []
     for r in results:
-        budget, data = minutes(r["seconds"]), "Penn Treebank (Mikolov), test"
+        budget, data = spent(r["seconds"], r), "Penn Treebank (Mikolov), test"
         plain, cached = ptb_published()
         steps = f"{r['steps']:,} steps"
         rows += [
@@ -182,7 +191,7 @@ def tagger_rows(results: dict) -> list[Row]:
             "English-EWT (UD), official test",
             100 * r["test_upos"],
             "% test UPOS",
-            "--quick" if r.get("quick") else minutes(r["max_time_s"]),
+            spent(r["max_time_s"], r),
             published,
             f"dev {100 * r['dev_upos']:.2f}; {r['tag_sentences_per_s']:,.0f} sentences/s tagged",
         )  # fmt: skip
@@ -194,7 +203,7 @@ def ucr_rows(results: dict) -> list[Row]:
     """ucr.py: ``{"settings": {max_time, threads, quick}, "results": {set: {"rnnkit":
     {accuracy}, "dtw": {accuracy}, "published": [{method, accuracy, source}]}}}``."""
     settings = results["settings"]
-    budget = "--quick" if settings.get("quick") else minutes(settings["max_time"])
+    budget = spent(settings["max_time"], settings)
     rows = []
     for name, r in results["results"].items():
         here = ("1-NN DTW (w=100%), this run", r["dtw"]["accuracy"], "sktime's numba DTW")
@@ -209,7 +218,6 @@ def ucr_rows(results: dict) -> list[Row]:
                 "test accuracy",
                 budget,
                 [here, *published],
-                f"{settings['threads']} threads",
             )  # fmt: skip
         )
     return rows
@@ -222,11 +230,14 @@ def forecast_rows(results: dict) -> list[Row]:
     """forecast_real.py: ``{series: {steps, horizon, windows, season, models: {model: {mase,
     smape, quantile_loss, coverage80, crps?, train_seconds?}}}}``: MASE and 80% coverage."""
     rows = []
+    settings = results.get("settings", {})  # where the file records them (not yet)
     for name, r in results.items():
+        if name == "settings":
+            continue
         models = r["models"]
         ours, others = models["rnnkit"], {k: v for k, v in models.items() if k != "rnnkit"}
         data = f"{name}, {r['windows']} windows x {r['horizon']} steps"
-        budget = minutes(ours["train_seconds"]) if "train_seconds" in ours else ""
+        budget = spent(ours["train_seconds"], settings) if "train_seconds" in ours else ""
         crps = f", CRPS {ours['crps']:.4g}" if "crps" in ours else ""
         rows += [
             Row("forecast_real", f"{name}-mase", "forecasting, Student-t, sampled paths", data,

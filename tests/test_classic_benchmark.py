@@ -253,3 +253,16 @@ def test_run_missing_runs_only_the_missing_invocation(tmp_path, monkeypatch, cap
     capsys.readouterr()
     classic.build(tmp_path, run_missing=True, fresh=False, quick=False, only=["memory_tasks"])
     assert "classic: running" not in capsys.readouterr().out
+
+
+def test_threads_and_quick_shown_where_a_results_file_records_them(table):
+    from classic_rows import forecast_rows, spent
+
+    assert spent(900, {"threads": "2"}) == "15 min, 2 threads"
+    assert spent(60, {"quick": True, "threads": 1}) == "--quick, 1 thread"
+    assert spent(45, {}) == "45 s"
+    _, runs, _ = table
+    results = json.loads((runs / "forecast_real/results.json").read_text())
+    rows = forecast_rows({"settings": {"threads": 2}, **results})  # a settings entry is skipped
+    assert [r.key for r in rows] == ["co2-mase", "co2-coverage"]
+    assert rows[0].budget == "10 min, 2 threads"
