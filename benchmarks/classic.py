@@ -264,6 +264,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
         parser.error(f"--doc {args.doc}: a Markdown path ending in .md")
     with tempfile.TemporaryDirectory(prefix="classic-") as scratch:
         runs = Path(scratch) if args.quick else args.runs
+        if args.fresh or args.run_missing:  # the runs start in the repository root
+            runs = runs.resolve()
         try:
             rows = build(runs, run_missing=args.run_missing, fresh=args.fresh, quick=args.quick,
                          only=args.only)  # fmt: skip
@@ -279,6 +281,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     data = [asdict(row) for row in rows]
     args.doc.with_name("classic.json").write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {args.doc} and {args.doc.with_name('classic.json')}")
+    failed = [row for row in rows if row.figure is None and row.note]
+    if failed:  # a benchmark classic ran ended with an error: the table says which
+        raise SystemExit(f"classic: {len(failed)} benchmark run(s) failed: {failed[0].note}")
     return rows
 
 

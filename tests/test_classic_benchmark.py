@@ -266,3 +266,14 @@ def test_threads_and_quick_shown_where_a_results_file_records_them(table):
     rows = forecast_rows({"settings": {"threads": 2}, **results})  # a settings entry is skipped
     assert [r.key for r in rows] == ["co2-mase", "co2-coverage"]
     assert rows[0].budget == "10 min, 2 threads"
+
+
+def test_a_failed_benchmark_run_is_a_not_run_row_with_its_error(tmp_path, monkeypatch):
+    memory = next(b for b in classic.BENCHES if b.name == "memory_tasks")
+    monkeypatch.setattr(memory, "quick", ["--cells", "nope", "--json"])
+    doc = tmp_path / "benchmarks.md"
+    with pytest.raises(SystemExit, match="1 benchmark run.s. failed: .*invalid choice: 'nope'"):
+        classic.main(["--quick", "--only", "memory_tasks", "--doc", str(doc)])
+    (row,) = json.loads(doc.with_name("classic.json").read_text())
+    assert row["figure"] is None and "invalid choice: 'nope'" in row["note"]
+    assert "memory_tasks.py --cells nope --json" in row["command"]
