@@ -3,7 +3,7 @@
     python benchmarks/classic.py                  # read runs/*/results.json, print, write docs/
     python benchmarks/classic.py --run-missing    # first run what has no results (hours)
     python benchmarks/classic.py --fresh          # retrain every row (hours: the full budgets)
-    python benchmarks/classic.py --quick          # every benchmark's --quick, a temporary dir
+    python benchmarks/classic.py --quick          # every benchmark's --quick (minutes)
     python benchmarks/classic.py --runs /tmp/bench18 --doc docs/benchmarks.md
 
 It REUSES the per-task benchmarks (charlm_quality, warpeace, word_lm, tagger_ewt, ucr,
@@ -11,14 +11,15 @@ forecast_real, memory_tasks): each writes ``OUT/results.json`` in its own layout
 benchmarks/classic_rows.py turns each layout into rows. Under ``--runs`` (default ``runs/``)
 every ``<name>*/results.json`` is read; where two files hold the same row, the newer one wins.
 A row no file holds prints "not run" and the command that makes it; with ``--run-missing``
-that command runs first (a subprocess, its own flags, into ``RUNS/<name>-<row>``), with
+that command runs first (a subprocess, its own flags, into ``RUNS/<name>-<label>``), with
 ``--fresh`` every row's command runs (into a new directory, so nothing is overwritten). Each
 run classic makes leaves ``classic_run.json`` beside the results: the command, the threads
 and the machine, shown in the budget column.
 
-Writes the table as Markdown (``--doc``, default docs/benchmarks.md) and ``classic.json``
-beside it (every row's fields), and prints it as aligned text. Never a made-up figure: every
-number comes from a results file or from the benchmarks' PUBLISHED constants.
+Writes the table as Markdown (``--doc``, default docs/benchmarks.md; with ``--quick``,
+runs/classic-quick/benchmarks.md, so smoke figures never replace the real table) and
+``classic.json`` beside it (every row's fields), and prints it as aligned text. Never a
+made-up figure: every number comes from a results file or the benchmarks' PUBLISHED constants.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from classic_rows import BENCHES, Bench, Row, Run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDECAR = "classic_run.json"
+DOC = ROOT / "docs" / "benchmarks.md"
 
 
 class UsageError(Exception):
@@ -247,7 +249,11 @@ def markdown(rows: list[Row], runs: str, stated: str) -> str:
 def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="<name>*/results.json")
-    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        help="the Markdown (default docs/benchmarks.md; --quick: runs/classic-quick/benchmarks.md)",
+    )
     parser.add_argument("--run-missing", action="store_true", help="run what has no results")
     parser.add_argument("--fresh", action="store_true", help="retrain every row")
     parser.add_argument("--quick", action="store_true", help="every --quick, a temporary dir")
@@ -260,6 +266,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
         parser.error("--quick runs into a temporary directory: not with --fresh/--run-missing")
     if not args.quick and not args.runs.is_dir() and not (args.fresh or args.run_missing):
         print(f"classic: --runs {args.runs}: no such directory; every row is 'not run'")
+    if args.doc is None:  # smoke figures never replace the real table
+        args.doc = Path("runs/classic-quick/benchmarks.md") if args.quick else DOC
     if args.doc.suffix != ".md":
         parser.error(f"--doc {args.doc}: a Markdown path ending in .md")
     with tempfile.TemporaryDirectory(prefix="classic-") as scratch:

@@ -200,8 +200,10 @@ def test_the_newer_file_wins_and_the_sidecar_gives_threads(tmp_path):
     assert classic.collect(tmp_path, ucr_bench)["ArrowHead"].figure == 0.5
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
@@ -218,9 +220,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
 
 def test_quick_runs_a_benchmark_end_to_end(tmp_path):
     """--quick --only memory_tasks: the subprocess, its stdout JSON saved, the sidecar, the
-    table (a few seconds; the other benchmarks' --quick runs take minutes in all)."""
-    doc = tmp_path / "benchmarks.md"
-    done = cli("--quick", "--only", "memory_tasks", "--doc", str(doc))
+    table (a few seconds; the other benchmarks' --quick runs take minutes in all), written to
+    runs/classic-quick/, never over docs/benchmarks.md."""
+    doc = tmp_path / "runs" / "classic-quick" / "benchmarks.md"
+    done = cli("--quick", "--only", "memory_tasks", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     saved = json.loads(doc.with_name("classic.json").read_text())
     assert [r["key"] for r in saved] == ["adding-rnn", "adding-lstm", "copy-rnn", "copy-lstm"]
