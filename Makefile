@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run test lint format bench trust clean
+.PHONY: install browser run test lint format bench bench-classic trust clean
 
 install: $(STAMP)
 
@@ -71,6 +71,14 @@ bench: install
 	$(PY) benchmarks/tasks.py
 	$(PY) benchmarks/memory_tasks.py --plot docs/memory.png
 	$(PY) benchmarks/mingru_quality.py
+
+# `make bench-classic`: docs/benchmarks.md, every real-data result beside its published
+# baseline; trains only the benchmarks whose results are missing under runs/ (the full set:
+# about 5 hours on 2 cores). CLASSIC_FLAGS=--fresh retrains all; CLASSIC_FLAGS=--quick: smoke
+# runs, written to runs/classic-quick/.
+CLASSIC_FLAGS ?= --run-missing
+bench-classic: install
+	$(PY) benchmarks/classic.py $(CLASSIC_FLAGS)
 
 # The trust-and-scale figures (README "Several processes", "Serve over HTTP", "Crash safety"):
 # SIGKILL tests, 100,000 fuzz inputs per loader, a 500-request load test, 1 vs 2 processes,

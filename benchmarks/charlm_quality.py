@@ -58,6 +58,7 @@ def measure(preset: str, seconds: float, threads: int, workdir: Path) -> dict:
     return {
         "preset": preset,
         "seconds": seconds,
+        "threads": threads,
         "wall_s": round(wall, 1),
         "steps": step,
         **json.loads(scored.stdout),

