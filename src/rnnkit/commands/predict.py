@@ -35,7 +35,8 @@ def add_parser(commands) -> None:
         "inputs",
         nargs="*",
         metavar="INPUT",
-        help="texts (classify, tag, seq2seq), conditions (generate-from) or CSV files (forecast)",
+        help="texts (classify, tag, seq2seq), sequence files .ts/.npz/.csv (classify), conditions "
+        "(generate-from) or CSV files (forecast)",
     )
     predict.add_argument("--top", type=positive, help="classes shown per input (classify)")
     add_decoding(predict)
