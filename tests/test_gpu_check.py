@@ -36,25 +36,29 @@ ROWS = [
     "gpu preset: Tiny Shakespeare val loss (rnnkit eval, full split)",
     "gpu preset: the run (rnnkit train --preset gpu)",
 ]  # fmt: skip
-#: imported first by every Python started with this directory on PYTHONPATH: refuses the
-#: modules named in $GPU_CHECK_BLOCKED as a machine without them would, and says it was here
+#: imported first by every Python started with this directory on PYTHONPATH: hides the modules
+#: named in $GPU_CHECK_BLOCKED as a machine without them would (``import`` raises
+#: ModuleNotFoundError and ``importlib.util.find_spec`` gives None: torch._dynamo probes
+#: optional packages such as pandas that way), and says it was here
 BLOCKER = """
-import json, os, sys
+import importlib.machinery, json, os, sys
 
 _BLOCKED = set(json.loads(os.environ["GPU_CHECK_BLOCKED"]))
 with open(os.environ["GPU_CHECK_LOADED"], "a") as _f:
     _f.write(f"{os.getpid()}\\n")
 
 
-class _Blocker:
-    def find_spec(self, name, path=None, target=None):
+class _PathFinderWithout(importlib.machinery.PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
         if name.partition(".")[0] in _BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r} (not on the GPU machine)",
-                                      name=name)
-        return None
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, path, target)
 
 
-sys.meta_path.insert(0, _Blocker())
+sys.meta_path[:] = [
+    _PathFinderWithout if f is importlib.machinery.PathFinder else f for f in sys.meta_path
+]
 """
 
 
@@ -117,10 +121,12 @@ def test_the_blocker_refuses_what_the_gpu_machine_lacks(tmp_path):
     assert {"fastapi", "uvicorn", "httpx"} <= set(blocked)  # installed here (the dev extra)
     assert not {"torch", "numpy", "matplotlib", "onnx", "pytest"} & set(blocked)
     env = blocked_env(tmp_path)
-    probe = "import numpy, torch\ntry:\n import fastapi\nexcept ImportError as e:\n print(e)"
+    probe = ("import importlib.util, numpy, torch\nprint(importlib.util.find_spec('fastapi'))\n"
+             "try:\n import fastapi\nexcept ImportError as e:\n print(e)")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                             text=True, timeout=120)  # fmt: skip
-    assert result.stdout.strip() == "No module named 'fastapi' (not on the GPU machine)"
+    assert result.stdout.splitlines() == ["None", "No module named 'fastapi'"], result.stderr
+    assert (tmp_path / "loaded.txt").read_text().split(), "the blocker did not run"
 
 
 def test_the_gpu_tests_collect_with_only_the_gpu_machines_packages(tmp_path):
