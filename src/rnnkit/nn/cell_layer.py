@@ -124,32 +124,41 @@ class CellLayer(RecurrentLayer):
     def forward(self, input, hx=None, lengths=None):
         """Run the layer (see the class docstring); input (L, N, H_in), batch-first, unbatched
         (L, H_in) or a PackedSequence; ``lengths`` (N,) valid steps of a padded batch."""
-        name = type(self).__name__
-        packed = input if isinstance(input, PackedSequence) else None
-        unbatched = False
-        if packed is not None:
-            if lengths is not None:
-                raise ValueError(f"{name}: lengths must be None for a PackedSequence input")
-            x, lengths = pad_packed_sequence(PackedSequence(*packed[:2]))  # (L, N, H_in), sorted
-        else:
-            unbatched = check_input(name, input)
-            x = input.unsqueeze(0 if self.batch_first else 1) if unbatched else input
-            x = x.transpose(0, 1) if self.batch_first else x  # (L, N, H_in)
-            lengths = check_lengths(name, lengths, x.size(1), x.size(0), unbatched)
-        check_features(name, x, self.input_size, self.layer_weight("weight_ih", 0), x.size(0))
-        rows = self.num_layers * self.num_directions
-        hx = initial_state(name, hx, self.state_spec().sizes, rows, x, unbatched)
-        if packed is not None and packed.sorted_indices is not None:
-            hx = tuple(s.index_select(1, packed.sorted_indices) for s in hx)
-        output, state = unroll(self, x, hx, lengths)  # (L, N, D*H), each (rows, N, H)
-        if packed is not None:
-            if packed.unsorted_indices is not None:
-                state = tuple(s.index_select(1, packed.unsorted_indices) for s in state)
-            data = pack_padded_sequence(output, lengths).data
-            output = PackedSequence(data, *packed[1:])
-        else:
-            output = output.transpose(0, 1) if self.batch_first else output
-            if unbatched:
-                output = output.squeeze(0 if self.batch_first else 1)
-                state = tuple(s.squeeze(1) for s in state)
-        return output, (LSTMState(*state) if len(state) == 2 else state[0])
+        return forward_padded(self, input, hx, lengths, unroll, self.layer_weight("weight_ih", 0))
+
+
+def forward_padded(layer: RecurrentLayer, input, hx, lengths, run, weight):
+    """A layer's ``forward`` around ``run(layer, x, hx, lengths)`` -- which maps a time-major
+    batch x (L, N, H_in), the checked initial states (each (rows, N, size)) and the CPU lengths
+    (or None) to (output (L, N, D*H), final states) -- with the checks, batch_first, unbatched
+    input and PackedSequence in and out; ``weight`` is the parameter whose dtype x must have.
+    Returns ``(output, h_n)``, or ``(output, LSTMState(h_n, c_n))`` for two state tensors."""
+    name = type(layer).__name__
+    packed = input if isinstance(input, PackedSequence) else None
+    unbatched = False
+    if packed is not None:
+        if lengths is not None:
+            raise ValueError(f"{name}: lengths must be None for a PackedSequence input")
+        x, lengths = pad_packed_sequence(PackedSequence(*packed[:2]))  # (L, N, H_in), sorted
+    else:
+        unbatched = check_input(name, input)
+        x = input.unsqueeze(0 if layer.batch_first else 1) if unbatched else input
+        x = x.transpose(0, 1) if layer.batch_first else x  # (L, N, H_in)
+        lengths = check_lengths(name, lengths, x.size(1), x.size(0), unbatched)
+    check_features(name, x, layer.input_size, weight, x.size(0))
+    rows = layer.num_layers * layer.num_directions
+    hx = initial_state(name, hx, layer.state_spec().sizes, rows, x, unbatched)
+    if packed is not None and packed.sorted_indices is not None:
+        hx = tuple(s.index_select(1, packed.sorted_indices) for s in hx)
+    output, state = run(layer, x, hx, lengths)  # (L, N, D*H), each (rows, N, size)
+    if packed is not None:
+        if packed.unsorted_indices is not None:
+            state = tuple(s.index_select(1, packed.unsorted_indices) for s in state)
+        data = pack_padded_sequence(output, lengths).data
+        output = PackedSequence(data, *packed[1:])
+    else:
+        output = output.transpose(0, 1) if layer.batch_first else output
+        if unbatched:
+            output = output.squeeze(0 if layer.batch_first else 1)
+            state = tuple(s.squeeze(1) for s in state)
+    return output, (LSTMState(*state) if len(state) == 2 else state[0])

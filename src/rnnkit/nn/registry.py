@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 TORCH_IMPLS = {"auto": "auto", "fused": "fused", "cells": "cells"}
 CELLS_ONLY: dict[str, str | None] = {"auto": None, "cells": None}
 MINIMAL_IMPLS = {"auto": "auto", "fused": "fused", "cells": "sequential"}
+#: the modern layers (``modern.py``): ``fused`` is their chunkwise training form
+MODERN_IMPLS = {"auto": "auto", "fused": "chunk", "cells": "sequential"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Cell:
 
 
 _LSTM_GATES = ("input", "forget", "candidate", "output")
+_WIDE = ("h", "c")  # a modern layer's state: its output h and its memory, flattened, as c
 
 CELLS: dict[str, Cell] = {
     cell.name: cell
@@ -81,6 +84,18 @@ CELLS: dict[str, Cell] = {
              ("input", "forget", "candidate"), impls=MINIMAL_IMPLS),
         Cell("indrnn", "rnnkit.nn.indrnn:IndRNN", "Li et al. 2018 independently recurrent, relu",
              regularisers=True, weight_drop=True, impls=CELLS_ONLY),
+        Cell("mlstm", "rnnkit.nn.xlstm:MLSTM", "xLSTM's matrix-memory mLSTM, Beck et al. 2024",
+             ("forget", "output"), _WIDE, impls=MODERN_IMPLS),
+        Cell("slstm", "rnnkit.nn.xlstm:SLSTM", "xLSTM's scalar-memory sLSTM, Beck et al. 2024",
+             ("forget", "output"), _WIDE, impls=MODERN_IMPLS),
+        Cell("deltanet", "rnnkit.nn.linear:GatedDeltaNet", "Gated DeltaNet, Yang et al. 2024",
+             ("decay", "beta"), _WIDE, impls=MODERN_IMPLS),
+        Cell("mamba2", "rnnkit.nn.linear:Mamba2", "Mamba-2 (SSD), Dao & Gu 2024", ("decay",),
+             _WIDE, impls=MODERN_IMPLS),
+        Cell("gla", "rnnkit.nn.linear:GLA", "gated linear attention, Yang et al. 2023",
+             ("decay",), _WIDE, impls=MODERN_IMPLS),
+        Cell("rwkv7", "rnnkit.nn.linear:RWKV7", "RWKV-7 time mixing, Peng et al. 2025",
+             ("decay", "learning_rate"), _WIDE, impls=MODERN_IMPLS),
     )
 }  # fmt: skip
 

@@ -1,0 +1,431 @@
+r"""Linear recurrences with matrix memory: ``GLA``, ``Mamba2``, ``GatedDeltaNet`` and ``RWKV7``.
+
+Each keeps a memory S (d_k, d_v) per head, reads it with a query, and differs in how the memory
+decays and is written (u the block's normalised input; every layer's step is one line per
+equation in its mixer's ``step``)::
+
+    GLA (Yang et al. 2023)             S_t = diag(α_t) S_{t-1} + k_t v_t^T       o_t = S_t^T q_t
+        α_t = σ(W_α2 W_α1 u + b_α)^(1/16) per key dim; y = W_o (RMSNorm(o) ⊙ SiLU(W_g u))
+    Mamba-2, SSD (Dao & Gu 2024)       S_t = exp(Δ_t A) S_{t-1} + B_t (Δ_t x_t)^T   o_t = S_t^T C_t
+        [x B C] = SiLU(conv4(W u)), Δ = softplus(W_Δ u + b_Δ), A = -exp(A_log) per head;
+        y = W_o RMSNorm((o + D x) ⊙ SiLU(z))
+    Gated DeltaNet (Yang et al. 2024)  S_t = α_t (I - β_t k_t k_t^T) S_{t-1} + β_t k_t v_t^T
+        [q k v] = SiLU(conv4(W u)), q, k unit length, α = exp(-exp(A_log) softplus(W_a u + b)),
+        β = σ(W_β u); o_t = S_t^T q_t / sqrt(d_k); y = W_o (RMSNorm(o) ⊙ SiLU(W_g u))
+    RWKV-7 (Peng et al. 2025)          S_t = (diag(w_t) - κ_t (a_t ⊙ κ_t)^T)... written
+        S_t = diag(w_t) S_{t-1} - (a_t ⊙ κ_t)(κ_t^T S_{t-1}) + k~_t v_t^T,  o_t = S_t^T r_t,
+        with token shift x_* = u + μ_* ⊙ (u_{t-1} - u), w = exp(-e^-0.5 σ(w_0 + W tanh(W x_w))),
+        κ = unit(k ⊙ k_k), k~ = k ⊙ (1 + (a - 1) ⊙ k_a), a = σ(a_0 + W W x_a);
+        y = W_o ((GroupNorm(o) + (r ⊙ k~ ⊙ r_k)·1 v) ⊙ g)
+
+All four are the recurrence of :func:`~rnnkit.nn.chunked.linear_recurrence` (diagonal decay,
+plus a rank-one part for the delta rules), which is their training form.
+
+.. note:: Simplifications, each a documented choice: Mamba-2 has one group of B and C (the
+   paper's default) and no extra bias; RWKV-7 has no value residual across layers (its
+   ``v_first`` would tie every layer to the first, and the shared block treats layers alike);
+   GLA and Gated DeltaNet have no short convolution on GLA's q/k (as fla's default) and
+   Gated DeltaNet one on q, k and v (as the paper).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.nn.chunked import causal_conv, conv_step, linear_recurrence, with_history
+from rnnkit.nn.modern import (
+    Memory,
+    Mixer,
+    ModernLayer,
+    from_heads,
+    head_norm,
+    heads_of,
+    invalid,
+    to_heads,
+)
+
+
+def _divisor(name: str, width: int, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or width % value:
+        raise ValueError(f"{name} must be a positive divisor of {width}, got {value!r}")
+    return value
+
+
+def _uniform(*linears: nn.Linear, fan_in: int) -> None:
+    for linear in linears:
+        nn.init.uniform_(linear.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        if linear.bias is not None:
+            nn.init.zeros_(linear.bias)
+
+
+def _time_step_init(dt_bias: Tensor, a_log: Tensor, a_low: float) -> None:
+    """Mamba's initialisation: softplus(dt_bias) log-uniform in [0.001, 0.1], A uniform in
+    [a_low, 16] (stored as log A)."""
+    with torch.no_grad():
+        dt = torch.empty_like(dt_bias).uniform_(math.log(1e-3), math.log(0.1)).exp()
+        dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        a_log.copy_(torch.empty_like(a_log).uniform_(a_low, 16).log())
+
+
+def _masked(t: Tensor, pad: Tensor | None, value: float = 0.0) -> Tensor:
+    return t if pad is None else t.masked_fill(pad, value)
+
+
+def _outer(k: Tensor, v: Tensor) -> Tensor:
+    """k v^T per head: k (N, heads, d_k), v (N, heads, d_v) -> (N, heads, d_k, d_v)."""
+    return k.unsqueeze(-1) * v.unsqueeze(-2)
+
+
+def _read(S: Tensor, q: Tensor) -> Tensor:  # noqa: N803
+    """S^T q per head: S (N, heads, d_k, d_v), q (N, heads, d_k) -> (N, heads, d_v)."""
+    return (S * q.unsqueeze(-1)).sum(-2)
+
+
+class GLAMixer(Mixer):
+    """Gated linear attention (see the module docstring): ``heads`` heads, d_k = H / (2 heads),
+    d_v = H / heads, a rank-16 gate with the logit normaliser 16 of fla's GLA."""
+
+    gate_names = ("decay",)
+    RANK, NORMALISER = 16, 16.0
+
+    def __init__(self, hidden, *, bias=True, chunk, factory, heads=4) -> None:
+        super().__init__(hidden, chunk)
+        self.heads = _divisor("heads", hidden, heads)
+        self.d_v = hidden // heads
+        self.d_k = max(1, self.d_v // 2)
+        keys = heads * self.d_k
+        self.memory = {"S": (heads, self.d_k, self.d_v)}
+        self.proj = nn.Linear(hidden, 2 * keys + 2 * hidden, bias=bias, **factory)  # q k v g
+        self.gate_down = nn.Linear(hidden, self.RANK, bias=False, **factory)
+        self.gate_up = nn.Linear(self.RANK, keys, bias=True, **factory)
+        self.norm_weight = nn.Parameter(torch.ones(self.d_v, **factory))
+        self.out = nn.Linear(hidden, hidden, bias=False, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _uniform(self.proj, self.gate_down, self.out, fan_in=self.hidden)
+        _uniform(self.gate_up, fan_in=self.RANK)
+        nn.init.ones_(self.norm_weight)
+
+    def project(self, u: Tensor) -> Tensor:
+        return torch.cat([self.proj(u), self.gate_up(self.gate_down(u))], -1)
+
+    def _split(self, p: Tensor):
+        keys, h = self.heads * self.d_k, self.hidden
+        q, k, v, g, gate = p.split([keys, keys, h, h, keys], -1)
+        log_alpha = F.logsigmoid(gate) / self.NORMALISER
+        return q / math.sqrt(self.d_k), k, v, g, log_alpha
+
+    def _output(self, o: Tensor, g: Tensor) -> Tensor:
+        weight = self.norm_weight.repeat(self.heads)
+        return self.out(head_norm(o, self.heads, weight) * F.silu(g))
+
+    def step(self, p: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
+        q, k, v, g, log_alpha = (heads_of(t, self.heads) for t in self._split(p))
+        S = log_alpha.exp().unsqueeze(-1) * memory["S"] + _outer(k, v)  # noqa: N806
+        o = _read(S, q)
+        return self._output(o.flatten(-2), g.flatten(-2)), {"S": S}
+
+    def sequence(self, p: Tensor, memory: Memory, lengths: Tensor | None):
+        q, k, v, g, log_alpha = self._split(p)
+        pad = invalid(lengths, p.size(0))
+        k, log_alpha = _masked(k, pad), _masked(log_alpha, pad)
+        q, k, v, log_alpha = (to_heads(t, self.heads) for t in (q, k, v, log_alpha))
+        o, S = linear_recurrence(q, k, v, log_alpha, memory["S"], chunk=self.chunk)  # noqa: N806
+        return self._output(from_heads(o), g), {"S": S}
+
+    def gates(self, p: Tensor, memory: Memory) -> dict[str, Tensor]:
+        return {"decay": self._split(p)[-1].exp()}
+
+
+class Mamba2Mixer(Mixer):
+    """Mamba-2's SSD layer (see the module docstring): inner width ``expand`` * H in heads of
+    ``head_dim``, one group of B, C of size ``state_size``, a causal convolution of width
+    ``conv``; the initialisation of the reference (Δ in [0.001, 0.1], A in [1, 16], D = 1)."""
+
+    gate_names = ("decay",)
+
+    def __init__(self, hidden, *, bias=True, chunk, factory, expand=2, head_dim=64,
+                 state_size=64, conv=4) -> None:  # fmt: skip
+        super().__init__(hidden, chunk)
+        self.inner = hidden * expand
+        head_dim = min(head_dim, self.inner)
+        self.head_dim = _divisor("head_dim", self.inner, head_dim)
+        self.heads, self.state_size = self.inner // head_dim, state_size
+        channels = self.inner + 2 * state_size  # x, B, C go through the convolution
+        self.memory = {"conv": (conv - 1, channels), "S": (self.heads, state_size, head_dim)}
+        self.proj = nn.Linear(hidden, self.inner + channels + self.heads, bias=False, **factory)
+        self.conv_weight = nn.Parameter(torch.empty(channels, conv, **factory))
+        self.conv_bias = nn.Parameter(torch.zeros(channels, **factory))
+        self.dt_bias = nn.Parameter(torch.empty(self.heads, **factory))
+        self.A_log = nn.Parameter(torch.empty(self.heads, **factory))
+        self.D = nn.Parameter(torch.ones(self.heads, **factory))
+        self.norm_weight = nn.Parameter(torch.ones(self.inner, **factory))
+        self.out = nn.Linear(self.inner, hidden, bias=False, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _uniform(self.proj, fan_in=self.hidden)
+        _uniform(self.out, fan_in=self.inner)
+        width = self.conv_weight.size(1)
+        nn.init.uniform_(self.conv_weight, -1 / math.sqrt(width), 1 / math.sqrt(width))
+        nn.init.zeros_(self.conv_bias)
+        nn.init.ones_(self.D)
+        nn.init.ones_(self.norm_weight)
+        _time_step_init(self.dt_bias, self.A_log, 1.0)
+
+    def project(self, u: Tensor) -> Tensor:
+        return self.proj(u)
+
+    def _split(self, p: Tensor):
+        return p.split([self.inner, p.size(-1) - self.inner - self.heads, self.heads], -1)
+
+    def _ssm_inputs(self, xbc: Tensor, dt: Tensor):
+        """x (.., inner), B, C (.., state_size), Δ and Δ A (.., heads) from the convolved
+        channels and the Δ projection."""
+        x, B, C = F.silu(xbc).split([self.inner, self.state_size, self.state_size], -1)  # noqa: N806
+        dt = F.softplus(dt + self.dt_bias)
+        return x, B, C, dt, dt * -torch.exp(self.A_log)
+
+    def _output(self, o: Tensor, x: Tensor, z: Tensor) -> Tensor:
+        y = (o + heads_of(x, self.heads) * self.D[:, None]).flatten(-2) * F.silu(z)
+        return self.out(F.rms_norm(y, (self.inner,), self.norm_weight, eps=1e-6))
+
+    def step(self, p: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
+        z, xbc, dt = self._split(p)
+        xbc, conv = conv_step(xbc, memory["conv"], self.conv_weight, self.conv_bias)
+        x, B, C, dt, dA = self._ssm_inputs(xbc, dt)  # noqa: N806
+        dx = heads_of(x, self.heads) * dt.unsqueeze(-1)  # Δ x: (N, heads, head_dim)
+        S = dA.exp()[..., None, None] * memory["S"] + _outer(B.unsqueeze(1), dx)  # noqa: N806
+        o = _read(S, C.unsqueeze(1).expand(-1, self.heads, -1))  # (N, heads, head_dim)
+        return self._output(o, x, z), {"conv": conv, "S": S}
+
+    def sequence(self, p: Tensor, memory: Memory, lengths: Tensor | None):
+        z, xbc, dt = self._split(p)
+        xbc, conv = causal_conv(xbc, memory["conv"], self.conv_weight, self.conv_bias, lengths)
+        x, B, C, dt, dA = self._ssm_inputs(xbc, dt)  # noqa: N806
+        pad = invalid(lengths, p.size(0))
+        dt, dA = _masked(dt, pad), _masked(dA, pad)  # Δ = 0 past the end: the state is kept
+        dx = to_heads(x, self.heads) * dt.permute(1, 2, 0).unsqueeze(-1)  # (N, heads, L, P)
+        shape = (-1, self.heads, -1, -1)
+        B, C = (t.permute(1, 0, 2).unsqueeze(1).expand(*shape) for t in (B, C))  # noqa: N806
+        o, S = linear_recurrence(C, B, dx, dA.permute(1, 2, 0).unsqueeze(-1), memory["S"],  # noqa: N806
+                                 chunk=self.chunk)  # fmt: skip
+        return self._output(o.permute(2, 0, 1, 3), x, z), {"conv": conv, "S": S}
+
+    def gates(self, p: Tensor, memory: Memory) -> dict[str, Tensor]:
+        z, xbc, dt = self._split(p)
+        xbc, _ = conv_step(xbc, memory["conv"], self.conv_weight, self.conv_bias)
+        return {"decay": self._ssm_inputs(xbc, dt)[-1].exp()}
+
+
+class GatedDeltaNetMixer(Mixer):
+    """Gated DeltaNet (see the module docstring): ``heads`` heads of d_k = d_v = H / heads, a
+    causal convolution of width ``conv`` on q, k, v; α's parametrisation is Mamba-2's."""
+
+    gate_names = ("decay", "beta")
+
+    def __init__(self, hidden, *, bias=True, chunk, factory, heads=4, conv=4) -> None:
+        super().__init__(hidden, chunk)
+        self.heads = _divisor("heads", hidden, heads)
+        self.d = hidden // heads
+        self.memory = {"conv": (conv - 1, 3 * hidden), "S": (heads, self.d, self.d)}
+        self.proj = nn.Linear(hidden, 4 * hidden + 2 * heads, bias=bias, **factory)  # qkv g β a
+        self.conv_weight = nn.Parameter(torch.empty(3 * hidden, conv, **factory))
+        self.dt_bias = nn.Parameter(torch.empty(heads, **factory))
+        self.A_log = nn.Parameter(torch.empty(heads, **factory))
+        self.norm_weight = nn.Parameter(torch.ones(self.d, **factory))
+        self.out = nn.Linear(hidden, hidden, bias=False, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _uniform(self.proj, self.out, fan_in=self.hidden)
+        width = self.conv_weight.size(1)
+        nn.init.uniform_(self.conv_weight, -1 / math.sqrt(width), 1 / math.sqrt(width))
+        nn.init.ones_(self.norm_weight)
+        _time_step_init(self.dt_bias, self.A_log, 1e-4)
+
+    def project(self, u: Tensor) -> Tensor:
+        return self.proj(u)
+
+    def _gates(self, p: Tensor):
+        """qkv (.., 3H), g (.., H), β and log α (.., heads) of a projection."""
+        h, n = self.hidden, self.heads
+        qkv, g, beta, a = p.split([3 * h, h, n, n], -1)
+        log_alpha = -torch.exp(self.A_log) * F.softplus(a + self.dt_bias)
+        return qkv, g, torch.sigmoid(beta), log_alpha
+
+    def _qkv(self, qkv: Tensor):
+        q, k, v = F.silu(qkv).chunk(3, -1)
+        q, k = (F.normalize(heads_of(t, self.heads), dim=-1).flatten(-2) for t in (q, k))
+        return q / math.sqrt(self.d), k, v
+
+    def _output(self, o: Tensor, g: Tensor) -> Tensor:
+        weight = self.norm_weight.repeat(self.heads)
+        return self.out(head_norm(o, self.heads, weight) * F.silu(g))
+
+    def step(self, p: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
+        qkv, g, beta, log_alpha = self._gates(p)
+        qkv, conv = conv_step(qkv, memory["conv"], self.conv_weight, None)
+        q, k, v = (heads_of(t, self.heads) for t in self._qkv(qkv))  # (N, heads, d)
+        alpha, beta = log_alpha.exp()[..., None, None], beta[..., None, None]
+        S = memory["S"]  # noqa: N806
+        S = alpha * (S - beta * _outer(k, _read(S, k))) + beta * _outer(k, v)  # noqa: N806
+        return self._output(_read(S, q).flatten(-2), g), {"conv": conv, "S": S}
+
+    def sequence(self, p: Tensor, memory: Memory, lengths: Tensor | None):
+        qkv, g, beta, log_alpha = self._gates(p)
+        qkv, conv = causal_conv(qkv, memory["conv"], self.conv_weight, None, lengths)
+        q, k, v = (to_heads(t, self.heads) for t in self._qkv(qkv))  # (N, heads, L, d)
+        pad = invalid(lengths, p.size(0))
+        beta, log_alpha = _masked(beta, pad), _masked(log_alpha, pad)  # β = 0, α = 1: kept
+        beta, log_alpha = (t.permute(1, 2, 0).unsqueeze(-1) for t in (beta, log_alpha))
+        o, S = linear_recurrence(q, beta * k, v, log_alpha, memory["S"],  # noqa: N806
+                                 a=-log_alpha.exp() * beta * k, b=k, chunk=self.chunk)  # fmt: skip
+        return self._output(from_heads(o), g), {"conv": conv, "S": S}
+
+    def gates(self, p: Tensor, memory: Memory) -> dict[str, Tensor]:
+        _, _, beta, log_alpha = self._gates(p)
+        return {"decay": log_alpha.exp(), "beta": beta}
+
+
+class RWKV7Mixer(Mixer):
+    """RWKV-7 "Goose" time mixing (see the module docstring): heads of ``head_size``, low-rank
+    (LoRA) decay, in-context learning rate and output gate, token shift of the previous input."""
+
+    gate_names = ("decay", "learning_rate")
+
+    def __init__(self, hidden, *, bias=True, chunk, factory, head_size=64) -> None:
+        super().__init__(hidden, chunk)
+        head_size = min(head_size, hidden)
+        self.d = _divisor("head_size", hidden, head_size)
+        self.heads = hidden // head_size
+        rank = max(8, hidden // 16)
+        self.memory = {"shift": (1, hidden), "S": (self.heads, head_size, head_size)}
+        self.mix = nn.Parameter(torch.empty(6, hidden, **factory))  # r w k v a g
+        self.receptance, self.key, self.value = (
+            nn.Linear(hidden, hidden, bias=False, **factory) for _ in range(3)
+        )
+        self.w0, self.a0 = (nn.Parameter(torch.empty(hidden, **factory)) for _ in range(2))
+        self.w_lora = nn.Sequential(nn.Linear(hidden, rank, bias=False, **factory), nn.Tanh(),
+                                    nn.Linear(rank, hidden, bias=False, **factory))  # fmt: skip
+        self.a_lora = nn.Sequential(nn.Linear(hidden, rank, bias=False, **factory),
+                                    nn.Linear(rank, hidden, bias=False, **factory))  # fmt: skip
+        self.g_lora = nn.Sequential(nn.Linear(hidden, 2 * rank, bias=False, **factory),
+                                    nn.Sigmoid(),
+                                    nn.Linear(2 * rank, hidden, bias=False, **factory))  # fmt: skip
+        self.k_k, self.k_a = (nn.Parameter(torch.empty(hidden, **factory)) for _ in range(2))
+        self.r_k = nn.Parameter(torch.empty(self.heads, head_size, **factory))
+        self.norm_weight = nn.Parameter(torch.ones(hidden, **factory))
+        self.norm_bias = nn.Parameter(torch.zeros(hidden, **factory))
+        self.out = nn.Linear(hidden, hidden, bias=False, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        h = self.hidden
+        for linear in (self.receptance, self.key, self.value, self.out):
+            nn.init.uniform_(linear.weight, -1 / math.sqrt(h), 1 / math.sqrt(h))
+        for lora in (self.w_lora, self.a_lora, self.g_lora):  # decay and rate start at w0, a0
+            first, last = lora[0], lora[-1]
+            nn.init.uniform_(first.weight, -1 / math.sqrt(h), 1 / math.sqrt(h))
+            bound = 1 / math.sqrt(last.in_features) if lora is self.g_lora else 0.0
+            nn.init.uniform_(last.weight, -bound, bound)
+        with torch.no_grad():
+            ramp = torch.arange(h, dtype=self.mix.dtype) / max(1, h - 1)  # 0 .. 1 over units
+            self.mix.copy_(torch.stack([0.5 * ramp + 0.2 * k for k in range(6)]).clamp(0, 1))
+            self.w0.copy_(-6 + 5 * ramp ** 0.85)  # from long to short memory over the units
+            self.a0.zero_()
+            self.k_k.fill_(0.85)
+            self.k_a.fill_(1.0)
+            self.r_k.fill_(-0.04)
+
+    def _inputs(self, u: Tensor, previous: Tensor):
+        """r, log w, k~, v, a (the removal rate), κ and the gate g from u and u_{t-1}."""
+        x_r, x_w, x_k, x_v, x_a, x_g = (u + mu * (previous - u) for mu in self.mix)
+        r, k, v = self.receptance(x_r), self.key(x_k), self.value(x_v)
+        log_w = -math.exp(-0.5) * torch.sigmoid(self.w0 + self.w_lora(x_w))  # log w in (-0.61, 0)
+        a = torch.sigmoid(self.a0 + self.a_lora(x_a))
+        kappa = F.normalize(heads_of(k * self.k_k, self.heads), dim=-1).flatten(-2)
+        k = k * (1 + (a - 1) * self.k_a)
+        return r, log_w, k, v, a, kappa, self.g_lora(x_g)
+
+    def _output(self, o: Tensor, r: Tensor, k: Tensor, v: Tensor, g: Tensor) -> Tensor:
+        normed = head_norm(o, self.heads, self.norm_weight, self.norm_bias, rms=False,
+                           eps=64e-5)  # fmt: skip
+        bonus = (heads_of(r * k, self.heads) * self.r_k).sum(-1, keepdim=True) * heads_of(v, self.heads)
+        return self.out((normed + bonus.flatten(-2)) * g)
+
+    def step(self, p: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
+        r, log_w, k, v, a, kappa, g = self._inputs(p, memory["shift"][:, 0])
+        r, log_w, k, v, a, kappa = (heads_of(t, self.heads) for t in (r, log_w, k, v, a, kappa))
+        S = memory["S"]  # noqa: N806
+        S = log_w.exp().unsqueeze(-1) * S - _outer(a * kappa, _read(S, kappa)) + _outer(k, v)  # noqa: N806
+        o = _read(S, r).flatten(-2)
+        y = self._output(o, r.flatten(-2), k.flatten(-2), v.flatten(-2), g)
+        return y, {"shift": p.unsqueeze(1), "S": S}
+
+    def sequence(self, p: Tensor, memory: Memory, lengths: Tensor | None):
+        full, shift = with_history(p, memory["shift"], lengths)
+        r, log_w, k, v, a, kappa, g = self._inputs(p, full[: p.size(0)])
+        pad = invalid(lengths, p.size(0))
+        log_w, k_in, a_in = _masked(log_w, pad), _masked(k, pad), _masked(a, pad)
+        heads = [to_heads(t, self.heads) for t in (r, k_in, v, log_w, a_in, kappa)]
+        r_h, k_h, v_h, w_h, a_h, kappa_h = heads
+        o, S = linear_recurrence(r_h, k_h, v_h, w_h, memory["S"], a=-(a_h * kappa_h),  # noqa: N806
+                                 b=kappa_h, chunk=self.chunk)  # fmt: skip
+        return self._output(from_heads(o), r, k, v, g), {"shift": shift, "S": S}
+
+    def gates(self, p: Tensor, memory: Memory) -> dict[str, Tensor]:
+        _, log_w, _, _, a, _, _ = self._inputs(p, memory["shift"][:, 0])
+        return {"decay": log_w.exp(), "learning_rate": a}
+
+
+class GLA(ModernLayer):
+    """Multi-layer gated linear attention (Yang et al. 2023); see the module docstring.
+    ``GLA(input_size, hidden_size, num_layers=1, ..., *, impl="auto", chunk_size=32,
+    heads=4)``; memory per stream and layer: heads * d_k * d_v = H^2 / (2 heads)."""
+
+    cell, mixer_class, defaults = "gla", GLAMixer, {"heads": 4}
+
+
+class Mamba2(ModernLayer):
+    """Multi-layer Mamba-2 (Dao & Gu 2024, SSD); see the module docstring. ``Mamba2(input_size,
+    hidden_size, num_layers=1, ..., *, impl="auto", chunk_size=32, expand=2, head_dim=64,
+    state_size=64, conv=4)``; memory per stream and layer: expand * H * state_size plus the
+    convolution window (conv - 1) * (expand * H + 2 state_size)."""
+
+    cell, mixer_class = "mamba2", Mamba2Mixer
+    defaults = {"expand": 2, "head_dim": 64, "state_size": 64, "conv": 4}
+
+
+class GatedDeltaNet(ModernLayer):
+    """Multi-layer Gated DeltaNet (Yang et al. 2024); see the module docstring.
+    ``GatedDeltaNet(input_size, hidden_size, num_layers=1, ..., *, impl="auto",
+    chunk_size=32, heads=4, conv=4)``; memory per stream and layer: H^2 / heads plus the
+    convolution window 3 H (conv - 1)."""
+
+    cell, mixer_class, defaults = "deltanet", GatedDeltaNetMixer, {"heads": 4, "conv": 4}
+
+
+class RWKV7(ModernLayer):
+    """Multi-layer RWKV-7 time mixing (Peng et al. 2025); see the module docstring.
+    ``RWKV7(input_size, hidden_size, num_layers=1, ..., *, impl="auto", chunk_size=32,
+    head_size=64)``; memory per stream and layer: H * head_size + H (the token shift)."""
+
+    cell, mixer_class, defaults = "rwkv7", RWKV7Mixer, {"head_size": 64}
+
+
+__all__ = [
+    "GLA",
+    "GLAMixer",
+    "GatedDeltaNet",
+    "GatedDeltaNetMixer",
+    "Mamba2",
+    "Mamba2Mixer",
+    "RWKV7",
+    "RWKV7Mixer",
+]
