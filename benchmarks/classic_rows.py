@@ -230,14 +230,17 @@ def forecast_rows(results: dict) -> list[Row]:
     """forecast_real.py: ``{series: {steps, horizon, windows, season, models: {model: {mase,
     smape, quantile_loss, coverage80, crps?, train_seconds?}}}}``: MASE and 80% coverage."""
     rows = []
-    settings = results.get("settings", {})  # where the file records them (not yet)
+    settings = results.get("settings", {})  # max_time, threads, quick (files since 2026-12-07)
     for name, r in results.items():
         if name == "settings":
             continue
         models = r["models"]
         ours, others = models["rnnkit"], {k: v for k, v in models.items() if k != "rnnkit"}
         data = f"{name}, {r['windows']} windows x {r['horizon']} steps"
-        budget = spent(ours["train_seconds"], settings) if "train_seconds" in ours else ""
+        if "max_time" in settings:  # the budget each model was given
+            budget = spent(settings["max_time"], settings)
+        else:  # an older file: what the training took
+            budget = spent(ours["train_seconds"], settings) if "train_seconds" in ours else ""
         crps = f", CRPS {ours['crps']:.4g}" if "crps" in ours else ""
         rows += [
             Row("forecast_real", f"{name}-mase", "forecasting, Student-t, sampled paths", data,

@@ -286,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_only:
         return 0
     print(table(results))
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    settings = {"max_time": args.max_time, "threads": args.threads, "quick": args.quick,
+                "samples": args.samples}  # fmt: skip
+    written = json.dumps({**results, "settings": settings}, indent=2)
+    (out / "results.json").write_text(written + "\n")
     print(f"wrote {out / 'results.json'}")
     return 0
 

@@ -69,9 +69,9 @@ def stopped_step(stdout: str) -> int:
     return int(line.split("at step ")[1].split(":")[0].replace(",", ""))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", nargs="+", default=["lstm", "mingru"])
+def main(argv: list[str] | None = None, cells=("lstm", "mingru"), doc: str = __doc__) -> None:
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--cells", nargs="+", default=list(cells))
     parser.add_argument("--max-time", type=float, default=900.0, help="seconds per cell")
     parser.add_argument("--probe-steps", type=int, default=60)
     parser.add_argument(
@@ -82,7 +82,7 @@ def main() -> None:
         help="another width for one cell (e.g. mingru=928: the LSTM's parameter count)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     widths = dict(item.split("=") for item in args.hidden)
     results = []
     with tempfile.TemporaryDirectory() as tmp:

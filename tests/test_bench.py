@@ -289,6 +289,39 @@ def test_cli_runs_the_new_sections(monkeypatch, capsys):
     assert "fp32 GEMM" not in table  # a section not run has no rows
 
 
+def test_the_lstm_of_equal_size_has_the_nearest_parameter_count():
+    from rnnkit.benchmark.modern import lstm_hidden_for
+
+    def count(h: int) -> int:
+        return sum(p.numel() for p in torch.nn.LSTM(256, h).parameters())
+
+    for params in (100_000, 262_144, 331_000, 1_000_000):
+        h = lstm_hidden_for(params, 256)
+        assert abs(count(h) - params) <= min(abs(count(h - 1) - params), abs(count(h + 1) - params))
+
+
+def test_cli_runs_the_modern_section(monkeypatch, capsys):
+    """``rnnkit bench --only modern --quick --json`` on a tiny shape: every layer's figures,
+    its LSTM of equal size, and the table's rows."""
+    from rnnkit.benchmark.modern import LABELS, LAYERS
+    from rnnkit.cli import main
+
+    tiny = {"rounds": 1, "seq_len": 6, "batch": 2, "width": 8, "gen_steps": 3}
+    monkeypatch.setattr(suite, "SIZES", {"modern": {"quick": tiny}})
+    assert main(["bench", "--only", "modern", "--quick", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    for name in LAYERS:
+        for key in ("tokens_per_s", "lstm_tokens_per_s", "over_lstm", "gen_per_s",
+                    "lstm_gen_per_s"):  # fmt: skip
+            assert figures[f"modern_{name}_{key}"] > 0, (name, key)
+        ratio = figures[f"modern_{name}_lstm_tokens_per_s"] / figures[f"modern_{name}_tokens_per_s"]
+        assert figures[f"modern_{name}_over_lstm"] == pytest.approx(ratio)
+        assert figures[f"modern_{name}_params"] > 0 and figures[f"modern_{name}_lstm_hidden"] >= 1
+    assert main(["bench", "--only", "modern", "--quick"]) == 0
+    table = capsys.readouterr().out
+    assert all(f"{LABELS[name]} / LSTM, training" in table for name in LAYERS)
+
+
 def load_script(name: str):
     path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)

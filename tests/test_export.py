@@ -46,6 +46,7 @@ CASES = [  # (cell, nonlinearity, zoneout)
     ("mingru", "tanh", 0.0),
     ("minlstm", "tanh", 0.0),
     ("lstm", "tanh", 0.3),  # eval-mode zoneout is part of the step
+    *((cell, "tanh", 0.0) for cell in ("mlstm", "slstm", "deltanet", "mamba2", "gla", "rwkv7")),
 ]
 TOLERANCE = 1e-5
 

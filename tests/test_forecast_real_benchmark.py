@@ -70,3 +70,4 @@ def test_quick_run_prints_the_table_and_writes_results(tmp_path):
         for figures in models.values():
             assert figures["mase"] > 0 and 0 <= figures["coverage80"] <= 1
         assert models["rnnkit"]["crps"] > 0
+    assert results["settings"] == {"max_time": 900, "threads": 1, "quick": True, "samples": 50}

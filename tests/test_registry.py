@@ -81,13 +81,17 @@ def test_each_row_describes_its_layer(cell):
     layer = cls(4, 5, num_layers=2, batch_first=True, bidirectional=True)
     assert isinstance(layer, RecurrentLayer) and layer.cell == cell
     assert layer.state_spec().names == row.state
-    chunks = layer.weight_ih_l0.shape[0] // 5
-    assert chunks == max(1, len(row.gates))  # one block of W_ih per gate (or one for none)
+    if hasattr(layer, "weight_ih_l0"):  # torch-named weights: one block of W_ih per gate
+        chunks = layer.weight_ih_l0.shape[0] // 5
+        assert chunks == max(1, len(row.gates))  # (or one for none)
+    else:  # a modern layer: its mixer reads out the row's gates
+        assert layer.block(0).mixer.gate_names == row.gates
     out, state = layer(torch.randn(3, 7, 4), lengths=[7, 2, 5])
     assert out.shape == (3, 7, 10)
     step = layer.step_function(1, 1)  # the public cell interface, layer 1, reverse direction
-    new = step(torch.randn(3, 10), tuple(torch.zeros(3, s) for s in layer.state_spec().sizes))
-    assert [s.shape for s in new] == [(3, 5)] * len(row.state)
+    sizes = layer.state_spec().sizes  # h's 5 units, then c's: 5, or a modern layer's memory
+    new = step(torch.randn(3, 10), tuple(torch.zeros(3, s) for s in sizes))
+    assert sizes[0] == 5 and [s.shape for s in new] == [(3, size) for size in sizes]
     assert (layer.fused_step(0) is not None) == row.fused_kernel
 
 
@@ -149,4 +153,5 @@ def test_a_language_model_trains_exports_traces_and_probes(cell, tmp_path, capsy
         model, vocab, _ = language_model_run(run)
         traced = trace(model, vocab, "to be or not")
         assert traced.cell == cell and len(traced.hidden) == 1
-        assert (traced.cell_state is not None) == row.has_cell_state
+        sizes = model.rnn.state_spec().sizes  # c is traced as units where it is as wide as h
+        assert (traced.cell_state is not None) == (row.has_cell_state and sizes[0] == sizes[-1])

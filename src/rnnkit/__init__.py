@@ -36,6 +36,8 @@ from rnnkit.nn import (
     lstm_step,
     rnn_step,
 )
+from rnnkit.nn.linear import GLA, RWKV7, GatedDeltaNet, Mamba2
+from rnnkit.nn.xlstm import MLSTM, SLSTM
 
 __version__ = "0.1.0"
 
@@ -44,15 +46,21 @@ __all__ = [
     "ConvLSTM",
     "ConvLSTMCell",
     "GRU",
+    "GLA",
     "GRUCell",
+    "GatedDeltaNet",
     "LSTM",
     "LSTMCell",
     "LSTMState",
     "LayerNormLSTM",
+    "MLSTM",
+    "Mamba2",
     "MinGRU",
     "MinLSTM",
     "RNN",
     "RNNCell",
+    "RWKV7",
+    "SLSTM",
     "gru_step",
     "lstm_step",
     "rnn_step",

@@ -124,7 +124,7 @@ def trace(
         text="".join(vocab.symbols[i] for i in ids.tolist()),
         cell=rnn.cell,
         hidden=[_numpy(h) for h in hidden],
-        cell_state=[_numpy(c) for c in cells] if _has_cell_state(rnn) else None,
+        cell_state=[_numpy(c) for c in cells] if _cell_units(rnn) else None,
         gates=[{name: _numpy(v) for name, v in g.items()} for g in gates],
         top=_top(log_p, vocab, min(top_k, len(vocab))),
         loss=loss,
@@ -175,7 +175,8 @@ def _run_layer(rnn, k: int, x: Tensor, h: Tensor, c: Tensor | None):
     LSTM and GRU, whose gates are read out here; other cells step by their own step function
     and show no gates)."""
     if rnn.cell not in GATE_NAMES:
-        return _stepped(rnn.step_function(k), x, h, c)
+        return _stepped(rnn.step_function(k), x, h, c, rnn.gate_function(k),
+                        keep_c=_cell_units(rnn))  # fmt: skip
     names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
     w_ih, w_hh, b_ih, b_hh = (rnn.layer_weight(name, k) for name in names)
     xw = F.linear(x, w_ih, b_ih)  # (L, G*H): the input's part of every pre-activation
@@ -187,15 +188,21 @@ def _run_layer(rnn, k: int, x: Tensor, h: Tensor, c: Tensor | None):
     return _rnn(xw, h, hh, ACTIVATIONS[rnn.nonlinearity])
 
 
-def _stepped(step, x: Tensor, h: Tensor, c: Tensor | None):
-    """Any cell by its step function (x_t, state) -> state over x (L, H_in), a batch of one."""
-    state = (h[None],) if c is None else (h[None], c[None])  # (1, H) each
-    hs, cs = [], []
+def _stepped(step, x: Tensor, h: Tensor, c: Tensor | None, gate_function=None, keep_c=True):
+    """Any cell by its step function (x_t, state) -> state over x (L, H_in), a batch of one;
+    the gates where ``gate_function`` reads them (the modern layers). ``keep_c`` False: c is
+    a modern layer's memory, carried but not traced as units."""
+    state = (h[None],) if c is None else (h[None], c[None])  # (1, size) each
+    hs, cs, gates = [], [], {}
     for x_t in x.unbind(0):
+        if gate_function is not None:
+            for name, value in gate_function(x_t[None], state).items():
+                gates.setdefault(name, []).append(value[0])
         state = step(x_t[None], state)
         hs.append(state[0][0])
-        cs.extend(state[1:2])
-    return torch.stack(hs), (torch.stack(cs)[:, 0] if cs else None), {}
+        cs.extend(state[1:2] if keep_c else ())
+    gates = {name: torch.stack(v) for name, v in gates.items()}  # (L, units) each
+    return torch.stack(hs), (torch.stack(cs)[:, 0] if cs else None), gates
 
 
 def _lstm(xw: Tensor, h: Tensor, c: Tensor, hh: Callable[[Tensor], Tensor]):
@@ -282,17 +289,18 @@ def _check_inputs(model, vocab: Vocab, text: str, top_k: int, max_chars: int) ->
 def _initial_state(model, state) -> list[tuple[Tensor, Tensor | None]]:
     """Per layer (h (H,), c (H,) or None) from None or a batch-of-one model state."""
     rnn = model.rnn
-    layers, size, lstm = rnn.num_layers, rnn.hidden_size, _has_cell_state(rnn)
+    layers, lstm = rnn.num_layers, _has_cell_state(rnn)
+    sizes = rnn.state_spec().sizes  # (H,) or (H, H) or a modern layer's (H, M)
     weight = model.head.weight
     if state is None:
-        zeros = weight.new_zeros(layers, size)
-        return [(zeros[k], zeros[k] if lstm else None) for k in range(layers)]
+        zeros = [weight.new_zeros(layers, size) for size in sizes]
+        return [(zeros[0][k], zeros[1][k] if lstm else None) for k in range(layers)]
     parts = tuple(state) if lstm and isinstance(state, tuple | list) else (state,)
     expected = "LSTMState(h, c)" if lstm else "a tensor h"
     if len(parts) != (2 if lstm else 1) or not all(isinstance(p, Tensor) for p in parts):
         raise UserError(f"state must be None or {expected} for a {rnn.cell} model, got {state!r}")
     flat = []
-    for part in parts:
+    for part, size in zip(parts, sizes, strict=False):
         if tuple(part.shape) not in ((layers, 1, size), (layers, size)):
             raise UserError(
                 f"state tensors must have shape ({layers}, 1, {size}) (layers, N=1, H), "
@@ -304,6 +312,13 @@ def _initial_state(model, state) -> list[tuple[Tensor, Tensor | None]]:
 
 def _has_cell_state(rnn) -> bool:
     return len(rnn.state_spec().names) == 2
+
+
+def _cell_units(rnn) -> bool:
+    """Whether c is traced as units: a cell state as wide as h (an LSTM's), not a modern
+    layer's memory (matrices, normalisers, windows: carried, not shown unit by unit)."""
+    sizes = rnn.state_spec().sizes
+    return len(sizes) == 2 and sizes[0] == sizes[1]
 
 
 def _top(log_p: Tensor, vocab: Vocab, k: int) -> list[list[tuple[str, float]]]:

@@ -39,22 +39,25 @@ def gate_saturation(
 ) -> list[dict[str, Saturation]]:
     """For each layer, gate name -> :class:`Saturation` of its H units over the traced text.
 
-    Gates: LSTM ``input``, ``forget``, ``output``; GRU ``reset``, ``update``. Raises
-    :class:`UserError` for a vanilla RNN (it has no gates) and unless 0 <= low < high <= 1.
+    Gates: LSTM ``input``, ``forget``, ``output``; GRU ``reset``, ``update``; a modern
+    layer's, as its mixer reads them out (e.g. mLSTM ``forget`` per head and ``output`` per
+    unit; Mamba-2 ``decay`` per head). Raises :class:`UserError` for a cell without gates (a
+    vanilla RNN) and unless 0 <= low < high <= 1.
     """
     for name, value in (("low", low), ("high", high)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
             raise UserError(f"{name} must be a number in [0, 1], got {value!r}")
     if not low < high:
         raise UserError(f"low must be smaller than high, got low={low} and high={high}")
-    if trace.cell not in SATURATING_GATES:
+    names = SATURATING_GATES.get(trace.cell) or tuple(trace.gates[0] if trace.gates else ())
+    if not names:
         raise UserError(
-            f"gate saturation needs an LSTM or GRU; a {trace.cell!r} network has no gates"
+            f"gate saturation needs a cell with gates; a {trace.cell!r} network has no gates"
         )
     result = []
     for layer_gates in trace.gates:
         per_gate = {}
-        for name in SATURATING_GATES[trace.cell]:
+        for name in names:
             gate = np.asarray(layer_gates[name])  # (L, H)
             per_gate[name] = Saturation(
                 left=(gate < low).mean(axis=0, dtype=np.float64),

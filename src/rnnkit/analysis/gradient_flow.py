@@ -67,7 +67,8 @@ class GradientFlow(NamedTuple):
     h_norm: np.ndarray  # (L,) ||dL/dh_k||
     c_norm: np.ndarray | None  # (L,) ||dL/dc_k|| for a cell with a cell state, else None
     jacobian_steps: np.ndarray  # (J,) the steps t whose Jacobian was taken
-    jacobian_sv: np.ndarray  # (J, S) singular values, S = H (RNN/GRU) or 2H (LSTM)
+    jacobian_sv: np.ndarray  # (J, S) singular values, S = H (RNN/GRU) or 2H (LSTM); (J, 1),
+    # the top one, for a state over JACOBIAN_LIMIT numbers (a modern layer's memory)
     cell: str  # the cell's registry name: "rnn", "lstm", "gru", "lnlstm", ...
     hidden: int  # H
     layer: int  # which layer (0 = the bottom one) the states belong to
@@ -148,10 +149,33 @@ def step_jacobian_singular_values(
             return torch.cat([p[0] for p in step(x, parts)])  # (S,)
 
         with torch.enable_grad():
+            if sum(sizes) > JACOBIAN_LIMIT:  # a modern layer's memory: the top value only
+                rows.append(np.array([_top_singular_value(f, before[t])]))
+                continue
             jacobian = torch.autograd.functional.jacobian(f, before[t], vectorize=True)  # (S, S)
         rows.append(torch.linalg.svdvals(jacobian.detach().double()).cpu().numpy())
-    sv = np.stack(rows) if rows else np.zeros((0, sum(sizes)))
+    sv = np.stack(rows) if rows else np.zeros((0, min(sum(sizes), JACOBIAN_LIMIT)))
     return chosen, sv
+
+
+#: the largest state whose whole Jacobian (S x S) is built; past it (a modern layer's memory:
+#: tens of thousands of numbers) only the top singular value is found, by power iteration
+JACOBIAN_LIMIT = 4096
+
+
+def _top_singular_value(f, s: Tensor, iterations: int = 40) -> float:
+    """The largest singular value of ``df/ds`` at s, by power iteration on J^T J with one
+    Jacobian-vector and one vector-Jacobian product per round (the matrix is never built)."""
+    v = torch.randn(s.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v = (v / v.norm()).to(s)
+    for _ in range(iterations):
+        _, jv = torch.autograd.functional.jvp(f, s, v)
+        _, w = torch.autograd.functional.vjp(f, s, jv)  # J^T J v
+        if not float(w.norm()) > 0:
+            return 0.0
+        v = w / w.norm()
+    _, jv = torch.autograd.functional.jvp(f, s, v)
+    return float(jv.double().norm())
 
 
 def default_steps(length: int, count: int) -> np.ndarray:

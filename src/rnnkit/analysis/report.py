@@ -198,7 +198,7 @@ def _activation_sections(data: ReportData, model, vocab, text: str) -> None:
     data.trace_payload = trace_payload(traced, data.matches)
     if traced.cell == "rnn":
         data.notes["gates"] = "A vanilla RNN has no gates."
-    elif not any(traced.gates):  # the trace reads out the gates of an LSTM and a GRU only
+    elif not any(traced.gates):  # the trace reads the gates of LSTM, GRU and the modern layers
         data.notes["gates"] = f"The trace reads no gates of a {traced.cell} network."
     else:
         saturation = gate_saturation(traced)

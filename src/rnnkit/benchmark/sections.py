@@ -140,7 +140,15 @@ def _cells(say, figures: dict, quick: bool, device: torch.device, **size) -> dic
             "fused_over_torch": speed.fused_over_torch}  # fmt: skip
 
 
+def _modern(say, figures: dict, quick: bool, device: torch.device, **size) -> dict:
+    from rnnkit.benchmark.modern import measure_modern
+
+    say("forward + backward and generation: mLSTM, sLSTM, Gated DeltaNet, Mamba-2, GLA, RWKV-7 "
+        "vs torch.nn.LSTM of equal size ...")  # fmt: skip
+    return measure_modern(**size, device=device)
+
+
 #: each section's measurement, in the order they run (machine first: training divides by it)
 MEASURES = (("machine", _machine), ("training", _training), ("precision", _precision),
             ("rss", _rss), ("generation", _generation), ("minimal", _minimal),
-            ("cells", _cells))  # fmt: skip
+            ("cells", _cells), ("modern", _modern))  # fmt: skip

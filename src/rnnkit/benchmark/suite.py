@@ -16,7 +16,9 @@ loop; fraction of the fp32 GEMM rate), ``precision`` (a training step with ``--p
 ``rss`` (peak RSS training on a 200 MB corpus), ``generation`` (generate() vs hand-written
 loops, 1 and 64 streams -- 1,024 on an accelerator; fraction of the memory-bandwidth bound),
 ``minimal`` (MinGRU vs torch.nn.GRU, MinLSTM vs torch.nn.LSTM, forward + backward at L 2048;
-cuDNN's on CUDA), ``cells`` (rnnkit.LSTM's cells path, plain and compiled, vs its fused path).
+cuDNN's on CUDA), ``cells`` (rnnkit.LSTM's cells path, plain and compiled, vs its fused path),
+``modern`` (mLSTM, sLSTM, Gated DeltaNet, Mamba-2, GLA and RWKV-7 against torch.nn.LSTM of the
+same parameter count: training tokens/s at width 256, L 2,048, batch 8, and generation).
 ``SIZES`` holds the sections' arguments, full and ``--quick``; on an accelerator
 ``ACCELERATOR`` overrides some.
 """
@@ -28,12 +30,13 @@ import sys
 import torch
 
 from rnnkit.benchmark.machine import cpu_model
+from rnnkit.benchmark.modern import rows as modern_rows
 from rnnkit.benchmark.sections import MEASURES
 from rnnkit.benchmark.shapes import CANONICAL, GPU_SHAPE, SMALL
 from rnnkit.devices import describe_device
 from rnnkit.wording import plural
 
-SECTIONS = ("machine", "training", "precision", "rss", "generation", "minimal", "cells")
+SECTIONS = ("machine", "training", "precision", "rss", "generation", "minimal", "cells", "modern")
 #: keyword arguments of each section's measurement, full and --quick
 SIZES = {
     "training": {"full": {"rounds": 9, "steps_per_round": 2},
@@ -44,6 +47,8 @@ SIZES = {
                    "quick": {"rounds": 3, "length": 50, "batch_length": 10}},
     "minimal": {"full": {"rounds": 5, "seq_len": 2048}, "quick": {"rounds": 2, "seq_len": 512}},
     "cells": {"full": {"rounds": 9}, "quick": {"rounds": 3}},
+    "modern": {"full": {"rounds": 3, "seq_len": 2048},
+               "quick": {"rounds": 1, "seq_len": 256, "gen_steps": 50}},
 }  # fmt: skip
 #: on an accelerator, what changes: the gpu preset's model for training and precision (the
 #: canonical one measures only launch overhead there), fp16 beside bf16, the canonical model
@@ -160,6 +165,7 @@ ROWS = (
     ("peak RSS, 2 MB corpus", "peak_rss_mb_2mb", "{:.0f} MiB", None),
     ("peak RSS, 20 MB corpus", "peak_rss_mb_20mb", "{:.0f} MiB", None),
     ("peak RSS, 200 MB corpus", "peak_rss_mb_200mb", "{:.0f} MiB", "<= 1024 MiB"),
+    *modern_rows(),
 )
 
 

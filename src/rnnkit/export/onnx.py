@@ -108,8 +108,8 @@ class StepGraph(nn.Module):
         _check_softmax(model.config)
         self.model = model
         self.cell, self.layers = cell, model.config.layers
-        self.sizes = model.config.layer_sizes()  # H_k of each layer
-        self.width = max(self.sizes)  # the state's columns
+        self.sizes = [_state_sizes(model.rnn, k) for k in range(self.layers)]  # (H_k[, C_k])
+        self.widths = model.state_widths()  # the state tensors' columns: (Hmax[, Cmax])
         rates = tuple(model.rnn.zoneout)  # one per state tensor; () without zoneout
         self.rates = rates if any(rates) else ()
         self.steps = [model.rnn.step_function(depth) for depth in range(self.layers)]
@@ -117,22 +117,29 @@ class StepGraph(nn.Module):
     def forward(self, tokens: Tensor, h: Tensor, c: Tensor | None = None):
         x = self.model.embedding(tokens)  # (N, E)
         hs, cs = [], []
-        for depth, size in enumerate(self.sizes):
-            rows = (h[depth],) if c is None else (h[depth], c[depth])  # (N, Hmax) each
-            old = tuple(row[:, :size] for row in rows)  # (N, H_k) each
+        for depth, sizes in enumerate(self.sizes):
+            rows = (h[depth],) if c is None else (h[depth], c[depth])  # (N, width) each
+            old = tuple(row[:, :size] for row, size in zip(rows, sizes, strict=True))
             new = tuple(self.steps[depth](x, old))  # the layer's own step equations
             if self.rates:
                 new = zoneout(old, new, self.rates)
             x = new[0]  # (N, H_k): the next layer's input
-            if size < self.width:  # per-layer sizes: the other columns pass through
-                pairs = zip(new, rows, strict=True)
-                new = tuple(torch.cat([s, row[:, size:]], dim=-1) for s, row in pairs)
+            if sizes != self.widths:  # per-layer sizes: the other columns pass through
+                pairs = zip(new, rows, sizes, strict=True)
+                new = tuple(torch.cat([s, row[:, size:]], dim=-1) for s, row, size in pairs)
             hs.append(new[0])
             cs.extend(new[1:])
         logits = self.model.head(x)  # (N, V)
         if c is None:
             return logits, torch.stack(hs)  # (layers, N, H)
         return logits, torch.stack(hs), torch.stack(cs)
+
+
+def _state_sizes(rnn: nn.Module, k: int) -> tuple[int, ...]:
+    """Layer k's own state sizes: (H_k,) or (H_k, C_k) (a LayerStack's layer k, or the stack)."""
+    layers = getattr(rnn, "layers", None)
+    layer = layers[k] if isinstance(layers, nn.ModuleList) else rnn
+    return tuple(layer.state_spec().sizes)
 
 
 def check_exportable(config) -> None:
@@ -172,6 +179,7 @@ def metadata(model: nn.Module, vocab, source_sha256: str = "") -> dict[str, str]
         "embed": str(m.embed),
         "vocab_size": str(len(vocab)),
         "state": "h,c" if has_cell_state(m.cell) else "h",
+        **({"memory": str(model.state_widths()[1])} if has_cell_state(m.cell) else {}),
         "vocab_kind": vocab.kind,
         "vocab": json.dumps(vocab.to_json(), ensure_ascii=False),
         "source_sha256": source_sha256,
@@ -188,8 +196,8 @@ def to_onnx(model: nn.Module, vocab, *, exporter: str = "torchscript", source_sh
     stateful = has_cell_state(m.cell)
     names_in, names_out = list(INPUTS[: 2 + stateful]), list(OUTPUTS[: 2 + stateful])
     n = 2  # an example batch above 1, so the exporters keep N symbolic
-    weight, width = model.embedding.weight, max(m.layer_sizes())
-    states = [torch.zeros(m.layers, n, width, dtype=weight.dtype) for _ in names_in[1:]]
+    weight, widths = model.embedding.weight, model.state_widths()
+    states = [torch.zeros(m.layers, n, width, dtype=weight.dtype) for width in widths]
     example = (torch.zeros(n, dtype=torch.long), *states)  # distinct tensors: no aliasing
     was_training = model.training
     graph = StepGraph(model.eval())
@@ -202,7 +210,8 @@ def to_onnx(model: nn.Module, vocab, *, exporter: str = "torchscript", source_sh
     finally:
         model.train(was_training)
     shapes = {"tokens": ["N"], "logits": ["N", len(vocab)]}
-    shapes |= dict.fromkeys(names_in[1:] + names_out[1:], [m.layers, "N", width])
+    for names, width in zip(zip(names_in[1:], names_out[1:], strict=True), widths, strict=True):
+        shapes |= dict.fromkeys(names, [m.layers, "N", width])
     _name_shapes(proto, shapes)
     proto.producer_name, proto.doc_string = "rnnkit", f"rnnkit {m.cell} language model, one step"
     onnx.helper.set_model_props(proto, metadata(model, vocab, source_sha256))

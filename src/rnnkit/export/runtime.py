@@ -79,6 +79,9 @@ class OnnxLanguageModel:
         self.source = source
         self.metadata = meta
         self.cell, self.layers, self.hidden, self.vocab = _read_metadata(meta, source)
+        # c's columns: an LSTM's hidden, a modern layer's memory ("memory" since 0.1: a file
+        # without it has an LSTM's c)
+        self.memory = _read_size(meta, "memory", source) if "memory" in meta else self.hidden
         if self.layers * self.hidden > len(data):  # a real file holds >= 4 bytes per unit
             raise UserError(f"{source}: metadata layers x hidden = {self.layers} x "
                             f"{self.hidden}, more than a {len(data)}-byte file holds")  # fmt: skip
@@ -86,8 +89,10 @@ class OnnxLanguageModel:
         self._inputs = list(INPUTS[: 2 + self.stateful])
         self._outputs = list(OUTPUTS[: 2 + self.stateful])
         _check_signature(proto, self._inputs, self._outputs, source)
-        _check_values(onnx, proto, self.layers, self.hidden, len(self.vocab), source)
-        _check_sizes(onnx, proto, max(self.layers * self.hidden, len(self.vocab)), source)
+        self.widths = (self.hidden, self.memory)[: 1 + self.stateful]
+        _check_values(onnx, proto, self.layers, self.widths, len(self.vocab), source)
+        declared = max(self.layers * max(self.widths), len(self.vocab))
+        _check_sizes(onnx, proto, declared, source)
         ort.set_default_logger_severity(_FATAL)  # its errors become our one line instead
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -130,9 +135,9 @@ class OnnxLanguageModel:
         yield self._anchor
 
     def initial_state(self, batch_size: int) -> State:
-        """Zeros: h (layers, N, H), or LSTMState(h, c) for lstm/lnlstm."""
-        h = torch.zeros(self.layers, batch_size, self.hidden)
-        return LSTMState(h, torch.zeros_like(h)) if self.stateful else h
+        """Zeros: h (layers, N, H), or LSTMState(h, c) with c (layers, N, memory)."""
+        h, *c = (torch.zeros(self.layers, batch_size, width) for width in self.widths)
+        return LSTMState(h, *c) if self.stateful else h
 
     def step(self, token: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One position: ``token`` (N,) ids -> logits (N, V) and the new state."""
@@ -147,7 +152,7 @@ class OnnxLanguageModel:
         except Exception as error:  # onnxruntime's own types
             raise UserError(f"{self.source}: onnxruntime cannot run it: {_line(error)}") from None
         n = token.size(0)
-        want = [(n, len(self.vocab))] + [(self.layers, n, self.hidden)] * (len(results) - 1)
+        want = [(n, len(self.vocab))] + [(self.layers, n, width) for width in self.widths]
         if [a.shape for a in results] != want:
             raise UserError(f"{self.source}: the graph returned shapes "
                             f"{[a.shape for a in results]}, not {want}")  # fmt: skip
@@ -214,13 +219,7 @@ def _read_metadata(
     state = "h,c" if has_cell_state(cell) else "h"
     if meta.get("state") != state:
         raise UserError(f"{source}: metadata state must be {state!r} for cell {cell}")
-    sizes = {}
-    for key in ("layers", "hidden", "vocab_size"):
-        value = meta.get(key, "")
-        if not re.fullmatch(r"[1-9][0-9]{0,9}", value) or int(value) >= 1 << 31:
-            raise UserError(f"{source}: metadata {key} must be a positive integer, got "
-                            f"{value[:40]!r}")  # fmt: skip
-        sizes[key] = int(value)
+    sizes = {key: _read_size(meta, key, source) for key in ("layers", "hidden", "vocab_size")}
     try:
         symbols = loads(meta.get("vocab", "").encode("utf-8", "surrogatepass"), VOCAB)
     except Refused as error:
@@ -230,6 +229,15 @@ def _read_metadata(
         raise UserError(f"{source}: metadata vocab has {len(vocab)} symbols, vocab_size says "
                         f"{sizes['vocab_size']}")  # fmt: skip
     return cell, sizes["layers"], sizes["hidden"], vocab
+
+
+def _read_size(meta: dict[str, str], key: str, source: str) -> int:
+    """The positive integer ``meta[key]``, checked."""
+    value = meta.get(key, "")
+    if not re.fullmatch(r"[1-9][0-9]{0,9}", value) or int(value) >= 1 << 31:
+        raise UserError(f"{source}: metadata {key} must be a positive integer, got "
+                        f"{value[:40]!r}")  # fmt: skip
+    return int(value)
 
 
 def _vocabulary(kind: str | None, symbols: object, source: str) -> Vocab | WordVocab | BpeVocab:
@@ -301,10 +309,13 @@ def _names(names: list[str]) -> list[str]:
     return [n[:40] for n in names[:4]] + ["..."] * (len(names) > 4)
 
 
-def _check_values(onnx, proto, layers: int, hidden: int, vocab_size: int, source: str) -> None:
+def _check_values(onnx, proto, layers: int, widths, vocab_size: int, source: str) -> None:
     """Element types (int64 tokens, float32 the rest) and static sizes of the inputs and
-    outputs agree with what ``onnx.py`` writes for the metadata's sizes."""
+    outputs agree with what ``onnx.py`` writes for the metadata's sizes (``widths``: the
+    state tensors' columns, h's then c's)."""
     want = {"tokens": ["N"], "logits": ["N", vocab_size]}
+    for name, width in zip(("h", "c"), widths, strict=False):
+        want[name] = want[f"{name}_next"] = [layers, "N", width]
     for value in [*proto.graph.input, *proto.graph.output]:
         tensor = value.type.tensor_type
         dtype = onnx.TensorProto.INT64 if value.name == "tokens" else onnx.TensorProto.FLOAT
@@ -312,7 +323,7 @@ def _check_values(onnx, proto, layers: int, hidden: int, vocab_size: int, source
             raise UserError(f"{source}: {value.name} holds {_type_name(onnx, tensor.elem_type)}, "
                             f"expected {_type_name(onnx, dtype)}")  # fmt: skip
         dims = [d.dim_value or d.dim_param[:20] for d in tensor.shape.dim]
-        expected = want.get(value.name, [layers, "N", hidden])
+        expected = want.get(value.name, [layers, "N", widths[0]])
         if [d if isinstance(d, int) else "N" for d in dims] != expected:
             raise UserError(f"{source}: {value.name} has shape {dims[:4]}, the metadata "
                             f"describes {expected}")  # fmt: skip

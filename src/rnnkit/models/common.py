@@ -50,6 +50,19 @@ def recurrent(
     return cell.layer_class()(input_size, hidden or config.hidden, **options)
 
 
+def state_widths(config: ModelConfig, input_size: int) -> tuple[int, ...]:
+    """The columns of each state tensor a language model of ``config`` carries: (Hmax,), or
+    (Hmax, Cmax) with a cell state -- an LSTM's c is as wide as h, a modern layer's c is its
+    memory (built on the meta device to read its ``state_spec``: no memory, no numbers)."""
+    width = max(config.layer_sizes())
+    if not has_cell_state(config.cell):
+        return (width,)
+    with torch.device("meta"):
+        memories = [recurrent(config, input_size, hidden=size, layers=1).state_spec().sizes[-1]
+                    for size in sorted(set(config.layer_sizes()))]  # fmt: skip
+    return (width, max(memories))
+
+
 def last_hidden(state, bidirectional: bool) -> Tensor:
     """The top layer's final hidden state (N, D*H) from a layer's returned state (the
     forward direction's last valid step and the backward direction's first step)."""

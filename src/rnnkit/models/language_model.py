@@ -260,10 +260,19 @@ class LanguageModel(nn.Module):
         """Zeros of the structure ``forward`` returns: h (layers, N, Hmax), or LSTMState(h, c)
         for an LSTM (minLSTM has no cell state: h only)."""
         weight = self.embedding.weight
-        shape = (self.config.layers, batch_size, max(self.sizes))
         device = weight.device if device is None else device
-        h = torch.zeros(shape, dtype=weight.dtype, device=device)
-        return LSTMState(h, torch.zeros_like(h)) if has_cell_state(self.config.cell) else h
+        h, *c = (
+            torch.zeros(self.config.layers, batch_size, width, dtype=weight.dtype, device=device)
+            for width in self.state_widths()
+        )
+        return LSTMState(h, *c) if c else h
+
+    def state_widths(self) -> tuple[int, ...]:
+        """The columns of each state tensor: (Hmax,), or (Hmax, Cmax) with a cell state --
+        Hmax for an LSTM's c, a modern layer's memory size for its c."""
+        if isinstance(self.rnn, LayerStack):
+            return self.rnn.widths
+        return tuple(self.rnn.state_spec().sizes)
 
     def num_parameters(self) -> int:
         """Number of trainable numbers (a tied matrix counted once)."""

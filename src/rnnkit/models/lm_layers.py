@@ -34,12 +34,12 @@ def pad_state(t: Tensor, width: int) -> Tensor:
     return t if t.size(-1) == width else F.pad(t, (0, width - t.size(-1)))
 
 
-def layer_state(state, k: int, size: int, cell_state: bool):
-    """Layer ``k``'s own state, ``size`` units, from the stack's (layers, N, Hmax) state (or
-    ``(h, c)``): ``(h_k,)`` or ``(h_k, c_k)``, each (1, N, size), views (no copy); the columns
-    past ``size`` are not read."""
+def layer_state(state, k: int, sizes: tuple[int, ...], cell_state: bool):
+    """Layer ``k``'s own state from the stack's (layers, N, Hmax) state (or ``(h, c)``):
+    ``(h_k,)`` or ``(h_k, c_k)``, each (1, N, size) for its ``sizes`` (the layer's
+    ``state_spec().sizes``), views (no copy); the columns past them are not read."""
     parts = (state[0], state[1]) if cell_state else (state,)
-    return tuple(s[k : k + 1, :, :size] for s in parts)
+    return tuple(s[k : k + 1, :, :size] for s, size in zip(parts, sizes, strict=False))
 
 
 class LayerStack(nn.Module):
@@ -81,6 +81,10 @@ class LayerStack(nn.Module):
         self.cell_state = has_cell_state(config.cell)
         self.num_layers = config.layers
         self.width = max(self.sizes)
+        # the widest layer's size of each state tensor: (Hmax,) or (Hmax, Cmax), where a
+        # modern layer's c (its memory) is wider than its h
+        specs = [layer.state_spec().sizes for layer in self.layers]
+        self.widths = tuple(max(sizes) for sizes in zip(*specs, strict=True))
         self._register_state_dict_hook(_stack_keys)
         self._register_load_state_dict_pre_hook(_layer_keys)
 
@@ -104,6 +108,9 @@ class LayerStack(nn.Module):
     def step_function(self, layer: int, direction: int = 0):
         return self.layers[layer].step_function(0, direction)
 
+    def gate_function(self, layer: int, direction: int = 0):
+        return self.layers[layer].gate_function(0, direction)
+
     def recurrence(self, layer: int, direction: int = 0):
         return self.layers[layer].recurrence(0, direction)
 
@@ -116,15 +123,16 @@ class LayerStack(nn.Module):
 
     def forward(self, x: Tensor, state=None):
         new = []
-        for k, (layer, size) in enumerate(zip(self.layers, self.sizes, strict=True)):
+        for k, layer in enumerate(self.layers):
             if k:
                 x = self.between(x)  # (N, L, H_{k-1})
-            own = None if state is None else layer_state(state, k, size, self.cell_state)
+            sizes = layer.state_spec().sizes
+            own = None if state is None else layer_state(state, k, sizes, self.cell_state)
             if own is not None and not self.cell_state:
                 own = own[0]  # h (1, N, H_k)
             x, out = layer(x, own)  # (N, L, H_k)
             out = tuple(out) if self.cell_state else (out,)
-            new.append(tuple(pad_state(s, self.width) for s in out))  # (1, N, Hmax) each
+            new.append(tuple(pad_state(s, w) for s, w in zip(out, self.widths, strict=True)))
         h, *c = (torch.cat(s) for s in zip(*new, strict=True))  # (layers, N, Hmax) each
         return x, ((h, *c) if self.cell_state else h)
 

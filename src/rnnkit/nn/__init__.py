@@ -4,8 +4,10 @@
 ``cells`` (one step of each cell: the equations), ``checks`` (the boundary checks),
 ``registry`` (one row per cell), ``fused`` (torch's kernels over our parameters), ``unroll``
 (the cells path through time), ``cell_layer`` (:class:`CellLayer`, a whole layer from a cell),
-``layers`` (RNN, LSTM, GRU), ``layernorm`` (LayerNormLSTM), ``minimal`` (MinGRU, MinLSTM) and
-``convlstm`` (ConvLSTM); every other registered layer is an attribute too, imported on first
+``layers`` (RNN, LSTM, GRU), ``layernorm`` (LayerNormLSTM), ``minimal`` (MinGRU, MinLSTM),
+``convlstm`` (ConvLSTM), and the modern layers: ``modern`` (their shared residual shell),
+``chunked`` (their chunkwise training forms), ``xlstm`` (MLSTM, SLSTM) and ``linear`` (GLA,
+Mamba2, GatedDeltaNet, RWKV7); every other registered layer is an attribute too, imported on first
 use (``rnnkit.nn.IndRNN``). Nothing here imports the rest of rnnkit.
 """
 

@@ -15,6 +15,8 @@ Every recurrent layer -- RNN, LSTM, GRU, LayerNormLSTM, MinGRU, MinLSTM, IndRNN 
   recur)``: ``project`` maps inputs (..., H_in) to their projections for many steps at once,
   ``recur(x_proj_t, state, h_mask=None)`` is one step of the rest (``h_mask``: a
   recurrent-dropout mask on h_{t-1}); ``step_function`` is ``recur(project(x), state)``;
+* ``layer.gate_function(k, d)`` -- the gates a step opens, for the modern layers (None for
+  the others: the analyses read an LSTM's and a GRU's gates from their weights);
 * ``layer.fused_step(k, d)`` -- torch's one-step kernel for the same cell on the same weights
   (``_VF.lstm_cell`` & co.), or None where there is none (generation's fast path);
 * ``zoneout`` (one rate per state tensor), ``recurrent_dropout``, ``input_dropout`` -- 0 or
@@ -107,6 +109,12 @@ class RecurrentLayer(nn.Module):
         """The cell of one (layer, direction) bound to its weights: (x_t, state) -> state."""
         project, recur = self.recurrence(layer, direction)
         return lambda x, state: recur(project(x), state)
+
+    def gate_function(self, layer: int, direction: int = 0):
+        """``(x_t, state) -> {gate name: (N, units)}``, the gates one step of layer ``k`` opens
+        from ``state`` (values in [0, 1]), or None where the analyses read the gates
+        themselves (LSTM, GRU) or the cell has none. The modern layers give theirs."""
+        return None
 
     def fused_step(self, layer: int, direction: int = 0) -> Step | None:
         """torch's one-step kernel on the same weights, or None (see :func:`torch_fused_step`)."""

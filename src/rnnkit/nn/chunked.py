@@ -17,7 +17,8 @@ Within a chunk, with ``Γ_t = w_1 ⊙ ... ⊙ w_t`` (from the chunk's start) and
 S_{t-1}^T b_t``::
 
     S_t = diag(Γ_t) S_0 + Σ_{s<=t} diag(Γ_t / Γ_s) (a_s u_s^T + k_s v_s^T)
-    u_t = S_0^T (Γ_{t-1} ⊙ b_t) + Σ_{s<t} [(b_t ⊙ Γ_{t-1}/Γ_s)·a_s] u_s + [(b_t ⊙ Γ_{t-1}/Γ_s)·k_s] v_s
+    u_t = S_0^T (Γ_{t-1} ⊙ b_t)
+          + Σ_{s<t} [(b_t ⊙ Γ_{t-1}/Γ_s)·a_s] u_s + [(b_t ⊙ Γ_{t-1}/Γ_s)·k_s] v_s
 
 so ``(I - B_a) U = B~ S_0 + B_k V`` with strictly lower-triangular ``B_a, B_k``: one
 unit-triangular solve per chunk (the WY/UT form of the delta rule). Every decay ratio is

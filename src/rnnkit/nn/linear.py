@@ -26,6 +26,10 @@ plus a rank-one part for the delta rules), which is their training form.
    ``v_first`` would tie every layer to the first, and the shared block treats layers alike);
    GLA and Gated DeltaNet have no short convolution on GLA's q/k (as fla's default) and
    Gated DeltaNet one on q, k and v (as the paper).
+
+Head sizes: ``heads=None`` (GLA, Gated DeltaNet) is the largest divisor of H up to 4;
+``head_dim=None`` (Mamba-2) and ``head_size=None`` (RWKV-7) the largest divisor of the width
+up to 64, the papers' head size.
 """
 
 from __future__ import annotations
@@ -36,23 +40,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.nn.checks import check_size
 from rnnkit.nn.chunked import causal_conv, conv_step, linear_recurrence, with_history
 from rnnkit.nn.modern import (
     Memory,
     Mixer,
     ModernLayer,
+    divisor,
     from_heads,
     head_norm,
     heads_of,
     invalid,
+    rms_norm,
     to_heads,
 )
-
-
-def _divisor(name: str, width: int, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or width % value:
-        raise ValueError(f"{name} must be a positive divisor of {width}, got {value!r}")
-    return value
 
 
 def _uniform(*linears: nn.Linear, fan_in: int) -> None:
@@ -92,9 +93,9 @@ class GLAMixer(Mixer):
     gate_names = ("decay",)
     RANK, NORMALISER = 16, 16.0
 
-    def __init__(self, hidden, *, bias=True, chunk, factory, heads=4) -> None:
+    def __init__(self, hidden, *, bias=True, chunk, factory, heads=None) -> None:
         super().__init__(hidden, chunk)
-        self.heads = _divisor("heads", hidden, heads)
+        self.heads = heads = divisor("heads", hidden, heads, 4)
         self.d_v = hidden // heads
         self.d_k = max(1, self.d_v // 2)
         keys = heads * self.d_k
@@ -149,12 +150,13 @@ class Mamba2Mixer(Mixer):
 
     gate_names = ("decay",)
 
-    def __init__(self, hidden, *, bias=True, chunk, factory, expand=2, head_dim=64,
+    def __init__(self, hidden, *, bias=True, chunk, factory, expand=2, head_dim=None,
                  state_size=64, conv=4) -> None:  # fmt: skip
         super().__init__(hidden, chunk)
-        self.inner = hidden * expand
-        head_dim = min(head_dim, self.inner)
-        self.head_dim = _divisor("head_dim", self.inner, head_dim)
+        self.inner = hidden * check_size("expand", expand)
+        check_size("state_size", state_size)
+        check_size("conv", conv)
+        self.head_dim = head_dim = divisor("head_dim", self.inner, head_dim, 64)
         self.heads, self.state_size = self.inner // head_dim, state_size
         channels = self.inner + 2 * state_size  # x, B, C go through the convolution
         self.memory = {"conv": (conv - 1, channels), "S": (self.heads, state_size, head_dim)}
@@ -193,7 +195,7 @@ class Mamba2Mixer(Mixer):
 
     def _output(self, o: Tensor, x: Tensor, z: Tensor) -> Tensor:
         y = (o + heads_of(x, self.heads) * self.D[:, None]).flatten(-2) * F.silu(z)
-        return self.out(F.rms_norm(y, (self.inner,), self.norm_weight, eps=1e-6))
+        return self.out(rms_norm(y, self.norm_weight))
 
     def step(self, p: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
         z, xbc, dt = self._split(p)
@@ -229,10 +231,11 @@ class GatedDeltaNetMixer(Mixer):
 
     gate_names = ("decay", "beta")
 
-    def __init__(self, hidden, *, bias=True, chunk, factory, heads=4, conv=4) -> None:
+    def __init__(self, hidden, *, bias=True, chunk, factory, heads=None, conv=4) -> None:
         super().__init__(hidden, chunk)
-        self.heads = _divisor("heads", hidden, heads)
+        self.heads = heads = divisor("heads", hidden, heads, 4)
         self.d = hidden // heads
+        check_size("conv", conv)
         self.memory = {"conv": (conv - 1, 3 * hidden), "S": (heads, self.d, self.d)}
         self.proj = nn.Linear(hidden, 4 * hidden + 2 * heads, bias=bias, **factory)  # qkv g β a
         self.conv_weight = nn.Parameter(torch.empty(3 * hidden, conv, **factory))
@@ -299,10 +302,9 @@ class RWKV7Mixer(Mixer):
 
     gate_names = ("decay", "learning_rate")
 
-    def __init__(self, hidden, *, bias=True, chunk, factory, head_size=64) -> None:
+    def __init__(self, hidden, *, bias=True, chunk, factory, head_size=None) -> None:
         super().__init__(hidden, chunk)
-        head_size = min(head_size, hidden)
-        self.d = _divisor("head_size", hidden, head_size)
+        self.d = head_size = divisor("head_size", hidden, head_size, 64)
         self.heads = hidden // head_size
         rank = max(8, hidden // 16)
         self.memory = {"shift": (1, hidden), "S": (self.heads, head_size, head_size)}
@@ -337,7 +339,7 @@ class RWKV7Mixer(Mixer):
         with torch.no_grad():
             ramp = torch.arange(h, dtype=self.mix.dtype) / max(1, h - 1)  # 0 .. 1 over units
             self.mix.copy_(torch.stack([0.5 * ramp + 0.2 * k for k in range(6)]).clamp(0, 1))
-            self.w0.copy_(-6 + 5 * ramp ** 0.85)  # from long to short memory over the units
+            self.w0.copy_(-6 + 5 * ramp**0.85)  # from long to short memory over the units
             self.a0.zero_()
             self.k_k.fill_(0.85)
             self.k_a.fill_(1.0)
@@ -356,8 +358,9 @@ class RWKV7Mixer(Mixer):
     def _output(self, o: Tensor, r: Tensor, k: Tensor, v: Tensor, g: Tensor) -> Tensor:
         normed = head_norm(o, self.heads, self.norm_weight, self.norm_bias, rms=False,
                            eps=64e-5)  # fmt: skip
-        bonus = (heads_of(r * k, self.heads) * self.r_k).sum(-1, keepdim=True) * heads_of(v, self.heads)
-        return self.out((normed + bonus.flatten(-2)) * g)
+        weight = (heads_of(r * k, self.heads) * self.r_k).sum(-1, keepdim=True)  # (..., heads, 1)
+        bonus = (weight * heads_of(v, self.heads)).flatten(-2)  # (r ⊙ k~ ⊙ r_k)·1 v per head
+        return self.out((normed + bonus) * g)
 
     def step(self, p: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
         r, log_w, k, v, a, kappa, g = self._inputs(p, memory["shift"][:, 0])
@@ -387,36 +390,36 @@ class RWKV7Mixer(Mixer):
 class GLA(ModernLayer):
     """Multi-layer gated linear attention (Yang et al. 2023); see the module docstring.
     ``GLA(input_size, hidden_size, num_layers=1, ..., *, impl="auto", chunk_size=32,
-    heads=4)``; memory per stream and layer: heads * d_k * d_v = H^2 / (2 heads)."""
+    heads=None)``; memory per stream and layer: heads * d_k * d_v = H^2 / (2 heads)."""
 
-    cell, mixer_class, defaults = "gla", GLAMixer, {"heads": 4}
+    cell, mixer_class, defaults = "gla", GLAMixer, {"heads": None}
 
 
 class Mamba2(ModernLayer):
     """Multi-layer Mamba-2 (Dao & Gu 2024, SSD); see the module docstring. ``Mamba2(input_size,
-    hidden_size, num_layers=1, ..., *, impl="auto", chunk_size=32, expand=2, head_dim=64,
+    hidden_size, num_layers=1, ..., *, impl="auto", chunk_size=32, expand=2, head_dim=None,
     state_size=64, conv=4)``; memory per stream and layer: expand * H * state_size plus the
     convolution window (conv - 1) * (expand * H + 2 state_size)."""
 
     cell, mixer_class = "mamba2", Mamba2Mixer
-    defaults = {"expand": 2, "head_dim": 64, "state_size": 64, "conv": 4}
+    defaults = {"expand": 2, "head_dim": None, "state_size": 64, "conv": 4}
 
 
 class GatedDeltaNet(ModernLayer):
     """Multi-layer Gated DeltaNet (Yang et al. 2024); see the module docstring.
     ``GatedDeltaNet(input_size, hidden_size, num_layers=1, ..., *, impl="auto",
-    chunk_size=32, heads=4, conv=4)``; memory per stream and layer: H^2 / heads plus the
+    chunk_size=32, heads=None, conv=4)``; memory per stream and layer: H^2 / heads plus the
     convolution window 3 H (conv - 1)."""
 
-    cell, mixer_class, defaults = "deltanet", GatedDeltaNetMixer, {"heads": 4, "conv": 4}
+    cell, mixer_class, defaults = "deltanet", GatedDeltaNetMixer, {"heads": None, "conv": 4}
 
 
 class RWKV7(ModernLayer):
     """Multi-layer RWKV-7 time mixing (Peng et al. 2025); see the module docstring.
     ``RWKV7(input_size, hidden_size, num_layers=1, ..., *, impl="auto", chunk_size=32,
-    head_size=64)``; memory per stream and layer: H * head_size + H (the token shift)."""
+    head_size=None)``; memory per stream and layer: H * head_size + H (the token shift)."""
 
-    cell, mixer_class, defaults = "rwkv7", RWKV7Mixer, {"head_size": 64}
+    cell, mixer_class, defaults = "rwkv7", RWKV7Mixer, {"head_size": None}
 
 
 __all__ = [

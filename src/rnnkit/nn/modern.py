@@ -106,6 +106,16 @@ class Mixer(nn.Module):
         return {}
 
 
+def divisor(name: str, width: int, value: object, most: int) -> int:
+    """``value`` if it divides ``width``; None: the largest divisor of width up to ``most``
+    (heads of a width that ``most`` does not divide); else ValueError naming ``name``."""
+    if value is None:
+        return max(d for d in range(1, min(most, width) + 1) if width % d == 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or width % value:
+        raise ValueError(f"{name} must be a positive divisor of {width}, got {value!r}")
+    return value
+
+
 def valid_steps(lengths: Tensor, steps: int) -> Tensor:
     """(L, N) bool: step t is within sequence n's length."""
     return torch.arange(steps, device=lengths.device)[:, None] < lengths[None, :]
@@ -142,11 +152,33 @@ def head_norm(x: Tensor, heads: int, weight: Tensor, bias: Tensor | None = None,
     False; GroupNorm with ``heads`` groups), then scaled by ``weight`` (heads*d,) (+ bias)."""
     parts = heads_of(x, heads)
     if rms:
-        parts = parts * torch.rsqrt(parts.pow(2).mean(-1, keepdim=True) + eps)
+        parts = rms_norm(parts, 1.0, eps)
     else:
         parts = F.layer_norm(parts, parts.shape[-1:], eps=eps)
     out = parts.flatten(-2) * weight
     return out if bias is None else out + bias
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-6) -> Tensor:
+    """``x / sqrt(mean(x^2) + eps) * weight`` over the last dimension (written out, so the ONNX
+    exporters see the plain operators at any opset)."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation with a gain (Zhang & Sennrich 2019), as the papers' blocks
+    use it; torch.nn.RMSNorm's numbers, written out (see :func:`rms_norm`)."""
+
+    def __init__(self, size: int, eps: float = 1e-6, device=None, dtype=None) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size, device=device, dtype=dtype))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x, self.weight, self.eps)
 
 
 class Block(nn.Module):
@@ -156,7 +188,7 @@ class Block(nn.Module):
         super().__init__()
         same = input_size == hidden
         self.skip = None if same else nn.Linear(input_size, hidden, bias=False, **factory)
-        self.norm = nn.RMSNorm(hidden, eps=1e-6, **factory)
+        self.norm = RMSNorm(hidden, **factory)
         self.mixer = mixer
 
     def residual(self, x: Tensor) -> Tensor:
@@ -206,7 +238,8 @@ class ModernLayer(RecurrentLayer):
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             known = ", ".join(self.defaults) or "none"
-            raise TypeError(f"{type(self).__name__} got unknown options {unknown}; its own: {known}")
+            name = type(self).__name__
+            raise TypeError(f"{name} got unknown options {unknown}; its own: {known}")
         self.options = {**self.defaults, **options}
         factory = {"device": device, "dtype": dtype}
         self.blocks = nn.ModuleList()
@@ -235,6 +268,16 @@ class ModernLayer(RecurrentLayer):
     def recurrence(self, layer: int, direction: int = 0) -> Recurrence:
         block = self.block(layer, direction)
         return Recurrence(block.project, block.recur)
+
+    def gate_function(self, layer: int, direction: int = 0):
+        """``(x_t, state) -> {gate: (N, units)}``: the mixer's gates at this step."""
+        block = self.block(layer, direction)
+
+        def gates(x: Tensor, state: State) -> dict[str, Tensor]:
+            p = block.project(x)[..., self.hidden_size :]
+            return block.mixer.gates(p, block.mixer.unpack(state[1]))
+
+        return gates
 
     def fused_step(self, layer: int, direction: int = 0) -> None:
         """None: no torch kernel; generation steps :meth:`step_function`."""
@@ -296,11 +339,14 @@ __all__ = [
     "Memory",
     "Mixer",
     "ModernLayer",
+    "RMSNorm",
+    "divisor",
     "from_heads",
     "head_norm",
     "heads_of",
     "invalid",
     "keep",
+    "rms_norm",
     "to_heads",
     "valid_steps",
 ]

@@ -39,18 +39,15 @@ from rnnkit.nn.modern import (
     Memory,
     Mixer,
     ModernLayer,
+    divisor,
     from_heads,
     head_norm,
     heads_of,
     invalid,
+    keep,
     to_heads,
+    valid_steps,
 )
-
-
-def _heads(hidden: int, heads: int) -> int:
-    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or hidden % heads:
-        raise ValueError(f"heads must be a positive divisor of hidden_size={hidden}, got {heads!r}")
-    return heads
 
 
 class MLSTMMixer(Mixer):
@@ -58,9 +55,9 @@ class MLSTMMixer(Mixer):
 
     gate_names = ("forget", "output")
 
-    def __init__(self, hidden, *, bias=True, chunk, factory, heads=4) -> None:
+    def __init__(self, hidden, *, bias=True, chunk, factory, heads=None) -> None:
         super().__init__(hidden, chunk)
-        self.heads = _heads(hidden, heads)
+        self.heads = heads = divisor("heads", hidden, heads, 4)
         self.d = hidden // heads  # d_k = d_v
         self.memory = {"C": (heads, self.d, self.d), "n": (heads, self.d), "m": (heads,)}
         self.proj = nn.Linear(hidden, 4 * hidden + 2 * heads, bias=bias, **factory)  # q k v g i f
@@ -100,7 +97,9 @@ class MLSTMMixer(Mixer):
         log_f = F.logsigmoid(f)  # (N, heads)
         m = torch.maximum(log_f + m_prev, i)
         i_gate, f_gate = torch.exp(i - m), torch.exp(log_f + m_prev - m)
-        C = f_gate[..., None, None] * C + i_gate[..., None, None] * k.unsqueeze(-1) * v.unsqueeze(-2)  # noqa: N806, E501
+        C = f_gate[..., None, None] * C + i_gate[..., None, None] * k.unsqueeze(-1) * v.unsqueeze(
+            -2
+        )  # noqa: N806, E501
         n = f_gate[..., None] * n + i_gate[..., None] * k
         numerator = (C * q.unsqueeze(-1)).sum(-2)  # C^T q: (N, heads, d)
         denominator = torch.maximum((n * q).sum(-1).abs(), torch.exp(-m))  # (N, heads)
@@ -130,9 +129,9 @@ class SLSTMMixer(Mixer):
 
     gate_names = ("forget", "output")
 
-    def __init__(self, hidden, *, bias=True, chunk, factory, heads=4) -> None:
+    def __init__(self, hidden, *, bias=True, chunk, factory, heads=None) -> None:
         super().__init__(hidden, chunk)
-        self.heads = _heads(hidden, heads)
+        self.heads = heads = divisor("heads", hidden, heads, 4)
         self.d = hidden // heads
         self.memory = {"h": (hidden,), "c": (hidden,), "n": (hidden,), "m": (hidden,)}
         self.proj = nn.Linear(hidden, 4 * hidden, bias=bias, **factory)  # z i f o
@@ -163,8 +162,8 @@ class SLSTMMixer(Mixer):
         r = r.unflatten(-1, (4, self.d)).transpose(-3, -2).flatten(-2)  # (N, 4, H)
         return (p.unflatten(-1, (4, self.hidden)) + r).unbind(-2)
 
-    def step(self, p: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
-        """One step: p (N, 4H) from :meth:`project`, memory h, c, n, m -> y (N, H), memory."""
+    def cell(self, p: Tensor, memory: Memory) -> Memory:
+        """The sLSTM's recurrence: p (N, 4H) from :meth:`project`, memory h, c, n, m -> memory."""
         h, c, n, m_prev = memory["h"], memory["c"], memory["n"], memory["m"]
         z_tilde, i, f, o = self._preactivations(p, h)
         z = torch.tanh(z_tilde)
@@ -174,8 +173,28 @@ class SLSTMMixer(Mixer):
         c = f_gate * c + i_gate * z
         n = f_gate * n + i_gate
         h = torch.sigmoid(o) * c / n
-        y = self.out(head_norm(h, self.heads, self.norm_weight, rms=False))
-        return y, {"h": h, "c": c, "n": n, "m": m}
+        return {"h": h, "c": c, "n": n, "m": m}
+
+    def _output(self, h: Tensor) -> Tensor:
+        return self.out(head_norm(h, self.heads, self.norm_weight, rms=False))
+
+    def step(self, p: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
+        """One step: the recurrence (:meth:`cell`), then y = W_o LN_heads(h) (N, H)."""
+        memory = self.cell(p, memory)
+        return self._output(memory["h"]), memory
+
+    def sequence(self, p: Tensor, memory: Memory, lengths: Tensor | None):
+        """The recurrence step by step over p (L, N, 4H) (projected for all steps at once by
+        :meth:`project`), then the norm and output projection of all steps at once."""
+        valid = None if lengths is None else valid_steps(lengths, p.size(0))
+        hs = []
+        for t, p_t in enumerate(p.unbind(0)):
+            new = self.cell(p_t, memory)
+            if valid is not None:
+                new = {k: keep(valid[t], new[k], memory[k]) for k in memory}
+            memory = new
+            hs.append(new["h"])
+        return self._output(torch.stack(hs)), memory
 
     def gates(self, p: Tensor, memory: Memory) -> dict[str, Tensor]:
         _, _, f, o = self._preactivations(p, memory["h"])
@@ -186,12 +205,13 @@ class MLSTM(ModernLayer):
     """Multi-layer mLSTM (Beck et al. 2024), matrix memory per head; see the module docstring.
 
     ``MLSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, device=None, dtype=None, *, impl="auto", chunk_size=32, heads=4)``;
+    bidirectional=False, device=None, dtype=None, *, impl="auto", chunk_size=32, heads=None)``;
     ``forward(input, hx=None, lengths=None) -> (output, LSTMState(h_n, c_n))``. Memory per
-    stream and layer: heads * (d^2 + d + 1) with d = hidden_size / heads.
+    stream and layer: heads * (d^2 + d + 1) with d = hidden_size / heads; ``heads=None``: the
+    largest divisor of hidden_size up to 4.
     """
 
-    cell, mixer_class, defaults = "mlstm", MLSTMMixer, {"heads": 4}
+    cell, mixer_class, defaults = "mlstm", MLSTMMixer, {"heads": None}
 
 
 class SLSTM(ModernLayer):
@@ -199,11 +219,11 @@ class SLSTM(ModernLayer):
     module docstring.
 
     ``SLSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, device=None, dtype=None, *, impl="auto", heads=4)``; memory per
+    bidirectional=False, device=None, dtype=None, *, impl="auto", heads=None)``; memory per
     stream and layer: 4 * hidden_size (h, c, n, m).
     """
 
-    cell, mixer_class, defaults = "slstm", SLSTMMixer, {"heads": 4}
+    cell, mixer_class, defaults = "slstm", SLSTMMixer, {"heads": None}
 
 
 __all__ = ["MLSTM", "MLSTMMixer", "SLSTM", "SLSTMMixer"]

@@ -44,7 +44,7 @@ from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError, short
 from rnnkit.generation import generate
 from rnnkit.models import LanguageModel
-from rnnkit.models.common import has_cell_state
+from rnnkit.models.common import has_cell_state, state_widths
 from rnnkit.nn.cells import LSTMState
 from rnnkit.tasks.base import StepOutput, Task, World, data_names
 from rnnkit.training import distributed
@@ -327,13 +327,14 @@ class LanguageModelTask(Task):
             self.state = None
             return
         m, batch = self.config.model, self.config.train.batch_size
-        width = max(m.layer_sizes())  # per-layer sizes: the state is padded to the widest
-        count, shape = (2 if has_cell_state(m.cell) else 1), (m.layers, batch, width)
+        # per-layer sizes: the state is padded to the widest; a modern layer's c is its memory
+        shapes = [(m.layers, batch, width) for width in state_widths(m, m.embed)]
+        count, shape = len(shapes), shapes[0] if len(set(shapes)) == 1 else tuple(shapes)
         if not (
             isinstance(carried, tuple)
             and len(carried) == count
             and all(isinstance(s, Tensor) and s.is_floating_point() for s in carried)
-            and all(tuple(s.shape) == shape for s in carried)
+            and all(tuple(s.shape) == want for s, want in zip(carried, shapes, strict=True))
         ):
             got = [
                 tuple(s.shape) if isinstance(s, Tensor) else s
