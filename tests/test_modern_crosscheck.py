@@ -49,6 +49,14 @@ def randn(*shape, seed=0, dtype=D64):
     return torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
 
 
+def qkv_and_state(b: int, steps: int, heads: int, d_k: int, d_v: int, *, time_second=True):
+    """Random q, k (..., d_k), v (..., d_v) as [B, T, H, D] (fla's layout; else [B, H, T, D])
+    and an initial state [B, H, d_k, d_v]."""
+    shape = (b, steps, heads) if time_second else (b, heads, steps)
+    q, k, v = (randn(*shape, d, seed=s) for s, d in enumerate((d_k, d_k, d_v)))
+    return q, k, v, randn(b, heads, d_k, d_v, seed=9)
+
+
 def heads_first(*tensors):
     """[B, T, H, D] -> [B, H, T, D], fla's layout to the kernels'."""
     return [t.transpose(1, 2) for t in tensors]
@@ -140,10 +148,8 @@ def test_the_gated_delta_rule_equals_flas_references(chunked):
 def test_gla_equals_flas_naive_recurrent_gla():
     naive = reference("fla", "ops/gla/naive.py")
     b, steps, heads, d_k, d_v = 2, 12, 2, 4, 3
-    q, k, v = randn(b, steps, heads, d_k), randn(b, steps, heads, d_k, seed=1), randn(
-        b, steps, heads, d_v, seed=2)  # fmt: skip
+    q, k, v, s0 = qkv_and_state(b, steps, heads, d_k, d_v)
     gk = F.logsigmoid(randn(b, steps, heads, d_k, seed=3)) / 4
-    s0 = randn(b, heads, d_k, d_v, seed=4)
     o, s = naive.naive_recurrent_gla(q, k, v, gk, initial_state=s0, output_final_state=True)
     q_, k_, v_, g_ = heads_first(q / math.sqrt(d_k), k, v, gk)
     ours, s_ours = linear_recurrence(q_, k_, v_, g_, s0, chunk=5)
@@ -154,10 +160,8 @@ def test_gla_equals_flas_naive_recurrent_gla():
 def test_a_scalar_decay_equals_flas_simple_gla_the_ssd_recurrence():
     naive = reference("fla", "ops/simple_gla/naive.py")
     b, steps, heads, d_k, d_v = 2, 12, 3, 4, 6
-    q, k, v = randn(b, steps, heads, d_k), randn(b, steps, heads, d_k, seed=1), randn(
-        b, steps, heads, d_v, seed=2)  # fmt: skip
+    q, k, v, s0 = qkv_and_state(b, steps, heads, d_k, d_v)
     g = -F.softplus(randn(b, steps, heads, seed=3))
-    s0 = randn(b, heads, d_k, d_v, seed=4)
     o, s = naive.naive_recurrent_simple_gla(q, k, v, g, scale=1.0, initial_state=s0)
     q_, k_, v_ = heads_first(q, k, v)
     ours, s_ours = linear_recurrence(q_, k_, v_, g.transpose(1, 2)[..., None], s0, chunk=5)
@@ -168,13 +172,11 @@ def test_a_scalar_decay_equals_flas_simple_gla_the_ssd_recurrence():
 def test_diagonal_plus_low_rank_equals_flas_dplr_recurrence_rwkv7s():
     naive = reference("fla", "ops/generalized_delta_rule/dplr/naive.py")
     b, heads, steps, d_k, d_v = 2, 2, 12, 4, 5
-    q, k, v = randn(b, heads, steps, d_k), randn(b, heads, steps, d_k, seed=1), randn(
-        b, heads, steps, d_v, seed=2)  # fmt: skip
+    q, k, v, s0 = qkv_and_state(b, steps, heads, d_k, d_v, time_second=False)
     kappa = F.normalize(randn(b, heads, steps, d_k, seed=3), dim=-1)
     rate = torch.sigmoid(randn(b, heads, steps, d_k, seed=4))
     alpha, beta = kappa, -(rate * kappa)  # S_t = diag(w) S + beta (alpha^T S) + k v^T
     gk = -0.6 * torch.sigmoid(randn(b, heads, steps, d_k, seed=5))
-    s0 = randn(b, heads, d_k, d_v, seed=6)
     o, s = naive.dplr_recurrence(q, k, v, alpha, beta, gk, initial_state=s0)
     ours, s_ours = linear_recurrence(q / math.sqrt(d_k), k, v, gk, s0, a=beta, b=alpha, chunk=5)
     float32_close(ours, o)

@@ -53,14 +53,8 @@ from rnnkit.nn.modern import (
     invalid,
     rms_norm,
     to_heads,
+    uniform_init,
 )
-
-
-def _uniform(*linears: nn.Linear, fan_in: int) -> None:
-    for linear in linears:
-        nn.init.uniform_(linear.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
-        if linear.bias is not None:
-            nn.init.zeros_(linear.bias)
 
 
 def _time_step_init(dt_bias: Tensor, a_log: Tensor, a_low: float) -> None:
@@ -108,8 +102,8 @@ class GLAMixer(Mixer):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        _uniform(self.proj, self.gate_down, self.out, fan_in=self.hidden)
-        _uniform(self.gate_up, fan_in=self.RANK)
+        uniform_init(self.proj, self.gate_down, self.out, fan_in=self.hidden)
+        uniform_init(self.gate_up, fan_in=self.RANK)
         nn.init.ones_(self.norm_weight)
 
     def project(self, u: Tensor) -> Tensor:
@@ -171,8 +165,8 @@ class Mamba2Mixer(Mixer):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        _uniform(self.proj, fan_in=self.hidden)
-        _uniform(self.out, fan_in=self.inner)
+        uniform_init(self.proj, fan_in=self.hidden)
+        uniform_init(self.out, fan_in=self.inner)
         width = self.conv_weight.size(1)
         nn.init.uniform_(self.conv_weight, -1 / math.sqrt(width), 1 / math.sqrt(width))
         nn.init.zeros_(self.conv_bias)
@@ -246,7 +240,7 @@ class GatedDeltaNetMixer(Mixer):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        _uniform(self.proj, self.out, fan_in=self.hidden)
+        uniform_init(self.proj, self.out, fan_in=self.hidden)
         width = self.conv_weight.size(1)
         nn.init.uniform_(self.conv_weight, -1 / math.sqrt(width), 1 / math.sqrt(width))
         nn.init.ones_(self.norm_weight)

@@ -116,6 +116,15 @@ def divisor(name: str, width: int, value: object, most: int) -> int:
     return value
 
 
+def uniform_init(*linears: nn.Linear, fan_in: int) -> None:
+    """torch's default for recurrent layers on each Linear: weight uniform in (-1/sqrt(fan_in),
+    1/sqrt(fan_in)), bias zero."""
+    for linear in linears:
+        nn.init.uniform_(linear.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        if linear.bias is not None:
+            nn.init.zeros_(linear.bias)
+
+
 def valid_steps(lengths: Tensor, steps: int) -> Tensor:
     """(L, N) bool: step t is within sequence n's length."""
     return torch.arange(steps, device=lengths.device)[:, None] < lengths[None, :]
@@ -348,5 +357,6 @@ __all__ = [
     "keep",
     "rms_norm",
     "to_heads",
+    "uniform_init",
     "valid_steps",
 ]

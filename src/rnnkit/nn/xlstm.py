@@ -46,39 +46,52 @@ from rnnkit.nn.modern import (
     invalid,
     keep,
     to_heads,
+    uniform_init,
     valid_steps,
 )
 
 
-class MLSTMMixer(Mixer):
-    """The mLSTM cell and its output (see the module docstring)."""
+class _XLSTMMixer(Mixer):
+    """What both xLSTM cells have: heads of d = H / heads units, an input projection to
+    ``width`` pre-activations with gate biases beside it, a per-head layer norm's gain and the
+    output projection W_o."""
 
     gate_names = ("forget", "output")
 
-    def __init__(self, hidden, *, bias=True, chunk, factory, heads=None) -> None:
+    def __init__(self, hidden: int, chunk: int, heads, width: int, bias: bool, factory) -> None:
         super().__init__(hidden, chunk)
-        self.heads = heads = divisor("heads", hidden, heads, 4)
-        self.d = hidden // heads  # d_k = d_v
-        self.memory = {"C": (heads, self.d, self.d), "n": (heads, self.d), "m": (heads,)}
-        self.proj = nn.Linear(hidden, 4 * hidden + 2 * heads, bias=bias, **factory)  # q k v g i f
-        self.gate_bias = nn.Parameter(torch.empty(4 * hidden + 2 * heads, **factory))
+        self.heads = divisor("heads", hidden, heads, 4)
+        self.d = hidden // self.heads
+        self.proj = nn.Linear(hidden, width, bias=bias, **factory)
+        self.gate_bias = nn.Parameter(torch.empty(width, **factory))
         self.norm_weight = nn.Parameter(torch.empty(hidden, **factory))
         self.out = nn.Linear(hidden, hidden, bias=False, **factory)
-        self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        h = self.hidden
+    def _reset(self, forget: slice) -> None:
+        """Every gate bias 0 but the forget gate's (``forget``), 3..6 over its units; unit gains;
+        the projections uniform in (-1/sqrt(H), 1/sqrt(H))."""
         nn.init.zeros_(self.gate_bias)
-        with torch.no_grad():  # forget-gate biases 3..6 over the heads
-            self.gate_bias[-self.heads :] = torch.linspace(3.0, 6.0, self.heads)
+        with torch.no_grad():
+            size = len(range(*forget.indices(self.gate_bias.numel())))
+            self.gate_bias[forget] = torch.linspace(3.0, 6.0, size)
         nn.init.ones_(self.norm_weight)
-        for linear in (self.proj, self.out):
-            nn.init.uniform_(linear.weight, -1 / math.sqrt(h), 1 / math.sqrt(h))
-            if linear.bias is not None:
-                nn.init.zeros_(linear.bias)
+        uniform_init(self.proj, self.out, fan_in=self.hidden)
 
     def project(self, u: Tensor) -> Tensor:
         return self.proj(u) + self.gate_bias
+
+
+class MLSTMMixer(_XLSTMMixer):
+    """The mLSTM cell and its output (see the module docstring)."""
+
+    def __init__(self, hidden, *, bias=True, chunk, factory, heads=None) -> None:
+        n = divisor("heads", hidden, heads, 4)
+        super().__init__(hidden, chunk, n, 4 * hidden + 2 * n, bias, factory)  # q k v g i f
+        self.memory = {"C": (n, self.d, self.d), "n": (n, self.d), "m": (n,)}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self._reset(slice(-self.heads, None))  # the forget gates: one per head
 
     def _split(self, p: Tensor):
         h, n = self.hidden, self.heads
@@ -124,37 +137,18 @@ class MLSTMMixer(Mixer):
         return {"forget": torch.sigmoid(f), "output": torch.sigmoid(g)}
 
 
-class SLSTMMixer(Mixer):
+class SLSTMMixer(_XLSTMMixer):
     """The sLSTM cell and its output (see the module docstring)."""
 
-    gate_names = ("forget", "output")
-
     def __init__(self, hidden, *, bias=True, chunk, factory, heads=None) -> None:
-        super().__init__(hidden, chunk)
-        self.heads = heads = divisor("heads", hidden, heads, 4)
-        self.d = hidden // heads
+        super().__init__(hidden, chunk, heads, 4 * hidden, bias, factory)  # z i f o
         self.memory = {"h": (hidden,), "c": (hidden,), "n": (hidden,), "m": (hidden,)}
-        self.proj = nn.Linear(hidden, 4 * hidden, bias=bias, **factory)  # z i f o
-        self.gate_bias = nn.Parameter(torch.empty(4 * hidden, **factory))
-        self.recurrent = nn.Parameter(torch.empty(heads, self.d, 4 * self.d, **factory))
-        self.norm_weight = nn.Parameter(torch.empty(hidden, **factory))
-        self.out = nn.Linear(hidden, hidden, bias=False, **factory)
+        self.recurrent = nn.Parameter(torch.empty(self.heads, self.d, 4 * self.d, **factory))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        h = self.hidden
-        nn.init.zeros_(self.gate_bias)
-        with torch.no_grad():  # forget-gate biases 3..6 over the units
-            self.gate_bias[2 * h : 3 * h] = torch.linspace(3.0, 6.0, h)
-        nn.init.ones_(self.norm_weight)
+        self._reset(slice(2 * self.hidden, 3 * self.hidden))  # the forget gates: one per unit
         nn.init.uniform_(self.recurrent, -1 / math.sqrt(self.d), 1 / math.sqrt(self.d))
-        for linear in (self.proj, self.out):
-            nn.init.uniform_(linear.weight, -1 / math.sqrt(h), 1 / math.sqrt(h))
-            if linear.bias is not None:
-                nn.init.zeros_(linear.bias)
-
-    def project(self, u: Tensor) -> Tensor:
-        return self.proj(u) + self.gate_bias
 
     def _preactivations(self, p: Tensor, h: Tensor) -> tuple[Tensor, ...]:
         """z~, i~, f~, o~ (N, H) each: p plus R h, R block-diagonal (one block per head)."""
