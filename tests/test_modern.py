@@ -305,3 +305,60 @@ def test_the_memory_experiment_runs_a_modern_layer_within_its_budget(cell):
     model = MemoryModel(cell, *task_sizes("copy"), trial.hidden)
     assert trial.params == sum(p.numel() for p in model.parameters()) <= 3000
     assert np.isfinite(trial.loss) and trial.steps_run == 4
+
+
+# ---- in a language model ---------------------------------------------------------------------
+MODERN = ["mlstm", "slstm", "deltanet", "mamba2", "gla", "rwkv7"]
+
+
+def language_model(cell: str, **overrides):
+    from rnnkit.config import ModelConfig
+    from rnnkit.models import LanguageModel
+
+    torch.manual_seed(0)
+    options = {"cell": cell, "vocab_size": 11, "embed": 6, "hidden": 8, "layers": 2} | overrides
+    return LanguageModel(ModelConfig(**options)).double().eval()
+
+
+@pytest.mark.parametrize("cell", MODERN)
+def test_a_language_model_generates_step_by_step_what_it_computes_at_once(cell):
+    """``step`` (the step form, one token) == ``forward`` (the chunkwise form), logits and the
+    carried (h, memory); ``initial_state`` is the zeros of that structure."""
+    model = language_model(cell)
+    idx = torch.randint(0, 11, (3, 9), generator=torch.Generator().manual_seed(0))
+    whole = model(idx)
+    state, logits = model.initial_state(3), []
+    for t in range(idx.size(1)):
+        step_logits, state = model.step(idx[:, t], state)
+        logits.append(step_logits)
+    assert_close(torch.stack(logits, 1), whole.logits)
+    for a, b in zip(state, whole.state, strict=True):
+        assert_close(a, b)
+    widths = model.rnn.state_spec().sizes
+    assert [tuple(s.shape) for s in model.initial_state(3)] == [(2, 3, w) for w in widths]
+
+
+@pytest.mark.parametrize("cell", ["mlstm", "rwkv7"])
+def test_per_layer_sizes_and_locked_dropout_stack_modern_layers(cell):
+    """``--hidden 8,6`` with locked dropout: a LayerStack of modern layers whose state keeps one
+    tensor per kind, each as wide as its widest layer's (h: 8; c: the larger memory)."""
+    model = language_model(cell, hidden=6, hidden_sizes=[8, 6], locked_dropout=True, embed=6)
+    widths = model.state_widths()
+    assert widths[0] == 8 and widths[1] == max(m.state_spec().sizes[1] for m in model.rnn.layers)
+    idx = torch.randint(0, 11, (2, 7), generator=torch.Generator().manual_seed(1))
+    whole = model(idx)
+    first = model(idx[:, :3])
+    second = model(idx[:, 3:], state=first.state)
+    assert_close(torch.cat([first.logits, second.logits], 1), whole.logits)
+    assert [tuple(s.shape) for s in whole.state] == [(2, 2, w) for w in widths]
+
+
+def test_the_carried_state_is_checked_against_the_memory_width():
+    from rnnkit.config import ModelConfig
+    from rnnkit.models.common import state_widths
+
+    config = ModelConfig(cell="mamba2", vocab_size=11, embed=6, hidden=8, layers=2)
+    model = language_model("mamba2")
+    assert state_widths(config, 6) == model.state_widths()
+    assert state_widths(ModelConfig(cell="lstm", hidden=8), 6) == (8, 8)
+    assert state_widths(ModelConfig(cell="gru", hidden=8), 6) == (8,)
