@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from rnnkit.errors import UserError
 from rnnkit.models.common import has_cell_state
+from rnnkit.models.lm_layers import layer_state_sizes
 from rnnkit.nn.registry import where
 from rnnkit.nn.unroll import zoneout
 from rnnkit.tasks import get_task
@@ -108,7 +109,7 @@ class StepGraph(nn.Module):
         _check_softmax(model.config)
         self.model = model
         self.cell, self.layers = cell, model.config.layers
-        self.sizes = [_state_sizes(model.rnn, k) for k in range(self.layers)]  # (H_k[, C_k])
+        self.sizes = [layer_state_sizes(model.rnn, k) for k in range(self.layers)]  # (H_k[, C_k])
         self.widths = model.state_widths()  # the state tensors' columns: (Hmax[, Cmax])
         rates = tuple(model.rnn.zoneout)  # one per state tensor; () without zoneout
         self.rates = rates if any(rates) else ()
@@ -133,13 +134,6 @@ class StepGraph(nn.Module):
         if c is None:
             return logits, torch.stack(hs)  # (layers, N, H)
         return logits, torch.stack(hs), torch.stack(cs)
-
-
-def _state_sizes(rnn: nn.Module, k: int) -> tuple[int, ...]:
-    """Layer k's own state sizes: (H_k,) or (H_k, C_k) (a LayerStack's layer k, or the stack)."""
-    layers = getattr(rnn, "layers", None)
-    layer = layers[k] if isinstance(layers, nn.ModuleList) else rnn
-    return tuple(layer.state_spec().sizes)
 
 
 def check_exportable(config) -> None:

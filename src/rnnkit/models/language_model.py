@@ -22,6 +22,7 @@ from rnnkit.models.common import has_cell_state, recurrent
 from rnnkit.models.lm_layers import (
     LayerStack,
     head_scores,
+    layer_state_sizes,
     make_head,
     pad_state,
     uneven,
@@ -218,30 +219,35 @@ class LanguageModel(nn.Module):
     def step(self, token: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One position: ``token`` (N,) -> logits (N, V) and the new state. Equal to
         ``forward`` over a sequence fed one token at a time with the state carried."""
-        kernels = [self.rnn.fused_step(depth) for depth in range(self.config.layers)]
         zoneout = any(self.rnn.zoneout)  # rates per state tensor: eval uses them
-        if None not in kernels and not self.training and not zoneout:
+        if not self.training and not zoneout:  # torch's kernel, else the layer's own step
+            kernels = [self.rnn.fused_step(k) or self.rnn.step_function(k)
+                       for k in range(self.config.layers)]  # fmt: skip
             return self._step_cells(kernels, token, state)
         _, dropped, state = self._recur(token.unsqueeze(1), state)  # (N, 1, H)
         return head_scores(self.head, dropped).squeeze(1), state  # (N, V)
 
     def _step_cells(self, kernels, token: Tensor, state: State | None) -> tuple[Tensor, State]:
-        """``step`` in eval mode: torch's one-step cell kernels layer by layer. The fused
-        multi-layer kernel pays its (oneDNN) set-up on every call -- several times the two
-        matrix-vector products of one token -- so generation takes this path; same weights,
-        same numbers (tested against ``forward``). Layer k reads and writes its ``H_k``
-        columns of the (layers, N, Hmax) state; the rest is zero."""
+        """``step`` in eval mode, layer by layer: torch's one-step cell kernels where the cell
+        has one, else the layer's own step function (the cells path; a modern layer's step
+        form). The fused multi-layer kernel pays its (oneDNN) set-up on every call -- several
+        times the two matrix-vector products of one token -- and a layer's ``forward`` its
+        checks, so generation takes this path; same weights, same numbers (tested against
+        ``forward``). Layer k reads and writes its own columns of each (layers, N, width)
+        state tensor (``layer_state_sizes``); the rest is zero."""
         if state is None:
             state = self.initial_state(token.size(0), token.device)
         lstm = has_cell_state(self.config.cell)
-        parts = tuple(state) if lstm else (state,)  # (layers, N, Hmax) each
-        width = parts[0].size(-1)
+        parts = tuple(state) if lstm else (state,)  # (layers, N, width) each
+        widths = [part.size(-1) for part in parts]
         x = self.embedding(token)  # (N, E)
         new = []
-        for k, (kernel, size) in enumerate(zip(kernels, self.sizes, strict=True)):
-            new.append(kernel(x, tuple(s[k, :, :size] for s in parts)))  # (N, H_k) each
-            x = new[-1][0]
-        h, *c = (torch.stack([pad_state(t, width) for t in s]) for s in zip(*new, strict=True))
+        for k, kernel in enumerate(kernels):
+            sizes = layer_state_sizes(self.rnn, k)  # (H_k,) or (H_k, C_k)
+            new.append(kernel(x, tuple(s[k, :, :n] for s, n in zip(parts, sizes, strict=True))))
+            x = new[-1][0]  # (N, H_k)
+        h, *c = (torch.stack([pad_state(t, w) for t in s])
+                 for s, w in zip(zip(*new, strict=True), widths, strict=True))  # fmt: skip
         return head_scores(self.head, x), (LSTMState(h, *c) if lstm else h)  # (N, V)
 
     def _recur(self, idx: Tensor, state: State | None) -> tuple[Tensor, Tensor, State]:

@@ -42,6 +42,14 @@ def layer_state(state, k: int, sizes: tuple[int, ...], cell_state: bool):
     return tuple(s[k : k + 1, :, :size] for s, size in zip(parts, sizes, strict=False))
 
 
+def layer_state_sizes(rnn: nn.Module, k: int) -> tuple[int, ...]:
+    """Layer ``k``'s own state sizes, h's then c's: ``(H_k,)`` or ``(H_k, C_k)`` (C_k = H_k for
+    an LSTM, a modern layer's memory), in a one-stack layer or a :class:`LayerStack`."""
+    if isinstance(rnn, LayerStack):
+        return tuple(rnn.layers[k].state_spec().sizes)
+    return tuple(rnn.state_spec().sizes)
+
+
 class LayerStack(nn.Module):
     """``config.layers`` single-layer recurrent modules, layer k with ``config.layer_sizes()[k]``
     units reading layer k-1's output (each in :class:`~rnnkit.nn.awd.WeightDrop` with
