@@ -314,7 +314,7 @@ def test_cli_runs_the_modern_section(monkeypatch, capsys):
         for key in ("tokens_per_s", "lstm_tokens_per_s", "over_lstm", "gen_per_s",
                     "lstm_gen_per_s"):  # fmt: skip
             assert figures[f"modern_{name}_{key}"] > 0, (name, key)
-        ratio = figures[f"modern_{name}_lstm_tokens_per_s"] / figures[f"modern_{name}_tokens_per_s"]
+        ratio = figures[f"modern_{name}_tokens_per_s"] / figures[f"modern_{name}_lstm_tokens_per_s"]
         assert figures[f"modern_{name}_over_lstm"] == pytest.approx(ratio)
         assert figures[f"modern_{name}_params"] > 0 and figures[f"modern_{name}_lstm_hidden"] >= 1
     assert main(["bench", "--only", "modern", "--quick"]) == 0

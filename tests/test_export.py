@@ -116,16 +116,15 @@ def onnx_run(path: Path, tokens: torch.Tensor) -> list[list[np.ndarray]]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    inputs = session.get_inputs()
+    inputs = session.get_inputs()  # tokens, h (, c); a modern layer's: tokens, c
     dtype = np.float64 if inputs[1].type == "tensor(double)" else np.float32
-    state = [np.zeros((2, tokens.size(1), 16), dtype) for _ in inputs[1:]]
+    state = {v.name: np.zeros((2, tokens.size(1), v.shape[2]), dtype) for v in inputs[1:]}
+    names = [v.name for v in session.get_outputs()]  # logits, h_next (, c_next)
     steps = []
     for token in tokens:
-        out = session.run(
-            None, dict(zip([v.name for v in inputs], [token.numpy(), *state], strict=True))
-        )
+        out = session.run(None, {"tokens": token.numpy(), **state})
         steps.append(out)
-        state = out[1:]
+        state = {name: out[names.index(f"{name}_next")] for name in state}
     return steps
 
 

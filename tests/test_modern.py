@@ -273,21 +273,23 @@ def test_a_wrong_state_shape_is_named():
 
 @pytest.mark.parametrize("cls", LAYERS)
 def test_a_tiny_model_learns_the_running_mean(cls):
-    """y_t = mean(x_1..x_t), a memory every one of these layers can keep; 60 Adam steps lower
-    the loss below a third of where it started."""
+    """y_t = mean(x_1..x_t), a memory every one of these layers can keep: after 100 Adam steps
+    the loss is under 0.75 of the best memoryless guess's (0, whose loss is E[y^2] =
+    mean_t 1/t = 0.259 over 12 steps)."""
     torch.manual_seed(0)
     layer, head = cls(4, 16, **_tiny(cls)), torch.nn.Linear(16, 4)
     optimiser = torch.optim.Adam([*layer.parameters(), *head.parameters()], lr=0.02)
     steps = torch.arange(1, 13).view(12, 1, 1)
     losses = []
-    for _ in range(60):
+    for _ in range(100):
         x = torch.randn(12, 8, 4)
         loss = ((head(layer(x)[0]) - x.cumsum(0) / steps) ** 2).mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) / 3, losses[::10]
+    trivial = float((1 / steps.double()).mean())  # E[y_t^2] = 1/t for unit-variance x
+    assert np.mean(losses[-5:]) < 0.75 * trivial, losses[::10]
 
 
 @pytest.mark.parametrize(

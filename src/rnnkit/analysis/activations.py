@@ -33,6 +33,7 @@ from rnnkit.errors import UserError
 from rnnkit.models.language_model import LanguageModel, State
 from rnnkit.models.lm_layers import refuse_uneven
 from rnnkit.nn.cells import ACTIVATIONS
+from rnnkit.nn.registry import get_cell
 
 MAX_CHARS = 20_000
 #: Gate names per cell, in the order of the weight chunks (torch's i, f, g, o and r, z, n).
@@ -315,10 +316,9 @@ def _has_cell_state(rnn) -> bool:
 
 
 def _cell_units(rnn) -> bool:
-    """Whether c is traced as units: a cell state as wide as h (an LSTM's), not a modern
-    layer's memory (matrices, normalisers, windows: carried, not shown unit by unit)."""
-    sizes = rnn.state_spec().sizes
-    return len(sizes) == 2 and sizes[0] == sizes[1]
+    """Whether c is traced as units: an LSTM's cell state, not a modern layer's memory
+    (matrices, normalisers, windows: carried, not shown unit by unit)."""
+    return _has_cell_state(rnn) and not get_cell(rnn.cell).memory
 
 
 def _top(log_p: Tensor, vocab: Vocab, k: int) -> list[list[tuple[str, float]]]:

@@ -51,7 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.errors import UserError
-from rnnkit.models.common import has_cell_state
+from rnnkit.models.common import carries_memory, has_cell_state
 from rnnkit.models.lm_layers import layer_state_sizes
 from rnnkit.nn.registry import where
 from rnnkit.nn.unroll import zoneout
@@ -74,6 +74,9 @@ OPERATORS = frozenset(
     ("Add", "Clip", "Concat", "Constant", "Div", "Gather", "Gemm", "Greater", "GreaterOrEqual")
     + ("LayerNormalization", "LeakyRelu", "MatMul", "Mul", "Relu", "Shape", "Sigmoid", "Slice")
     + ("Softplus", "Split", "Sub", "Tanh", "Unsqueeze", "Where")
+    # the modern layers' steps: exponential gates, norms, heads, the sLSTM's block-diagonal R
+    + ("Abs", "Einsum", "Exp", "Flatten", "Log", "Max", "Neg", "Pow", "ReduceMean", "ReduceSum")
+    + ("Reshape", "Sqrt", "Squeeze", "Transpose")
 )
 
 
@@ -95,9 +98,12 @@ class StepGraph(nn.Module):
     own parameters (no copies): embedding -> one step of each layer -> head. Layer k of size
     ``H_k`` steps on columns ``[:H_k]`` of its row of the state; the columns after pass through.
 
-    ``forward(tokens (N,), h (layers, N, H), c (layers, N, H) | None) -> (logits (N, V), h_next,
-    c_next)``, c only for cells with a cell state. Dropout is off (eval); zoneout is its eval
-    form, ``s = p * s_prev + (1 - p) * s_new`` per state tensor (``rnnkit.nn.unroll.zoneout``).
+    ``forward(tokens (N,), first, second=None) -> (logits (N, V), h_next, c_next)``, the
+    states as :func:`graph_inputs` names them: h (layers, N, H), and c (layers, N, C) for
+    cells with a cell state; a modern layer's graph takes c alone (its memory: the step reads
+    no h_{t-1}).
+    Dropout is off (eval); zoneout is its eval form, ``s = p * s_prev + (1 - p) * s_new`` per
+    state tensor (``rnnkit.nn.unroll.zoneout``).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -111,12 +117,20 @@ class StepGraph(nn.Module):
         self.cell, self.layers = cell, model.config.layers
         self.sizes = [layer_state_sizes(model.rnn, k) for k in range(self.layers)]  # (H_k[, C_k])
         self.widths = model.state_widths()  # the state tensors' columns: (Hmax[, Cmax])
+        self.memory = carries_memory(cell)
+        if self.memory and any(sizes != self.widths for sizes in self.sizes):
+            raise UserError(f"--cell {cell} with per-layer sizes cannot be exported to ONNX "
+                            "(one --hidden for every layer)")  # fmt: skip
         rates = tuple(model.rnn.zoneout)  # one per state tensor; () without zoneout
         self.rates = rates if any(rates) else ()
         self.steps = [model.rnn.step_function(depth) for depth in range(self.layers)]
 
-    def forward(self, tokens: Tensor, h: Tensor, c: Tensor | None = None):
+    def forward(self, tokens: Tensor, first: Tensor, second: Tensor | None = None):
         x = self.model.embedding(tokens)  # (N, E)
+        if self.memory:  # a memory cell reads no h_{t-1}: its memory's row stands in for it
+            h, c = first, first
+        else:
+            h, c = first, second
         hs, cs = [], []
         for depth, sizes in enumerate(self.sizes):
             rows = (h[depth],) if c is None else (h[depth], c[depth])  # (N, width) each
@@ -134,6 +148,14 @@ class StepGraph(nn.Module):
         if c is None:
             return logits, torch.stack(hs)  # (layers, N, H)
         return logits, torch.stack(hs), torch.stack(cs)
+
+
+def graph_inputs(cell: str) -> list[str]:
+    """The step graph's inputs: tokens and h, with c for a cell state; a modern layer's graph
+    takes tokens and c (its memory), as its step reads no h_{t-1}."""
+    if not has_cell_state(cell):
+        return list(INPUTS[:2])
+    return ["tokens", "c"] if carries_memory(cell) else list(INPUTS)
 
 
 def check_exportable(config) -> None:
@@ -188,10 +210,10 @@ def to_onnx(model: nn.Module, vocab, *, exporter: str = "torchscript", source_sh
         raise UserError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     m = model.config
     stateful = has_cell_state(m.cell)
-    names_in, names_out = list(INPUTS[: 2 + stateful]), list(OUTPUTS[: 2 + stateful])
+    names_in, names_out = graph_inputs(m.cell), list(OUTPUTS[: 2 + stateful])
     n = 2  # an example batch above 1, so the exporters keep N symbolic
-    weight, widths = model.embedding.weight, model.state_widths()
-    states = [torch.zeros(m.layers, n, width, dtype=weight.dtype) for width in widths]
+    weight, widths = model.embedding.weight, dict(zip("hc", model.state_widths(), strict=False))
+    states = [torch.zeros(m.layers, n, widths[name], dtype=weight.dtype) for name in names_in[1:]]
     example = (torch.zeros(n, dtype=torch.long), *states)  # distinct tensors: no aliasing
     was_training = model.training
     graph = StepGraph(model.eval())
@@ -204,8 +226,8 @@ def to_onnx(model: nn.Module, vocab, *, exporter: str = "torchscript", source_sh
     finally:
         model.train(was_training)
     shapes = {"tokens": ["N"], "logits": ["N", len(vocab)]}
-    for names, width in zip(zip(names_in[1:], names_out[1:], strict=True), widths, strict=True):
-        shapes |= dict.fromkeys(names, [m.layers, "N", width])
+    for name, width in widths.items():
+        shapes |= dict.fromkeys((name, f"{name}_next"), [m.layers, "N", width])
     _name_shapes(proto, shapes)
     proto.producer_name, proto.doc_string = "rnnkit", f"rnnkit {m.cell} language model, one step"
     onnx.helper.set_model_props(proto, metadata(model, vocab, source_sha256))
@@ -227,9 +249,8 @@ def _export_torchscript(graph, example, names_in, names_out, onnx):
 
 def _export_dynamo(graph, example, names_in, names_out):
     batch = torch.export.Dim("N", min=1, max=1 << 30)
-    dynamic = {"tokens": {0: batch}, "h": {1: batch}}
-    if len(names_in) == 3:
-        dynamic["c"] = {1: batch}
+    args = ("first", "second")  # StepGraph.forward's state arguments, in graph_inputs' order
+    dynamic = {"tokens": {0: batch}} | {arg: {1: batch} for arg in args[: len(names_in) - 1]}
     program = torch.onnx.export(graph, example, dynamo=True, opset_version=OPSET,
                                 input_names=names_in, output_names=names_out,
                                 dynamic_shapes=dynamic, verbose=False)  # fmt: skip

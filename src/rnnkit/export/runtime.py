@@ -42,11 +42,11 @@ from rnnkit.errors import UserError, short
 from rnnkit.export.onnx import (
     FORMAT,
     FORMAT_VERSION,
-    INPUTS,
     MAX_BYTES,
     OPERATORS,
     OUTPUTS,
     SUPPORTED_CELLS,
+    graph_inputs,
     onnx_modules,
 )
 from rnnkit.io_errors import reason
@@ -86,7 +86,7 @@ class OnnxLanguageModel:
             raise UserError(f"{source}: metadata layers x hidden = {self.layers} x "
                             f"{self.hidden}, more than a {len(data)}-byte file holds")  # fmt: skip
         self.stateful = has_cell_state(self.cell)
-        self._inputs = list(INPUTS[: 2 + self.stateful])
+        self._inputs = graph_inputs(self.cell)
         self._outputs = list(OUTPUTS[: 2 + self.stateful])
         _check_signature(proto, self._inputs, self._outputs, source)
         self.widths = (self.hidden, self.memory)[: 1 + self.stateful]
@@ -144,9 +144,9 @@ class OnnxLanguageModel:
         if state is None:
             state = self.initial_state(token.size(0))
         feed = {"tokens": np.ascontiguousarray(token.detach().cpu().numpy(), dtype=np.int64)}
-        tensors = tuple(state) if self.stateful else (state,)
-        for name, tensor in zip(self._inputs[1:], tensors, strict=True):
-            feed[name] = np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=np.float32)
+        tensors = dict(zip("hc", tuple(state) if self.stateful else (state,), strict=False))
+        for name in self._inputs[1:]:  # h and c, or a modern layer's c alone
+            feed[name] = np.ascontiguousarray(tensors[name].detach().cpu().numpy(), np.float32)
         try:
             results = self.session.run(self._outputs, feed, self._run_options)
         except Exception as error:  # onnxruntime's own types

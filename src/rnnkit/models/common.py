@@ -21,6 +21,13 @@ def has_cell_state(cell: str) -> bool:
     return get_cell(cell).has_cell_state
 
 
+def carries_memory(cell: str) -> bool:
+    """Whether ``cell``'s c is a memory (a modern layer's matrices, normalisers and windows),
+    not H cell units: it is handed on as it is, never projected, and its h_0 is not read (the
+    layer's output depends on the memory only), as its registry row says."""
+    return get_cell(cell).memory
+
+
 def recurrent(
     config: ModelConfig,
     input_size: int,

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from rnnkit.config import ModelConfig
 from rnnkit.errors import UserError
-from rnnkit.models.common import has_cell_state, recurrent
+from rnnkit.models.common import carries_memory, has_cell_state, recurrent
 from rnnkit.nn.cells import LSTMState
 
 #: h (layers, N, H) for RNN/GRU, LSTMState(h, c) for LSTM.
@@ -61,6 +61,10 @@ class ConditionalGenerator(nn.Module):
             raise UserError(
                 f"vocab_size and condition_size must be >= 1, got {vocab_size}, {condition_size}"
             )
+        # a modern layer reads no h_0 (its output comes from its memory): the condition is fed
+        # with every input instead, and the memory starts at zero
+        memory = carries_memory(config.cell)
+        condition_input = condition_input or memory
         self.config, self.condition, self.condition_input = config, condition, condition_input
         V, E, H, layers = vocab_size, config.embed, config.hidden, config.layers
         if condition == "class":
@@ -68,7 +72,8 @@ class ConditionalGenerator(nn.Module):
         else:
             self.cond_embed = nn.Linear(condition_size, E)
         self.init_h = nn.Linear(E, layers * H)
-        self.init_c = nn.Linear(E, layers * H) if has_cell_state(config.cell) else None
+        cell_units = has_cell_state(config.cell) and not memory
+        self.init_c = nn.Linear(E, layers * H) if cell_units else None
         self.embedding = nn.Embedding(V, E)
         self.embed_dropout = nn.Dropout(config.embed_dropout)
         self.rnn = recurrent(config, 2 * E if condition_input else E)
@@ -82,10 +87,14 @@ class ConditionalGenerator(nn.Module):
         return self.cond_embed(cond)  # (N, E)
 
     def initial_state(self, cond: Tensor) -> State:
-        """h_0 = tanh(W_h e_c + b_h) for every layer (and c_0 likewise for an LSTM)."""
+        """h_0 = tanh(W_h e_c + b_h) for every layer (and c_0 likewise for an LSTM; a modern
+        layer's memory starts at zero, the condition reaching it through every input)."""
         e_c = self.embed_condition(cond)  # (N, E)
         shape = (e_c.size(0), self.config.layers, self.config.hidden)
         h0 = torch.tanh(self.init_h(e_c)).view(shape).transpose(0, 1).contiguous()  # (layers, N, H)
+        if carries_memory(self.config.cell):  # zeros: the condition comes with every input
+            memory = self.rnn.state_spec().sizes[1]
+            return LSTMState(h0, h0.new_zeros(self.config.layers, e_c.size(0), memory))
         if self.init_c is None:
             return h0
         c0 = torch.tanh(self.init_c(e_c)).view(shape).transpose(0, 1).contiguous()

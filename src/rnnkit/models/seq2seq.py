@@ -2,10 +2,11 @@
 
 What is here: :class:`Seq2Seq` -- an encoder (embedding -> rnnkit RNN/LSTM/GRU, optionally
 bidirectional, run packed with ``lengths``), a bridge (Linear + tanh from the encoder's final
-states to the decoder's initial ones), a decoder (embedding -> unidirectional recurrent stack ->
-optional attention -> linear head), ``forward`` with scheduled sampling (Bengio et al. 2015),
-and ``encode`` / ``decode`` for generation. What is not here: greedy, sampling and beam-search
-decoding (``decoding.py``), data and metrics (``rnnkit.tasks.seq2seq``).
+states to the decoder's initial ones; a modern layer's memory is handed over as the encoder's
+forward direction left it, see ``carries_memory``), a decoder (embedding -> unidirectional
+recurrent stack -> optional attention -> linear head), ``forward`` with scheduled sampling
+(Bengio et al. 2015), and ``encode`` / ``decode`` for generation. What is not here: greedy,
+sampling and beam-search decoding (``decoding.py``), data and metrics (``rnnkit.tasks.seq2seq``).
 
 Attention (``attention=True``) is Luong et al. 2015's "general" global attention without input
 feeding: after the decoder's recurrent stack, each output ``h_t`` scores every valid encoder
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from rnnkit.config import ModelConfig
 from rnnkit.devices import to_device
-from rnnkit.models.common import has_cell_state, recurrent
+from rnnkit.models.common import carries_memory, has_cell_state, recurrent
 from rnnkit.nn.cells import LSTMState
 
 #: Decoder state: h (layers, N, H) for RNN/GRU, LSTMState(h, c) for LSTM.
@@ -86,7 +87,8 @@ class Seq2Seq(nn.Module):
         self.embed_dropout = nn.Dropout(model_config.embed_dropout)
         self.encoder = recurrent(model_config, E, bidirectional=bidirectional)
         self.bridge_h = nn.Linear(D * H, H)
-        self.bridge_c = nn.Linear(D * H, H) if has_cell_state(model_config.cell) else None
+        cell_units = has_cell_state(model_config.cell) and not carries_memory(model_config.cell)
+        self.bridge_c = nn.Linear(D * H, H) if cell_units else None
         self.decoder = recurrent(model_config, E)
         if attention:
             self.attn_in = nn.Linear(D * H, H, bias=False)  # W_a
@@ -102,7 +104,11 @@ class Seq2Seq(nn.Module):
         emb = self.embed_dropout(self.src_embedding(src))  # (N, S, E)
         memory, state = self.encoder(emb, lengths=src_lengths)  # (N, S, D*H)
         if isinstance(state, tuple):  # the encoder's (h, c)
-            h0, c0 = self._bridge(state[0], self.bridge_h), self._bridge(state[1], self.bridge_c)
+            h0 = self._bridge(state[0], self.bridge_h)
+            if self.bridge_c is not None:
+                c0 = self._bridge(state[1], self.bridge_c)
+            else:  # a modern layer's memory: the forward direction's, as the encoder left it
+                c0 = state[1].unflatten(0, (-1, 2 if self.bidirectional else 1))[:, 0]
             init: State = LSTMState(h0, c0)
         else:
             init = self._bridge(state, self.bridge_h)

@@ -54,6 +54,7 @@ from rnnkit.nn.modern import (
     rms_norm,
     to_heads,
     uniform_init,
+    unit,
 )
 
 
@@ -116,8 +117,7 @@ class GLAMixer(Mixer):
         return q / math.sqrt(self.d_k), k, v, g, log_alpha
 
     def _output(self, o: Tensor, g: Tensor) -> Tensor:
-        weight = self.norm_weight.repeat(self.heads)
-        return self.out(head_norm(o, self.heads, weight) * F.silu(g))
+        return self.out(head_norm(o, self.heads, self.norm_weight) * F.silu(g))
 
     def step(self, p: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
         q, k, v, g, log_alpha = (heads_of(t, self.heads) for t in self._split(p))
@@ -197,7 +197,7 @@ class Mamba2Mixer(Mixer):
         x, B, C, dt, dA = self._ssm_inputs(xbc, dt)  # noqa: N806
         dx = heads_of(x, self.heads) * dt.unsqueeze(-1)  # Δ x: (N, heads, head_dim)
         S = dA.exp()[..., None, None] * memory["S"] + _outer(B.unsqueeze(1), dx)  # noqa: N806
-        o = _read(S, C.unsqueeze(1).expand(-1, self.heads, -1))  # (N, heads, head_dim)
+        o = _read(S, C.unsqueeze(1))  # (N, heads, head_dim): C shared by the heads
         return self._output(o, x, z), {"conv": conv, "S": S}
 
     def sequence(self, p: Tensor, memory: Memory, lengths: Tensor | None):
@@ -258,12 +258,11 @@ class GatedDeltaNetMixer(Mixer):
 
     def _qkv(self, qkv: Tensor):
         q, k, v = F.silu(qkv).chunk(3, -1)
-        q, k = (F.normalize(heads_of(t, self.heads), dim=-1).flatten(-2) for t in (q, k))
+        q, k = (unit(heads_of(t, self.heads)).flatten(-2) for t in (q, k))
         return q / math.sqrt(self.d), k, v
 
     def _output(self, o: Tensor, g: Tensor) -> Tensor:
-        weight = self.norm_weight.repeat(self.heads)
-        return self.out(head_norm(o, self.heads, weight) * F.silu(g))
+        return self.out(head_norm(o, self.heads, self.norm_weight) * F.silu(g))
 
     def step(self, p: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
         qkv, g, beta, log_alpha = self._gates(p)
@@ -345,7 +344,7 @@ class RWKV7Mixer(Mixer):
         r, k, v = self.receptance(x_r), self.key(x_k), self.value(x_v)
         log_w = -math.exp(-0.5) * torch.sigmoid(self.w0 + self.w_lora(x_w))  # log w in (-0.61, 0)
         a = torch.sigmoid(self.a0 + self.a_lora(x_a))
-        kappa = F.normalize(heads_of(k * self.k_k, self.heads), dim=-1).flatten(-2)
+        kappa = unit(heads_of(k * self.k_k, self.heads)).flatten(-2)
         k = k * (1 + (a - 1) * self.k_a)
         return r, log_w, k, v, a, kappa, self.g_lora(x_g)
 

@@ -141,13 +141,21 @@ def invalid(lengths: Tensor | None, steps: int) -> Tensor | None:
 
 
 def heads_of(x: Tensor, heads: int) -> Tensor:
-    """(..., heads*d) -> (..., heads, d)."""
-    return x.unflatten(-1, (heads, -1))
+    """(..., heads*d) -> (..., heads, d) (a reshape with -1: what the ONNX exporter writes as
+    one Reshape; ``unflatten`` would add arithmetic on the shape)."""
+    return x.reshape(*x.shape[:-1], heads, -1)
+
+
+def unit(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """x / max(|x|, eps) over the last dimension (``F.normalize``'s numbers, written with
+    broadcasting, so the exported graph has no Expand; a zero x has a zero gradient, not the
+    NaN of a square root's at 0)."""
+    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True).clamp_min(eps * eps))
 
 
 def to_heads(x: Tensor, heads: int) -> Tensor:
     """A time-major (L, N, heads*d) -> (N, heads, L, d), as the chunked kernels take it."""
-    return x.unflatten(-1, (heads, -1)).permute(1, 2, 0, 3)
+    return heads_of(x, heads).permute(1, 2, 0, 3)
 
 
 def from_heads(x: Tensor) -> Tensor:
@@ -158,13 +166,13 @@ def from_heads(x: Tensor) -> Tensor:
 def head_norm(x: Tensor, heads: int, weight: Tensor, bias: Tensor | None = None, *,
               rms: bool = True, eps: float = 1e-5) -> Tensor:  # fmt: skip
     """Each head of x (..., heads*d) normalised on its own (RMS, or layer norm with ``rms``
-    False; GroupNorm with ``heads`` groups), then scaled by ``weight`` (heads*d,) (+ bias)."""
+    False; GroupNorm with ``heads`` groups), then scaled by ``weight`` -- (heads*d,), or (d,)
+    shared by the heads -- (+ bias, (heads*d,))."""
     parts = heads_of(x, heads)
-    if rms:
-        parts = rms_norm(parts, 1.0, eps)
-    else:
-        parts = F.layer_norm(parts, parts.shape[-1:], eps=eps)
-    out = parts.flatten(-2) * weight
+    if not rms:  # layer norm: centred first (written out: no static shape for the exporter)
+        parts = parts - parts.mean(-1, keepdim=True)
+    parts = rms_norm(parts, 1.0, eps)
+    out = (parts * weight.reshape(-1, parts.size(-1))).flatten(-2)
     return out if bias is None else out + bias
 
 
@@ -358,5 +366,6 @@ __all__ = [
     "rms_norm",
     "to_heads",
     "uniform_init",
+    "unit",
     "valid_steps",
 ]

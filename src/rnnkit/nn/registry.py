@@ -40,6 +40,7 @@ class Cell:
     regularisers: bool = False  # takes ``zoneout`` and ``recurrent_dropout`` (cells path)
     weight_drop: bool = False  # has weight_hh_* matrices, so takes ``weight_drop`` (DropConnect)
     nonlinearity: bool = False  # takes ``nonlinearity`` (``--nonlinearity``)
+    memory: bool = False  # its c is a memory (matrices, normalisers, windows), not H cell units
     onnx: bool = True  # ``rnnkit export`` writes its ONNX step graph
     probes: bool = True  # ``analyze gradients`` and the report's activation trace read it
     impls: dict[str, str | None] = field(default_factory=lambda: dict(TORCH_IMPLS))
@@ -85,17 +86,17 @@ CELLS: dict[str, Cell] = {
         Cell("indrnn", "rnnkit.nn.indrnn:IndRNN", "Li et al. 2018 independently recurrent, relu",
              regularisers=True, weight_drop=True, impls=CELLS_ONLY),
         Cell("mlstm", "rnnkit.nn.xlstm:MLSTM", "xLSTM's matrix-memory mLSTM, Beck et al. 2024",
-             ("forget", "output"), _WIDE, impls=MODERN_IMPLS),
+             ("forget", "output"), _WIDE, memory=True, impls=MODERN_IMPLS),
         Cell("slstm", "rnnkit.nn.xlstm:SLSTM", "xLSTM's scalar-memory sLSTM, Beck et al. 2024",
-             ("forget", "output"), _WIDE, impls=MODERN_IMPLS),
+             ("forget", "output"), _WIDE, memory=True, impls=MODERN_IMPLS),
         Cell("deltanet", "rnnkit.nn.linear:GatedDeltaNet", "Gated DeltaNet, Yang et al. 2024",
-             ("decay", "beta"), _WIDE, impls=MODERN_IMPLS),
+             ("decay", "beta"), _WIDE, memory=True, impls=MODERN_IMPLS),
         Cell("mamba2", "rnnkit.nn.linear:Mamba2", "Mamba-2 (SSD), Dao & Gu 2024", ("decay",),
-             _WIDE, impls=MODERN_IMPLS),
+             _WIDE, memory=True, impls=MODERN_IMPLS),
         Cell("gla", "rnnkit.nn.linear:GLA", "gated linear attention, Yang et al. 2023",
-             ("decay",), _WIDE, impls=MODERN_IMPLS),
+             ("decay",), _WIDE, memory=True, impls=MODERN_IMPLS),
         Cell("rwkv7", "rnnkit.nn.linear:RWKV7", "RWKV-7 time mixing, Peng et al. 2025",
-             ("decay", "learning_rate"), _WIDE, impls=MODERN_IMPLS),
+             ("decay", "learning_rate"), _WIDE, memory=True, impls=MODERN_IMPLS),
     )
 }  # fmt: skip
 

@@ -153,8 +153,8 @@ class SLSTMMixer(_XLSTMMixer):
     def _preactivations(self, p: Tensor, h: Tensor) -> tuple[Tensor, ...]:
         """z~, i~, f~, o~ (N, H) each: p plus R h, R block-diagonal (one block per head)."""
         r = torch.einsum("nhd,hde->nhe", heads_of(h, self.heads), self.recurrent)  # (N, heads, 4d)
-        r = r.unflatten(-1, (4, self.d)).transpose(-3, -2).flatten(-2)  # (N, 4, H)
-        return (p.unflatten(-1, (4, self.hidden)) + r).unbind(-2)
+        r = r.reshape(*r.shape[:-1], 4, self.d).transpose(-3, -2).flatten(-2)  # (N, 4, H)
+        return (p.reshape(*p.shape[:-1], 4, self.hidden) + r).unbind(-2)
 
     def cell(self, p: Tensor, memory: Memory) -> Memory:
         """The sLSTM's recurrence: p (N, 4H) from :meth:`project`, memory h, c, n, m -> memory."""
