@@ -330,6 +330,14 @@ def test_a_hostile_onnx_file_is_refused_in_one_line_naming_it(tmp_path):
         "cell": (hostile(base, meta={"cell": "x" * 9999}), "metadata cell must be one of"),
         "state": (hostile(base, meta={"cell": "lstm"}), "state must be 'h,c' for cell lstm"),
         "int": (hostile(base, meta={"layers": "²"}), "layers must be a positive integer"),
+        "memory": (
+            hostile(to_onnx(make_model("mlstm"), VOCAB), meta={"memory": "0"}),
+            "metadata memory must be a positive integer",
+        ),  # fmt: skip
+        "width": (
+            hostile(to_onnx(make_model("mamba2"), VOCAB), meta={"memory": "17"}),
+            r"c has shape \[2, 'N', \d+\], the metadata describes \[2, 'N', 17",
+        ),  # fmt: skip
         "json": (hostile(base, meta={"vocab": "[" * 10**5}), "vocab is not a JSON list"),
         "sizes": (
             hostile(base, meta={"layers": "1000000", "hidden": "1000000"}, edit=huge_state),
