@@ -214,3 +214,22 @@ def test_mingru_run_gets_curves_probes_samples_and_a_gates_note(tmp_path):
     assert data.sections["gradients"] and data.traced.cell == "mingru"  # probes: any cell
     assert data.notes["gates"] == "The trace reads no gates of a mingru network."
     assert "<section id='training'>" in html_text and len(data.samples) == 3
+
+
+@pytest.mark.parametrize("cell", ["mlstm", "mamba2"])
+def test_a_modern_run_gets_its_gradient_flow_units_and_gate_saturation(tmp_path, cell):
+    """A modern layer in the report: the state-gradient flow of h and of its memory, the
+    discovered units (h's: the memory is carried, not traced unit by unit) and the saturation
+    of the gates its mixer reads out."""
+    from analysis_runs import make_run
+
+    from rnnkit.nn.registry import get_cell
+
+    run = make_run(tmp_path, cell, layers=1, steps=10, diagnostics=False)
+    data = report.collect(run, chars=100, sample_length=20, log=None, gradient_length=20)
+    assert data.sections["gradients"] and data.traced.cell == cell
+    assert data.traced.cell_state is None and data.traced.hidden[0].shape[1] == 24
+    assert set(data.traced.gates[0]) == set(get_cell(cell).gates)
+    assert [f.name for f in data.sections["gates"]] == ["gate_saturation"]
+    assert "gates" not in data.notes
+    assert "<section id='gates'>" in report.render_html(data)
