@@ -102,6 +102,17 @@ def test_a_sequence_in_two_parts_equals_it_whole(cls):
     assert_close(torch.cat(one_by_one), whole)
 
 
+def test_the_chunk_size_is_settable_and_changes_no_number():
+    layer = make(GatedDeltaNet, chunk_size=4)
+    x = randn(L, N, IN)
+    before = layer(x)[0]
+    layer.chunk_size = 3
+    assert all(block.mixer.chunk == 3 for block in layer.blocks) and layer.chunk_size == 3
+    assert_close(layer(x)[0], before)
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1, got 0"):
+        layer.chunk_size = 0
+
+
 @pytest.mark.parametrize("cls", LAYERS)
 def test_gradcheck(cls):
     torch.manual_seed(0)

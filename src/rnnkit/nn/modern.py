@@ -251,7 +251,7 @@ class ModernLayer(RecurrentLayer):
         set_stack_arguments(self, input_size, hidden_size, num_layers, bias, batch_first,
                             bidirectional, dropout, stacklevel=5)  # fmt: skip
         self.impl = check_choice("impl", impl, IMPLS)
-        self.chunk_size = check_size("chunk_size", chunk_size)
+        chunk_size = check_size("chunk_size", chunk_size)
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             known = ", ".join(self.defaults) or "none"
@@ -263,9 +263,21 @@ class ModernLayer(RecurrentLayer):
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else hidden_size * self.num_directions
             for _ in range(self.num_directions):
-                mixer = self.mixer_class(hidden_size, bias=bias, chunk=self.chunk_size,
+                mixer = self.mixer_class(hidden_size, bias=bias, chunk=chunk_size,
                                          factory=factory, **self.options)  # fmt: skip
                 self.blocks.append(Block(layer_in, hidden_size, mixer, factory))
+
+    @property
+    def chunk_size(self) -> int:
+        """Steps per chunk of the training form (the result does not depend on it; the speed
+        does). Settable: ``layer.chunk_size = 64`` reaches every block."""
+        return self.blocks[0].mixer.chunk
+
+    @chunk_size.setter
+    def chunk_size(self, value: int) -> None:
+        value = check_size("chunk_size", value)
+        for block in self.blocks:
+            block.mixer.chunk = value
 
     def reset_parameters(self) -> None:
         """Each block's norm and input map as torch initialises them, each mixer as its
