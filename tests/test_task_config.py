@@ -97,6 +97,25 @@ def test_a_flat_task_table_of_every_task_loads_and_keeps_only_its_own_keys():
         task_options(RunConfig.from_dict(wrong, "config.json"))
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "classify", "--crf"], "--crf is an option of --task tag, not of --task class"),
+        (["--beam-width", "3"], "--beam-width is an option of --task seq2seq, not of --task lm"),
+    ],
+)
+def test_a_flag_of_another_task_is_refused_on_the_command_line(argv, message):
+    """A config file may hold every task's keys (they are checked, then left out); a flag the
+    chosen task does not take is a mistake, named in one line."""
+    from rnnkit.commands.args import config_flags
+    from rnnkit.config import fresh_config
+
+    args = build_parser().parse_args(["train", *argv])
+    config = fresh_config(config_flags(args))
+    with pytest.raises(UserError, match=message):
+        task_options(config)
+
+
 def test_an_unknown_task_key_names_the_file():
     config = RunConfig()
     apply_overrides(config, {"task": {"name": "tag", "poolin": "max"}}, "my.toml")

@@ -411,6 +411,9 @@ def preset_for(flags: dict[str, Any], toml: dict[str, Any]) -> str | None:
     return task if task in preset_names() else None
 
 
+COMMAND_LINE = "command line"  # the source of the flags, as errors and rules name it
+
+
 def fresh_config(
     flags: dict[str, dict[str, Any]], preset: str | None = None, config_file: str | None = None
 ) -> RunConfig:
@@ -423,7 +426,7 @@ def fresh_config(
         apply_overrides(config, load_preset(preset), f"preset {preset}")
     if config_file:
         apply_overrides(config, toml, config_file)
-    apply_overrides(config, flags, "command line")
+    apply_overrides(config, flags, COMMAND_LINE)
     return config
 
 

@@ -77,7 +77,7 @@ def _launch_torchrun(args: argparse.Namespace, config, flags: dict, device) -> i
     processes get ``--device`` as resolved here (``cuda``: each takes its LOCAL_RANK's GPU)."""
     from rnnkit.checkpoint.lock import check_unlocked
     from rnnkit.checkpoint.runs import check_new_run_dir
-    from rnnkit.config import apply_overrides, validate
+    from rnnkit.config import COMMAND_LINE, apply_overrides, validate
     from rnnkit.tasks import get_task, task_options
     from rnnkit.tasks.saved import read_run_checkpoint
     from rnnkit.training import distributed
@@ -86,7 +86,7 @@ def _launch_torchrun(args: argparse.Namespace, config, flags: dict, device) -> i
         raise UserError("--nproc cannot be used inside torchrun (torchrun starts the processes)")
     if args.resume:
         _, config, _ = read_run_checkpoint(Path(args.resume) / "last")
-        apply_overrides(config, flags, "command line")
+        apply_overrides(config, flags, COMMAND_LINE)
     else:
         check_new_run_dir(Path(config.train.out))
     check_unlocked(config.train.out)  # rank 0 locks it; refused here, before any process starts

@@ -42,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from rnnkit.checkpoint.lock import check_unlocked, lock_run_dir
 from rnnkit.checkpoint.runs import check_new_run_dir
-from rnnkit.config import RunConfig, TrainConfig, apply_overrides, validate
+from rnnkit.config import COMMAND_LINE, RunConfig, TrainConfig, apply_overrides, validate
 from rnnkit.devices import describe_device, resolve_device
 from rnnkit.io_errors import writing
 from rnnkit.tasks import get_task
@@ -141,7 +141,7 @@ class Trainer:
         ckpt = meta = None
         if resume:
             ckpt, config, meta = read_run_checkpoint(out / "last", training=True)
-            apply_overrides(config, overrides or {}, "command line")
+            apply_overrides(config, overrides or {}, COMMAND_LINE)
             config.train.out = str(out)
         else:
             check_new_run_dir(out)
