@@ -146,6 +146,46 @@ def test_prepare_rejects_one_class_and_byte_tokenizer(tmp_path):
         ClassifyTask(make_config([d], data={"tokenizer": "byte"}))
 
 
+def test_val_file_is_the_validation_split_of_labelled_text(tmp_path):
+    """``--val DIR``: its examples are the validation split (none held out of the training
+    files); the vocabulary is the training split's; a label the training files lack is named."""
+    train = first_letter_data(tmp_path / "train", n=20)
+    val = first_letter_data(tmp_path / "val", n=5, seed=1)
+    task = ClassifyTask(make_config([train], data={"val": str(val), "test_fraction": 0.1}))
+    task.prepare()
+    assert len(task.splits["val"]) == 15 and len(task.splits["train"]) + len(
+        task.splits["test"]) == 60  # fmt: skip
+    assert min(task.splits["val"]) == 60  # the --val examples come after the training files'
+    bad = write_names(tmp_path / "bad", {"Alpha": ["ab"], "Delta": ["db"]})
+    with pytest.raises(UserError, match=r"labels the model does not know: 'Delta'"):
+        ClassifyTask(make_config([train], data={"val": str(bad)})).prepare()
+
+
+@pytest.mark.parametrize("task", ["forecast", "seq2seq", "frames", "generate-from"])
+def test_val_is_refused_by_a_task_that_holds_out_a_fraction(task, tmp_path, capsys):
+    from rnnkit.cli import main
+
+    argv = ["train", "--task", task, "--val", "v.txt", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"rnnkit: error: --val applies to --task lm or classify or tag; --task {task} holds "
+        "out --val-fraction of its data\n"
+    )
+
+
+def test_val_fraction_beside_val_is_refused_in_one_line(tmp_path, capsys):
+    from rnnkit.cli import main
+
+    (tmp_path / "t.txt").write_text("to be or not to be\n" * 20)
+    argv = ["train", str(tmp_path / "t.txt"), "--val", str(tmp_path / "t.txt")]
+    assert main([*argv, "--val-fraction", "0.2", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (
+        "rnnkit: error: --val-fraction has no effect with --val FILE (the file is the "
+        "validation split); drop one of them\n"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------ model
 
 

@@ -54,12 +54,17 @@ def run(args: argparse.Namespace) -> int:
 
     device = use_device(args)  # a missing device: one line, before any data is read
     flags = config_flags(args)
+    data = flags.get("data", {})
+    if data.get("val") and "val_fraction" in data:
+        raise UserError("--val-fraction has no effect with --val FILE (the file is the "
+                        "validation split); drop one of them")  # fmt: skip
     if args.resume:  # the saved run's config, then the [train] flags given now
         config = RunConfig()
         config.train.out = args.resume
         flags = resume_overrides(flags, args.resume, args.config)
     else:
         config = fresh_config(flags, args.preset, args.config)
+        _check_val(config, data)
     if args.nproc > 1:
         return _launch_torchrun(args, config, flags, device)
     if args.resume:
@@ -69,6 +74,17 @@ def run(args: argparse.Namespace) -> int:
     if result.stopped == "interrupted":  # under torchrun, 0: the launcher reports the signal
         return 0 if distributed.launched_by_torchrun() else 130
     return 0
+
+
+def _check_val(config, data: dict) -> None:
+    """``--val FILE`` for a task that holds out ``--val-fraction`` of its data: one line."""
+    from rnnkit.tasks import TASK_NAMES, get_task
+
+    name = config.task.name
+    if data.get("val") and not get_task(name).val_file:
+        takers = " or ".join(t for t in TASK_NAMES if get_task(t).val_file)
+        raise UserError(f"--val applies to --task {takers}; --task {name} holds out "
+                        "--val-fraction of its data")  # fmt: skip
 
 
 def _launch_torchrun(args: argparse.Namespace, config, flags: dict, device) -> int:

@@ -74,6 +74,9 @@ class Task:
     # ---- what the task supports (the commands ask these, never the task's name) ----------
     #: the batch splits evenly over several training processes (torchrun / --nproc)
     multi_process: ClassVar[bool] = False
+    #: ``--val FILE`` is its validation split (else it holds out ``--val-fraction``, and a
+    #: ``--val`` is refused in one line rather than ignored)
+    val_file: ClassVar[bool] = False
     #: the model is a LanguageModel over ``self.vocab``: ``rnnkit sample`` continues a prime,
     #: ``rnnkit serve`` serves it, ONNX export and the report's probes (gradient flow,
     #: activations, gates, samples) read it

@@ -72,6 +72,7 @@ class ClassifyOptions(TaskOptions):
 
 class ClassifyTask(Task):
     name = "classify"
+    val_file = True
     Options = ClassifyOptions
     predict_inputs = "one or more texts (or series files: .ts, .npz, .csv) to classify"
     unit = "example"
@@ -118,17 +119,23 @@ class ClassifyTask(Task):
         if self.options.project:
             raise UserError("--project applies to numeric series inputs, not labelled text")
         pairs = read_labelled(data.paths)
+        held = read_labelled([data.val]) if data.val else []  # --val: the validation examples
         found = [label for label, _ in pairs]
         check_classes(found)
         if self.saved_meta is None:
             self.labels = sorted(set(found))
         else:
             self._check_known(found, data.paths)
+        if held:
+            self._check_known([label for label, _ in held], [data.val])
         index = {label: i for i, label in enumerate(self.labels)}
-        tokens = [tokenize(text, self.tokenizer) for _, text in pairs]
+        n = len(pairs)
         train, val, test = split_indices(
-            len(pairs), data.val_fraction, data.test_fraction, self.config.train.seed
+            n, 0 if held else data.val_fraction, data.test_fraction, self.config.train.seed
         )
+        if held:
+            val, pairs = np.arange(n, n + len(held)), pairs + held
+        tokens = [tokenize(text, self.tokenizer) for _, text in pairs]
         if len(train) == 0:
             raise UserError(f"{len(pairs)} examples leave none for training; add more examples")
         if self.vocab is None:

@@ -89,6 +89,7 @@ class LanguageModelOptions(TaskOptions):
 
 class LanguageModelTask(Task):
     name = "lm"
+    val_file = True
     Options = LanguageModelOptions
     unit = "char"
     loss_name = "nats/char"

@@ -80,6 +80,7 @@ class TagOptions(TaskOptions):
 
 class TagTask(Task):
     name = "tag"
+    val_file = True
     Options = TagOptions
     predict_inputs = "one or more sentences to tag"
     unit = "token"
