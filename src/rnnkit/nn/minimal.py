@@ -54,15 +54,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.nn.base import Recurrence, RecurrentLayer, State
+from rnnkit.nn.cell_layer import forward_padded
 from rnnkit.nn.cells import torch_default_init
 from rnnkit.nn.checks import (
     check_choice,
     check_features,
-    check_input,
-    check_lengths,
     initial_state,
     set_stack_arguments,
 )
@@ -271,28 +269,7 @@ class _MinimalRNN(RecurrentLayer):
         """``input`` (L, N, H_in), (N, L, H_in) with batch_first, (L, H_in) or a PackedSequence;
         ``hx`` (D*num_layers, N, H) or None (zeros); ``lengths`` (N,) valid steps or None.
         Returns (output (L, N, D*H) or batch-first or packed, h_n (D*num_layers, N, H))."""
-        name = type(self).__name__
-        packed = input if isinstance(input, PackedSequence) else None
-        unbatched = False
-        if packed is not None:
-            if lengths is not None:
-                raise ValueError(f"{name}: lengths must be None for a PackedSequence input")
-            x, packed_lengths = pad_packed_sequence(packed)  # (L, N, H_in), original order
-            lengths = None if bool((packed_lengths == x.size(0)).all()) else packed_lengths
-        else:
-            unbatched = check_input(name, input)
-            x = input.unsqueeze(1) if unbatched else input
-            x = x.transpose(0, 1) if self.batch_first and not unbatched else x  # (L, N, H_in)
-            lengths = check_lengths(name, lengths, x.size(1), x.size(0), unbatched)
-        check_features(name, x, self.input_size, self.weight_ih_l0, x.size(0))
-        rows = self.num_directions * self.num_layers
-        (h0,) = initial_state(name, hx, (self.hidden_size,), rows, x, unbatched)  # (D*layers, N, H)
-        output, h_n = self._run(x, h0, None if lengths is None else lengths.long())
-        if packed is not None:
-            return self._pack_like(output, packed_lengths, packed), h_n
-        if unbatched:
-            return output.squeeze(1), h_n.squeeze(1)
-        return (output.transpose(0, 1) if self.batch_first else output), h_n
+        return forward_padded(self, input, hx, lengths, _run_stack, self.weight_ih_l0)
 
     def step(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         """One step of the stack, O(1) in the sequence so far: ``x`` (N, H_in) and ``h``
@@ -371,14 +348,11 @@ class _MinimalRNN(RecurrentLayer):
             return "sequential"
         return "fused" if x.device.type == "cpu" else "scan"
 
-    @staticmethod
-    def _pack_like(output: Tensor, lengths: Tensor, packed: PackedSequence) -> PackedSequence:
-        """Padded output (L, N, F) in the original batch order -> packed like ``packed``."""
-        order = packed.sorted_indices
-        if order is not None:
-            output, lengths = output.index_select(1, order), lengths[order.cpu()]
-        data = pack_padded_sequence(output, lengths.cpu()).data
-        return PackedSequence(data, packed.batch_sizes, order, packed.unsorted_indices)
+
+def _run_stack(layer: _MinimalRNN, x: Tensor, hx: State, lengths: Tensor | None):
+    """``forward_padded``'s run: the stack over x (L, N, H_in) from hx ((D*layers, N, H),)."""
+    output, h_n = layer._run(x, hx[0], None if lengths is None else lengths.long())
+    return output, (h_n,)
 
 
 def _reverse(x: Tensor, index: Tensor | None) -> Tensor:
