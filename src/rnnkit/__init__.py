@@ -36,7 +36,8 @@ from rnnkit.nn import (
     lstm_step,
     rnn_step,
 )
-from rnnkit.nn.linear import GLA, RWKV7, GatedDeltaNet, Mamba2
+from rnnkit.nn.linear import GLA, GatedDeltaNet, Mamba2
+from rnnkit.nn.rwkv import RWKV7
 from rnnkit.nn.xlstm import MLSTM, SLSTM
 
 __version__ = "0.1.0"

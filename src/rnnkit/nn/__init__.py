@@ -6,9 +6,9 @@
 (the cells path through time), ``cell_layer`` (:class:`CellLayer`, a whole layer from a cell),
 ``layers`` (RNN, LSTM, GRU), ``layernorm`` (LayerNormLSTM), ``minimal`` (MinGRU, MinLSTM),
 ``convlstm`` (ConvLSTM), and the modern layers: ``modern`` (their shared residual shell),
-``chunked`` (their chunkwise training forms), ``xlstm`` (MLSTM, SLSTM) and ``linear`` (GLA,
-Mamba2, GatedDeltaNet, RWKV7); every other registered layer is an attribute too, imported on first
-use (``rnnkit.nn.IndRNN``). Nothing here imports the rest of rnnkit.
+``chunked`` (their chunkwise training forms), ``xlstm`` (MLSTM, SLSTM), ``linear`` (GLA,
+Mamba2, GatedDeltaNet) and ``rwkv`` (RWKV7); every other registered layer is an attribute
+too, imported on first use (``rnnkit.nn.IndRNN``). Nothing here imports the rest of rnnkit.
 """
 
 from rnnkit.nn.base import RecurrentLayer, StateSpec

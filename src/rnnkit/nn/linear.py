@@ -1,4 +1,5 @@
-r"""Linear recurrences with matrix memory: ``GLA``, ``Mamba2``, ``GatedDeltaNet`` and ``RWKV7``.
+r"""Linear recurrences with matrix memory: ``GLA``, ``Mamba2`` and ``GatedDeltaNet`` (RWKV-7,
+the fourth, is in ``rwkv.py``).
 
 Each keeps a memory S (d_k, d_v) per head, reads it with a query, and differs in how the memory
 decays and is written (u the block's normalised input; every layer's step is one line per
@@ -12,24 +13,16 @@ equation in its mixer's ``step``)::
     Gated DeltaNet (Yang et al. 2024)  S_t = α_t (I - β_t k_t k_t^T) S_{t-1} + β_t k_t v_t^T
         [q k v] = SiLU(conv4(W u)), q, k unit length, α = exp(-exp(A_log) softplus(W_a u + b)),
         β = σ(W_β u); o_t = S_t^T q_t / sqrt(d_k); y = W_o (RMSNorm(o) ⊙ SiLU(W_g u))
-    RWKV-7 (Peng et al. 2025)          S_t = (diag(w_t) - κ_t (a_t ⊙ κ_t)^T)... written
-        S_t = diag(w_t) S_{t-1} - (a_t ⊙ κ_t)(κ_t^T S_{t-1}) + k~_t v_t^T,  o_t = S_t^T r_t,
-        with token shift x_* = u + μ_* ⊙ (u_{t-1} - u), w = exp(-e^-0.5 σ(w_0 + W tanh(W x_w))),
-        κ = unit(k ⊙ k_k), k~ = k ⊙ (1 + (a - 1) ⊙ k_a), a = σ(a_0 + W W x_a);
-        y = W_o ((GroupNorm(o) + (r ⊙ k~ ⊙ r_k)·1 v) ⊙ g)
 
-All four are the recurrence of :func:`~rnnkit.nn.chunked.linear_recurrence` (diagonal decay,
-plus a rank-one part for the delta rules), which is their training form.
+All three (and RWKV-7) are the recurrence of :func:`~rnnkit.nn.chunked.linear_recurrence`
+(diagonal decay, plus a rank-one part for the delta rule), which is their training form.
 
 .. note:: Simplifications, each a documented choice: Mamba-2 has one group of B and C (the
-   paper's default) and no extra bias; RWKV-7 has no value residual across layers (its
-   ``v_first`` would tie every layer to the first, and the shared block treats layers alike);
-   GLA and Gated DeltaNet have no short convolution on GLA's q/k (as fla's default) and
-   Gated DeltaNet one on q, k and v (as the paper).
+   paper's default) and no extra bias; GLA has no short convolution on q and k (fla's
+   default), Gated DeltaNet one on q, k and v (as the paper).
 
 Head sizes: ``heads=None`` (GLA, Gated DeltaNet) is the largest divisor of H up to 4;
-``head_dim=None`` (Mamba-2) and ``head_size=None`` (RWKV-7) the largest divisor of the width
-up to 64, the papers' head size.
+``head_dim=None`` (Mamba-2) the largest divisor of the inner width up to 64, the paper's.
 """
 
 from __future__ import annotations
@@ -41,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.nn.checks import check_size
-from rnnkit.nn.chunked import causal_conv, conv_step, linear_recurrence, with_history
+from rnnkit.nn.chunked import causal_conv, conv_step, linear_recurrence
 from rnnkit.nn.modern import (
     Memory,
     Mixer,
@@ -51,6 +44,9 @@ from rnnkit.nn.modern import (
     head_norm,
     heads_of,
     invalid,
+    masked,
+    outer,
+    read,
     rms_norm,
     to_heads,
     uniform_init,
@@ -65,20 +61,6 @@ def _time_step_init(dt_bias: Tensor, a_log: Tensor, a_low: float) -> None:
         dt = torch.empty_like(dt_bias).uniform_(math.log(1e-3), math.log(0.1)).exp()
         dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
         a_log.copy_(torch.empty_like(a_log).uniform_(a_low, 16).log())
-
-
-def _masked(t: Tensor, pad: Tensor | None, value: float = 0.0) -> Tensor:
-    return t if pad is None else t.masked_fill(pad, value)
-
-
-def _outer(k: Tensor, v: Tensor) -> Tensor:
-    """k v^T per head: k (N, heads, d_k), v (N, heads, d_v) -> (N, heads, d_k, d_v)."""
-    return k.unsqueeze(-1) * v.unsqueeze(-2)
-
-
-def _read(S: Tensor, q: Tensor) -> Tensor:  # noqa: N803
-    """S^T q per head: S (N, heads, d_k, d_v), q (N, heads, d_k) -> (N, heads, d_v)."""
-    return (S * q.unsqueeze(-1)).sum(-2)
 
 
 class GLAMixer(Mixer):
@@ -121,14 +103,14 @@ class GLAMixer(Mixer):
 
     def step(self, p: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
         q, k, v, g, log_alpha = (heads_of(t, self.heads) for t in self._split(p))
-        S = log_alpha.exp().unsqueeze(-1) * memory["S"] + _outer(k, v)  # noqa: N806
-        o = _read(S, q)
+        S = log_alpha.exp().unsqueeze(-1) * memory["S"] + outer(k, v)  # noqa: N806
+        o = read(S, q)
         return self._output(o.flatten(-2), g.flatten(-2)), {"S": S}
 
     def sequence(self, p: Tensor, memory: Memory, lengths: Tensor | None):
         q, k, v, g, log_alpha = self._split(p)
         pad = invalid(lengths, p.size(0))
-        k, log_alpha = _masked(k, pad), _masked(log_alpha, pad)
+        k, log_alpha = masked(k, pad), masked(log_alpha, pad)
         q, k, v, log_alpha = (to_heads(t, self.heads) for t in (q, k, v, log_alpha))
         o, S = linear_recurrence(q, k, v, log_alpha, memory["S"], chunk=self.chunk)  # noqa: N806
         return self._output(from_heads(o), g), {"S": S}
@@ -196,8 +178,8 @@ class Mamba2Mixer(Mixer):
         xbc, conv = conv_step(xbc, memory["conv"], self.conv_weight, self.conv_bias)
         x, B, C, dt, dA = self._ssm_inputs(xbc, dt)  # noqa: N806
         dx = heads_of(x, self.heads) * dt.unsqueeze(-1)  # Δ x: (N, heads, head_dim)
-        S = dA.exp()[..., None, None] * memory["S"] + _outer(B.unsqueeze(1), dx)  # noqa: N806
-        o = _read(S, C.unsqueeze(1))  # (N, heads, head_dim): C shared by the heads
+        S = dA.exp()[..., None, None] * memory["S"] + outer(B.unsqueeze(1), dx)  # noqa: N806
+        o = read(S, C.unsqueeze(1))  # (N, heads, head_dim): C shared by the heads
         return self._output(o, x, z), {"conv": conv, "S": S}
 
     def sequence(self, p: Tensor, memory: Memory, lengths: Tensor | None):
@@ -205,7 +187,7 @@ class Mamba2Mixer(Mixer):
         xbc, conv = causal_conv(xbc, memory["conv"], self.conv_weight, self.conv_bias, lengths)
         x, B, C, dt, dA = self._ssm_inputs(xbc, dt)  # noqa: N806
         pad = invalid(lengths, p.size(0))
-        dt, dA = _masked(dt, pad), _masked(dA, pad)  # Δ = 0 past the end: the state is kept
+        dt, dA = masked(dt, pad), masked(dA, pad)  # Δ = 0 past the end: the state is kept
         dx = to_heads(x, self.heads) * dt.permute(1, 2, 0).unsqueeze(-1)  # (N, heads, L, P)
         shape = (-1, self.heads, -1, -1)
         B, C = (t.permute(1, 0, 2).unsqueeze(1).expand(*shape) for t in (B, C))  # noqa: N806
@@ -270,15 +252,15 @@ class GatedDeltaNetMixer(Mixer):
         q, k, v = (heads_of(t, self.heads) for t in self._qkv(qkv))  # (N, heads, d)
         alpha, beta = log_alpha.exp()[..., None, None], beta[..., None, None]
         S = memory["S"]  # noqa: N806
-        S = alpha * (S - beta * _outer(k, _read(S, k))) + beta * _outer(k, v)  # noqa: N806
-        return self._output(_read(S, q).flatten(-2), g), {"conv": conv, "S": S}
+        S = alpha * (S - beta * outer(k, read(S, k))) + beta * outer(k, v)  # noqa: N806
+        return self._output(read(S, q).flatten(-2), g), {"conv": conv, "S": S}
 
     def sequence(self, p: Tensor, memory: Memory, lengths: Tensor | None):
         qkv, g, beta, log_alpha = self._gates(p)
         qkv, conv = causal_conv(qkv, memory["conv"], self.conv_weight, None, lengths)
         q, k, v = (to_heads(t, self.heads) for t in self._qkv(qkv))  # (N, heads, L, d)
         pad = invalid(lengths, p.size(0))
-        beta, log_alpha = _masked(beta, pad), _masked(log_alpha, pad)  # β = 0, α = 1: kept
+        beta, log_alpha = masked(beta, pad), masked(log_alpha, pad)  # β = 0, α = 1: kept
         beta, log_alpha = (t.permute(1, 2, 0).unsqueeze(-1) for t in (beta, log_alpha))
         o, S = linear_recurrence(q, beta * k, v, log_alpha, memory["S"],  # noqa: N806
                                  a=-log_alpha.exp() * beta * k, b=k, chunk=self.chunk)  # fmt: skip
@@ -287,97 +269,6 @@ class GatedDeltaNetMixer(Mixer):
     def gates(self, p: Tensor, memory: Memory) -> dict[str, Tensor]:
         _, _, beta, log_alpha = self._gates(p)
         return {"decay": log_alpha.exp(), "beta": beta}
-
-
-class RWKV7Mixer(Mixer):
-    """RWKV-7 "Goose" time mixing (see the module docstring): heads of ``head_size``, low-rank
-    (LoRA) decay, in-context learning rate and output gate, token shift of the previous input."""
-
-    gate_names = ("decay", "learning_rate")
-
-    def __init__(self, hidden, *, bias=True, chunk, factory, head_size=None) -> None:
-        super().__init__(hidden, chunk)
-        self.d = head_size = divisor("head_size", hidden, head_size, 64)
-        self.heads = hidden // head_size
-        rank = max(8, hidden // 16)
-        self.memory = {"shift": (1, hidden), "S": (self.heads, head_size, head_size)}
-        self.mix = nn.Parameter(torch.empty(6, hidden, **factory))  # r w k v a g
-        self.receptance, self.key, self.value = (
-            nn.Linear(hidden, hidden, bias=False, **factory) for _ in range(3)
-        )
-        self.w0, self.a0 = (nn.Parameter(torch.empty(hidden, **factory)) for _ in range(2))
-        self.w_lora = nn.Sequential(nn.Linear(hidden, rank, bias=False, **factory), nn.Tanh(),
-                                    nn.Linear(rank, hidden, bias=False, **factory))  # fmt: skip
-        self.a_lora = nn.Sequential(nn.Linear(hidden, rank, bias=False, **factory),
-                                    nn.Linear(rank, hidden, bias=False, **factory))  # fmt: skip
-        self.g_lora = nn.Sequential(nn.Linear(hidden, 2 * rank, bias=False, **factory),
-                                    nn.Sigmoid(),
-                                    nn.Linear(2 * rank, hidden, bias=False, **factory))  # fmt: skip
-        self.k_k, self.k_a = (nn.Parameter(torch.empty(hidden, **factory)) for _ in range(2))
-        self.r_k = nn.Parameter(torch.empty(self.heads, head_size, **factory))
-        self.norm_weight = nn.Parameter(torch.ones(hidden, **factory))
-        self.norm_bias = nn.Parameter(torch.zeros(hidden, **factory))
-        self.out = nn.Linear(hidden, hidden, bias=False, **factory)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        h = self.hidden
-        for linear in (self.receptance, self.key, self.value, self.out):
-            nn.init.uniform_(linear.weight, -1 / math.sqrt(h), 1 / math.sqrt(h))
-        for lora in (self.w_lora, self.a_lora, self.g_lora):  # decay and rate start at w0, a0
-            first, last = lora[0], lora[-1]
-            nn.init.uniform_(first.weight, -1 / math.sqrt(h), 1 / math.sqrt(h))
-            bound = 1 / math.sqrt(last.in_features) if lora is self.g_lora else 0.0
-            nn.init.uniform_(last.weight, -bound, bound)
-        with torch.no_grad():
-            ramp = torch.arange(h, dtype=self.mix.dtype) / max(1, h - 1)  # 0 .. 1 over units
-            self.mix.copy_(torch.stack([0.5 * ramp + 0.2 * k for k in range(6)]).clamp(0, 1))
-            self.w0.copy_(-6 + 5 * ramp**0.85)  # from long to short memory over the units
-            self.a0.zero_()
-            self.k_k.fill_(0.85)
-            self.k_a.fill_(1.0)
-            self.r_k.fill_(-0.04)
-
-    def _inputs(self, u: Tensor, previous: Tensor):
-        """r, log w, k~, v, a (the removal rate), κ and the gate g from u and u_{t-1}."""
-        x_r, x_w, x_k, x_v, x_a, x_g = (u + mu * (previous - u) for mu in self.mix)
-        r, k, v = self.receptance(x_r), self.key(x_k), self.value(x_v)
-        log_w = -math.exp(-0.5) * torch.sigmoid(self.w0 + self.w_lora(x_w))  # log w in (-0.61, 0)
-        a = torch.sigmoid(self.a0 + self.a_lora(x_a))
-        kappa = unit(heads_of(k * self.k_k, self.heads)).flatten(-2)
-        k = k * (1 + (a - 1) * self.k_a)
-        return r, log_w, k, v, a, kappa, self.g_lora(x_g)
-
-    def _output(self, o: Tensor, r: Tensor, k: Tensor, v: Tensor, g: Tensor) -> Tensor:
-        normed = head_norm(o, self.heads, self.norm_weight, self.norm_bias, rms=False,
-                           eps=64e-5)  # fmt: skip
-        weight = (heads_of(r * k, self.heads) * self.r_k).sum(-1, keepdim=True)  # (..., heads, 1)
-        bonus = (weight * heads_of(v, self.heads)).flatten(-2)  # (r ⊙ k~ ⊙ r_k)·1 v per head
-        return self.out((normed + bonus) * g)
-
-    def step(self, p: Tensor, memory: Memory) -> tuple[Tensor, Memory]:
-        r, log_w, k, v, a, kappa, g = self._inputs(p, memory["shift"][:, 0])
-        r, log_w, k, v, a, kappa = (heads_of(t, self.heads) for t in (r, log_w, k, v, a, kappa))
-        S = memory["S"]  # noqa: N806
-        S = log_w.exp().unsqueeze(-1) * S - _outer(a * kappa, _read(S, kappa)) + _outer(k, v)  # noqa: N806
-        o = _read(S, r).flatten(-2)
-        y = self._output(o, r.flatten(-2), k.flatten(-2), v.flatten(-2), g)
-        return y, {"shift": p.unsqueeze(1), "S": S}
-
-    def sequence(self, p: Tensor, memory: Memory, lengths: Tensor | None):
-        full, shift = with_history(p, memory["shift"], lengths)
-        r, log_w, k, v, a, kappa, g = self._inputs(p, full[: p.size(0)])
-        pad = invalid(lengths, p.size(0))
-        log_w, k_in, a_in = _masked(log_w, pad), _masked(k, pad), _masked(a, pad)
-        heads = [to_heads(t, self.heads) for t in (r, k_in, v, log_w, a_in, kappa)]
-        r_h, k_h, v_h, w_h, a_h, kappa_h = heads
-        o, S = linear_recurrence(r_h, k_h, v_h, w_h, memory["S"], a=-(a_h * kappa_h),  # noqa: N806
-                                 b=kappa_h, chunk=self.chunk)  # fmt: skip
-        return self._output(from_heads(o), r, k, v, g), {"shift": shift, "S": S}
-
-    def gates(self, p: Tensor, memory: Memory) -> dict[str, Tensor]:
-        _, log_w, _, _, a, _, _ = self._inputs(p, memory["shift"][:, 0])
-        return {"decay": log_w.exp(), "learning_rate": a}
 
 
 class GLA(ModernLayer):
@@ -407,14 +298,6 @@ class GatedDeltaNet(ModernLayer):
     cell, mixer_class, defaults = "deltanet", GatedDeltaNetMixer, {"heads": None, "conv": 4}
 
 
-class RWKV7(ModernLayer):
-    """Multi-layer RWKV-7 time mixing (Peng et al. 2025); see the module docstring.
-    ``RWKV7(input_size, hidden_size, num_layers=1, ..., *, impl="auto", chunk_size=32,
-    head_size=None)``; memory per stream and layer: H * head_size + H (the token shift)."""
-
-    cell, mixer_class, defaults = "rwkv7", RWKV7Mixer, {"head_size": None}
-
-
 __all__ = [
     "GLA",
     "GLAMixer",
@@ -422,6 +305,4 @@ __all__ = [
     "GatedDeltaNetMixer",
     "Mamba2",
     "Mamba2Mixer",
-    "RWKV7",
-    "RWKV7Mixer",
 ]

@@ -140,6 +140,20 @@ def invalid(lengths: Tensor | None, steps: int) -> Tensor | None:
     return None if lengths is None else ~valid_steps(lengths, steps).unsqueeze(-1)
 
 
+def masked(t: Tensor, pad: Tensor | None, value: float = 0.0) -> Tensor:
+    return t if pad is None else t.masked_fill(pad, value)
+
+
+def outer(k: Tensor, v: Tensor) -> Tensor:
+    """k v^T per head: k (N, heads, d_k), v (N, heads, d_v) -> (N, heads, d_k, d_v)."""
+    return k.unsqueeze(-1) * v.unsqueeze(-2)
+
+
+def read(S: Tensor, q: Tensor) -> Tensor:  # noqa: N803
+    """S^T q per head: S (N, heads, d_k, d_v), q (N, heads, d_k) -> (N, heads, d_v)."""
+    return (S * q.unsqueeze(-1)).sum(-2)
+
+
 def heads_of(x: Tensor, heads: int) -> Tensor:
     """(..., heads*d) -> (..., heads, d) (a reshape with -1: what the ONNX exporter writes as
     one Reshape; ``unflatten`` would add arithmetic on the shape)."""
@@ -375,6 +389,9 @@ __all__ = [
     "heads_of",
     "invalid",
     "keep",
+    "masked",
+    "outer",
+    "read",
     "rms_norm",
     "to_heads",
     "uniform_init",

@@ -95,7 +95,7 @@ CELLS: dict[str, Cell] = {
              _WIDE, memory=True, impls=MODERN_IMPLS),
         Cell("gla", "rnnkit.nn.linear:GLA", "gated linear attention, Yang et al. 2023",
              ("decay",), _WIDE, memory=True, impls=MODERN_IMPLS),
-        Cell("rwkv7", "rnnkit.nn.linear:RWKV7", "RWKV-7 time mixing, Peng et al. 2025",
+        Cell("rwkv7", "rnnkit.nn.rwkv:RWKV7", "RWKV-7 time mixing, Peng et al. 2025",
              ("decay", "learning_rate"), _WIDE, memory=True, impls=MODERN_IMPLS),
     )
 }  # fmt: skip
