@@ -18,7 +18,7 @@ from rnnkit.config import ModelConfig, RunConfig, apply_overrides
 from rnnkit.errors import UserError
 from rnnkit.generation import generate
 from rnnkit.models.language_model import LanguageModel
-from rnnkit.models.lm_layers import LayerStack
+from rnnkit.models.lm_layers import LayerStack, layer_state_sizes
 from rnnkit.nn.awd import LockedDropout, WeightDrop
 from rnnkit.nn.registry import CELLS
 from rnnkit.tasks.saved import load_model
@@ -61,11 +61,13 @@ def test_forward_equals_stepping_and_the_state_is_padded_with_zeros(cell, sizes)
         logits, state = model.step(x[:, t], state)  # the fast kernels where the cell has them
         rows.append(logits)
     torch.testing.assert_close(torch.stack(rows, 1), out.logits, rtol=1e-5, atol=1e-6)
-    width = max(sizes)
-    for ours, theirs in zip(parts(out.state), parts(state), strict=True):
-        assert ours.shape == (len(sizes), 3, width)
+    widths = model.state_widths()  # (Hmax,), (Hmax, Hmax), or a modern layer's (Hmax, Mmax)
+    assert widths[0] == max(sizes)
+    for i, (ours, theirs) in enumerate(zip(parts(out.state), parts(state), strict=True)):
+        assert ours.shape == (len(sizes), 3, widths[i])
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
-        for k, size in enumerate(sizes):  # each layer's columns, zeros after
+        for k in range(len(sizes)):  # each layer's columns, zeros after
+            size = layer_state_sizes(model.rnn, k)[i]
             assert torch.equal(ours[k, :, size:], torch.zeros_like(ours[k, :, size:]))
             assert ours[k, :, :size].abs().sum() > 0
     # the carried state goes on: two halves equal the whole
@@ -76,7 +78,8 @@ def test_forward_equals_stepping_and_the_state_is_padded_with_zeros(cell, sizes)
     model.train()
     logits, _ = model.step(x[:, 0])
     torch.testing.assert_close(logits, out.logits[:, 0], rtol=1e-5, atol=1e-6)
-    assert all(s.shape == (len(sizes), 2, width) for s in parts(model.initial_state(2)))
+    shapes = [s.shape for s in parts(model.initial_state(2))]
+    assert shapes == [(len(sizes), 2, width) for width in widths]
 
 
 def torch_stack(model: LanguageModel) -> nn.ModuleList:
