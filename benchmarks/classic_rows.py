@@ -237,10 +237,7 @@ def forecast_rows(results: dict) -> list[Row]:
         models = r["models"]
         ours, others = models["rnnkit"], {k: v for k, v in models.items() if k != "rnnkit"}
         data = f"{name}, {r['windows']} windows x {r['horizon']} steps"
-        if "max_time" in settings:  # the budget each model was given
-            budget = spent(settings["max_time"], settings)
-        else:  # an older file: what the training took
-            budget = spent(ours["train_seconds"], settings) if "train_seconds" in ours else ""
+        budget = spent(ours["train_seconds"], settings) if "train_seconds" in ours else ""
         crps = f", CRPS {ours['crps']:.4g}" if "crps" in ours else ""
         rows += [
             Row("forecast_real", f"{name}-mase", "forecasting, Student-t, sampled paths", data,

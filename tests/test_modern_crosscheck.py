@@ -96,9 +96,10 @@ def test_slstm_cell_equals_the_vanilla_cell_of_xlstm():
     hidden, heads, batch, steps = 6, 2, 3, 9
     mixer = SLSTMMixer(hidden, chunk=4, factory={"dtype": D64}, heads=heads)
     p = mixer.project(randn(steps, batch, hidden, seed=1))  # (L, N, 4H): z i f o
-    recurrent = torch.block_diag(*[  # (H, 4H) per gate, head blocks on the diagonal
-        torch.block_diag(*mixer.recurrent[:, :, g * mixer.d:(g + 1) * mixer.d]) for g in range(4)
-    ])  # fmt: skip
+    d = mixer.d  # R h = h @ [blockdiag_heads(R_z) | ... | blockdiag_heads(R_o)]: (H, 4H)
+    recurrent = torch.cat(
+        [torch.block_diag(*mixer.recurrent[:, :, g * d : (g + 1) * d]) for g in range(4)], dim=1
+    )
     memory = {name: torch.zeros(batch, hidden, dtype=D64) for name in mixer.memory}
     states = torch.zeros(4, batch, hidden, dtype=D64)
     order = [1, 2, 0, 3]  # xlstm's gates i, f, z, o from rnnkit's z, i, f, o
@@ -177,7 +178,8 @@ def test_diagonal_plus_low_rank_equals_flas_dplr_recurrence_rwkv7s():
     rate = torch.sigmoid(randn(b, heads, steps, d_k, seed=4))
     alpha, beta = kappa, -(rate * kappa)  # S_t = diag(w) S + beta (alpha^T S) + k v^T
     gk = -0.6 * torch.sigmoid(randn(b, heads, steps, d_k, seed=5))
-    o, s = naive.dplr_recurrence(q, k, v, alpha, beta, gk, initial_state=s0)
+    theirs = (t.float() for t in (q, k, v, alpha, beta, gk))  # its loop computes in float32
+    o, s = naive.dplr_recurrence(*theirs, initial_state=s0.float())
     ours, s_ours = linear_recurrence(q / math.sqrt(d_k), k, v, gk, s0, a=beta, b=alpha, chunk=5)
     float32_close(ours, o)
     float32_close(s_ours, s)
