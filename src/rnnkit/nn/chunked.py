@@ -127,15 +127,13 @@ def linear_recurrence(
         d_k = q.size(-1)
         diagonal = torch.diag_embed(carry_scale.squeeze(-1).expand(*g_end.shape[:-2], d_k))
         carry = diagonal + a_decayed @ u_from_state
-    outputs = []
-    for c in range(q.size(2)):  # the sequential part: two small products per chunk
-        outputs.append(reads[:, :, c] @ state + local[:, :, c])
-        if carry is None:
-            state = carry_scale[:, :, c] * state + writes[:, :, c]
-        else:
-            state = carry[:, :, c] @ state + writes[:, :, c]
-    o = torch.stack(outputs, 2).flatten(2, 3)  # (N, Hh, n*C, d_v)
-    return o[:, :, :length], state
+    starts = []  # S_0 of each chunk: the only sequential part, one small product per chunk
+    steps = carry_scale if carry is None else carry
+    for step, write in zip(steps.unbind(2), writes.unbind(2), strict=True):
+        starts.append(state)
+        state = (step * state if carry is None else step @ state) + write
+    o = reads @ torch.stack(starts, 2) + local  # every chunk's outputs at once
+    return o.flatten(2, 3)[:, :, :length], state  # (N, Hh, L, d_v)
 
 
 def mlstm_recurrence(
@@ -178,20 +176,22 @@ def mlstm_recurrence(
     c_local = (k * end).transpose(-1, -2) @ v  # (..., d_k, d_v)
     n_local = (k * end).sum(-2)  # (..., d_k)
     c_state, n_state, m_state = state
-    outputs = []
-    for c in range(q.size(2)):
-        q_c, mi, f_c = q[:, :, c], local_max[:, :, c], cum[:, :, c]
-        m_t = torch.maximum(mi, f_c + m_state.unsqueeze(-1))  # (N, Hh, C)
-        own, old = (mi - m_t).exp(), (f_c + m_state.unsqueeze(-1) - m_t).exp()
-        num = own.unsqueeze(-1) * numerator[:, :, c] + old.unsqueeze(-1) * (q_c @ c_state)
-        den = own * denominator[:, :, c] + old * (q_c @ n_state.unsqueeze(-1)).squeeze(-1)
-        outputs.append(num / torch.maximum(den.abs(), (-m_t).exp()).unsqueeze(-1))
-        m_new = m_t[..., -1]
-        own, old = (mi[..., -1] - m_new).exp(), (f_c[..., -1] + m_state - m_new).exp()
-        c_state = own[..., None, None] * c_local[:, :, c] + old[..., None, None] * c_state
-        n_state = own[..., None] * n_local[:, :, c] + old[..., None] * n_state
+    starts = []  # (C_0, n_0, m_0) of each chunk: the sequential part
+    chunk_ends = (local_max[..., -1], cum[..., -1], c_local, n_local)
+    for mi, f, c_loc, n_loc in zip(*(t.unbind(2) for t in chunk_ends), strict=True):
+        starts.append((c_state, n_state, m_state))
+        m_new = torch.maximum(mi, f + m_state)
+        own, old = (mi - m_new).exp(), (f + m_state - m_new).exp()
+        c_state = own[..., None, None] * c_loc + old[..., None, None] * c_state
+        n_state = own[..., None] * n_loc + old[..., None] * n_state
         m_state = m_new
-    h = torch.stack(outputs, 2).flatten(2, 3)[:, :, :length]
+    c_0, n_0, m_0 = (torch.stack(t, 2) for t in zip(*starts, strict=True))  # all chunks
+    m_t = torch.maximum(local_max, cum + m_0.unsqueeze(-1))  # (N, Hh, n, C)
+    own, old = (local_max - m_t).exp(), (cum + m_0.unsqueeze(-1) - m_t).exp()
+    num = own.unsqueeze(-1) * numerator + old.unsqueeze(-1) * (q @ c_0)
+    den = own * denominator + old * (q @ n_0.unsqueeze(-1)).squeeze(-1)
+    outputs = num / torch.maximum(den.abs(), (-m_t).exp()).unsqueeze(-1)
+    h = outputs.flatten(2, 3)[:, :, :length]
     return h, (c_state, n_state, m_state)
 
 

@@ -189,8 +189,7 @@ class Mamba2Mixer(Mixer):
         pad = invalid(lengths, p.size(0))
         dt, dA = masked(dt, pad), masked(dA, pad)  # Δ = 0 past the end: the state is kept
         dx = to_heads(x, self.heads) * dt.permute(1, 2, 0).unsqueeze(-1)  # (N, heads, L, P)
-        shape = (-1, self.heads, -1, -1)
-        B, C = (t.permute(1, 0, 2).unsqueeze(1).expand(*shape) for t in (B, C))  # noqa: N806
+        B, C = (t.permute(1, 0, 2).unsqueeze(1) for t in (B, C))  # noqa: N806  (N, 1, L, n): shared
         o, S = linear_recurrence(C, B, dx, dA.permute(1, 2, 0).unsqueeze(-1), memory["S"],  # noqa: N806
                                  chunk=self.chunk)  # fmt: skip
         return self._output(o.permute(2, 0, 1, 3), x, z), {"conv": conv, "S": S}
