@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run test lint format bench bench-classic trust clean
+.PHONY: install browser run test lint format bench bench-classic trust clean docs docs-serve
 
 install: $(STAMP)
 
@@ -52,7 +52,19 @@ browser:
 # they start, so two workers on two cores take ~11 minutes where one took ~19).
 test: install browser
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto -m "not docs"
+
+# `make docs`: the documentation site in site/, built with --strict (a broken link, a missing
+# API reference or a tutorial that raises fails it; the tutorials run as the site builds, a few
+# minutes), then the tests marked `docs`: a headless Chromium walks every page of the built
+# site (console errors, images, math, search). `make docs-serve`: http://127.0.0.1:8000, rebuilt
+# as you edit.
+docs: install browser
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+	$(PY) -m pytest -q -m docs
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

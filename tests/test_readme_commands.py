@@ -1,5 +1,6 @@
-"""The README's shell commands run in order, as a newcomer types them, in one fresh copy of the
-repository: each exits 0 (or the status the README documents) with no traceback; none collides
+"""The shell commands of the README and of every documentation page (docs/, in PAGES order)
+run in order, as a newcomer types them, in one fresh copy of the repository: each exits 0 (or
+the status the README documents) with no traceback; none collides
 with an earlier one (a fresh ``--out`` that already holds a run is refused, so it fails here; a
 file an earlier command wrote, or a file of the checkout, changed by a later command, other than
 the run a ``--resume`` continues, fails here too); and ``rnnkit`` is on the PATH by the time the
@@ -44,11 +45,23 @@ from rnnkit.cli import main
 
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
+# The documentation pages whose ```bash blocks run after the README's, in this order (later
+# pages use the runs earlier ones made). Every page of docs/ with a bash block must be here.
+PAGES = [
+    "getting-started.md", "guide/train.md", "guide/word-lm.md", "guide/tasks.md",
+    "guide/real-data.md", "concepts/seeing-inside.md", "guide/library.md", "guide/modern.md",
+    "guide/distributed.md", "guide/gpu.md", "guide/export.md", "guide/serve.md", "security.md",
+    "concepts/checking.md", "performance.md", "concepts/layout.md", "concepts/training.md",
+    "tutorials/index.md", "benchmarks.md", "tutorials/char-lm.md", "tutorials/seq2seq.md",
+    "tutorials/forecasting.md",
+]  # fmt: skip
 
 # Lines not run, and why (a regular expression on the line, as written in the README).
 SKIPPED = {
     r"^make test\b": "the whole suite, of which this test is a part",
     r"^make (bench|trust|lint|docs)\b": "benchmarks and checks that take minutes; not asserted",
+    r"^python tools/run_page\.py": "the tutorials run when the site builds (make docs)",
+    r"load(_train)?\.csv": "the series the forecasting tutorial's own code writes (make docs)",
     r"^rnnkit bench\b": "a benchmark of minutes; its figures are never asserted",
     r"--nnodes": "two machines meeting at host0 (a rendezvous host this test does not have)",
     r"^pip install\b": "the network",
@@ -297,7 +310,7 @@ def test_readme_bash_blocks_run_in_order_in_a_fresh_copy(tmp_path):
     copy_checkout(repo)
     write_shared_data(tmp_path / "shared" / "data")  # ../shared/data, seen from the copy
     session = Session(repo, newcomer_env(home))
-    lines = bash_blocks(README.read_text())
+    lines = all_lines()
     assert len(lines) > 30
     failures, files, ran = [], snapshot(repo), 0
     checkout = set(files)
@@ -331,6 +344,22 @@ def test_readme_bash_blocks_run_in_order_in_a_fresh_copy(tmp_path):
         failures
     )
     assert not_ignored(written) == [], "git status shows what the README's commands wrote"
+
+
+def all_lines() -> list[str]:
+    """The README's command lines, then each page's in PAGES order; a line already run (the
+    quick start repeated in docs/getting-started.md) runs once."""
+    lines = bash_blocks(README.read_text())
+    for page in PAGES:
+        lines += bash_blocks((ROOT / "docs" / page).read_text())
+    return list(dict.fromkeys(lines))
+
+
+def test_every_page_with_commands_is_listed():
+    pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    with_commands = {page for page in pages if bash_blocks((ROOT / "docs" / page).read_text())}
+    assert with_commands <= set(PAGES), sorted(with_commands - set(PAGES))
+    assert set(PAGES) <= pages, sorted(set(PAGES) - pages)
 
 
 def not_ignored(paths: list[str]) -> list[str]:

@@ -8,13 +8,13 @@ import base64
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from analysis_runs import rnnkit
 
+from browser import headless_chromium
 from rnnkit.analysis import report
 from rnnkit.analysis.activations import trace, units, values
 from rnnkit.analysis.runs import language_model_run
@@ -119,30 +119,7 @@ def test_cli_report_bad_input(lstm_run, tmp_path, args, message):
 
 # ---- in a real browser ------------------------------------------------------------------------
 def browser():
-    """A headless Chromium driven through chromedriver (Debian's chromium + chromium-driver,
-    installed by `make test`), or a skip that says what is missing."""
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium is not installed (pip install -e '.[dev]')")
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not (binary and driver_path):
-        pytest.skip("chromium/chromedriver not installed (`make browser` installs them as root)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--window-size=1280,900",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    try:
-        return webdriver.Chrome(options=options, service=Service(driver_path))
-    except Exception as error:  # noqa: BLE001 - any start-up failure is a reason to skip
-        pytest.skip(f"headless chromium did not start: {str(error).splitlines()[0]}")
+    return headless_chromium()
 
 
 def test_report_in_headless_chromium(page):
