@@ -137,7 +137,7 @@ def score(run: Path, test: Path, cache_size: int, threads: str) -> dict:
 
 def budget(seconds: float) -> str:
     """``900`` -> ``15 min``; ``45`` -> ``45 s``."""
-    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+    return f"{seconds / 60:.3g} min" if seconds >= 60 else f"{seconds:.3g} s"
 
 
 def table(results: list[dict], threads: str) -> str:
