@@ -27,6 +27,20 @@ MATH = re.compile(
 )
 
 
+# Docstrings are written with Sphinx roles (``:math:`...```, ``:func:`~a.b```); rendered as
+# Markdown they come out as ``:math:<code>...</code>``. The formula becomes MathML, the other
+# roles their code span (``~`` keeps the last name only, as Sphinx shows it).
+MATH_ROLE = re.compile(r":math:<code>(?P<tex>.*?)</code>", re.S)
+ROLE = re.compile(
+    r":(?:func|class|meth|attr|data|mod|obj|exc):<code>(?P<tilde>~)?(?P<name>[^<]*)</code>"
+)
+
+
+def _role(match: re.Match) -> str:
+    name = match["name"].rsplit(".", 1)[-1] if match["tilde"] else match["name"]
+    return f"<code>{name}</code>"
+
+
 def on_page_content(content: str, page, config, files) -> str:  # noqa: ARG001
     def mathml(match: re.Match) -> str:
         tex = html.unescape(match["tex"]).strip()
@@ -36,4 +50,13 @@ def on_page_content(content: str, page, config, files) -> str:  # noqa: ARG001
         except Exception as error:  # latex2mathml raises many kinds
             raise PluginError(f"{page.file.src_path}: cannot render ${tex}$: {error}") from error
 
-    return MATH.sub(mathml, content)
+    def inline(match: re.Match) -> str:
+        tex = html.unescape(match["tex"]).strip()
+        try:
+            return convert(tex, display="inline")
+        except Exception:  # noqa: BLE001 - a docstring formula latex2mathml cannot read: as code
+            return f"<code>{match['tex']}</code>"
+
+    content = MATH.sub(mathml, content)
+    content = MATH_ROLE.sub(inline, content)
+    return ROLE.sub(_role, content)
