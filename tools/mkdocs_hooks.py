@@ -42,21 +42,15 @@ def _role(match: re.Match) -> str:
 
 
 def on_page_content(content: str, page, config, files) -> str:  # noqa: ARG001
-    def mathml(match: re.Match) -> str:
-        tex = html.unescape(match["tex"]).strip()
-        display = "block" if match["open"] == "[" else "inline"
+    def mathml(tex: str, display: str) -> str:
+        tex = html.unescape(tex).strip()
         try:
             return convert(tex, display=display)
         except Exception as error:  # latex2mathml raises many kinds
             raise PluginError(f"{page.file.src_path}: cannot render ${tex}$: {error}") from error
 
-    def inline(match: re.Match) -> str:
-        tex = html.unescape(match["tex"]).strip()
-        try:
-            return convert(tex, display="inline")
-        except Exception:  # noqa: BLE001 - a docstring formula latex2mathml cannot read: as code
-            return f"<code>{match['tex']}</code>"
-
-    content = MATH.sub(mathml, content)
-    content = MATH_ROLE.sub(inline, content)
+    content = MATH.sub(
+        lambda m: mathml(m["tex"], "block" if m["open"] == "[" else "inline"), content
+    )
+    content = MATH_ROLE.sub(lambda m: mathml(m["tex"], "inline"), content)
     return ROLE.sub(_role, content)

@@ -4,7 +4,8 @@ namespace (markdown-exec's ``session=``), printing what each block prints.
 
     .venv/bin/python tools/run_page.py docs/tutorials/bptt.md
 
-Exit status 1 (with the block's number and the traceback) when a block raises.
+Exit status 1 (with the block's number and the traceback) when a block raises, 2 (one line)
+when the page is not a file.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ BLOCK = re.compile(r"^(?P<indent> *)```python (?P<options>[^\n]*exec=\"(?:on|1|t
 
 
 def main(path: str) -> int:
+    if not Path(path).is_file():
+        print(f"run_page.py: {path} is not a file", file=sys.stderr)
+        return 2
     text = Path(path).read_text()
     sessions: dict[str, dict] = {}
     for number, match in enumerate(BLOCK.finditer(text), 1):
