@@ -10,9 +10,12 @@ It REUSES the per-task benchmarks (charlm_quality, warpeace, word_lm, tagger_ewt
 forecast_real, memory_tasks): each writes ``OUT/results.json`` in its own layout, and
 benchmarks/classic_rows.py turns each layout into rows. Under ``--runs`` (default ``runs/``)
 every ``<name>*/results.json`` is read; where two files hold the same row, the newer one wins.
-A row no file holds prints "not run" and the command that makes it; with ``--run-missing``
-that command runs first (a subprocess, its own flags, into ``RUNS/<name>-<label>``), with
-``--fresh`` every row's command runs (into a new directory, so nothing is overwritten). Each
+A row no file holds keeps its figure from the earlier table (``classic.json`` beside
+``--doc``: a fresh clone has no ``runs/``), listed apart; where that has none either
+(or with ``--forget-earlier``) it prints "not run" and the command that makes it; with
+``--run-missing`` that command runs first (a subprocess, its own flags, into
+``RUNS/<name>-<label>``), with ``--fresh`` every row's command runs (into a new directory, so
+nothing is overwritten). Each
 run classic makes leaves ``classic_run.json`` beside the results: the command, the threads
 and the machine, shown in the budget column.
 
@@ -94,6 +97,29 @@ def collect(runs: Path, bench: Bench) -> dict[str, Row]:
     return rows
 
 
+def load_earlier(path: Path) -> dict[tuple[str, str], Row]:
+    """The rows with a figure in an earlier table's ``classic.json``, by ``(bench, key)``: a
+    row whose results file is gone (a fresh clone, a cleaned ``runs/``) keeps its figure."""
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        rows = [Row(**{**fields, "baselines": [tuple(b) for b in fields["baselines"]]})
+                for fields in saved]  # fmt: skip
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{path}: not a classic.json table ({error!r}); "
+                         "--forget-earlier to rebuild without it") from None  # fmt: skip
+    return {(row.bench, row.key): row for row in rows if row.figure is not None}
+
+
+def keep_earlier(rows: dict[str, Row], bench: Bench, earlier: dict[tuple[str, str], Row]):
+    """Add to ``rows`` the earlier table's rows of ``bench`` that no results file holds."""
+    for (name, key), row in earlier.items():
+        if name == bench.name and key not in rows:
+            row.kept = True
+            rows[key] = row
+
+
 def out_dir(runs: Path, bench: Bench, run: Run) -> Path:
     """``RUNS/<name>-<label>``, or a new ``...-<time>`` beside it if that one holds results."""
     base = runs / f"{bench.name}-{run.label}"
@@ -142,10 +168,18 @@ def run_bench(args: list[str], out: Path, bench: Bench, quick: bool) -> str:
 
 
 def build(
-    runs: Path, *, run_missing: bool, fresh: bool, quick: bool, only: list[str] | None = None
+    runs: Path,
+    *,
+    run_missing: bool,
+    fresh: bool,
+    quick: bool,
+    only: list[str] | None = None,
+    earlier: dict[tuple[str, str], Row] | None = None,
 ) -> list[Row]:
-    """Every benchmark's rows (running what is asked first), in :data:`BENCHES` order; a run
-    whose rows no file holds gives one "not run" row with its command."""
+    """Every benchmark's rows (running what is asked first), in :data:`BENCHES` order; a row
+    no file holds is taken from ``earlier`` (the last table's rows) where that has it, else
+    a run whose rows are missing gives one "not run" row with its command."""
+    earlier = {} if fresh or quick else earlier or {}
     table: list[Row] = []
     for bench in BENCHES:
         if only and bench.name not in only:
@@ -161,6 +195,7 @@ def build(
                                  note=failed, command=command))  # fmt: skip
             continue
         have = {} if fresh else collect(runs, bench)
+        keep_earlier(have, bench, earlier)
         failures: dict[str, str] = {}
         for run in bench.runs:
             if (fresh or run_missing) and not set(run.keys) <= have.keys():
@@ -168,13 +203,26 @@ def build(
                 args = bench.invocation(run.flags, str(out))
                 failures[run.label] = run_bench(args, out, bench, quick=False)
         rows = collect(runs, bench)
-        table += rows.values()
+        keep_earlier(rows, bench, earlier)
+        found = list(rows.values())
         for run in bench.runs:
             if not set(run.keys) <= rows.keys():
                 command = shell_command(bench, run.flags, out_dir(runs, bench, run))
-                table.append(Row(bench.name, run.label, run.task, run.data, None, "", run.budget,
+                found.append(Row(bench.name, run.label, run.task, run.data, None, "", run.budget,
                                  run.published, failures.get(run.label, ""), command))  # fmt: skip
+        table += sorted(found, key=lambda row: order(bench, row.key))
     return table
+
+
+def order(bench: Bench, key: str) -> tuple[int, int]:
+    """A row's place: its run's place in ``bench.runs``, then its place in that run (a
+    "not run" row, keyed by its run's label, after that run's rows)."""
+    for i, run in enumerate(bench.runs):
+        if key in run.keys:
+            return i, run.keys.index(key)
+        if key == run.label:
+            return i, len(run.keys)
+    return len(bench.runs), 0
 
 
 def figure(value: float | str | None) -> str:
@@ -241,8 +289,12 @@ def markdown(rows: list[Row], runs: str, stated: str) -> str:
             f"| {cell(row.task)} | {cell(row.data)} | {ours} | {cell(row.unit)} | "
             f"{cell(row.budget)} | {base} | {sources} | {note} |"
         )
-    files = sorted({row.source_file for row in rows if row.source_file})
+    files = sorted({row.source_file for row in rows if row.source_file and not row.kept})
     out += ["", "Result files read:", "", *[f"- `{f}`" for f in files or ["none"]], ""]
+    kept = sorted({row.source_file or "?" for row in rows if row.kept})
+    if kept:
+        out += ["Rows kept from the earlier table (`classic.json`), their result files no "
+                "longer here:", "", *[f"- `{f}`" for f in kept], ""]  # fmt: skip
     return "\n".join(out)
 
 
@@ -261,6 +313,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument(
         "--only", action="append", choices=[b.name for b in BENCHES], help="these rows only"
     )
+    parser.add_argument(
+        "--forget-earlier",
+        action="store_true",
+        help="rows no results file holds say 'not run' (default: kept from --doc's classic.json)",
+    )
     args = parser.parse_args(argv)
     if args.quick and (args.fresh or args.run_missing):
         parser.error("--quick runs into a temporary directory: not with --fresh/--run-missing")
@@ -275,8 +332,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
         if args.fresh or args.run_missing:  # the runs start in the repository root
             runs = runs.resolve()
         try:
+            saved = args.doc.with_name("classic.json")
+            earlier = {} if args.forget_earlier else load_earlier(saved)
             rows = build(runs, run_missing=args.run_missing, fresh=args.fresh, quick=args.quick,
-                         only=args.only)  # fmt: skip
+                         only=args.only, earlier=earlier)  # fmt: skip
         except UsageError as error:
             print(f"classic: {error}", file=sys.stderr)
             raise SystemExit(2) from None

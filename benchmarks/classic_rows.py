@@ -37,6 +37,7 @@ class Row:
     note: str = ""
     command: str = ""
     source_file: str = ""
+    kept: bool = False  # from the earlier table's classic.json: its results file is gone
 
 
 @dataclass

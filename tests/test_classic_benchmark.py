@@ -200,6 +200,56 @@ def test_the_newer_file_wins_and_the_sidecar_gives_threads(tmp_path):
     assert classic.collect(tmp_path, ucr_bench)["ArrowHead"].figure == 0.5
 
 
+def ucr_results(folder: Path, accuracies: dict[str, float]) -> None:
+    folder.mkdir(parents=True)
+    results = {"settings": {"max_time": 180, "threads": 2, "quick": False}, "results": {
+        name: {"rnnkit": {"accuracy": a}, "dtw": {"accuracy": 0.7}, "published": []}
+        for name, a in accuracies.items()}}  # fmt: skip
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_rows_whose_files_are_gone_keep_the_earlier_tables_figure(tmp_path):
+    """A fresh clone has no runs/: the rows of the last table (its classic.json) stay, listed
+    apart; a results file still wins over them; --forget-earlier makes them 'not run'."""
+    runs, doc = tmp_path / "runs", tmp_path / "docs" / "benchmarks.md"
+    ucr_results(runs / "ucr", {"JapaneseVowels": 0.98, "ArrowHead": 0.5})
+    classic.main(["--runs", str(runs), "--doc", str(doc), "--only", "ucr"])
+    (runs / "ucr" / "results.json").unlink()
+    ucr_results(runs / "ucr-ArrowHead", {"ArrowHead": 0.75})
+    rows = {r.key: r for r in classic.main(["--runs", str(runs), "--doc", str(doc), "--only",
+                                            "ucr"])}  # fmt: skip
+    assert rows["JapaneseVowels"].figure == 0.98 and rows["JapaneseVowels"].kept
+    assert rows["ArrowHead"].figure == 0.75 and not rows["ArrowHead"].kept
+    assert rows["ItalyPowerDemand"].figure is None
+    assert list(rows) == list(ucr.SETS)  # the declared order, wherever each row came from
+    text = doc.read_text()
+    kept = text.split("Rows kept from the earlier table")[1]
+    assert f"`{runs}/ucr/results.json`" in kept and "ucr-ArrowHead" not in kept
+    again = {r.key: r for r in classic.main(["--runs", str(runs), "--doc", str(doc), "--only",
+                                             "ucr"])}  # fmt: skip
+    assert again["JapaneseVowels"].figure == 0.98  # kept rows are kept again
+    forgot = classic.main(["--runs", str(runs), "--doc", str(doc), "--only", "ucr",
+                           "--forget-earlier"])  # fmt: skip
+    assert [(r.key, r.figure) for r in forgot] == [
+        ("JapaneseVowels", None),
+        ("ArrowHead", 0.75),
+        ("ItalyPowerDemand", None),
+    ]
+    assert "Rows kept" not in doc.read_text()
+
+
+def test_a_broken_earlier_table_is_one_line_and_exit_2(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.with_name("classic.json").write_text('[{"bench": "ucr"}]')
+    bad = cli("--runs", str(tmp_path), "--doc", str(doc), "--only", "ucr")
+    assert bad.returncode == 2
+    (line,) = bad.stderr.strip().splitlines()
+    assert line.startswith(f"classic: {doc.with_name('classic.json')}: not a classic.json table")
+    assert "--forget-earlier" in line
+    fine = cli("--runs", str(tmp_path), "--doc", str(doc), "--only", "ucr", "--forget-earlier")
+    assert fine.returncode == 0, fine.stderr
+
+
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd
