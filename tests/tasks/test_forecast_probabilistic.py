@@ -140,29 +140,81 @@ def test_mase_smape_coverage_by_hand():
 # ---- sampled paths -------------------------------------------------------------------------
 
 
-def test_sampled_paths_of_the_true_random_walk_model_cover_their_interval(tmp_path):
-    """A random walk y_t = y_{t-1} + N(0, s^2) and the model that IS its law (head weights 0,
-    location = the last value, scale = s): multi-step paths must spread like sqrt(h) s, so the
-    80% interval covers about 80% at every step; feeding back the median would not."""
-    rng = np.random.default_rng(5)
-    series = np.cumsum(rng.normal(0, 1.0, size=1200))
-    config = make_config([write_csv(tmp_path, series)], likelihood="gaussian", num_samples=200)
+def random_walk_widths(tmp_path, likelihood: str, samples: int, head_bias):
+    """A random walk y_t = y_{t-1} + N(0, 1) in ``all.csv``, a task on it and the model whose
+    head is ``head_bias(s)`` alone (s: the noise in normalised units; location = the last
+    value): its 6-step interval widths in original units, averaged over 100 origins."""
+    series = np.cumsum(np.random.default_rng(5).normal(0, 1.0, size=1200))
+    config = make_config([write_csv(tmp_path, series)], likelihood=likelihood,
+                         num_samples=samples)  # fmt: skip
     config.data.val_fraction, config.data.test_fraction = 0.1, 0.0
     task = ForecastTask(config)
     task.prepare()
     model = task.build_model()
-    s = 1.0 / task.normaliser.std[0]  # the noise in normalised units
     with torch.no_grad():
         model.head.weight.zero_()
-        model.head.bias[:] = torch.tensor([0.0, math.log(math.expm1(s - MIN_SCALE))])
-    figures = task.backtest(model, [write_csv(tmp_path, series, "all.csv")], 6, 150)
+        model.head.bias[:] = torch.tensor(head_bias(1.0 / task.normaliser.std[0]))
+    path = write_csv(tmp_path, series, "all.csv")
+    blocks = task.block([(task.read([path])[0], slice(None), task.normaliser)])
+    run = task.run_windows(model, blocks, np.arange(0, 1000, 10), 6)
+    return task, model, (run["upper"] - run["lower"])[:, :, 0].mean(axis=0)
+
+
+def test_sampled_paths_of_the_true_random_walk_model_cover_their_interval(tmp_path):
+    """A random walk y_t = y_{t-1} + N(0, s^2) and the model that IS its law (head weights 0,
+    location = the last value, scale = s): multi-step paths must spread like sqrt(h) s, so the
+    80% interval covers about 80% at every step; feeding back the median would not."""
+    task, model, width = random_walk_widths(
+        tmp_path, "gaussian", 200, lambda s: [0.0, math.log(math.expm1(s - MIN_SCALE))]
+    )
+    figures = task.backtest(model, [str(tmp_path / "all.csv")], 6, 150)
     assert 0.76 < figures["coverage"] < 0.84, figures
     assert figures["interval"] == 0.8
-    blocks = task.block([(task.read([str(tmp_path / "all.csv")])[0], slice(None), task.normaliser)])
-    run = task.run_windows(model, blocks, np.arange(0, 1000, 10), 6)
-    width = (run["upper"] - run["lower"])[:, :, 0].mean(axis=0)
     expected = 2 * 1.2816 * np.sqrt(np.arange(1, 7))  # the 80% interval of N(0, h)
     np.testing.assert_allclose(width, expected, rtol=0.1)
+
+
+def piecewise_linear_law(q: np.ndarray, tau: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """An independent inverse CDF: np.interp through (tau_j, q_j), the end segments' lines
+    carried to u = 0 and 1."""
+    ends = [q[0] - tau[0] * (q[1] - q[0]) / (tau[1] - tau[0]),
+            q[-1] + (1 - tau[-1]) * (q[-1] - q[-2]) / (tau[-1] - tau[-2])]  # fmt: skip
+    return np.interp(u, [0.0, *tau, 1.0], [ends[0], *q, ends[1]])
+
+
+def test_quantile_draws_follow_the_piecewise_linear_quantile_function():
+    lik = make_likelihood("quantile", quantiles=(0.1, 0.5, 0.9))
+    q = np.array([-1.0, 0.0, 2.0])
+    params = torch.tensor(q).expand(400_000, 1, 1, 3)
+    torch.manual_seed(0)
+    draws = lik.sample(params).flatten().numpy()
+    crossed = lik.sample(params.flip(-1)).flatten().numpy()  # crossing quantiles: sorted first
+    u = np.array([0.02, 0.05, 0.1, 0.3, 0.5, 0.7, 0.9, 0.97])
+    tau = np.array([0.1, 0.5, 0.9])
+    expected = piecewise_linear_law(q, tau, u)
+    np.testing.assert_allclose(np.quantile(draws, u), expected, atol=0.01)
+    np.testing.assert_allclose(np.quantile(crossed, u), expected, atol=0.01)
+    assert draws.min() >= -1.25 - 1e-12 and draws.max() <= 2.5 + 1e-12  # bounded tails
+    alone = make_likelihood("quantile", quantiles=(0.5,))
+    assert (alone.sample(torch.full((5, 1, 1, 1), 3.0)) == 3.0).all()
+
+
+def test_quantile_paths_widen_with_the_horizon(tmp_path):
+    """The random-walk check for --likelihood quantile: a head that predicts the step's 10/50/90%
+    quantiles exactly samples paths whose interval grows with the horizon as the sum of its
+    piecewise-linear draws does (NumPy, independently), not the one-step width at every step."""
+    task, model, width = random_walk_widths(
+        tmp_path, "quantile", 400, lambda s: [-1.2816 * s, 0.0, 1.2816 * s]
+    )
+    tau, q = np.array([0.1, 0.5, 0.9]), np.array([-1.2816, 0.0, 1.2816])
+    u = np.random.default_rng(0).random((100_000, 6))
+    steps = piecewise_linear_law(q, tau, u).cumsum(axis=1)
+    expected = np.diff(np.quantile(steps, [0.1, 0.9], axis=0), axis=0)[0]
+    np.testing.assert_allclose(width, expected, rtol=0.08)
+    assert width[-1] > 2 * width[0]  # the median fed back would give width[-1] == width[0]
+    figures = task.backtest(model, [str(tmp_path / "all.csv")], 6, 150)
+    assert 0.72 < figures["coverage"] < 0.84, figures
+    assert figures["quantile_loss"] > 0
 
 
 def test_paths_are_seeded_and_follow_forward():

@@ -343,7 +343,8 @@ class ForecastTask(Task):
         """Forecasts (M, H, C) after each window start: ``forecast`` (the median), ``truth``,
         ``baseline``, ``history`` in original units, the per-window loss (M,); for a
         probabilistic model also the interval ``lower``/``upper`` (M, H, C) at ``levels`` and
-        ``score`` (M, H, C), the CRPS of the sampled paths or the mean quantile loss. Only the
+        ``score`` (M, H, C), the CRPS of the sampled paths or, for ``quantile``, the mean
+        quantile loss of the paths' quantiles at the head's levels. Only the
         window's rows and the inputs of the steps forecast are read by the forecast; sampling
         is seeded per batch (run's seed), so a window's paths do not depend on the others.
         ``with_loss`` False: no teacher-forced loss (predict: the truth is unknown)."""
@@ -366,23 +367,21 @@ class ForecastTask(Task):
                     torch.manual_seed(self.config.train.seed + i)
                     paths = model.sample_paths(x, horizon, samples, zin).cpu().double().numpy()
                 paths = np.moveaxis(paths, 1, -1) * std[..., None] + mean[..., None]  # (B,H,C,S)
-                lo = (1 - self.options.interval) / 2
-                low, med, high = np.quantile(paths, [lo, 0.5, 1 - lo], axis=-1)
-                out["score"].append(crps_from_samples(paths, truth))
-            else:
-                params = model.forecast_params(x, horizon, zin).cpu().double().numpy()
-                params = params * std[..., None] + mean[..., None]
-                med = (
-                    params[..., lik.quantile_levels.index(0.5)]
-                    if lik.quantile_levels
-                    else params[..., 0]
-                )
-                if lik.quantile_levels:
-                    low, high = params[..., 0], params[..., -1]
+                if lik.quantile_levels:  # the head's levels, read off the paths
                     levels = np.array(lik.quantile_levels)
-                    out["score"].append(quantile_loss(params, truth, levels))
+                    quantiles = np.moveaxis(np.quantile(paths, levels, axis=-1), 0, -1)
+                    low, high = quantiles[..., 0], quantiles[..., -1]
+                    med = quantiles[..., lik.quantile_levels.index(0.5)]
+                    out["score"].append(quantile_loss(quantiles, truth, levels))
+                else:
+                    lo = (1 - self.options.interval) / 2
+                    low, med, high = np.quantile(paths, [lo, 0.5, 1 - lo], axis=-1)
+                    out["score"].append(crps_from_samples(paths, truth))
+            else:  # a point forecast: its own output fed back
+                params = model.forecast_params(x, horizon, zin).cpu().double().numpy()
+                med = params[..., 0] * std + mean
             out["forecast"].append(med)
-            if lik.sampled or lik.quantile_levels:
+            if lik.sampled:
                 out["lower"].append(low)
                 out["upper"].append(high)
         index = starts[:, None] + np.arange(W + horizon)  # (M, W + H)

@@ -46,7 +46,7 @@ def predict(task, model: nn.Module, inputs: list[str], options: dict[str, Any]) 
     if options.get("seed") is not None:  # the sampled paths' seed (default: the run's)
         task.config.train.seed = options["seed"]
     lik = task.likelihood
-    probabilistic = lik.sampled or bool(lik.quantile_levels)
+    probabilistic = lik.sampled
     if probabilistic:
         lo = lik.quantile_levels[0] if lik.quantile_levels else (1 - k.interval) / 2
         hi = lik.quantile_levels[-1] if lik.quantile_levels else 1 - lo
