@@ -159,6 +159,12 @@ def test_predict_and_sample(runs):
     assert "/" in out and out.split()[0].startswith("the/")
     out = ok(rnnkit("predict", "seq2seq", "Rossi", "--decode", "beam", cwd=runs))
     assert out.startswith("Rossi")
+    listed = ok(rnnkit("predict", "seq2seq", "Rossi", "Tanaka", "--decode", "beam", "--n-best",
+                       "3", cwd=runs)).splitlines()  # fmt: skip
+    assert [line.split(" -> ")[0] for line in listed] == ["Rossi"] * 3 + ["Tanaka"] * 3
+    assert listed[0].split("   (rank 1, score ")[0] == out.strip()  # the best is beam's output
+    scores = [float(line.rsplit("score ", 1)[1].rstrip(")")) for line in listed[:3]]
+    assert scores == sorted(scores, reverse=True) and all(s <= 0 for s in scores)
     out = ok(rnnkit("predict", "forecast", "series.csv", cwd=runs))
     assert out.splitlines()[0].replace(" ", "") == "t,a,b" and len(out.splitlines()) == 5
     out = ok(rnnkit("sample", "generate-from", "--condition", "Italian", "--seed", "1", cwd=runs))
@@ -176,6 +182,11 @@ def test_sample_and_predict_refuse_what_does_not_apply(runs):
     refused(rnnkit("sample", "generate-from", cwd=runs), "--condition")
     refused(rnnkit("sample", "classify", cwd=runs), "rnnkit predict")
     refused(rnnkit("predict", "classify", "", cwd=runs))
+    refused(rnnkit("predict", "seq2seq", "Rossi", "--n-best", "2", "--decode", "greedy",
+                   cwd=runs), "--n-best 2 needs --decode beam")  # fmt: skip
+    wide = ("--n-best", "4", "--decode", "beam", "--beam-width", "2")
+    refused(rnnkit("predict", "seq2seq", "Rossi", *wide, cwd=runs),
+            "--n-best 4: at most --beam-width (2)")  # fmt: skip
 
 
 def test_predict_on_a_language_model_points_to_sample(tmp_path):

@@ -18,7 +18,7 @@ from rnnkit.config import ModelConfig, RunConfig
 from rnnkit.data.pairs import DATE_FORMATS, format_date, read_pairs, synthetic_pairs
 from rnnkit.data.tokens import BOS, EOS, PAD
 from rnnkit.errors import UserError
-from rnnkit.models.decoding import beam_search, greedy, sample
+from rnnkit.models.decoding import beam_hypotheses, beam_search, greedy, sample
 from rnnkit.models.seq2seq import Encoded, Seq2Seq
 from rnnkit.tasks import get_task
 from rnnkit.tasks.seq2seq import Seq2SeqTask, sequence_metrics, teacher_prob
@@ -178,6 +178,32 @@ def test_bridge_maps_each_layers_final_states_of_both_directions(cell):
             torch.testing.assert_close(decoder_state[layer], torch.tanh(linear(both)))
 
 
+def test_attention_weights_are_luongs_by_hand():
+    """decode_attending: the logits of decode, and alpha = softmax_s(h_t^T W_a m_s) over the
+    valid source positions (0 at padding, rows summing to 1), computed here from the parts."""
+    torch.manual_seed(5)
+    model = Seq2Seq(model_config("gru", 2), 9, 8, bidirectional=True).double().eval()
+    src, lengths, tgt_in = random_batch()
+    with torch.no_grad():
+        enc = model.encode(src, lengths)
+        logits, state, alpha = model.decode_attending(tgt_in, enc.state, enc)
+        plain, plain_state = model.decode(tgt_in, enc.state, enc)
+        h, _ = model.decoder(model.tgt_embedding(tgt_in), enc.state)  # (N, T, H)
+        memory, _ = model.encoder(model.src_embedding(src), lengths=lengths)
+    torch.testing.assert_close(logits, plain)
+    torch.testing.assert_close(state, plain_state)
+    assert alpha.shape == (4, 6, 5)
+    for i, n in enumerate(lengths.tolist()):
+        keys = memory[i, :n] @ model.attn_in.weight.T  # (n, H): W_a m_s
+        torch.testing.assert_close(alpha[i, :, :n], (h[i] @ keys.T).softmax(-1))
+        assert (alpha[i, :, n:] == 0).all()
+    torch.testing.assert_close(alpha.sum(-1), torch.ones(4, 6, dtype=torch.float64))
+    bare = Seq2Seq(model_config(), 9, 8, attention=False)
+    enc = bare.encode(src, lengths)
+    with pytest.raises(ValueError, match="no attention"):
+        bare.decode_attending(tgt_in, enc.state, enc)
+
+
 def constant_argmax(model: Seq2Seq, token: int) -> None:
     """Make the head predict ``token`` whatever the decoder says."""
     with torch.no_grad():
@@ -295,6 +321,32 @@ def test_length_penalty_prefers_longer_hypotheses():
     assert score([A, A], 1.0) > score([B], 1.0)
     assert beam_search(model, src, lengths, 2, 5, length_penalty=1.0) == [[A, A]]
     assert beam_search(model, src, lengths, 2, 1, length_penalty=0.0) == [[A]]  # max_len cut
+
+
+def complete_sequences(prefix=()):
+    """Every sequence the toy tree can end (brute force)."""
+    found = []
+    for token in TREE.get(prefix, {EOS: 1.0}):
+        found += [list(prefix)] if token == EOS else complete_sequences((*prefix, token))
+    return found
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_beam_hypotheses_are_the_best_sequences_by_brute_force(alpha):
+    """Width 4 on the toy tree: the four best of its five sequences, best first, each with
+    its score; beam_search's output is the first."""
+    model, src, lengths = ToyDecoder(), torch.zeros(2, 1, dtype=torch.long), torch.ones(2)
+    found = beam_hypotheses(model, src, lengths, 4, 5, length_penalty=alpha)
+    ranked = sorted(complete_sequences(), key=lambda seq: -score(seq, alpha))
+    for hyps in found:
+        scores = [s for s, _ in hyps]
+        assert scores == sorted(scores, reverse=True) and len(hyps) == 4
+        assert scores == pytest.approx([score(seq, alpha) for seq in ranked[:4]])
+        for s, seq in hyps:
+            assert s == pytest.approx(score(seq, alpha))
+        assert sorted(map(tuple, (seq for _, seq in hyps))) == sorted(map(tuple, ranked[:4]))
+    assert beam_search(model, src, lengths, 4, 5, length_penalty=alpha) == [
+        hyps[0][1] for hyps in found]  # fmt: skip
 
 
 # ---- metrics ---------------------------------------------------------------------------------

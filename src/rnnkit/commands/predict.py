@@ -2,6 +2,7 @@
 
     rnnkit predict runs/names Rossi Nakamura --top 3
     rnnkit predict runs/dates "March 3, 2021" --decode beam --beam-width 5
+    rnnkit predict runs/dates "March 3, 2021" --decode beam --n-best 3   # with their scores
     rnnkit predict runs/frames -o frames.png           # default: runs/frames/frames_predict.png
     rnnkit predict runs/forecast recent.csv --horizon 24    # median and interval columns
 
@@ -40,6 +41,11 @@ def add_parser(commands) -> None:
     )
     predict.add_argument("--top", type=positive, help="classes shown per input (classify)")
     add_decoding(predict)
+    predict.add_argument(
+        "--n-best",
+        type=positive,
+        help="(seq2seq --decode beam) the N best outputs per input, each with its score",
+    )
     predict.add_argument("--temperature", type=float, help="(seq2seq, generate-from)")
     predict.add_argument(
         "--num-samples", type=positive, help="(generate-from; forecast: sample paths)"
@@ -65,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     use_threads(args)
     device = use_device(args)  # a missing device is refused before the checkpoint is read
     task, model, _ = load_task(args.checkpoint, device)
-    names = ("top", "decode", "beam_width", "temperature", "num_samples", "horizon", "seed")
+    names = ("top", "decode", "beam_width", "n_best", "temperature", "num_samples", "horizon",
+             "seed")  # fmt: skip
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if not args.inputs and task.predict_inputs:
         raise UserError(

@@ -3,6 +3,7 @@
     ids = greedy(model, src, lengths, max_len=50)                    # argmax each step
     ids = sample(model, src, lengths, 50, temperature=0.8, generator=g)
     ids = beam_search(model, src, lengths, beam_width=5, max_len=50, length_penalty=1.0)
+    hyps = beam_hypotheses(model, src, lengths, 5, 50)   # per input: [(score, ids), ...] best first
 
 Each returns one list of target ids per input, without BOS and EOS: generation stops at EOS or
 after ``max_len`` tokens. ``<pad>`` and ``<bos>`` are never generated. The decoder carries its
@@ -12,7 +13,8 @@ Beam search keeps ``beam_width`` live hypotheses per input (batched over inputs 
 a hypothesis that emits EOS among the step's top ``beam_width`` candidates is finished with
 score ``sum log p / length ** length_penalty`` (length counts the EOS); an input stops when it
 has ``beam_width`` finished hypotheses (or at ``max_len``, when the live ones are finished as
-they are) and returns its best-scoring one. With ``beam_width=1`` this is greedy decoding.
+they are) and returns its best-scoring one (``beam_hypotheses``: all of them, at most
+``beam_width``, best first, with their scores). With ``beam_width=1`` this is greedy decoding.
 
 Devices: everything runs where ``src`` is (the model's device). Per step the host reads only
 what it decides on -- greedy and sampling: whether every row is done; beam search: the scores
@@ -94,6 +96,20 @@ def beam_search(
     length_penalty: float = 1.0,
 ) -> list[list[int]]:
     """The best hypothesis per input under ``sum log p / length ** length_penalty``."""
+    found = beam_hypotheses(model, src, lengths, beam_width, max_len, length_penalty)
+    return [hyps[0][1] if hyps else [] for hyps in found]
+
+
+def beam_hypotheses(
+    model: Seq2Seq,
+    src: Tensor,
+    lengths: Tensor,
+    beam_width: int,
+    max_len: int,
+    length_penalty: float = 1.0,
+) -> list[list[tuple[float, list[int]]]]:
+    """Per input, the finished hypotheses ``(score, ids)``, best first (at most
+    ``beam_width``; the first of equal scores is the one found first)."""
     if beam_width < 1:
         raise ValueError(f"beam_width must be a positive integer, got {beam_width!r}")
     n, k, device = src.size(0), beam_width, src.device
@@ -120,7 +136,7 @@ def beam_search(
         (rows_now, token), scores = to_device(chosen, device)  # (2, N*K) ids, (N*K,) scores
         state = select_state(state, rows_now)
         scores = scores.view(n, k)
-    return [max(done, key=lambda d: d[0])[1] if done else [] for done in beams.finished]
+    return [sorted(done, key=lambda d: -d[0])[:k] for done in beams.finished]
 
 
 def _beam_and_token(flat: list[int], vocab: int) -> list[tuple[int, int]]:

@@ -65,7 +65,8 @@ class Seq2Seq(nn.Module):
       argmax (detached), drawn per sequence and step from ``generator``. ``teacher_prob`` 1
       runs the decoder over all T steps in one call; below 1 it runs T one-step calls.
     * ``encode(src, src_lengths) -> Encoded``; ``decode(tokens (N, T), state, encoded) ->
-      (logits (N, T, V), state)`` runs T steps at once or, with T = 1, one generation step.
+      (logits (N, T, V), state)`` runs T steps at once or, with T = 1, one generation step;
+      ``decode_attending`` also returns the attention weights (N, T, S).
 
     Dropout: ``embed_dropout`` on both embeddings, ``dropout`` between recurrent layers and
     before the head. Initialisation: torch's defaults throughout.
@@ -126,15 +127,31 @@ class Seq2Seq(nn.Module):
     # ---- decoder -----------------------------------------------------------------------------
     def decode(self, tokens: Tensor, state: State, encoded: Encoded) -> tuple[Tensor, State]:
         """Decoder over ``tokens`` (N, T) from ``state``: logits (N, T, V) and the new state."""
+        logits, state, _ = self._decode(tokens, state, encoded)
+        return logits, state
+
+    def decode_attending(
+        self, tokens: Tensor, state: State, encoded: Encoded
+    ) -> tuple[Tensor, State, Tensor]:
+        """:meth:`decode` and the attention weights alpha (N, T, S) it used: row t is the
+        distribution over source positions the output at ``tokens[:, t]`` read (0 at padding).
+        Needs ``attention=True``."""
+        if not self.attention:
+            raise ValueError("this model has no attention (attention=False): no weights")
+        return self._decode(tokens, state, encoded)
+
+    def _decode(self, tokens: Tensor, state: State, encoded: Encoded):
         emb = self.embed_dropout(self.tgt_embedding(tokens))  # (N, T, E)
         out, state = self.decoder(emb, state)  # (N, T, H)
         state = LSTMState(*state) if isinstance(state, tuple) else state  # the layer's (h, c)
+        alpha = None
         if self.attention:
             scores = out @ encoded.keys.transpose(1, 2)  # (N, T, S): h_t^T W_a m_s
             scores = scores.masked_fill(~encoded.mask[:, None, :], float("-inf"))
-            context = scores.softmax(-1) @ encoded.memory  # (N, T, D*H)
+            alpha = scores.softmax(-1)  # (N, T, S)
+            context = alpha @ encoded.memory  # (N, T, D*H)
             out = torch.tanh(self.attn_out(torch.cat([context, out], -1)))  # (N, T, H)
-        return self.head(self.dropout(out)), state  # (N, T, V)
+        return self.head(self.dropout(out)), state, alpha  # (N, T, V)
 
     def forward(
         self,

@@ -37,7 +37,7 @@ from rnnkit.data.pairs import read_pairs, synthetic_pairs
 from rnnkit.data.tokens import BOS, EOS, PAD, TokenVocab, detokenize, tokenize
 from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError
-from rnnkit.models.decoding import beam_search, greedy, sample
+from rnnkit.models.decoding import beam_hypotheses, beam_search, greedy, sample
 from rnnkit.models.seq2seq import Seq2Seq
 from rnnkit.tasks.base import StepOutput, Task, World
 from rnnkit.tasks.metrics import Sums
@@ -371,11 +371,19 @@ class Seq2SeqTask(Task):
         )
 
     def predict(self, model: nn.Module, inputs: list[str], options: dict) -> str:
-        """``source -> output`` per input; options: decode, beam_width, seed, temperature."""
+        """``source -> output`` per input; options: decode, beam_width, seed, temperature,
+        n_best (beam search's N best outputs per input, one line each with its score)."""
         how = options.get("decode") or self.options.decode
         if how not in DECODERS:
             raise UserError(f"--decode must be one of {DECODERS}, got {how!r}")
         width = _option(options, "beam_width", self.options.beam_width, int, 1)
+        n_best = _option(options, "n_best", 1, int, 1)
+        if n_best > 1:
+            if how != "beam":
+                raise UserError(f"--n-best {n_best} needs --decode beam (got --decode {how})")
+            if n_best > width:
+                raise UserError(f"--n-best {n_best}: at most --beam-width ({width})")
+            return self._predict_n_best(model, inputs, width, n_best)
         seed = _option(options, "seed", self.config.train.seed, int, 0)
         temp = _option(options, "temperature", 1.0, float, 0.0, strict=True)
         device = model_device(model)
@@ -389,6 +397,24 @@ class Seq2SeqTask(Task):
                 outputs = self.decode(model, src, lengths, how, width, temp, generator)
             for source, output in zip(chunk, outputs, strict=True):
                 lines.append(f"{source} -> {detokenize(output, self.tokenizer)}")
+        return "\n".join(lines)
+
+    def _predict_n_best(self, model: nn.Module, inputs: list[str], width: int, n: int) -> str:
+        """Beam search's ``n`` best outputs per input, best first: ``source -> output   (rank
+        r, score s)`` with s = sum log p / length ** --length-penalty."""
+        lines, size, device = [], self.config.train.batch_size, model_device(model)
+        k = self.options
+        for start in range(0, len(inputs), size):
+            chunk = inputs[start : start + size]
+            src, lengths = pad([self._encode_source(s) for s in chunk], PAD)
+            with eval_mode(model):
+                found = beam_hypotheses(
+                    model, to_device(src, device), lengths, width, k.max_len, k.length_penalty
+                )
+            for source, hyps in zip(chunk, found, strict=True):
+                for rank, (score, ids) in enumerate(hyps[:n], 1):
+                    output = detokenize(self.target_vocab.decode(ids), self.tokenizer)
+                    lines.append(f"{source} -> {output}   (rank {rank}, score {score:.4f})")
         return "\n".join(lines)
 
 
