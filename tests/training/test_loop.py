@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import time
 
 import pytest
 import torch
@@ -83,6 +84,33 @@ def test_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path, corpus):
     a = load_checkpoint(straight.out / "last").model_state
     b = load_checkpoint(resumed.out / "last").model_state
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_in_a_thread_trains_and_stop_ends_it_with_last_saved(tmp_path, corpus):
+    """Only the main thread may install signal handlers: a run in another thread (a notebook,
+    a web server) installs none and trains; Trainer.stop(), from any thread, ends it after the
+    step it is in, as Ctrl-C would, with ``last`` saved."""
+    import signal
+    import threading
+
+    handler = signal.getsignal(signal.SIGINT)
+    whole = Trainer(config_for(tmp_path, corpus, "whole", max_steps=8), log=lambda s: None)
+    long = Trainer(config_for(tmp_path, corpus, "long", max_steps=100_000), log=lambda s: None)
+    results = {}
+    threads = [threading.Thread(target=lambda t=t: results.update({t: t.run()}))
+               for t in (whole, long)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    while long.progress.step < 3 and threads[1].is_alive():
+        time.sleep(0.01)
+    long.stop()  # from the main thread, while the run goes on in its own
+    for thread in threads:
+        thread.join()
+    assert results[whole].stopped == "max_steps" and results[whole].step == 8
+    stopped = results[long]
+    assert stopped.stopped == "interrupted" and 3 <= stopped.step < 1000
+    assert load_checkpoint(stopped.out / "last").config["train"]["max_steps"] == 100_000
+    assert signal.getsignal(signal.SIGINT) is handler  # the process's own, untouched
 
 
 def test_refuses_to_clobber_an_existing_run(tmp_path, corpus):

@@ -17,8 +17,8 @@ each cells-path layer's step. What differs between tasks (data, model, loss, met
 is the task's (``rnnkit.tasks.base.Task``); the language model carries its state across chunks
 and detaches it (truncated BPTT). A non-finite loss or gradient norm skips the step before the
 optimiser touches anything; after ``nan_tolerance`` of them in a row the last good checkpoint is
-reloaded at half the learning rate. Ctrl-C or SIGTERM finishes the current step, saves ``last``
-and returns ``interrupted``. What the run shows while it runs (bar or lines, the time left, the
+reloaded at half the learning rate. Ctrl-C or SIGTERM (in the main thread) or ``stop()`` (from
+any thread) finishes the current step, saves ``last`` and returns ``interrupted``. What the run shows while it runs (bar or lines, the time left, the
 notes) is ``rnnkit.training.progress``'s; with ``--max-time`` the cosine schedule follows the
 clock (``optim.TimeBudget``). Under torchrun every process runs this loop on its share of the
 batch, the model wrapped in DistributedDataParallel; what the ranks must agree on goes through
@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import random
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,7 @@ class Trainer:
         wherever it is run now, never where its checkpoint was written). The run directory is
         locked (``rnnkit.checkpoint.lock``) until ``run()`` ends; a run that fails before its
         first save leaves no directory behind."""
+        self.stop_requested = threading.Event()  # stop(): the loop stops after its step
         self.world = world = distributed.setup(_device(device))  # torchrun: cuda:LOCAL_RANK
         self.device = world.device
         self.deterministic_before = torch.are_deterministic_algorithms_enabled()
@@ -254,6 +256,11 @@ class Trainer:
         scale_learning_rate(self.optimizer, self.scheduler, 0.5)
 
     # ---- the loop ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask ``run()`` to finish the step it is in, save ``last`` and return "interrupted",
+        as Ctrl-C does; safe from any thread (a run in a thread installs no signal handler)."""
+        self.stop_requested.set()
+
     def run(self) -> TrainResult:
         """Train until a stop reason; the run directory stays locked until then."""
         try:
@@ -421,7 +428,7 @@ class Trainer:
 
     def _local_stop(self, start: float, stop_signal: StopSignal) -> str | None:
         t, p = self.config.train, self.progress
-        if stop_signal.received is not None:
+        if stop_signal.received is not None or self.stop_requested.is_set():
             return "interrupted"
         if t.max_steps and p.step >= t.max_steps:
             return "max_steps"

@@ -2,12 +2,15 @@
 
 The loop finishes the step it is in, saves ``last`` and returns ``"interrupted"``; the command
 exits with status 130. Nothing is lost: the checkpoint is written atomically
-(``rnnkit.checkpoint.files``).
+(``rnnkit.checkpoint.files``). Python delivers signals to the main thread only, so a run in
+another thread (a notebook's background thread, a web server's worker) installs no handler and
+leaves the process's own in place; ``Trainer.stop()`` stops it from anywhere.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 
 
 class StopSignal:
@@ -21,6 +24,8 @@ class StopSignal:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignal:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signal.signal would raise: only the main thread may install handlers
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
