@@ -18,8 +18,9 @@ is the task's (``rnnkit.tasks.base.Task``); the language model carries its state
 and detaches it (truncated BPTT). A non-finite loss or gradient norm skips the step before the
 optimiser touches anything; after ``nan_tolerance`` of them in a row the last good checkpoint is
 reloaded at half the learning rate. Ctrl-C or SIGTERM (in the main thread) or ``stop()`` (from
-any thread) finishes the current step, saves ``last`` and returns ``interrupted``. What the run shows while it runs (bar or lines, the time left, the
-notes) is ``rnnkit.training.progress``'s; with ``--max-time`` the cosine schedule follows the
+any thread) finishes the current step, saves ``last`` and returns ``interrupted``. What the
+run shows while it runs (bar or lines, the time left, the notes) is
+``rnnkit.training.progress``'s; with ``--max-time`` the cosine schedule follows the
 clock (``optim.TimeBudget``). Under torchrun every process runs this loop on its share of the
 batch, the model wrapped in DistributedDataParallel; what the ranks must agree on goes through
 ``rnnkit.training.distributed``. What the run carries and saves to resume is one
