@@ -185,6 +185,7 @@ def test_heatmap_writes_a_png(tmp_path, cell, kind):
     tr = trace(make_model(cell, 2), VOCAB, TEXT * 3)
     path = plot_activation_heatmap(tr, UnitKey(1, kind, 2), tmp_path / "h.png", width=20, start=4)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert plot_activation_heatmap(tr, UnitKey(1, kind, 2), width=20).axes  # no path: Figure
     with pytest.raises(UserError, match="width"):
         plot_activation_heatmap(tr, UnitKey(1, kind, 2), tmp_path / "x.png", width=0)
     with pytest.raises(UserError, match="start"):

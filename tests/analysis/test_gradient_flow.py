@@ -381,6 +381,7 @@ def test_plots_write_pngs(tmp_path):
     for plot, name in ((plot_gradient_flow, "flow.png"), (plot_jacobian_spectrum, "sv.png")):
         path = plot(flows, tmp_path / "sub" / name)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+        assert len(plot(flows).axes) == 3  # no path: the Figure, one panel per cell
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ character on a background coloured by one unit's value), :func:`plot_gate_satura
 2015 paper's scatter of left- against right-saturation per unit, one panel per gate) and
 :func:`plot_discovered_units` (for the best unit of each feature, the unit and the feature
 over a stretch of text). What is not here: computing the numbers (``activations.py``,
-``text_features.py``, ``gates.py``). matplotlib is imported inside each function (Agg backend).
+``text_features.py``, ``gates.py``). Each writes a PNG at ``path`` and returns the path, or with
+``path`` None returns the matplotlib Figure (to show in a notebook); drawn without pyplot
+(``rnnkit.figures``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +23,10 @@ from rnnkit.analysis.activations import Trace, UnitKey, values
 from rnnkit.analysis.gates import Saturation
 from rnnkit.analysis.text_features import UnitMatch, text_features
 from rnnkit.errors import UserError
+from rnnkit.figures import figure, finish
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _MONO = "DejaVu Sans Mono"
 _VISIBLE = {"\n": "\u21b5", "\t": "\u2192", "\r": "\u2190"}  # newline drawn as a return arrow
@@ -28,12 +35,12 @@ _VISIBLE = {"\n": "\u21b5", "\t": "\u2192", "\r": "\u2190"}  # newline drawn as 
 def plot_activation_heatmap(
     trace: Trace,
     key: UnitKey,
-    path: str | Path,
+    path: str | Path | None = None,
     *,
     max_chars: int = 600,
     width: int = 100,
     start: int = 0,
-) -> Path:
+) -> Path | Figure:
     """``text[start : start + max_chars]`` in lines of at most ``width`` characters (a newline,
     drawn as a return arrow, also ends a line), each on a background coloured by the unit's
     value: blue negative, red positive. h is drawn on [-1, 1] (wider if the values leave it,
@@ -52,9 +59,10 @@ def plot_activation_heatmap(
         grid[row, col] = v
     peak = float(np.abs(unit).max())
     lim = max(1.0, peak) if key[1] == "h" else (peak or 1.0)
+    from matplotlib import colormaps
 
-    plt, fig, (ax,) = _figure((0.11 * width + 1.6, 0.24 * rows + 1.1))
-    cmap = plt.get_cmap("coolwarm").with_extremes(bad="white")
+    fig, (ax,) = _figure((0.11 * width + 1.6, 0.24 * rows + 1.1))
+    cmap = colormaps["coolwarm"].with_extremes(bad="white")
     image = ax.imshow(grid, cmap=cmap, vmin=-lim, vmax=lim, aspect="auto", interpolation="none")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Glyph .* missing")
@@ -68,18 +76,18 @@ def plot_activation_heatmap(
     bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
     bar.set_label(f"{key[1]} value")
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return finish(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_gate_saturation(
-    saturation: Sequence[Mapping[str, Saturation]], path: str | Path, cell: str
-) -> Path:
+    saturation: Sequence[Mapping[str, Saturation]], path: str | Path | None, cell: str
+) -> Path | Figure:
     """One panel per gate: each unit a dot at (fraction left-saturated, fraction
     right-saturated), one colour per layer, with the diagonal left + right = 1."""
     if not saturation or not saturation[0]:
         raise UserError("saturation is empty: expected gate_saturation's per-layer results")
     names = list(saturation[0])
-    plt, fig, axes = _figure((3.9 * len(names) + 0.4, 4.2), panels=len(names))
+    fig, axes = _figure((3.9 * len(names) + 0.4, 4.2), panels=len(names))
     for ax, name in zip(axes, names, strict=True):
         for layer, gates in enumerate(saturation):
             sat = gates[name]
@@ -96,18 +104,18 @@ def plot_gate_saturation(
         ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"{cell.upper()} gate saturation per unit over the traced text")
     fig.set_layout_engine("constrained")  # square panels: tight_layout cut the x labels off
-    return _save(plt, fig, path)
+    return finish(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_discovered_units(
     trace: Trace,
     matches: Sequence[UnitMatch],
-    path: str | Path,
+    path: str | Path | None = None,
     *,
     features: Mapping[str, np.ndarray] | None = None,
     feature_limit: int = 8,
     span: int = 120,
-) -> Path:
+) -> Path | Figure:
     """For the best unit (largest |r|) of each feature in ``matches`` (at most
     ``feature_limit`` features, in order of first appearance): the unit's value (line) and the
     feature (grey, right axis) over ``span`` characters around the feature's first change.
@@ -127,7 +135,7 @@ def plot_discovered_units(
     if missing:
         raise UserError(f"matches name features {missing} that features does not have")
     chosen = list(best.values())[:feature_limit]
-    plt, fig, axes = _figure((12.0, 1.9 * len(chosen) + 0.6), panels=len(chosen), column=True)
+    fig, axes = _figure((12.0, 1.9 * len(chosen) + 0.6), panels=len(chosen), column=True)
     for ax, match in zip(axes, chosen, strict=True):
         feature = np.asarray(features[match.feature], dtype=np.float64)
         lo = _window(feature, span)
@@ -144,7 +152,7 @@ def plot_discovered_units(
         ax.set_title(f"{match.feature}: {match.key.label}, r = {match.r:+.2f}", fontsize=9)
     fig.suptitle(f"{trace.cell.upper()} units that track text features (line: unit, grey: feature)")
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return finish(fig, path, dpi=110, bbox_inches="tight")
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -175,19 +183,6 @@ def _visible(ch: str) -> str:
 
 
 def _figure(size: tuple[float, float], *, panels: int = 1, column: bool = False):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     shape = (panels, 1) if column else (1, panels)
-    fig, axes = plt.subplots(*shape, figsize=size, squeeze=False)
-    return plt, fig, axes.ravel()
-
-
-def _save(plt, fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # every label inside the picture
-    plt.close(fig)
-    return path
+    fig, axes = figure(*shape, figsize=size, squeeze=False)
+    return fig, axes.ravel()

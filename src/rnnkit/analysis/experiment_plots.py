@@ -1,8 +1,9 @@
 """Pictures of the memory and exploding-gradient experiments (drawing only).
 
 What is here: :func:`plot_memory` (success rate against sequence length, one panel per task) and
-:func:`plot_exploding` (gradient norm and loss per step, one line per clipping mode). Each imports
-matplotlib inside itself (Agg backend) and writes one PNG.
+:func:`plot_exploding` (gradient norm and loss per step, one line per clipping mode). Each writes
+one PNG at ``path`` and returns the path, or with ``path`` None returns the matplotlib Figure
+(to show in a notebook); neither touches pyplot (``rnnkit.figures``).
 
 What is not here: the numbers, which come from :mod:`rnnkit.analysis.memory` and
 :mod:`rnnkit.analysis.exploding`.
@@ -11,12 +12,17 @@ What is not here: the numbers, which come from :mod:`rnnkit.analysis.memory` and
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rnnkit.analysis.exploding import ExplodingRun
 from rnnkit.analysis.memory import MemoryResult
+from rnnkit.figures import figure, finish
 from rnnkit.wording import plural
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _COLORS = {
     "rnn": "tab:red",
@@ -30,22 +36,12 @@ _STYLES = {"rnn": ("o", "-", 8), "lstm": ("s", "--", 6), "gru": ("^", ":", 5)}
 _TASK_TITLES = {"adding": "adding problem (MSE)", "copy": "copy / recall (cross-entropy)"}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_memory(result: MemoryResult, path: str | Path) -> Path:
+def plot_memory(result: MemoryResult, path: str | Path | None = None) -> Path | Figure:
     """Success rate (fraction of seeds under margin x baseline) against T on a log axis: one
     panel per task, one line per cell; the legend gives each cell's hidden size and parameters."""
-    plt = _pyplot()
     tasks, cells, lengths = result.axes()
     width = max(5.5 * len(tasks), 7.5)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(width, 4.6), squeeze=False)
+    fig, axes = figure(1, len(tasks), figsize=(width, 4.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for cell in cells:
             rates = [result.success_rate(task, cell, T) for T in lengths]
@@ -78,17 +74,13 @@ def plot_memory(result: MemoryResult, path: str | Path) -> Path:
         fontsize=10,
     )
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, path, dpi=110)
 
 
-def plot_exploding(runs: dict[str, ExplodingRun], path: str | Path) -> Path:
+def plot_exploding(runs: dict[str, ExplodingRun], path: str | Path | None = None) -> Path | Figure:
     """Two panels: the pre-clip global gradient norm per step (log y) and the training loss per
     step (log y), one line per clipping mode; a run that diverged is marked where it stopped."""
-    plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    fig, (top, bottom) = figure(2, 1, figsize=(8, 6.5), sharex=True)
     for mode, run in runs.items():
         steps = np.arange(len(run.norms))
         label = mode if run.threshold is None else f"{mode} (threshold {run.threshold:g})"
@@ -128,7 +120,4 @@ def plot_exploding(runs: dict[str, ExplodingRun], path: str | Path) -> Path:
     bottom.legend(fontsize=8)
     bottom.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, path, dpi=110)

@@ -4,31 +4,32 @@ What is here: :func:`plot_gradient_flow` (``log10 ||dL/dh_k||`` against the dist
 loss, one panel per run or cell, "before" and "after" training as curves, an LSTM's cell state
 dashed) and :func:`plot_jacobian_spectrum` (the singular values of the step Jacobians per step,
 with the line sigma = 1 between shrinking and growing directions). What is not here: computing the
-numbers (``gradient_flow.py``). matplotlib is imported inside each function (Agg backend).
+numbers (``gradient_flow.py``). Drawn without pyplot (``rnnkit.figures``): no ``path``, the
+Figure is returned, to show in a notebook.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rnnkit.analysis.gradient_flow import GradientFlow
+from rnnkit.figures import figure, finish
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 Flows = dict[str, dict[str, GradientFlow]]  # panel (run or cell) -> curve ("before", ...) -> flow
 _TINY = 1e-300  # floor before taking logarithms, so an exact zero stays drawable
 
 
 def _figure(count: int, title: str, sharey: bool = False):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     size = (4.6 * count + 0.6, 4.0)
-    fig, axes = plt.subplots(1, count, figsize=size, squeeze=False, sharey=sharey)
+    fig, axes = figure(1, count, figsize=size, squeeze=False, sharey=sharey)
     fig.suptitle(title)
-    return plt, fig, axes[0]
+    return fig, axes[0]
 
 
 def _panel_title(name: str, flows: dict[str, GradientFlow]) -> str:
@@ -42,14 +43,15 @@ def _panel_title(name: str, flows: dict[str, GradientFlow]) -> str:
     return f"{name}\n{what}"
 
 
-def plot_gradient_flow(flows: Flows, path: str | Path) -> Path:
+def plot_gradient_flow(flows: Flows, path: str | Path | None = None) -> Path | Figure:
     """``log10 ||dL/dh_k||`` against ``L-1-k``: one panel per key of ``flows`` (e.g. "RNN",
     "LSTM", "GRU" or run names), one curve per inner key (e.g. "before", "after"); the LSTM cell
-    state ``||dL/dc_k||`` dashed in the same colour. Saves a PNG at ``path`` and returns it."""
+    state ``||dL/dc_k||`` dashed in the same colour. Saves a PNG at ``path`` and returns it (no
+    ``path``: returns the Figure)."""
     if not flows:
         raise ValueError("flows is empty: nothing to draw")
     title = "Gradient flow through time: ||dL/dh_k|| by distance"
-    plt, fig, axes = _figure(len(flows), title, sharey=True)  # one scale: panels compare
+    fig, axes = _figure(len(flows), title, sharey=True)  # one scale: panels compare
     for ax, (name, curves) in zip(axes, flows.items(), strict=True):
         for i, (label, flow) in enumerate(curves.items()):
             color = f"C{i}"
@@ -64,16 +66,17 @@ def plot_gradient_flow(flows: Flows, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return finish(fig, path, dpi=110, bbox_inches="tight")  # legends under panels included
 
 
-def plot_jacobian_spectrum(flows: Flows, path: str | Path) -> Path:
+def plot_jacobian_spectrum(flows: Flows, path: str | Path | None = None) -> Path | Figure:
     """Singular values of ``ds_t/ds_{t-1}`` per step t: the largest (solid), the median
     (dashed) and the middle half of them (band), a dotted line at 1; one panel per key of
-    ``flows``, one colour per inner key. Saves a PNG at ``path`` and returns it."""
+    ``flows``, one colour per inner key. Saves a PNG at ``path`` and returns it (no ``path``:
+    returns the Figure)."""
     if not flows:
         raise ValueError("flows is empty: nothing to draw")
-    plt, fig, axes = _figure(len(flows), "Singular values of the step Jacobian ds_t/ds_{t-1}")
+    fig, axes = _figure(len(flows), "Singular values of the step Jacobian ds_t/ds_{t-1}")
     for ax, (name, curves) in zip(axes, flows.items(), strict=True):
         for i, (label, flow) in enumerate(curves.items()):
             if not flow.jacobian_sv.size:
@@ -95,12 +98,4 @@ def plot_jacobian_spectrum(flows: Flows, path: str | Path) -> Path:
         # under the panel: inside, it covered the bands
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.24), ncol=2)
     fig.tight_layout()
-    return _save(plt, fig, path)
-
-
-def _save(plt, fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # legends under the panels included
-    plt.close(fig)
-    return path
+    return finish(fig, path, dpi=110, bbox_inches="tight")  # legends under panels included

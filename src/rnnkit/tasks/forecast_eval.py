@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.errors import UserError
+from rnnkit.figures import figure
 from rnnkit.wording import plural
 
 
@@ -98,13 +99,9 @@ def plot_forecasts(run: dict, columns: list[str], path: Path, split: str, season
     """One row per window, one column per channel (at most four): history, truth, the
     (median) forecast with its interval band when the model has one, and the seasonal-naive
     baseline; written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     rows, cols = len(run["truth"]), min(4, len(columns))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.4 * rows), dpi=100, squeeze=False)
+    fig, axes = figure(rows, cols, figsize=(4 * cols, 2.4 * rows), dpi=100, squeeze=False)
     W, H = run["history"].shape[1], run["truth"].shape[1]
     past, future = np.arange(-W + 1, 1), np.arange(1, H + 1)
     baseline = f"seasonal naive (s={season})" if season else "last value"
@@ -136,7 +133,6 @@ def plot_forecasts(run: dict, columns: list[str], path: Path, split: str, season
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, path)
     return path
 

@@ -31,6 +31,7 @@ from rnnkit.data.batching import EpochOrder
 from rnnkit.data.shapes import moving_shapes
 from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError, short
+from rnnkit.figures import figure
 from rnnkit.models.frames import FramePredictor, check_config
 from rnnkit.tasks.base import StepOutput, Task, World
 from rnnkit.tasks.metrics import Sums
@@ -221,10 +222,6 @@ def plot_frames(model: nn.Module, frames: np.ndarray, path: Path, title: str = "
     """One row per sequence of ``frames`` (n, L, 1, S, S): the L - 1 input frames, the true
     last frame, the model's prediction of it and the copy-last baseline, each guess labelled
     with its MSE; a PNG, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     was_training, device = model.training, model_device(model)
     model.eval()
@@ -233,7 +230,7 @@ def plot_frames(model: nn.Module, frames: np.ndarray, path: Path, title: str = "
     model.train(was_training)
     n, length = frames.shape[:2]
     columns = [f"t={t}" for t in range(length - 1)] + ["true next", "predicted", "copy last"]
-    fig, axes = plt.subplots(
+    fig, axes = figure(
         n, len(columns), figsize=(1.1 * len(columns), 1.2 * n + 0.4), squeeze=False, dpi=100
     )
     for row in range(n):
@@ -252,6 +249,5 @@ def plot_frames(model: nn.Module, frames: np.ndarray, path: Path, title: str = "
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, path)
     return path

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rnnkit.figures import figure
+
 
 def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], n: int) -> np.ndarray:
     matrix = np.zeros((n, n), dtype=np.int64)
@@ -87,15 +89,11 @@ def macro_f1(matrix: np.ndarray) -> float:
 
 def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, title: str = "") -> Path:
     """Row-normalised confusion matrix (each true class sums to 1) as a PNG, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
     size = max(4.0, 0.4 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+    fig, ax = figure(figsize=(size + 1, size), dpi=100)
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(labels)), labels, rotation=90)
     ax.set_yticks(range(len(labels)), labels)
@@ -107,6 +105,5 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, title:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, path)
     return path

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rnnkit.figures import figure
 from rnnkit.io_errors import writing
 
 COLUMNS = ["step", "parameter", "grad_to_data", "update_to_data"]
@@ -99,10 +100,6 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 def plot_ratios(csv_path: Path, png_path: Path, title: str = "") -> None:
     """log10 of both ratios against the step, one line per parameter, to ``png_path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     series: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
     for row in read_ratios(csv_path):
@@ -112,7 +109,7 @@ def plot_ratios(csv_path: Path, png_path: Path, title: str = "") -> None:
                 xs, ys = series.setdefault(kind, {}).setdefault(row["parameter"], ([], []))
                 xs.append(int(row["step"]))
                 ys.append(math.log10(value))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110, sharex=True)
+    fig, axes = figure(1, 2, figsize=(12, 4.5), dpi=110, sharex=True)
     labels = {"grad_to_data": "gradient / weights", "update_to_data": "update / weights"}
     for ax, kind in zip(axes, labels, strict=True):
         for name, (xs, ys) in sorted(series.get(kind, {}).items()):
@@ -134,5 +131,4 @@ def plot_ratios(csv_path: Path, png_path: Path, title: str = "") -> None:
             fig.savefig(tmp)
             os.replace(tmp, png_path)
     finally:
-        plt.close(fig)
         tmp.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from rnnkit.figures import figure
 from rnnkit.io_errors import writing
 
 BASE_COLUMNS = ["step", "epoch", "kind", "loss", "lr", "grad_norm"]
@@ -76,10 +77,6 @@ def plot_losses(
     metrics_path: Path, png_path: Path, title: str = "", ylabel: str = "loss (nats/char)"
 ) -> None:
     """Train and validation loss against the step, written to ``png_path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     rows = read_metrics(metrics_path)
     curves: dict[str, tuple[list[int], list[float]]] = {"train": ([], []), "val": ([], [])}
@@ -87,7 +84,7 @@ def plot_losses(
         if row["kind"] in curves and row["loss"] not in ("", "nan", "inf"):
             curves[row["kind"]][0].append(int(row["step"]))
             curves[row["kind"]][1].append(float(row["loss"]))
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, ax = figure(figsize=(7, 4), dpi=110)
     ax.plot(*curves["train"], label="train", color="#4c72b0", linewidth=1, alpha=0.8)
     ax.plot(*curves["val"], label="validation", color="#dd8452", marker="o", markersize=3)
     ax.set_xlabel("step")
@@ -99,12 +96,9 @@ def plot_losses(
     ax.legend()
     fig.tight_layout()
     tmp = png_path.with_name(png_path.name + ".tmp.png")
-    try:
-        with writing(png_path), _removed_on_failure(tmp):
-            fig.savefig(tmp)
-            os.replace(tmp, png_path)
-    finally:
-        plt.close(fig)
+    with writing(png_path), _removed_on_failure(tmp):
+        fig.savefig(tmp)
+        os.replace(tmp, png_path)
 
 
 def log_scale(values: list[float]) -> bool:
