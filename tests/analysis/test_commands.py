@@ -70,6 +70,12 @@ def test_experiment_exploding(tmp_path):
     assert summary["norm"]["final_loss"] < 1 / 6
     assert (tmp_path / "out" / "exploding.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "out" / "exploding.json").read_text()) == summary
+    tame = rnnkit("experiment", "exploding", "--steps", 60, "--gain", 0.5, "--modes", "off",
+                  "--length", 6, "--hidden", 8, "--lr", 0.02, "--json", cwd=tmp_path)  # fmt: skip
+    assert tame.returncode == 0, tame.stderr
+    tame = json.loads(tame.stdout)
+    assert set(tame) == {"off"} and tame["off"]["diverged_at"] is None  # spectral radius 0.5
+    assert tame["off"]["norm_max"] < summary["off"]["norm_max"]
 
 
 @pytest.mark.parametrize(
@@ -90,6 +96,11 @@ def test_experiment_exploding(tmp_path):
         (["experiment", "memory", "--lr", "nan"], "--lr"),
         (["experiment", "memory", "--margin", "1.5"], "--margin"),
         (["experiment", "exploding", "--steps", "0"], "--steps"),
+        (["experiment", "exploding", "--gain", "0"], "--gain must be a positive number"),
+        (["experiment", "exploding", "--lr", "inf"], "--lr must be a positive number"),
+        (["experiment", "exploding", "--max-norm", "-1"], "--max-norm"),
+        (["experiment", "exploding", "--modes", "sometimes"], "--modes"),
+        (["experiment", "exploding", "--length", "0"], "--length"),
         (["experiment", "exploding", "--out", "afile/sub"], "cannot create the directory"),
         (["experiment", "memory", "--out", "afile/sub"], "cannot create the directory"),
     ],

@@ -90,7 +90,11 @@ def test_clipped_runs_learn_below_the_trivial_baseline():
         assert run.losses[-100:].mean() < 1 / 6 - 0.01  # predicting 1.0 scores 1/6
 
 
-@pytest.mark.parametrize("bad", [{"modes": ("off", "clip")}, {"modes": ()}, {"steps": 0}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"modes": ("off", "clip")}, {"modes": ()}, {"steps": 0}, {"T": 0}, {"hidden": 2.5},
+     {"gain": float("nan")}, {"lr": -0.1}, {"max_value": 0.0}, {"batch": True}],
+)  # fmt: skip
 def test_bad_arguments_are_user_errors(bad):
     with pytest.raises(UserError):
         exploding_experiment(**bad)

@@ -108,7 +108,7 @@ def plot_exploding(runs: dict[str, ExplodingRun], path: str | Path | None = None
             )
     top.set_yscale("log")
     top.set_ylabel("gradient norm before clipping")
-    top.set_title("Exploding gradients in a tanh RNN (recurrent spectral radius > 1), SGD")
+    top.set_title("Gradient norms of a tanh RNN trained with SGD, by clipping mode")
     top.legend(fontsize=8)
     top.grid(alpha=0.3)
     bottom.set_yscale("log")

@@ -37,6 +37,9 @@ from rnnkit.devices import to_device
 from rnnkit.errors import UserError
 
 MODES = ("off", "norm", "value")
+#: the setting whose unclipped run explodes (seed 0): adding problem, tanh RNN, SGD
+DEFAULTS = {"T": 10, "hidden": 32, "gain": 2.0, "lr": 0.05, "batch": 32, "max_norm": 1.0,
+            "max_value": 0.1}  # fmt: skip
 
 
 class ExplodingRun(NamedTuple):
@@ -118,13 +121,13 @@ def exploding_experiment(
     seed: int = 0,
     modes: Iterable[str] = MODES,
     *,
-    T: int = 10,
-    hidden: int = 32,
-    gain: float = 2.0,
-    lr: float = 0.05,
-    batch: int = 32,
-    max_norm: float = 1.0,
-    max_value: float = 0.1,
+    T: int = DEFAULTS["T"],
+    hidden: int = DEFAULTS["hidden"],
+    gain: float = DEFAULTS["gain"],
+    lr: float = DEFAULTS["lr"],
+    batch: int = DEFAULTS["batch"],
+    max_norm: float = DEFAULTS["max_norm"],
+    max_value: float = DEFAULTS["max_value"],
     progress: Callable[[ExplodingRun], None] | None = None,
     device: torch.device | str = "cpu",
 ) -> dict[str, ExplodingRun]:
@@ -140,8 +143,13 @@ def exploding_experiment(
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise UserError(f"modes must be among {', '.join(MODES)}, got {modes}")
-    if steps < 1:
-        raise UserError(f"steps must be >= 1, got {steps}")
+    for name, value in (("steps", steps), ("T", T), ("hidden", hidden), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{_flag(name)} must be an integer >= 1, got {value!r}")
+    for name, value in (("gain", gain), ("lr", lr), ("max_norm", max_norm),
+                        ("max_value", max_value)):  # fmt: skip
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise UserError(f"{_flag(name)} must be a positive number, got {value!r}")
     settings = dict(
         steps=steps,
         seed=seed,
@@ -159,6 +167,11 @@ def exploding_experiment(
         if progress:
             progress(runs[mode])
     return runs
+
+
+def _flag(name: str) -> str:
+    """How the command line names an argument, for the error a bad one gets."""
+    return "--length (T)" if name == "T" else "--" + name.replace("_", "-")
 
 
 def spikiness(run: ExplodingRun) -> float:

@@ -1,7 +1,7 @@
 """``rnnkit experiment``: the lecture's experiments, reproduced (``rnnkit.analysis``).
 
 rnnkit experiment memory [--tasks adding copy] [--lengths 10 25 50 100 200 400] [--out DIR]
-rnnkit experiment exploding [--out DIR]
+rnnkit experiment exploding [--gain 2.0] [--modes off norm value] [--out DIR]
 """
 
 from __future__ import annotations
@@ -49,9 +49,23 @@ def add_parser(commands) -> None:
     add("--json", action="store_true", help="print one JSON object")
     add_threads(memory, help="torch threads of this process (each worker uses one)")
     add_device(memory)
+    from rnnkit.analysis import exploding as e
+
     exploding = kinds.add_parser("exploding", help="gradient spikes, clipping off / norm / value")
-    exploding.add_argument("--steps", type=positive, default=500, help="training steps")
-    exploding.add_argument("--seed", type=int, default=0, help="random seed")
+    add = exploding.add_argument
+    add("--modes", nargs="+", choices=e.MODES, default=list(e.MODES), help="clipping modes")
+    add("--steps", type=positive, default=500, help="training steps")
+    add("--seed", type=int, default=0, help="random seed")
+    add("--length", type=positive, default=e.DEFAULTS["T"], metavar="T",
+        help="adding-problem sequence length")  # fmt: skip
+    add("--hidden", type=positive, default=e.DEFAULTS["hidden"], help="tanh units")
+    add("--gain", type=float, default=e.DEFAULTS["gain"],
+        help="the recurrent matrix: orthogonal times this (its spectral radius)")  # fmt: skip
+    add("--lr", type=float, default=e.DEFAULTS["lr"], help="SGD learning rate")
+    add("--batch", type=positive, default=e.DEFAULTS["batch"], help="sequences per step")
+    add("--max-norm", type=float, default=e.DEFAULTS["max_norm"], help="clip norm: the bound")
+    add("--max-value", type=float, default=e.DEFAULTS["max_value"],
+        help="clip value: the bound on each component")  # fmt: skip
     exploding.add_argument("--out", metavar="DIR", help="write exploding.png and .json here")
     exploding.add_argument("--json", action="store_true", help="print one JSON object")
     add_threads(exploding)
@@ -90,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from rnnkit.analysis.exploding import exploding_experiment, summarize
 
-    kwargs = {"seed": args.seed, "device": device} | ({"steps": args.steps} if args.steps else {})
-    runs = exploding_experiment(**kwargs)
+    names = ("steps", "seed", "hidden", "gain", "lr", "batch", "max_norm", "max_value")
+    given = {name: getattr(args, name) for name in names}
+    runs = exploding_experiment(**given, modes=args.modes, T=args.length, device=device)
     payload = summarize(runs)
     if out is not None:
         with writing(out / "exploding.png"):
