@@ -157,16 +157,14 @@ def test_gitignore_covers_what_the_readme_writes_but_not_the_docs_figures():
 
 
 # ---- item 10: pictures that say what they show -------------------------------------------------
-@pytest.fixture
-def figures(monkeypatch):
-    """The matplotlib figures the plot functions made (left open to inspect)."""
-    import matplotlib.pyplot as plt
+def drawn(fig):
+    """``fig`` (a plot function's, given no path) saved as its PNG is (which lays it out),
+    then drawn on its canvas: the renderer, to measure what landed where."""
+    import io
 
-    made, close = [], plt.close
-    monkeypatch.setattr(plt, "close", lambda fig=None: made.append(fig))
-    yield made
-    for fig in made:
-        close(fig)
+    fig.savefig(io.BytesIO(), format="png", dpi=110, bbox_inches="tight")
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
 
 
 def _flow(cell: str):
@@ -175,30 +173,26 @@ def _flow(cell: str):
     return fresh_gradient_flow(cell, hidden=6, length=12, batch=2, forget_bias=1.0)
 
 
-def test_jacobian_legend_does_not_cover_the_bands(tmp_path, figures):
+def test_jacobian_legend_does_not_cover_the_bands():
     from rnnkit.analysis.gradient_plots import plot_jacobian_spectrum
 
     flows = {"LSTM (forget-gate bias 1)": {"fresh": _flow("lstm")}}
-    plot_jacobian_spectrum(flows, tmp_path / "j.png")
-    fig = figures[0]
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
+    fig = plot_jacobian_spectrum(flows)
+    renderer = drawn(fig)
     ax = fig.axes[0]
     legend = ax.get_legend().get_window_extent(renderer)
     assert not legend.overlaps(ax.get_window_extent(renderer))
     assert ax.get_title().startswith("LSTM H=6") and "forget-gate bias 1" in ax.get_title()
 
 
-def test_gate_saturation_keeps_its_axis_labels_inside(tmp_path, figures):
+def test_gate_saturation_keeps_its_axis_labels_inside():
     from rnnkit.analysis.activation_plots import plot_gate_saturation
     from rnnkit.analysis.gates import Saturation
 
     rng = np.random.default_rng(0)
     layer = {g: Saturation(rng.random(8), rng.random(8)) for g in ("input", "forget", "output")}
-    plot_gate_saturation([layer], tmp_path / "g.png", cell="lstm")
-    fig = figures[0]
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
+    fig = plot_gate_saturation([layer], None, cell="lstm")
+    renderer = drawn(fig)
     for ax in fig.axes:
         label = ax.xaxis.label.get_window_extent(renderer)
         assert label.y0 >= 0 and label.x0 >= 0 and label.x1 <= fig.bbox.x1, label

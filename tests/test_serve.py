@@ -365,6 +365,16 @@ def test_startup_errors_are_one_line(run, tmp_path, capsys, monkeypatch):
 # ---- a real server ------------------------------------------------------------------------------
 
 
+def wait_healthy(url: str) -> None:
+    """Until GET /health answers 200 (at most about 30 s of refused connections)."""
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def server(run):
     """``python -m rnnkit.serve RUN --port 0`` (the port it picked is on its first line)."""
@@ -380,12 +390,7 @@ def server(run):
     lines: list[str] = []  # drained, so that a full pipe never blocks the server
     drain = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
     drain.start()
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
+    wait_healthy(url)
     yield url
     process.send_signal(signal.SIGINT)  # Ctrl-C: uvicorn finishes what is in flight, then stops
     assert process.wait(timeout=60) == 130  # as every rnnkit command interrupted by Ctrl-C
@@ -468,6 +473,25 @@ def test_disconnected_streams_free_their_slots_running_or_waiting(server):
             assert _health_until(server, 2, 1) == {"status": "ok", "running": 2, "waiting": 1}
         assert _health_until(server, 2, 0) == {"status": "ok", "running": 2, "waiting": 0}
     assert _health_until(server, 0, 0) == {"status": "ok", "running": 0, "waiting": 0}
+
+
+def test_ctrl_c_is_exit_130_even_where_sigint_was_ignored(run):
+    """A background job of a non-interactive shell starts with SIGINT ignored: uvicorn still
+    stops on it, and the exit status is still the interrupted 130, not 0."""
+    command = [sys.executable, "-m", "rnnkit.serve", str(run), "--port", "0",
+               "--log-level", "warning"]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    url = re.search(r"on (http://\S+) ", process.stderr.readline()).group(1)
+    wait_healthy(url)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    assert "rnnkit: interrupted" in process.stderr.read()
 
 
 def test_the_load_benchmark_runs(run):

@@ -29,10 +29,12 @@ def figure(
     **subplots: Any,
 ) -> tuple[Figure, Any]:
     """A new Figure and its axes, as ``plt.subplots(nrows, ncols, figsize=, dpi=, ...)``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize, dpi=dpi)
-    return fig, fig.subplots(nrows, ncols, **subplots)
+    FigureCanvasAgg(fig)  # its own Agg canvas, as pyplot's Agg figures have: text is measured
+    return fig, fig.subplots(nrows, ncols, **subplots)  # by the renderer that draws it
 
 
 def finish(fig: Figure, path: str | Path | None, **savefig: Any) -> Path | Figure:

@@ -150,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
     bounds = connections.uvicorn_settings(limits)
     settings = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=10, **bounds)
     connections.quiet_floods()  # after uvicorn.Config: it configures the loggers
-    uvicorn.Server(settings).run(sockets=[sock])
+    server = uvicorn.Server(settings)
+    server.run(sockets=[sock])  # re-raises the signal that stopped it, with its old handler ...
+    if server.should_exit:  # ... which did nothing where SIGINT was ignored (a background job)
+        raise KeyboardInterrupt
     return 0
 
 
