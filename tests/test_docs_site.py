@@ -43,8 +43,13 @@ def navigation(driver, base: str) -> list[str]:
     """Every page the navigation links to, in order, from the home page."""
     from selenium.webdriver.common.by import By
 
-    driver.get(base)
-    links = driver.find_elements(By.CSS_SELECTOR, "nav.md-nav--primary a.md-nav__link[href]")
+    deadline = time.monotonic() + 30
+    while True:  # on a busy machine the first load has come back empty: load it again
+        driver.get(base)
+        links = driver.find_elements(By.CSS_SELECTOR, "nav.md-nav--primary a.md-nav__link[href]")
+        if links or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     pages = []
     for link in links:
         url = urljoin(driver.current_url, link.get_attribute("href")).split("#")[0]
