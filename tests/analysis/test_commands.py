@@ -56,6 +56,11 @@ def test_experiment_memory_tiny_grid(tmp_path):
     assert len(saved["trials"]) == 8 and saved["settings"]["steps"] == 30
     assert set(saved["success_rate"]) == {"adding", "copy"}
     assert (tmp_path / "out" / "memory.png").stat().st_size > 10_000
+    quiet = rnnkit("experiment", "memory", "--tasks", "adding", "--cells", "rnn", "--lengths", 5,
+                   "--seeds", 1, "--steps", 5, "--workers", 1, "--json", cwd=tmp_path)  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
+    assert json.loads(quiet.stdout)["settings"]["steps"] == 5  # stdout: the JSON alone ...
+    assert quiet.stderr.count(" seed 0: loss/baseline ") == 1  # ... progress on stderr
 
 
 def test_experiment_exploding(tmp_path):

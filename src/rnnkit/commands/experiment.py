@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 
 from rnnkit.commands.analyze import fmt
 from rnnkit.commands.args import (
@@ -46,7 +47,7 @@ def add_parser(commands) -> None:
         help="success: test loss < margin x baseline")  # fmt: skip
     add("--workers", type=positive, default=2, help="processes (one thread each)")
     add("--out", metavar="DIR", help="write memory.png and memory.json here")
-    add("--json", action="store_true", help="print one JSON object")
+    add("--json", action="store_true", help="print one JSON object (a line per trial on stderr)")
     add_threads(memory, help="torch threads of this process (each worker uses one)")
     add_device(memory)
     from rnnkit.analysis import exploding as e
@@ -88,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         if args.margin is not None and not 0 < args.margin <= 1:
             raise UserError(f"--margin must be in (0, 1], got {args.margin}")
         options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items()}
-        progress = None if args.json else (lambda trial: print(_trial_line(trial), flush=True))
+        where = sys.stderr if args.json else sys.stdout  # --json: stdout is the JSON alone
+        progress = lambda trial: print(_trial_line(trial), file=where, flush=True)  # noqa: E731
         result = memory_experiment(
             **{k: v for k, v in options.items() if v is not None},
             workers=args.workers,
