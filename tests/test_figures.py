@@ -49,6 +49,10 @@ def test_finish_saves_or_returns_the_figure(tmp_path):
     assert finish(fig, None) is fig
     path = finish(fig, tmp_path / "made" / "here.png", dpi=50)
     assert path == tmp_path / "made" / "here.png" and path.read_bytes()[:4] == b"\x89PNG"
+    before = path.read_bytes()
+    with pytest.raises(ValueError):  # a failed write: the previous picture whole, no leftovers
+        finish(fig, path, format="no-such-format")
+    assert path.read_bytes() == before and sorted(path.parent.iterdir()) == [path]
 
 
 @pytest.mark.parametrize("name", ["plot_memory", "plot_exploding"])

@@ -13,6 +13,7 @@ notebook shows a returned one as it is. matplotlib is imported when a figure is 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +40,17 @@ def figure(
 
 def finish(fig: Figure, path: str | Path | None, **savefig: Any) -> Path | Figure:
     """``fig`` saved at ``path`` (its folder made), returning the path; with ``path`` None,
-    ``fig`` itself (to show in a notebook, or to draw more on)."""
+    ``fig`` itself (to show in a notebook, or to draw more on). The picture is written beside
+    ``path`` and renamed over it, so a failed write leaves the previous picture whole (and no
+    partial file behind)."""
     if path is None:
         return fig
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, **savefig)
+    tmp = path.with_name(path.name + ".tmp" + path.suffix)  # same format, by its suffix
+    try:
+        fig.savefig(tmp, **savefig)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -13,13 +13,12 @@ model (``rnnkit.tasks.forecast``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from rnnkit.errors import UserError
-from rnnkit.figures import figure
+from rnnkit.figures import figure, finish
 from rnnkit.wording import plural
 
 
@@ -131,10 +130,7 @@ def plot_forecasts(run: dict, columns: list[str], path: Path, split: str, season
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.suptitle(f"{split}: {H}-step forecasts after {plural(W, 'step')}")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    return finish(fig, path)
 
 
 def backtest(task, model, paths: list[str], horizon: int, windows: int) -> dict[str, float]:

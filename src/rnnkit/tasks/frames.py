@@ -16,7 +16,6 @@ UserError), colour, predicting several frames ahead.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from rnnkit.data.batching import EpochOrder
 from rnnkit.data.shapes import moving_shapes
 from rnnkit.devices import model_device, to_device
 from rnnkit.errors import UserError, short
-from rnnkit.figures import figure
+from rnnkit.figures import figure, finish
 from rnnkit.models.frames import FramePredictor, check_config
 from rnnkit.tasks.base import StepOutput, Task, World
 from rnnkit.tasks.metrics import Sums
@@ -246,8 +245,4 @@ def plot_frames(model: nn.Module, frames: np.ndarray, path: Path, title: str = "
                 ax.set_title(columns[col], fontsize=8)
     fig.suptitle(f"next-frame prediction ({title})" if title else "next-frame prediction")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    return finish(fig, path)

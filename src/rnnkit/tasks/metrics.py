@@ -13,7 +13,6 @@ per batch (each read waits for the GPU to finish its queue).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.figures import figure
+from rnnkit.figures import figure, finish
 
 
 def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], n: int) -> np.ndarray:
@@ -102,8 +101,4 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, title:
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    return finish(fig, path)

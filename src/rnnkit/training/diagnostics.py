@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rnnkit.figures import figure
+from rnnkit.figures import figure, finish
 from rnnkit.io_errors import writing
 
 COLUMNS = ["step", "parameter", "grad_to_data", "update_to_data"]
@@ -125,10 +125,5 @@ def plot_ratios(csv_path: Path, png_path: Path, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 0.81, 1))
-    tmp = png_path.with_name(png_path.name + ".tmp.png")
-    try:
-        with writing(png_path):
-            fig.savefig(tmp)
-            os.replace(tmp, png_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(png_path):
+        finish(fig, png_path)

@@ -16,7 +16,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from rnnkit.figures import figure
+from rnnkit.figures import figure, finish
 from rnnkit.io_errors import writing
 
 BASE_COLUMNS = ["step", "epoch", "kind", "loss", "lr", "grad_norm"]
@@ -95,10 +95,8 @@ def plot_losses(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = png_path.with_name(png_path.name + ".tmp.png")
-    with writing(png_path), _removed_on_failure(tmp):
-        fig.savefig(tmp)
-        os.replace(tmp, png_path)
+    with writing(png_path):
+        finish(fig, png_path)
 
 
 def log_scale(values: list[float]) -> bool:
